@@ -1,0 +1,176 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// GlobalServiceSpec says which member services form a global service and how clients
+// reach it.
+// +kubebuilder:validation:XValidation:rule="!(has(self.service) && has(self.selector))",message="set at most one of service and selector"
+type GlobalServiceSpec struct {
+	// Hostname is the name clients use, e.g. in xds:///<hostname>:<port>.
+	// Defaults to <name>.<namespace>.svc.clusterset.local (the MCS convention).
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +optional
+	Hostname string `json:"hostname,omitempty"`
+
+	// Service names the member Service by namespace and name. If neither service nor
+	// selector is set, the member Service has the GlobalService's namespace and name.
+	// Services exported with an MCS ServiceExport are included as well.
+	// +optional
+	Service *ServiceReference `json:"service,omitempty"`
+
+	// Selector selects member Services by label in the GlobalService's namespace.
+	// +optional
+	Selector *metav1.LabelSelector `json:"selector,omitempty"`
+
+	// Ports are the global service's ports. A member Service's port matches by name,
+	// or by number when the global port has no name.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:XValidation:rule="self.all(p, !has(p.name) || self.exists_one(q, has(q.name) && q.name == p.name))",message="port names must be unique"
+	// +listType=map
+	// +listMapKey=port
+	Ports []GlobalServicePort `json:"ports"`
+
+	// Clusters limits the member clusters whose endpoints form the service.
+	// Empty means every registered cluster.
+	// +kubebuilder:validation:MaxItems=512
+	// +listType=set
+	// +optional
+	Clusters []ClusterName `json:"clusters,omitempty"`
+
+	// FailoverPolicyRef names a FailoverPolicy in the same namespace. Without one,
+	// clients prefer their zone, then their region, then any cluster.
+	// +optional
+	FailoverPolicyRef *LocalObjectReference `json:"failoverPolicyRef,omitempty"`
+}
+
+// ServiceReference names a Service in member clusters.
+type ServiceReference struct {
+	// Namespace of the member Service; defaults to the GlobalService's namespace.
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+
+	// Name of the member Service.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+}
+
+// LocalObjectReference names an object in the same namespace.
+type LocalObjectReference struct {
+	// Name of the object.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// Protocol is the application protocol of a global service port.
+// +kubebuilder:validation:Enum=TCP;TLS;HTTP;HTTP2;GRPC
+type Protocol string
+
+// Application protocols of global service ports.
+const (
+	ProtocolTCP   Protocol = "TCP"
+	ProtocolTLS   Protocol = "TLS"
+	ProtocolHTTP  Protocol = "HTTP"
+	ProtocolHTTP2 Protocol = "HTTP2"
+	ProtocolGRPC  Protocol = "GRPC"
+)
+
+// GlobalServicePort is one port of a global service.
+type GlobalServicePort struct {
+	// Name matches the member Service's port of the same name.
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +optional
+	Name string `json:"name,omitempty"`
+
+	// Port is the port clients use.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port"`
+
+	// Protocol is the application protocol.
+	// +kubebuilder:default=TCP
+	// +optional
+	Protocol Protocol `json:"protocol,omitempty"`
+}
+
+// GlobalServiceStatus reports where the global service's endpoints are.
+type GlobalServiceStatus struct {
+	// ObservedGeneration is the generation the status was computed for.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Conditions: Accepted, ResolvedRefs.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// Hostname is the hostname in use, defaulted if the spec leaves it empty.
+	// +optional
+	Hostname string `json:"hostname,omitempty"`
+
+	// ReadyEndpoints counts ready endpoints over all clusters.
+	// +optional
+	ReadyEndpoints int32 `json:"readyEndpoints,omitempty"`
+
+	// Clusters lists the endpoints per cluster and locality.
+	// +listType=map
+	// +listMapKey=cluster
+	// +optional
+	Clusters []ClusterEndpoints `json:"clusters,omitempty"`
+}
+
+// ClusterEndpoints counts one cluster's endpoints of a global service.
+type ClusterEndpoints struct {
+	// Cluster is the MeshCluster's name.
+	Cluster string `json:"cluster"`
+	// Localities counts endpoints per zone.
+	// +optional
+	Localities []LocalityEndpoints `json:"localities,omitempty"`
+}
+
+// LocalityEndpoints counts endpoints in one zone.
+type LocalityEndpoints struct {
+	Region string `json:"region"`
+	Zone   string `json:"zone"`
+	// Ready endpoints receive traffic.
+	Ready int32 `json:"ready"`
+	// Total endpoints, ready or not.
+	Total int32 `json:"total"`
+}
+
+// GlobalService is a service exported from member clusters under one global hostname.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=gsvc,categories=meshfed
+// +kubebuilder:printcolumn:name="Hostname",type=string,JSONPath=`.status.hostname`
+// +kubebuilder:printcolumn:name="Ports",type=string,JSONPath=`.spec.ports[*].port`
+// +kubebuilder:printcolumn:name="Policy",type=string,JSONPath=`.spec.failoverPolicyRef.name`
+// +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyEndpoints`
+// +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS-1035 label like a Service name: lower-case letters, digits and '-', starting with a letter, at most 63 characters"
+type GlobalService struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   GlobalServiceSpec   `json:"spec"`
+	Status GlobalServiceStatus `json:"status,omitempty"`
+}
+
+// GlobalServiceList is a list of GlobalServices.
+// +kubebuilder:object:root=true
+type GlobalServiceList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []GlobalService `json:"items"`
+}

@@ -1,0 +1,119 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// DefaultNetwork is the network of a cluster that does not name one. Clusters on the same
+// network reach each other's endpoints directly; others go through east-west gateways.
+const DefaultNetwork = "default"
+
+// DefaultGatewayPort is the east-west gateway's port (Istio's convention).
+const DefaultGatewayPort = 15443
+
+// MeshClusterSpec describes a member cluster of the federation.
+type MeshClusterSpec struct {
+	// Region is the cluster's region, as in the topology.kubernetes.io/region label.
+	// It is immutable: to move a cluster, unregister it and register it again.
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="region is immutable: unregister the cluster and register it again to move it"
+	Region LocalityName `json:"region"`
+
+	// Zones are the cluster's zones, as in the topology.kubernetes.io/zone label.
+	// Endpoints in a zone not listed here are still routed, as zone "unknown" of the region.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=32
+	// +listType=set
+	Zones []LocalityName `json:"zones"`
+
+	// Network names the flat network the cluster's pods are on. Clusters on the same
+	// network reach each other's endpoints directly; traffic to a cluster on another
+	// network goes through that cluster's east-west gateways.
+	// +kubebuilder:default=default
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +optional
+	Network string `json:"network,omitempty"`
+
+	// Gateways are the addresses at which the cluster's east-west gateway is reached
+	// from other networks.
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:XValidation:rule="self.all(g, self.exists_one(h, h.address == g.address && h.port == g.port))",message="gateways must not repeat an address and port"
+	// +listType=atomic
+	// +optional
+	Gateways []GatewayAddress `json:"gateways,omitempty"`
+}
+
+// GatewayAddress is one address of an east-west gateway.
+type GatewayAddress struct {
+	// Address is an IP address or a DNS name.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="isIP(self) || self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="address must be an IP address or a lower-case DNS name"
+	Address string `json:"address"`
+
+	// Port is the gateway's TLS port.
+	// +kubebuilder:default=15443
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	Port int32 `json:"port,omitempty"`
+}
+
+// MeshClusterStatus is the hub's view of a member cluster.
+type MeshClusterStatus struct {
+	// ObservedGeneration is the generation the status was computed for.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Conditions: Registered, Connected, Synced.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// LastHeartbeatTime is when the hub last saw the agent's heartbeat.
+	// +optional
+	LastHeartbeatTime *metav1.Time `json:"lastHeartbeatTime,omitempty"`
+
+	// ExportedServices counts the services the cluster publishes.
+	// +optional
+	ExportedServices int32 `json:"exportedServices,omitempty"`
+
+	// ExportedEndpoints counts the endpoints the cluster publishes, ready or not.
+	// +optional
+	ExportedEndpoints int32 `json:"exportedEndpoints,omitempty"`
+
+	// IntermediateCAExpiry is when the cluster's intermediate CA certificate expires.
+	// +optional
+	IntermediateCAExpiry *metav1.Time `json:"intermediateCAExpiry,omitempty"`
+}
+
+// MeshCluster is a member cluster of the federation.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=mc,categories=meshfed
+// +kubebuilder:printcolumn:name="Region",type=string,JSONPath=`.spec.region`
+// +kubebuilder:printcolumn:name="Network",type=string,JSONPath=`.spec.network`
+// +kubebuilder:printcolumn:name="Connected",type=string,JSONPath=`.status.conditions[?(@.type=="Connected")].status`
+// +kubebuilder:printcolumn:name="Synced",type=string,JSONPath=`.status.conditions[?(@.type=="Synced")].status`
+// +kubebuilder:printcolumn:name="Services",type=integer,JSONPath=`.status.exportedServices`
+// +kubebuilder:printcolumn:name="Endpoints",type=integer,JSONPath=`.status.exportedEndpoints`
+// +kubebuilder:printcolumn:name="Heartbeat",type=date,JSONPath=`.status.lastHeartbeatTime`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS-1123 label: lower-case letters, digits and '-', at most 63 characters"
+type MeshCluster struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   MeshClusterSpec   `json:"spec"`
+	Status MeshClusterStatus `json:"status,omitempty"`
+}
+
+// MeshClusterList is a list of MeshClusters.
+// +kubebuilder:object:root=true
+type MeshClusterList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []MeshCluster `json:"items"`
+}
