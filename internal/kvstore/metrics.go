@@ -1,0 +1,69 @@
+package kvstore
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+// Relist reasons, the values of the "reason" label of relistsTotal.
+const (
+	reasonCompacted   = "compacted"
+	reasonWatchError  = "watch_error"
+	reasonWatchClosed = "watch_closed"
+	reasonListError   = "list_error"
+)
+
+// Write operations, the values of the "op" label of the writer metrics.
+const (
+	opPut    = "put"
+	opDelete = "delete"
+	opLease  = "lease"
+)
+
+var (
+	decodeErrorsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "meshfed",
+		Subsystem: "kvstore",
+		Name:      "decode_errors_total",
+		Help:      "Values under a watched prefix that could not be decoded and were skipped.",
+	}, []string{"prefix"})
+
+	relistsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "meshfed",
+		Subsystem: "kvstore",
+		Name:      "relists_total",
+		Help:      "Re-lists of a watched prefix, by the reason the previous watch or list ended.",
+	}, []string{"prefix", "reason"})
+
+	writerQueueDepth = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "meshfed",
+		Subsystem: "kvstore",
+		Name:      "writer_queue_depth",
+		Help:      "Keys waiting to be written (retries in backoff excluded).",
+	}, []string{"writer"})
+
+	writeErrorsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "meshfed",
+		Subsystem: "kvstore",
+		Name:      "write_errors_total",
+		Help:      "Failed etcd writes (each is retried), by operation.",
+	}, []string{"writer", "op"})
+
+	writeDurationSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "meshfed",
+		Subsystem: "kvstore",
+		Name:      "write_duration_seconds",
+		Help:      "Latency of etcd writes, successful or not, by operation.",
+		Buckets:   prometheus.ExponentialBuckets(0.001, 2, 15), // 1ms .. ~16s
+	}, []string{"writer", "op"})
+)
+
+func init() {
+	metrics.Registry.MustRegister(
+		decodeErrorsTotal,
+		relistsTotal,
+		writerQueueDepth,
+		writeErrorsTotal,
+		writeDurationSeconds,
+	)
+}

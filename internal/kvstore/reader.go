@@ -1,0 +1,320 @@
+package kvstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"k8s.io/utils/clock"
+)
+
+// ReadClient is the part of the etcd client a Reader uses. *clientv3.Client
+// satisfies it.
+type ReadClient interface {
+	Get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error)
+	Watch(ctx context.Context, key string, opts ...clientv3.OpOption) clientv3.WatchChan
+}
+
+// Observer receives a Reader's view of a prefix. See the package doc for the
+// guarantees on order and concurrency.
+type Observer[T any] interface {
+	// OnUpsert is called when key was created or changed to value.
+	OnUpsert(key string, value T)
+	// OnDelete is called when key, previously passed to OnUpsert, is gone.
+	OnDelete(key string)
+	// OnSynced is called after every completed list, the first one and each
+	// re-list: the Observer then holds exactly the prefix's state at the list's
+	// revision.
+	OnSynced()
+}
+
+// ObserverFuncs adapts functions to an Observer; nil functions are skipped.
+type ObserverFuncs[T any] struct {
+	Upsert func(key string, value T)
+	Delete func(key string)
+	Synced func()
+}
+
+// OnUpsert calls f.Upsert if set.
+func (f ObserverFuncs[T]) OnUpsert(key string, value T) {
+	if f.Upsert != nil {
+		f.Upsert(key, value)
+	}
+}
+
+// OnDelete calls f.Delete if set.
+func (f ObserverFuncs[T]) OnDelete(key string) {
+	if f.Delete != nil {
+		f.Delete(key)
+	}
+}
+
+// OnSynced calls f.Synced if set.
+func (f ObserverFuncs[T]) OnSynced() {
+	if f.Synced != nil {
+		f.Synced()
+	}
+}
+
+// ReaderOptions configures a Reader. Client, Prefix, Decode and Observer are
+// required; setDefaults documents the defaults of the rest.
+type ReaderOptions[T any] struct {
+	// Client lists and watches the store.
+	Client ReadClient
+	// Prefix is the key prefix to mirror, normally a keyspace prefix (ending
+	// in '/'). It also labels the Reader's metrics.
+	Prefix string
+	// Decode turns a stored value into T. An error marks the value malformed:
+	// it is skipped and the key keeps its last good value.
+	Decode func(key string, value []byte) (T, error)
+	// Observer receives the mirrored state.
+	Observer Observer[T]
+
+	// Logger receives the Reader's logs. Default: logr.FromContextOrDiscard of
+	// the context passed to Run.
+	Logger logr.Logger
+	// Clock times retries. Default: the real clock.
+	Clock clock.Clock
+	// RetryBaseDelay is the first delay before a re-list, doubled after each
+	// failure up to RetryMaxDelay. Defaults 100ms and 30s.
+	RetryBaseDelay time.Duration
+	RetryMaxDelay  time.Duration
+	// ListTimeout bounds one complete list (all pages). Default 60s.
+	ListTimeout time.Duration
+	// PageSize is the number of keys fetched per page of a list. Default 1000.
+	PageSize int64
+}
+
+// setDefaults fills unset optional fields; see the field docs for the values.
+func (o *ReaderOptions[T]) setDefaults() {
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	if o.RetryBaseDelay <= 0 {
+		o.RetryBaseDelay = 100 * time.Millisecond
+	}
+	if o.RetryMaxDelay <= 0 {
+		o.RetryMaxDelay = 30 * time.Second
+	}
+	o.RetryMaxDelay = max(o.RetryMaxDelay, o.RetryBaseDelay)
+	if o.ListTimeout <= 0 {
+		o.ListTimeout = 60 * time.Second
+	}
+	if o.PageSize <= 0 {
+		o.PageSize = 1000
+	}
+}
+
+// Reader mirrors every key under a prefix into an Observer. Create it with
+// NewReader and start it with Run.
+type Reader[T any] struct {
+	opts    ReaderOptions[T]
+	log     logr.Logger
+	started atomic.Bool
+
+	// known is the state of every key the Reader has processed, owned by the
+	// Run goroutine.
+	known map[string]*keyState
+}
+
+// keyState is what a Reader remembers of one key.
+type keyState struct {
+	// modRev is the ModRevision of the latest version of the key that was
+	// processed, decoded or not: the guard against delivering a version twice.
+	modRev int64
+	// delivered says the Observer holds a (good) value for the key, so its
+	// deletion must be delivered.
+	delivered bool
+}
+
+// NewReader checks opts and returns a Reader that is not yet running.
+func NewReader[T any](opts ReaderOptions[T]) (*Reader[T], error) {
+	switch {
+	case opts.Client == nil:
+		return nil, errors.New("kvstore: ReaderOptions.Client is required")
+	case opts.Prefix == "":
+		return nil, errors.New("kvstore: ReaderOptions.Prefix is required")
+	case opts.Decode == nil:
+		return nil, errors.New("kvstore: ReaderOptions.Decode is required")
+	case opts.Observer == nil:
+		return nil, errors.New("kvstore: ReaderOptions.Observer is required")
+	}
+	opts.setDefaults()
+	return &Reader[T]{opts: opts, known: map[string]*keyState{}}, nil
+}
+
+// Run lists and watches the prefix until ctx is done, then returns nil. It
+// returns an error only if called twice.
+func (r *Reader[T]) Run(ctx context.Context) error {
+	if !r.started.CompareAndSwap(false, true) {
+		return fmt.Errorf("kvstore: reader of %q: Run called twice", r.opts.Prefix)
+	}
+	r.log = r.opts.Logger
+	if r.log.GetSink() == nil {
+		r.log = logr.FromContextOrDiscard(ctx)
+	}
+	r.log = r.log.WithValues("prefix", r.opts.Prefix)
+
+	bo := backoff{base: r.opts.RetryBaseDelay, max: r.opts.RetryMaxDelay}
+	reason := "" // why the last list or watch ended; empty for the first list
+	for {
+		if reason != "" {
+			relistsTotal.WithLabelValues(r.opts.Prefix, reason).Inc()
+		}
+		rev, err := r.list(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			r.log.Error(err, "List failed, will retry")
+			reason = reasonListError
+			if !sleep(ctx, r.opts.Clock, bo.next()) {
+				return nil
+			}
+			continue
+		}
+		r.log.V(1).Info("Listed prefix", "revision", rev, "keys", len(r.known))
+		r.opts.Observer.OnSynced()
+
+		var healthy bool
+		reason, healthy = r.watch(ctx, rev)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if healthy {
+			bo.reset()
+		}
+		r.log.Info("Watch ended, re-listing", "reason", reason, "fromRevision", rev)
+		// Even a watch that fails at once must not turn into a tight
+		// list/watch loop, so every re-list waits at least RetryBaseDelay.
+		if !sleep(ctx, r.opts.Clock, bo.next()) {
+			return nil
+		}
+	}
+}
+
+// list delivers the prefix's state at one revision and prunes what it lacks.
+// It returns that revision, to watch from.
+func (r *Reader[T]) list(ctx context.Context) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.opts.ListTimeout)
+	defer cancel()
+
+	// Every known key is stale until this list sees it. Pages are read at the
+	// revision of the first page, so together they form one consistent
+	// snapshot; pruning waits until the last page, because a key missing from
+	// a partial list may still exist.
+	seen := make(map[string]struct{}, len(r.known))
+	from, end := r.opts.Prefix, clientv3.GetPrefixRangeEnd(r.opts.Prefix)
+	var rev int64
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(r.opts.PageSize)}
+		if rev != 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		resp, err := r.opts.Client.Get(ctx, from, opts...)
+		if err != nil {
+			return 0, fmt.Errorf("list %q at revision %d: %w", r.opts.Prefix, rev, err)
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		for _, kv := range resp.Kvs {
+			seen[string(kv.Key)] = struct{}{}
+			r.upsert(string(kv.Key), kv.Value, kv.ModRevision)
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			break
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+	for key := range r.known {
+		if _, ok := seen[key]; !ok {
+			r.delete(key, 0)
+		}
+	}
+	return rev, nil
+}
+
+// watch applies changes after rev until the watch ends or ctx is done. It
+// returns why the watch ended and whether it was healthy long enough to reset
+// the retry backoff.
+func (r *Reader[T]) watch(ctx context.Context, rev int64) (reason string, healthy bool) {
+	// WithRequireLeader makes a member that lost its leader end the watch
+	// (ErrNoLeader) instead of silently serving a partitioned view.
+	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	start := r.opts.Clock.Now()
+	defer func() {
+		healthy = healthy || r.opts.Clock.Since(start) >= r.opts.RetryMaxDelay
+	}()
+
+	wch := r.opts.Client.Watch(ctx, r.opts.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	for resp := range wch {
+		if resp.CompactRevision != 0 {
+			r.log.Info("Watch position compacted", "compactRevision", resp.CompactRevision)
+			return reasonCompacted, healthy
+		}
+		if err := resp.Err(); err != nil {
+			if ctx.Err() == nil {
+				r.log.Info("Watch failed", "error", err.Error())
+			}
+			return reasonWatchError, healthy
+		}
+		for _, ev := range resp.Events {
+			key := string(ev.Kv.Key)
+			switch ev.Type {
+			case mvccpb.PUT:
+				r.upsert(key, ev.Kv.Value, ev.Kv.ModRevision)
+			case mvccpb.DELETE:
+				r.delete(key, ev.Kv.ModRevision)
+			}
+		}
+		if len(resp.Events) > 0 {
+			healthy = true
+		}
+	}
+	return reasonWatchClosed, healthy
+}
+
+// upsert processes one version of a key, at most once per (key, modRev).
+func (r *Reader[T]) upsert(key string, value []byte, modRev int64) {
+	st := r.known[key]
+	if st != nil && st.modRev >= modRev {
+		return // this version (or a newer one) was already processed
+	}
+	if st == nil {
+		st = &keyState{}
+		r.known[key] = st
+	}
+	st.modRev = modRev
+
+	v, err := r.opts.Decode(key, value)
+	if err != nil {
+		// Keep whatever good value the Observer has: a bad write must not take
+		// a service away. modRev is recorded, so this version is logged and
+		// counted once.
+		decodeErrorsTotal.WithLabelValues(r.opts.Prefix).Inc()
+		r.log.Error(err, "Skipping malformed value, keeping the last good one", "key", key, "modRevision", modRev, "hasGoodValue", st.delivered)
+		return
+	}
+	st.delivered = true
+	r.opts.Observer.OnUpsert(key, v)
+}
+
+// delete forgets key and tells the Observer if it held a value for it. modRev
+// is the deletion's revision, or 0 for a prune after a list.
+func (r *Reader[T]) delete(key string, modRev int64) {
+	st := r.known[key]
+	if st == nil || (modRev != 0 && st.modRev >= modRev) {
+		return
+	}
+	delete(r.known, key)
+	if st.delivered {
+		r.opts.Observer.OnDelete(key)
+	}
+}

@@ -1,0 +1,591 @@
+package kvstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/clock"
+)
+
+// KV is the part of the etcd client a Writer writes with. *clientv3.Client
+// satisfies it.
+type KV interface {
+	Put(ctx context.Context, key, val string, opts ...clientv3.OpOption) (*clientv3.PutResponse, error)
+	Delete(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.DeleteResponse, error)
+}
+
+// WriterOptions configures a Writer. Client is required; setDefaults documents
+// the defaults of the rest.
+type WriterOptions struct {
+	// Name labels the Writer's metrics and logs; unique per process. Default
+	// "default".
+	Name string
+	// Client writes the keys.
+	Client KV
+
+	// LeaseTTL, when positive, binds every key to a lease with this TTL
+	// (rounded up to whole seconds), held by a concurrency.Session. Zero: keys
+	// are not bound to a lease and outlive the Writer.
+	LeaseTTL time.Duration
+	// SessionClient holds the lease. Default: Client, if it is a
+	// *clientv3.Client; required when LeaseTTL is set and Client is not.
+	SessionClient *clientv3.Client
+	// RevokeOnClose makes Close revoke the lease, deleting every bound key at
+	// once. Default false: the lease is left to expire after LeaseTTL.
+	RevokeOnClose bool
+
+	// SyncedKey is the key MarkSynced writes once every earlier update is in
+	// etcd, e.g. keyspace.ClusterSynced(cluster). Upserts to it are refused.
+	// Empty: MarkSynced writes nothing and only releases WaitSynced.
+	SyncedKey string
+
+	// WriteTimeout bounds one etcd request. Default 10s.
+	WriteTimeout time.Duration
+	// RetryBaseDelay is the first delay before retrying a failed write (per
+	// key) or lease grant, doubled per failure up to RetryMaxDelay. Defaults
+	// 100ms and 30s.
+	RetryBaseDelay time.Duration
+	RetryMaxDelay  time.Duration
+	// Clock times retries and write latency, and stamps the synced marker.
+	// Default: the real clock.
+	Clock clock.WithTicker
+	// Logger receives the Writer's logs. Default: logr.FromContextOrDiscard
+	// of the context passed to Run.
+	Logger logr.Logger
+}
+
+// setDefaults fills unset optional fields (see the field docs) and checks the
+// required ones.
+func (o *WriterOptions) setDefaults() error {
+	if o.Client == nil {
+		return errors.New("kvstore: WriterOptions.Client is required")
+	}
+	if o.Name == "" {
+		o.Name = "default"
+	}
+	if o.LeaseTTL > 0 && o.SessionClient == nil {
+		c, ok := o.Client.(*clientv3.Client)
+		if !ok {
+			return errors.New("kvstore: WriterOptions.SessionClient is required with LeaseTTL when Client is not a *clientv3.Client")
+		}
+		o.SessionClient = c
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 10 * time.Second
+	}
+	if o.RetryBaseDelay <= 0 {
+		o.RetryBaseDelay = 100 * time.Millisecond
+	}
+	if o.RetryMaxDelay <= 0 {
+		o.RetryMaxDelay = 30 * time.Second
+	}
+	o.RetryMaxDelay = max(o.RetryMaxDelay, o.RetryBaseDelay)
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	return nil
+}
+
+// Writer makes a set of etcd keys hold the values its callers last asked for.
+// Create it with NewWriter, start it with Run, and always Close it.
+type Writer struct {
+	opts  WriterOptions
+	queue workqueue.TypedRateLimitingInterface[string]
+
+	// lifeCtx outlives Run so that Close can still revoke the lease.
+	lifeCtx    context.Context
+	cancelLife context.CancelFunc
+
+	mu sync.Mutex
+	// log is set by Run when Options.Logger is unset.
+	log logr.Logger
+	// desired holds every key the Writer owns; a deleted entry stays until
+	// its Delete is written.
+	desired map[string]*entry
+	// written is the value last Put per key under the current lease. A
+	// missing key means "not known to be in etcd".
+	written map[string][]byte
+	// version counts updates; each entry records the version it was set at.
+	version uint64
+	// gen counts leases; a write begun under an older one does not count.
+	gen uint64
+	// lease is the lease to bind keys to; clientv3.NoLease without LeaseTTL,
+	// and also while a lease is being (re)acquired.
+	lease   clientv3.LeaseID
+	session *concurrency.Session
+
+	// barrier maps each key that must be written before the synced marker
+	// to the version that must be reached.
+	barrier map[string]uint64
+	// syncRequested is set by MarkSynced; the marker must then be present
+	// (and is rewritten after a lease loss).
+	syncRequested bool
+	// markerPending says the marker is yet to be written; markerSeq tells
+	// a marker write from an older MarkSynced apart.
+	markerPending bool
+	markerSeq     uint64
+	// syncedCh is closed once the pending marker has been written.
+	syncedCh chan struct{}
+
+	started, closed bool
+	cancelRun       context.CancelFunc
+	runDone         chan struct{}
+	closeOnce       sync.Once
+	closeErr        error
+}
+
+type entry struct {
+	value   []byte
+	deleted bool
+	version uint64
+}
+
+// NewWriter checks opts and returns a Writer that queues updates but writes
+// nothing until Run.
+func NewWriter(opts WriterOptions) (*Writer, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	lifeCtx, cancel := context.WithCancel(context.Background())
+	w := &Writer{
+		opts: opts,
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[string](opts.RetryBaseDelay, opts.RetryMaxDelay),
+			workqueue.TypedRateLimitingQueueConfig[string]{Clock: opts.Clock},
+		),
+		lifeCtx:    lifeCtx,
+		cancelLife: cancel,
+		log:        opts.Logger,
+		desired:    map[string]*entry{},
+		written:    map[string][]byte{},
+		syncedCh:   make(chan struct{}),
+		runDone:    make(chan struct{}),
+	}
+	if w.log.GetSink() == nil {
+		w.log = logr.Discard()
+	}
+	return w, nil
+}
+
+// Upsert makes key hold value. It returns at once; the write happens in Run.
+// The Writer keeps its own copy of value.
+func (w *Writer) Upsert(key string, value []byte) {
+	w.update(key, bytes.Clone(value), false)
+}
+
+// Delete makes key absent. It returns at once; the delete happens in Run.
+func (w *Writer) Delete(key string) {
+	w.update(key, nil, true)
+}
+
+func (w *Writer) update(key string, value []byte, deleted bool) {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		w.logger().V(1).Info("Ignoring update after Close", "key", key)
+		return
+	}
+	if key == "" || key == w.opts.SyncedKey {
+		// etcd refuses the empty key, and the synced key belongs to
+		// MarkSynced: either would be retried forever.
+		w.mu.Unlock()
+		w.logger().Error(nil, "Ignoring update of a key the Writer may not write", "key", key, "syncedKey", w.opts.SyncedKey)
+		return
+	}
+	w.version++
+	w.desired[key] = &entry{value: value, deleted: deleted, version: w.version}
+	w.mu.Unlock()
+	w.enqueue(key)
+}
+
+// MarkSynced asks for Options.SyncedKey to be written as soon as every update
+// made before this call has been written. Call it after the initial set of
+// keys has been queued. It returns at once; see WaitSynced.
+func (w *Writer) MarkSynced() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.syncRequested = true
+	w.requestMarkerLocked()
+}
+
+// WaitSynced blocks until the marker asked for by MarkSynced has been written
+// (with no SyncedKey: until every update before MarkSynced has been written),
+// or ctx is done. After a lease loss it blocks again until the marker has been
+// rewritten.
+func (w *Writer) WaitSynced(ctx context.Context) error {
+	w.mu.Lock()
+	ch := w.syncedCh
+	w.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("kvstore: writer %s: wait for synced marker: %w", w.opts.Name, ctx.Err())
+	}
+}
+
+// requestMarkerLocked sets a barrier of every key not yet written and marks
+// the marker pending behind it.
+func (w *Writer) requestMarkerLocked() {
+	w.barrier = map[string]uint64{}
+	for key, e := range w.desired {
+		if !w.isWrittenLocked(key, e) {
+			w.barrier[key] = e.version
+		}
+	}
+	if !w.markerPending {
+		w.markerPending = true
+		select {
+		case <-w.syncedCh:
+			w.syncedCh = make(chan struct{})
+		default:
+		}
+	}
+	w.markerSeq++
+	w.releaseMarkerLocked()
+}
+
+// releaseMarkerLocked queues the marker once its barrier is empty.
+func (w *Writer) releaseMarkerLocked() {
+	if !w.markerPending || len(w.barrier) > 0 {
+		return
+	}
+	if w.opts.SyncedKey == "" {
+		// Nothing to write: the barrier alone was asked for.
+		w.markerPending = false
+		close(w.syncedCh)
+		return
+	}
+	// Add, unlike update, takes no lock of ours, and the queue never calls
+	// back into the Writer, so calling it with w.mu held cannot deadlock.
+	w.queue.Add(w.opts.SyncedKey)
+}
+
+func (w *Writer) enqueue(key string) {
+	w.queue.Add(key)
+	writerQueueDepth.WithLabelValues(w.opts.Name).Set(float64(w.queue.Len()))
+}
+
+func (w *Writer) logger() logr.Logger {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.log
+}
+
+// Run writes queued updates, and holds the lease when LeaseTTL is set, until
+// ctx is done; then it returns nil. It may be called once: once it has
+// returned, updates are no longer written and only Close remains to be called.
+func (w *Writer) Run(ctx context.Context) error {
+	w.mu.Lock()
+	if w.started || w.closed {
+		w.mu.Unlock()
+		return fmt.Errorf("kvstore: writer %s: Run called twice or after Close", w.opts.Name)
+	}
+	w.started = true
+	if w.opts.Logger.GetSink() == nil {
+		w.log = logr.FromContextOrDiscard(ctx)
+	}
+	w.log = w.log.WithValues("writer", w.opts.Name)
+	ctx, w.cancelRun = context.WithCancel(ctx)
+	w.mu.Unlock()
+	defer close(w.runDone)
+
+	// One worker: writes are cheap next to the time a burst takes to merge,
+	// and a single writer keeps per-key ordering trivially.
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for w.processNext(ctx) {
+		}
+	})
+	if w.opts.LeaseTTL > 0 {
+		w.holdLease(ctx)
+	} else {
+		<-ctx.Done()
+	}
+	// Wake the worker; what is still queued is dropped, as Close would.
+	w.queue.ShutDown()
+	wg.Wait()
+	return nil
+}
+
+// processNext writes one queued key; it reports false once the queue is shut
+// down.
+func (w *Writer) processNext(ctx context.Context) bool {
+	key, shutdown := w.queue.Get()
+	if shutdown {
+		return false
+	}
+	defer w.queue.Done(key)
+	defer writerQueueDepth.WithLabelValues(w.opts.Name).Set(float64(w.queue.Len()))
+
+	var err error
+	if w.opts.SyncedKey != "" && key == w.opts.SyncedKey {
+		err = w.writeMarker(ctx)
+	} else {
+		err = w.write(ctx, key)
+	}
+	if err == nil {
+		w.queue.Forget(key)
+		return true
+	}
+	if ctx.Err() != nil {
+		return true // shutting down; the queue is about to close
+	}
+	// Log the first failure of a key loudly and its retries quietly: an
+	// unreachable etcd would otherwise fill the log.
+	log := w.logger()
+	if w.queue.NumRequeues(key) == 0 {
+		log.Error(err, "Write failed, will retry", "key", key)
+	} else {
+		log.V(1).Info("Write failed again, will retry", "key", key, "attempts", w.queue.NumRequeues(key)+1, "error", err.Error())
+	}
+	w.queue.AddRateLimited(key)
+	return true
+}
+
+// write makes etcd agree with the desired state of key.
+func (w *Writer) write(ctx context.Context, key string) error {
+	w.mu.Lock()
+	e, ok := w.desired[key]
+	if !ok {
+		w.mu.Unlock()
+		return nil // an earlier pass already wrote it
+	}
+	gen, lease := w.gen, w.lease
+	if w.opts.LeaseTTL > 0 && lease == clientv3.NoLease {
+		// No lease yet: holdLease queues every key again once it has one.
+		w.mu.Unlock()
+		return nil
+	}
+	if w.isWrittenLocked(key, e) {
+		w.doneLocked(key, e.version, gen, e.value, false)
+		w.mu.Unlock()
+		return nil
+	}
+	value, deleted, version := e.value, e.deleted, e.version
+	w.mu.Unlock()
+
+	op := opPut
+	if deleted {
+		op = opDelete
+	}
+	err := w.timed(ctx, op, func(ctx context.Context) error {
+		var err error
+		if deleted {
+			_, err = w.opts.Client.Delete(ctx, key)
+		} else {
+			_, err = w.opts.Client.Put(ctx, key, string(value), clientv3.WithLease(lease))
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("%s %q: %w", op, key, err)
+	}
+
+	w.mu.Lock()
+	w.doneLocked(key, version, gen, value, deleted)
+	w.mu.Unlock()
+	return nil
+}
+
+// timed runs one etcd request under WriteTimeout and records its latency and
+// failure.
+func (w *Writer) timed(ctx context.Context, op string, do func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, w.opts.WriteTimeout)
+	defer cancel()
+	start := w.opts.Clock.Now()
+	err := do(ctx)
+	writeDurationSeconds.WithLabelValues(w.opts.Name, op).Observe(w.opts.Clock.Since(start).Seconds())
+	if err != nil {
+		writeErrorsTotal.WithLabelValues(w.opts.Name, op).Inc()
+	}
+	return err
+}
+
+// isWrittenLocked says etcd holds e, as far as the Writer knows: e is a value
+// and it was the last one Put under the current lease. A pending delete is
+// never known to be written: the entry is dropped once it is.
+func (w *Writer) isWrittenLocked(key string, e *entry) bool {
+	v, ok := w.written[key]
+	return ok && !e.deleted && bytes.Equal(v, e.value)
+}
+
+// doneLocked records that key reached version in etcd under lease generation
+// gen, and releases the marker if that was the last key it waited for.
+func (w *Writer) doneLocked(key string, version, gen uint64, value []byte, deleted bool) {
+	if gen != w.gen {
+		// The lease changed while writing: the key was bound to a dead lease
+		// and has been queued again under the new one.
+		return
+	}
+	if deleted {
+		delete(w.written, key)
+		if e := w.desired[key]; e != nil && e.version == version {
+			delete(w.desired, key)
+		}
+	} else {
+		w.written[key] = value
+	}
+	if need, ok := w.barrier[key]; ok && version >= need {
+		delete(w.barrier, key)
+		w.releaseMarkerLocked()
+	}
+}
+
+// syncedMarker is the value of the synced marker (docs/keyspace.md).
+type syncedMarker struct {
+	SyncedAt time.Time `json:"syncedAt"`
+}
+
+// writeMarker writes the synced marker if it is pending and its barrier is
+// clear.
+func (w *Writer) writeMarker(ctx context.Context) error {
+	w.mu.Lock()
+	if !w.markerPending || len(w.barrier) > 0 || (w.opts.LeaseTTL > 0 && w.lease == clientv3.NoLease) {
+		w.mu.Unlock()
+		return nil
+	}
+	gen, lease, seq := w.gen, w.lease, w.markerSeq
+	w.mu.Unlock()
+
+	value, err := json.Marshal(syncedMarker{SyncedAt: w.opts.Clock.Now().UTC()})
+	if err != nil {
+		return fmt.Errorf("encode synced marker: %w", err)
+	}
+	err = w.timed(ctx, opPut, func(ctx context.Context) error {
+		_, err := w.opts.Client.Put(ctx, w.opts.SyncedKey, string(value), clientv3.WithLease(lease))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("put synced marker %q: %w", w.opts.SyncedKey, err)
+	}
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	// A MarkSynced or lease change during the write set a new barrier; the
+	// marker is written again once that clears.
+	if gen == w.gen && seq == w.markerSeq && w.markerPending {
+		w.markerPending = false
+		close(w.syncedCh)
+		w.log.V(1).Info("Synced marker written", "key", w.opts.SyncedKey)
+	}
+	return nil
+}
+
+// holdLease keeps a session open until ctx is done, replacing it whenever it
+// ends. The last session is left for Close to revoke or orphan.
+func (w *Writer) holdLease(ctx context.Context) {
+	bo := backoff{base: w.opts.RetryBaseDelay, max: w.opts.RetryMaxDelay}
+	for {
+		s, err := w.newSession(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			writeErrorsTotal.WithLabelValues(w.opts.Name, opLease).Inc()
+			w.logger().Error(err, "Lease grant failed, will retry")
+			if !sleep(ctx, w.opts.Clock, bo.next()) {
+				return
+			}
+			continue
+		}
+		bo.reset()
+		w.adopt(s)
+
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.Done():
+		}
+		// The lease expired, was revoked, or could not be kept alive: the
+		// keys bound to it are gone or about to be. Stop writing under it
+		// until the next one.
+		w.mu.Lock()
+		w.lease = clientv3.NoLease
+		w.session = nil
+		w.mu.Unlock()
+		w.logger().Info("Lease lost, rewriting all keys under a new one", "lease", int64(s.Lease()))
+	}
+}
+
+// newSession grants a lease and keeps it alive. The grant is bounded by
+// WriteTimeout; the session itself lives until Close (lifeCtx), not Run's ctx.
+func (w *Writer) newSession(ctx context.Context) (*concurrency.Session, error) {
+	ttl := int64(math.Ceil(w.opts.LeaseTTL.Seconds()))
+	gctx, cancel := context.WithTimeout(ctx, w.opts.WriteTimeout)
+	defer cancel()
+	grant, err := w.opts.SessionClient.Grant(gctx, ttl)
+	if err != nil {
+		return nil, fmt.Errorf("grant lease with TTL %ds: %w", ttl, err)
+	}
+	s, err := concurrency.NewSession(w.opts.SessionClient,
+		concurrency.WithLease(grant.ID), concurrency.WithTTL(int(ttl)), concurrency.WithContext(w.lifeCtx))
+	if err != nil {
+		return nil, fmt.Errorf("keep lease %x alive: %w", grant.ID, err)
+	}
+	return s, nil
+}
+
+// adopt makes s's lease current: nothing is known to be written under it, so
+// every desired key is queued again, and the marker, if it was asked for,
+// waits for all of them.
+func (w *Writer) adopt(s *concurrency.Session) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.session = s
+	w.lease = s.Lease()
+	w.gen++
+	w.written = map[string][]byte{}
+	for key := range w.desired {
+		w.queue.Add(key)
+	}
+	if w.syncRequested {
+		w.requestMarkerLocked()
+	}
+	w.log.V(1).Info("Holding lease", "lease", int64(s.Lease()), "keys", len(w.desired))
+}
+
+// Close stops Run, drops queued updates, and ends the lease: revoked with
+// RevokeOnClose, otherwise left to expire. It returns the revoke's error, if
+// any, and is safe to call more than once.
+func (w *Writer) Close() error {
+	w.closeOnce.Do(func() {
+		w.mu.Lock()
+		w.closed = true
+		cancel := w.cancelRun
+		w.mu.Unlock()
+
+		w.queue.ShutDown()
+		if cancel != nil {
+			cancel()
+			<-w.runDone
+		}
+
+		w.mu.Lock()
+		s := w.session
+		w.session = nil
+		w.mu.Unlock()
+		if s != nil {
+			if w.opts.RevokeOnClose {
+				if err := s.Close(); err != nil {
+					w.closeErr = fmt.Errorf("kvstore: writer %s: revoke lease %x: %w", w.opts.Name, s.Lease(), err)
+				}
+			} else {
+				s.Orphan()
+			}
+		}
+		w.cancelLife()
+		writerQueueDepth.WithLabelValues(w.opts.Name).Set(0)
+	})
+	return w.closeErr
+}
