@@ -25,9 +25,13 @@ help: ## Show this help.
 		/^[a-zA-Z_-]+:.*?##/ { printf "  %-12s %s\n", $$1, $$2 } \
 		/^##@/ { printf "\n%s\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
+.PHONY: run
+run: build binaries ## Run a local sandbox federation: a hub and 3 member clusters (Ctrl-C stops it).
+	bin/meshfedctl dev up --dir .meshfed
+
 .PHONY: build
-build: ## Build every package and command.
-	go build ./...
+build: ## Build meshfed and meshfedctl into bin/.
+	go build -o bin/ ./cmd/...
 
 .PHONY: test
 test: binaries ## Run every test, against real kube-apiservers and etcd (builds them on first use).

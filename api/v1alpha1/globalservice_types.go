@@ -120,7 +120,7 @@ type GlobalServiceStatus struct {
 
 	// ReadyEndpoints counts ready endpoints over all clusters.
 	// +optional
-	ReadyEndpoints int32 `json:"readyEndpoints,omitempty"`
+	ReadyEndpoints int32 `json:"readyEndpoints"`
 
 	// Clusters lists the endpoints per cluster and locality.
 	// +listType=map

@@ -78,11 +78,11 @@ type MeshClusterStatus struct {
 
 	// ExportedServices counts the services the cluster publishes.
 	// +optional
-	ExportedServices int32 `json:"exportedServices,omitempty"`
+	ExportedServices int32 `json:"exportedServices"`
 
 	// ExportedEndpoints counts the endpoints the cluster publishes, ready or not.
 	// +optional
-	ExportedEndpoints int32 `json:"exportedEndpoints,omitempty"`
+	ExportedEndpoints int32 `json:"exportedEndpoints"`
 
 	// IntermediateCAExpiry is when the cluster's intermediate CA certificate expires.
 	// +optional

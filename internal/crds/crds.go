@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
+	mcscrd "sigs.k8s.io/mcs-api/config/crd"
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshfed/meshfed/deploy"
@@ -43,12 +44,9 @@ func Load(fsys fs.FS, dir string) ([]*apiextensionsv1.CustomResourceDefinition, 
 		if err != nil {
 			return nil, fmt.Errorf("read CRD %q: %w", name, err)
 		}
-		crd := &apiextensionsv1.CustomResourceDefinition{}
-		if err := yaml.UnmarshalStrict(data, crd); err != nil {
-			return nil, fmt.Errorf("decode CRD %q: %w", name, err)
-		}
-		if crd.Kind != "CustomResourceDefinition" || crd.Name == "" {
-			return nil, fmt.Errorf("decode CRD %q: not a named CustomResourceDefinition", name)
+		crd, err := decode(name, data)
+		if err != nil {
+			return nil, err
 		}
 		out = append(out, crd)
 	}
@@ -56,6 +54,27 @@ func Load(fsys fs.FS, dir string) ([]*apiextensionsv1.CustomResourceDefinition, 
 		return nil, fmt.Errorf("read CRD directory %q: no *.yaml files", dir)
 	}
 	return out, nil
+}
+
+// MCS returns the Multi-Cluster Services API's ServiceExport CRD, which agents read in
+// member clusters.
+func MCS() ([]*apiextensionsv1.CustomResourceDefinition, error) {
+	crd, err := decode("ServiceExport", mcscrd.ServiceExportCRD)
+	if err != nil {
+		return nil, err
+	}
+	return []*apiextensionsv1.CustomResourceDefinition{crd}, nil
+}
+
+func decode(name string, data []byte) (*apiextensionsv1.CustomResourceDefinition, error) {
+	crd := &apiextensionsv1.CustomResourceDefinition{}
+	if err := yaml.Unmarshal(data, crd); err != nil {
+		return nil, fmt.Errorf("decode CRD %q: %w", name, err)
+	}
+	if crd.Kind != "CustomResourceDefinition" || crd.Name == "" {
+		return nil, fmt.Errorf("decode CRD %q: not a named CustomResourceDefinition", name)
+	}
+	return crd, nil
 }
 
 // Install applies the CRDs and waits, up to timeout, until each is Established.

@@ -1,7 +1,6 @@
 package localkube
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,16 +8,23 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/meshfed/meshfed/internal/crds"
+	"github.com/meshfed/meshfed/internal/pki"
+	"github.com/meshfed/meshfed/internal/proc"
 )
+
+// certLifetime outlives any test or sandbox session.
+const certLifetime = 10 * 365 * 24 * time.Hour
 
 // Options configure one control plane. The zero value of every field but Dir is usable.
 type Options struct {
@@ -27,7 +33,8 @@ type Options struct {
 	// Dir holds the control plane's data, certificates, logs and kubeconfig. Required;
 	// the caller owns it (tests pass t.TempDir()).
 	Dir string
-	// InstallCRDs installs meshfed's CRDs once the API server is ready.
+	// InstallCRDs installs meshfed's CRDs and the MCS ServiceExport CRD once the API
+	// server is ready.
 	InstallCRDs bool
 	// StartTimeout bounds the wait for a ready API server. Default 2 minutes, which a
 	// loaded 2-core machine starting several control planes needs.
@@ -55,14 +62,17 @@ type ControlPlane struct {
 	// Kubeconfig is the path of a kubeconfig file equivalent to Config.
 	Kubeconfig string
 
-	ca        *authority
-	etcd      *process
-	apiserver *process
+	ca        *pki.CA
+	etcd      *proc.Process
+	apiserver *proc.Process
 	stopOnce  sync.Once
 }
 
 // adminUser is the administrator's user name; system:masters bypasses RBAC.
 const adminUser = "meshfed-admin"
+
+// errAddrInUse marks a start that lost a race for a port.
+var errAddrInUse = errors.New("address already in use")
 
 // startAttempts allows for a port taken between choosing it and binding it.
 const startAttempts = 3
@@ -90,6 +100,11 @@ func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
 	}
 	if opts.InstallCRDs {
 		all, err := crds.Meshfed()
+		if err == nil {
+			var mcs []*apiextensionsv1.CustomResourceDefinition
+			mcs, err = crds.MCS()
+			all = append(all, mcs...)
+		}
 		if err == nil {
 			err = crds.Install(ctx, cp.Config, all, opts.StartTimeout)
 		}
@@ -129,37 +144,44 @@ func start(ctx context.Context, bin string, opts Options) (*ControlPlane, error)
 			cp.Stop()
 		}
 	}()
-	pki := filepath.Join(opts.Dir, "pki")
-	if err := os.MkdirAll(pki, 0o700); err != nil {
+	pkiDir := filepath.Join(opts.Dir, "pki")
+	if err := os.MkdirAll(pkiDir, 0o700); err != nil {
 		return nil, err
 	}
 	var err error
-	if cp.ca, err = newAuthority(opts.Name + "-ca"); err != nil {
+	if cp.ca, err = pki.NewCA(opts.Name+"-ca", certLifetime); err != nil {
 		return nil, err
 	}
-	servingCert, servingKey, err := cp.ca.serving()
+	servingCert, servingKey, err := cp.ca.Issue(pki.ServerTemplate("kube-apiserver",
+		"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "127.0.0.1", "::1"), certLifetime)
 	if err != nil {
 		return nil, err
 	}
-	saKey, err := newServiceAccountKey()
+	key, err := pki.NewKey()
+	if err != nil {
+		return nil, err
+	}
+	// SEC1, not PKCS#8: --service-account-key-file reads the public key out of it and
+	// takes only PKCS#1 or SEC1 private keys.
+	saKey, err := pki.EncodeECKey(key)
 	if err != nil {
 		return nil, err
 	}
 	files := map[string][]byte{
-		"ca.crt": cp.ca.certPEM, "serving.crt": servingCert, "serving.key": servingKey, "sa.key": saKey,
+		"ca.crt": cp.ca.CertPEM, "serving.crt": servingCert, "serving.key": servingKey, "sa.key": saKey,
 	}
 	for name, data := range files {
-		if err := os.WriteFile(filepath.Join(pki, name), data, 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(pkiDir, name), data, 0o600); err != nil {
 			return nil, err
 		}
 	}
-	ports, err := freePorts(3)
+	ports, err := FreePorts(3)
 	if err != nil {
 		return nil, err
 	}
 	etcdClient := "http://127.0.0.1:" + strconv.Itoa(ports[0])
 	etcdPeer := "http://127.0.0.1:" + strconv.Itoa(ports[1])
-	cp.etcd, err = startProcess(opts.Name+"/etcd", filepath.Join(bin, "etcd"), []string{
+	cp.etcd, err = proc.Start(opts.Name+"/etcd", filepath.Join(bin, "etcd"), []string{
 		"--name=" + opts.Name,
 		"--data-dir=" + filepath.Join(opts.Dir, "etcd"),
 		"--listen-client-urls=" + etcdClient, "--advertise-client-urls=" + etcdClient,
@@ -172,18 +194,18 @@ func start(ctx context.Context, bin string, opts Options) (*ControlPlane, error)
 	if err != nil {
 		return nil, err
 	}
-	cp.apiserver, err = startProcess(opts.Name+"/kube-apiserver", filepath.Join(bin, "kube-apiserver"), []string{
+	cp.apiserver, err = proc.Start(opts.Name+"/kube-apiserver", filepath.Join(bin, "kube-apiserver"), []string{
 		"--etcd-servers=" + etcdClient,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
 		"--secure-port=" + strconv.Itoa(ports[2]),
-		"--cert-dir=" + pki,
-		"--tls-cert-file=" + filepath.Join(pki, "serving.crt"),
-		"--tls-private-key-file=" + filepath.Join(pki, "serving.key"),
-		"--client-ca-file=" + filepath.Join(pki, "ca.crt"),
+		"--cert-dir=" + pkiDir,
+		"--tls-cert-file=" + filepath.Join(pkiDir, "serving.crt"),
+		"--tls-private-key-file=" + filepath.Join(pkiDir, "serving.key"),
+		"--client-ca-file=" + filepath.Join(pkiDir, "ca.crt"),
 		"--service-account-issuer=https://kubernetes.default.svc",
-		"--service-account-key-file=" + filepath.Join(pki, "sa.key"),
-		"--service-account-signing-key-file=" + filepath.Join(pki, "sa.key"),
+		"--service-account-key-file=" + filepath.Join(pkiDir, "sa.key"),
+		"--service-account-signing-key-file=" + filepath.Join(pkiDir, "sa.key"),
 		"--authorization-mode=RBAC",
 		"--service-cluster-ip-range=10.96.0.0/16",
 		"--allow-privileged=true",
@@ -197,14 +219,14 @@ func start(ctx context.Context, bin string, opts Options) (*ControlPlane, error)
 	if err != nil {
 		return nil, err
 	}
-	certPEM, keyPEM, err := cp.ca.client(adminUser, []string{"system:masters"})
+	certPEM, keyPEM, err := cp.ca.Issue(pki.ClientTemplate(adminUser, "system:masters"), certLifetime)
 	if err != nil {
 		return nil, err
 	}
 	cp.Config = &rest.Config{
 		Host: "https://127.0.0.1:" + strconv.Itoa(ports[2]),
 		TLSClientConfig: rest.TLSClientConfig{
-			CAData: cp.ca.certPEM, CertData: certPEM, KeyData: keyPEM,
+			CAData: cp.ca.CertPEM, CertData: certPEM, KeyData: keyPEM,
 		},
 		QPS: 100, Burst: 200,
 	}
@@ -228,10 +250,10 @@ func (cp *ControlPlane) waitReady(ctx context.Context, timeout time.Duration) er
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		for _, p := range []*process{cp.etcd, cp.apiserver} {
-			if p.exited() {
-				err := p.failure()
-				if bytes.Contains([]byte(err.Error()), []byte(errAddrInUse.Error())) {
+		for _, p := range []*proc.Process{cp.etcd, cp.apiserver} {
+			if p.Exited() {
+				err := p.Failure()
+				if strings.Contains(err.Error(), errAddrInUse.Error()) {
 					return fmt.Errorf("%w: %w", errAddrInUse, err)
 				}
 				return err
@@ -243,7 +265,7 @@ func (cp *ControlPlane) waitReady(ctx context.Context, timeout time.Duration) er
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("kube-apiserver not ready after %s (log: %s): %w", timeout, cp.apiserver.logPath, context.Cause(ctx))
+			return fmt.Errorf("kube-apiserver not ready after %s (log: %s): %w", timeout, cp.apiserver.LogPath, context.Cause(ctx))
 		case <-tick.C:
 		}
 	}
@@ -252,7 +274,7 @@ func (cp *ControlPlane) waitReady(ctx context.Context, timeout time.Duration) er
 // UserConfig returns a config that authenticates as user in groups, with a client
 // certificate from the control plane's CA. RBAC decides what it may do.
 func (cp *ControlPlane) UserConfig(user string, groups ...string) (*rest.Config, error) {
-	certPEM, keyPEM, err := cp.ca.client(user, groups)
+	certPEM, keyPEM, err := cp.ca.Issue(pki.ClientTemplate(user, groups...), certLifetime)
 	if err != nil {
 		return nil, err
 	}
@@ -264,9 +286,9 @@ func (cp *ControlPlane) UserConfig(user string, groups ...string) (*rest.Config,
 // Stop ends the API server, then etcd. It is safe to call more than once.
 func (cp *ControlPlane) Stop() {
 	cp.stopOnce.Do(func() {
-		for _, p := range []*process{cp.apiserver, cp.etcd} {
+		for _, p := range []*proc.Process{cp.apiserver, cp.etcd} {
 			if p != nil {
-				p.stop(5 * time.Second)
+				p.Stop(5 * time.Second)
 			}
 		}
 	})
@@ -286,8 +308,9 @@ func WriteKubeconfig(path, name string, cfg *rest.Config) error {
 	return nil
 }
 
-// freePorts returns n distinct loopback ports that were free a moment ago.
-func freePorts(n int) ([]int, error) {
+// FreePorts returns n distinct loopback ports that were free a moment ago. Whoever
+// binds one may still lose a race for it, and should retry.
+func FreePorts(n int) ([]int, error) {
 	var ports []int
 	var listeners []net.Listener
 	defer func() {

@@ -37,7 +37,7 @@ func runOwner(mode string) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	fmt.Printf("%d %d\n", cp.etcd.cmd.Process.Pid, cp.apiserver.cmd.Process.Pid)
+	fmt.Printf("%d %d\n", cp.etcd.Pid(), cp.apiserver.Pid())
 	os.Stdout.Sync()
 	switch mode {
 	case "panic":
@@ -128,7 +128,7 @@ func TestControlPlane(t *testing.T) {
 		t.Errorf("user without RBAC listed secrets: err = %v, want forbidden", err)
 	}
 
-	pids := []int{cp.etcd.cmd.Process.Pid, cp.apiserver.cmd.Process.Pid}
+	pids := []int{cp.etcd.Pid(), cp.apiserver.Pid()}
 	cp.Stop()
 	cp.Stop() // idempotent
 	for _, pid := range pids {

@@ -1,8 +1,13 @@
-package localkube
+// Package proc runs child processes that never outlive their owner: each in its own
+// process group, killed by the kernel when the owning process dies (Pdeathsig), and
+// stopped as a whole group.
+//
+// localkube runs etcd and kube-apiserver with it, the sandbox runs the hub and the
+// agents. Output goes to a log file that Failure quotes when a process dies early.
+package proc
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,23 +15,26 @@ import (
 	"time"
 )
 
-// process is a child process in its own process group that the kernel kills when its
-// owner dies.
-type process struct {
-	name    string
-	logPath string
+// Process is a running child process.
+type Process struct {
+	Name    string
+	LogPath string
 	cmd     *exec.Cmd
 	done    chan struct{} // closed when the process has exited
 	err     error         // the exit status, valid after done
 }
 
-func startProcess(name, path string, args []string, logPath string) (*process, error) {
-	log, err := os.Create(logPath)
+// Start runs path with args, appending its output to logPath.
+func Start(name, path string, args []string, logPath string, env ...string) (*Process, error) {
+	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	cmd := exec.Command(path, args...)
 	cmd.Stdout, cmd.Stderr = log, log
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Setpgid: true,
 		// The kernel kills the child when the thread that started it exits. Go keeps
@@ -38,7 +46,7 @@ func startProcess(name, path string, args []string, logPath string) (*process, e
 		log.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &process{name: name, logPath: logPath, cmd: cmd, done: make(chan struct{})}
+	p := &Process{Name: name, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		log.Close()
@@ -47,8 +55,14 @@ func startProcess(name, path string, args []string, logPath string) (*process, e
 	return p, nil
 }
 
-// exited reports whether the process has exited.
-func (p *process) exited() bool {
+// Pid is the process ID, also its process group ID.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Done is closed when the process has exited.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Exited reports whether the process has exited.
+func (p *Process) Exited() bool {
 	select {
 	case <-p.done:
 		return true
@@ -57,24 +71,30 @@ func (p *process) exited() bool {
 	}
 }
 
-// stop ends the whole process group: SIGTERM, then SIGKILL after grace.
-func (p *process) stop(grace time.Duration) {
-	if p.exited() {
+// Kill sends sig to the whole process group and waits for the process to exit.
+func (p *Process) Kill(sig syscall.Signal) {
+	if !p.Exited() {
+		_ = syscall.Kill(-p.Pid(), sig)
+	}
+	<-p.done
+}
+
+// Stop ends the whole process group: SIGTERM, then SIGKILL after grace.
+func (p *Process) Stop(grace time.Duration) {
+	if p.Exited() {
 		return
 	}
-	pgid := -p.cmd.Process.Pid
-	_ = syscall.Kill(pgid, syscall.SIGTERM)
+	_ = syscall.Kill(-p.Pid(), syscall.SIGTERM)
 	select {
 	case <-p.done:
 	case <-time.After(grace):
-		_ = syscall.Kill(pgid, syscall.SIGKILL)
-		<-p.done
+		p.Kill(syscall.SIGKILL)
 	}
 }
 
-// failure describes an exited process with the tail of its log.
-func (p *process) failure() error {
-	data, _ := os.ReadFile(p.logPath)
+// Failure describes an exited process with the tail of its log.
+func (p *Process) Failure() error {
+	data, _ := os.ReadFile(p.LogPath)
 	if len(data) > 2048 {
 		data = data[len(data)-2048:]
 	}
@@ -82,7 +102,5 @@ func (p *process) failure() error {
 	if p.err != nil {
 		status = p.err.Error()
 	}
-	return fmt.Errorf("%s %s; last log lines (%s):\n%s", p.name, status, p.logPath, bytes.TrimSpace(data))
+	return fmt.Errorf("%s %s; last log lines (%s):\n%s", p.Name, status, p.LogPath, bytes.TrimSpace(data))
 }
-
-var errAddrInUse = errors.New("address already in use")

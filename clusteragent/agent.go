@@ -1,0 +1,159 @@
+package clusteragent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/go-logr/logr"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+
+	"github.com/meshfed/meshfed/internal/agentcreds"
+	"github.com/meshfed/meshfed/internal/etcdconn"
+	"github.com/meshfed/meshfed/internal/hubinfo"
+	"github.com/meshfed/meshfed/internal/keyspace"
+	"github.com/meshfed/meshfed/internal/kvstore"
+	"github.com/meshfed/meshfed/internal/model"
+	"github.com/meshfed/meshfed/internal/view"
+)
+
+// Options configure the agent. KubeConfig is required.
+type Options struct {
+	// KubeConfig reaches the member cluster's API server.
+	KubeConfig *rest.Config
+	// Namespace holds the credentials Secret and the leader-election Lease. Default
+	// meshfed-system.
+	Namespace string
+	// Identity names this replica in the Lease and the heartbeat. Default: the host
+	// name. Keep it stable across restarts of one replica, so that a restarted leader
+	// takes its Lease back at once instead of waiting for it to expire.
+	Identity string
+	// HTTPAddr serves health, metrics and the debug view. Default ":9092".
+	HTTPAddr string
+	// HeartbeatTTL is the lease of the heartbeat; the hub reports the cluster
+	// disconnected this long after the agent stops. Default 15s. The heartbeat is
+	// rewritten every third of it.
+	HeartbeatTTL time.Duration
+	// LeaseDuration, RenewDeadline and RetryPeriod tune leader election. Defaults
+	// 15s, 10s and 2s.
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+	Logger                                    logr.Logger
+}
+
+func (o *Options) setDefaults() error {
+	if o.KubeConfig == nil {
+		return errors.New("agent: KubeConfig is required")
+	}
+	if o.Namespace == "" {
+		o.Namespace = hubinfo.Namespace
+	}
+	if o.Identity == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("agent identity: %w", err)
+		}
+		o.Identity = host
+	}
+	if o.HTTPAddr == "" {
+		o.HTTPAddr = ":9092"
+	}
+	if o.HeartbeatTTL == 0 {
+		o.HeartbeatTTL = 15 * time.Second
+	}
+	if o.LeaseDuration == 0 {
+		o.LeaseDuration = 15 * time.Second
+	}
+	if o.RenewDeadline == 0 {
+		o.RenewDeadline = 10 * time.Second
+	}
+	if o.RetryPeriod == 0 {
+		o.RetryPeriod = 2 * time.Second
+	}
+	return nil
+}
+
+// Run runs the agent until ctx is done.
+func Run(ctx context.Context, opts Options) error {
+	if err := opts.setDefaults(); err != nil {
+		return err
+	}
+	log := opts.Logger
+	ctx = logr.NewContext(ctx, log)
+	kube, err := kubernetes.NewForConfig(opts.KubeConfig)
+	if err != nil {
+		return err
+	}
+	creds, err := agentcreds.Load(ctx, kube, opts.Namespace)
+	if err != nil {
+		return err
+	}
+	cluster := creds.Cluster
+	log = log.WithValues("cluster", cluster)
+	etcd, err := etcdconn.New(ctx, creds.Etcd)
+	if err != nil {
+		return err
+	}
+	defer etcd.Close()
+
+	v := view.New(view.Options{})
+	reader, err := kvstore.NewReader(kvstore.ReaderOptions[model.Record]{
+		Client: etcd, Prefix: keyspace.Root, Decode: model.Decode, Observer: v, Logger: log.WithName("import"),
+	})
+	if err != nil {
+		return err
+	}
+
+	listener, err := net.Listen("tcp", opts.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("agent HTTP server: %w", err)
+	}
+	server := &http.Server{Handler: debugHandler(cluster, v), ReadHeaderTimeout: 10 * time.Second}
+	go server.Serve(listener)                         //nolint:errcheck // ends with Shutdown below
+	defer server.Shutdown(context.WithoutCancel(ctx)) //nolint:errcheck
+
+	done := make(chan error, 2)
+	go func() { done <- reader.Run(ctx) }()
+	go func() { done <- lead(ctx, kube, opts, cluster, etcd, v, log) }()
+	log.Info("agent started", "identity", opts.Identity, "etcd", creds.Etcd.Endpoints, "http", listener.Addr().String())
+	err = <-done
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// lead runs the sync side whenever this replica holds the Lease.
+func lead(ctx context.Context, kube kubernetes.Interface, opts Options, cluster string, etcd *clientv3.Client, v *view.View, log logr.Logger) error {
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: opts.Namespace, Name: "meshfed-agent"},
+		Client:     kube.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: opts.Identity},
+	}
+	for ctx.Err() == nil {
+		leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
+			Lock:            lock,
+			LeaseDuration:   opts.LeaseDuration,
+			RenewDeadline:   opts.RenewDeadline,
+			RetryPeriod:     opts.RetryPeriod,
+			ReleaseOnCancel: true,
+			Name:            "meshfed-agent",
+			Callbacks: leaderelection.LeaderCallbacks{
+				OnStartedLeading: func(ctx context.Context) {
+					log.Info("leading: publishing this cluster")
+					syncCluster(ctx, kube, opts, cluster, etcd, v, log)
+				},
+				OnStoppedLeading: func() { log.Info("stopped leading") },
+			},
+		})
+	}
+	return nil
+}

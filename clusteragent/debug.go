@@ -1,0 +1,78 @@
+package clusteragent
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/meshfed/meshfed/internal/model"
+	"github.com/meshfed/meshfed/internal/view"
+)
+
+// DebugView is the JSON of /debug/view: the agent's imported view.
+type DebugView struct {
+	Cluster        string                `json:"cluster"`
+	Synced         bool                  `json:"synced"`
+	Clusters       []DebugCluster        `json:"clusters"`
+	GlobalServices []model.GlobalService `json:"globalServices"`
+	Policies       []*model.Policy       `json:"policies"`
+}
+
+// DebugCluster is one cluster in DebugView.
+type DebugCluster struct {
+	Name      string             `json:"name"`
+	Info      *model.ClusterInfo `json:"info,omitempty"`
+	Connected bool               `json:"connected"`
+	// HeartbeatAge is how long ago this agent last saw the cluster's heartbeat.
+	HeartbeatAge string                    `json:"heartbeatAge,omitempty"`
+	Synced       bool                      `json:"synced"`
+	Services     []*model.ServiceEndpoints `json:"services"`
+}
+
+// Debug returns the view as DebugView.
+func Debug(cluster string, v *view.View, now time.Time) DebugView {
+	out := DebugView{Cluster: cluster, Synced: v.HasSynced(), GlobalServices: v.GlobalServices(), Policies: v.Policies()}
+	for _, c := range v.Clusters() {
+		dc := DebugCluster{Name: c.Name, Info: c.Info, Connected: c.Connected(), Synced: c.Synced != nil, Services: []*model.ServiceEndpoints{}}
+		if !c.LastHeartbeat.IsZero() {
+			dc.HeartbeatAge = now.Sub(c.LastHeartbeat).Round(time.Millisecond).String()
+		}
+		for _, s := range c.Services {
+			dc.Services = append(dc.Services, s)
+		}
+		sortServices(dc.Services)
+		out.Clusters = append(out.Clusters, dc)
+	}
+	return out
+}
+
+func debugHandler(cluster string, v *view.View) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok")) }) //nolint:errcheck
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !v.HasSynced() {
+			http.Error(w, "the view has not completed its first list of the hub's etcd", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok")) //nolint:errcheck
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(ctrlmetrics.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/debug/view", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(Debug(cluster, v, time.Now())) //nolint:errcheck
+	})
+	return mux
+}
+
+func sortServices(s []*model.ServiceEndpoints) {
+	slices.SortFunc(s, func(a, b *model.ServiceEndpoints) int {
+		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+	})
+}

@@ -1,0 +1,212 @@
+package publish
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/meshfed/meshfed/internal/model"
+)
+
+// waitFor bounds every condition a test waits on: generous, as a loaded CI machine
+// can stall an informer for seconds.
+const waitFor = 30 * time.Second
+
+func testContext(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// eventually polls cond until it reports true, failing the test with cond's last
+// explanation after waitFor.
+func eventually(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for {
+		ok, why := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s: %s", waitFor, what, why)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// sinkOp is one call a recordingSink received.
+type sinkOp struct {
+	Op  string // "upsert", "delete", "synced"
+	Key string
+}
+
+// recordingSink stands in for the etcd writer (tested against real etcd in
+// internal/kvstore): it keeps the state its calls describe, and every call.
+type recordingSink struct {
+	// view is told about every change, as a real view would see it in etcd; calls
+	// before it was opened are recorded as early.
+	view *fakeView
+
+	mu     sync.Mutex
+	state  map[string][]byte
+	ops    []sinkOp
+	early  []sinkOp
+	atSync map[string][]byte // state when MarkSynced was called
+}
+
+func newRecordingSink(view *fakeView) *recordingSink {
+	return &recordingSink{view: view, state: map[string][]byte{}}
+}
+
+func (s *recordingSink) record(op sinkOp) {
+	s.ops = append(s.ops, op)
+	if !s.view.released.Load() {
+		s.early = append(s.early, op)
+	}
+	s.view.apply(op)
+}
+
+func (s *recordingSink) Upsert(key string, value []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.record(sinkOp{"upsert", key})
+	s.state[key] = value
+}
+
+func (s *recordingSink) Delete(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.record(sinkOp{"delete", key})
+	delete(s.state, key)
+}
+
+func (s *recordingSink) MarkSynced() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.record(sinkOp{"synced", ""})
+	s.atSync = maps.Clone(s.state)
+}
+
+// synced returns the state at MarkSynced, or nil before it.
+func (s *recordingSink) synced() map[string][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.atSync
+}
+
+func (s *recordingSink) calls() (ops, early []sinkOp) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.ops), slices.Clone(s.early)
+}
+
+func (s *recordingSink) keys() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Sorted(maps.Keys(s.state))
+}
+
+// get decodes the current value of key; nil when the key is not set.
+func (s *recordingSink) get(t *testing.T, key string) *model.ServiceEndpoints {
+	t.Helper()
+	s.mu.Lock()
+	v, ok := s.state[key]
+	s.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	rec, err := model.Decode(key, v)
+	if err != nil {
+		t.Fatalf("published value of %s does not decode: %v", key, err)
+	}
+	return rec.(*model.ServiceEndpoints)
+}
+
+// fakeView stands in for the view of the hub's etcd (tested in internal/view).
+type fakeView struct {
+	mu        sync.Mutex
+	globals   []model.GlobalService
+	published []string
+
+	waitOnce sync.Once
+	waiting  chan struct{} // closed when WaitSynced is first called
+	release  chan struct{} // WaitSynced returns once it is closed
+	released atomic.Bool
+}
+
+func newFakeView(globals []model.GlobalService, published []string) *fakeView {
+	return &fakeView{globals: globals, published: published, waiting: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (v *fakeView) GlobalServices() []model.GlobalService {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return slices.Clone(v.globals)
+}
+
+func (v *fakeView) PublishedServices() []string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return slices.Clone(v.published)
+}
+
+func (v *fakeView) WaitSynced(ctx context.Context) error {
+	v.waitOnce.Do(func() { close(v.waiting) })
+	select {
+	case <-v.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (v *fakeView) setGlobals(globals []model.GlobalService) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.globals = globals
+}
+
+// apply updates PublishedServices after a Sink call.
+func (v *fakeView) apply(op sinkOp) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	switch op.Op {
+	case "upsert":
+		if !slices.Contains(v.published, op.Key) {
+			v.published = append(v.published, op.Key)
+		}
+	case "delete":
+		v.published = slices.DeleteFunc(v.published, func(k string) bool { return k == op.Key })
+	}
+}
+
+// open releases WaitSynced.
+func (v *fakeView) open() {
+	v.released.Store(true)
+	close(v.release)
+}
+
+// describe summarises a record for failure messages.
+func describe(rec *model.ServiceEndpoints) string {
+	if rec == nil {
+		return "<not published>"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "exportedBy=%v endpoints=[", rec.ExportedBy)
+	for i, e := range rec.Endpoints {
+		if i > 0 {
+			b.WriteString(" ")
+		}
+		fmt.Fprintf(&b, "%s(zone=%q ready=%t serving=%t terminating=%t ref=%s ports=%v)", e.Address, e.Zone, e.Ready, e.Serving, e.Terminating, e.TargetRef, e.Ports)
+	}
+	b.WriteString("]")
+	return b.String()
+}

@@ -1,0 +1,55 @@
+package publish
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+// Publish operations, the values of the "op" label of publishOpsTotal.
+const (
+	opUpsert = "upsert"
+	opDelete = "delete"
+)
+
+// Error reasons, the values of the "reason" label of errorsTotal.
+const (
+	reasonEncode    = "encode"
+	reasonDiscovery = "discovery"
+	reasonBadKey    = "bad_key"
+)
+
+// Every collector has a "cluster" label: one process may run several agents (the
+// local sandbox does).
+var (
+	exportedServices = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "meshfed",
+		Subsystem: "agent",
+		Name:      "exported_services",
+		Help:      "Services this agent currently publishes.",
+	}, []string{"cluster"})
+
+	publishedEndpoints = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "meshfed",
+		Subsystem: "agent",
+		Name:      "published_endpoints",
+		Help:      "Endpoints in the services this agent currently publishes.",
+	}, []string{"cluster"})
+
+	publishOpsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "meshfed",
+		Subsystem: "agent",
+		Name:      "publish_operations_total",
+		Help:      "Changed service records handed to the writer, by operation (upsert, delete).",
+	}, []string{"cluster", "op"})
+
+	errorsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "meshfed",
+		Subsystem: "agent",
+		Name:      "publish_errors_total",
+		Help:      "Errors while computing what to publish, by reason (encode, discovery, bad_key).",
+	}, []string{"cluster", "reason"})
+)
+
+func init() {
+	metrics.Registry.MustRegister(exportedServices, publishedEndpoints, publishOpsTotal, errorsTotal)
+}

@@ -1,0 +1,110 @@
+package clusteragent
+
+import (
+	"context"
+	"time"
+
+	"github.com/go-logr/logr"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/kubernetes"
+	mcsclient "sigs.k8s.io/mcs-api/pkg/client/clientset/versioned"
+
+	"github.com/meshfed/meshfed/clusteragent/internal/publish"
+	"github.com/meshfed/meshfed/internal/keyspace"
+	"github.com/meshfed/meshfed/internal/kvstore"
+	"github.com/meshfed/meshfed/internal/model"
+	"github.com/meshfed/meshfed/internal/view"
+)
+
+// syncRetry is the pause before the sync side starts again after failing.
+const syncRetry = 2 * time.Second
+
+// syncCluster runs the sync side until ctx is done, starting it again after failures.
+func syncCluster(ctx context.Context, kube kubernetes.Interface, opts Options, cluster string, etcd *clientv3.Client, v *view.View, log logr.Logger) {
+	for {
+		err := syncOnce(ctx, kube, opts, cluster, etcd, v, log)
+		if ctx.Err() != nil {
+			return
+		}
+		log.Error(err, "sync side failed; starting it again", "after", syncRetry)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(syncRetry):
+		}
+	}
+}
+
+func syncOnce(ctx context.Context, kube kubernetes.Interface, opts Options, cluster string, etcd *clientv3.Client, v *view.View, log logr.Logger) error {
+	services, err := kvstore.NewWriter(kvstore.WriterOptions{
+		Name: "services", Client: etcd, SyncedKey: keyspace.ClusterSynced(cluster), Logger: log.WithName("services"),
+	})
+	if err != nil {
+		return err
+	}
+	defer services.Close()
+	// Revoking on close tells the hub at once that a stopped agent is gone; a killed
+	// one is noticed when the lease expires.
+	heartbeat, err := kvstore.NewWriter(kvstore.WriterOptions{
+		Name: "heartbeat", Client: etcd, LeaseTTL: opts.HeartbeatTTL, RevokeOnClose: true, Logger: log.WithName("heartbeat"),
+	})
+	if err != nil {
+		return err
+	}
+	defer heartbeat.Close()
+	mcs, err := mcsclient.NewForConfig(opts.KubeConfig)
+	if err != nil {
+		return err
+	}
+	pub, err := publish.New(publish.Options{
+		Cluster: cluster, Kube: kube, MCS: mcs, Sink: services, View: publishView{v, cluster},
+		// The publisher names the cluster in its own log lines.
+		Logger: opts.Logger.WithName("publish"),
+	})
+	if err != nil {
+		return err
+	}
+	unsubscribe := v.Subscribe(func(k keyspace.Key) {
+		if k.Kind == keyspace.KindGlobalService {
+			pub.GlobalServicesChanged()
+		}
+	})
+	defer unsubscribe()
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return services.Run(ctx) })
+	g.Go(func() error { return heartbeat.Run(ctx) })
+	g.Go(func() error { return pub.Run(ctx) })
+	g.Go(func() error { return beat(ctx, heartbeat, cluster, opts) })
+	return g.Wait()
+}
+
+// beat rewrites the heartbeat every third of its TTL, so that readers see it fresh.
+func beat(ctx context.Context, w *kvstore.Writer, cluster string, opts Options) error {
+	ticker := time.NewTicker(opts.HeartbeatTTL / 3)
+	defer ticker.Stop()
+	key := keyspace.ClusterHeartbeat(cluster)
+	for {
+		value, err := model.Encode(&model.Heartbeat{Time: time.Now().UTC(), TTL: int64(opts.HeartbeatTTL / time.Second), Agent: opts.Identity})
+		if err != nil {
+			return err
+		}
+		w.Upsert(key, value)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+		}
+	}
+}
+
+// publishView adapts the View to what the publisher reads.
+type publishView struct {
+	*view.View
+	cluster string
+}
+
+func (p publishView) PublishedServices() []string { return p.View.PublishedServices(p.cluster) }
+
+var _ publish.View = publishView{}

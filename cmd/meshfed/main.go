@@ -1,0 +1,108 @@
+// Command meshfed runs meshfed's components: the hub and the agent.
+package main
+
+import (
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meshfed/meshfed/clusteragent"
+	"github.com/meshfed/meshfed/federation"
+	"github.com/meshfed/meshfed/internal/cmdutil"
+)
+
+func main() {
+	root := &cobra.Command{
+		Use:          "meshfed",
+		Short:        "meshfed federates service meshes across Kubernetes clusters",
+		SilenceUsage: true,
+	}
+	root.AddCommand(hubCommand(), agentCommand())
+	if err := root.Execute(); err != nil {
+		os.Exit(1)
+	}
+}
+
+func hubCommand() *cobra.Command {
+	var (
+		logs       cmdutil.LogOptions
+		kubeconfig string
+		opts       federation.Options
+	)
+	cmd := &cobra.Command{
+		Use:   "hub",
+		Short: "Run the hub: etcd, the reconcilers of meshfed's CRDs, and the agents' credential signer",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := logs.Logger()
+			if err != nil {
+				return err
+			}
+			if opts.KubeConfig, err = cmdutil.RESTConfig(kubeconfig); err != nil {
+				return err
+			}
+			opts.Logger = log
+			ctx, stop := cmdutil.SignalContext()
+			defer stop()
+			if err := federation.Run(ctx, opts); err != nil {
+				log.Error(err, "hub failed")
+				return err
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	logs.AddFlags(f)
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the hub's API server (default: in-cluster)")
+	f.StringVar(&opts.DataDir, "data-dir", "/var/lib/meshfed", "directory for the embedded etcd's data and the hub's etcd CA")
+	f.StringVar(&opts.EtcdListenURL, "etcd-listen-url", "https://127.0.0.1:2379", "where the embedded etcd serves clients")
+	f.StringSliceVar(&opts.EtcdAdvertiseURLs, "etcd-advertise-urls", nil, "etcd URLs agents use (default: --etcd-listen-url, or --etcd-endpoints)")
+	f.StringSliceVar(&opts.EtcdServerNames, "etcd-server-names", nil, "extra DNS names or IPs for the embedded etcd's certificate")
+	f.StringSliceVar(&opts.EtcdEndpoints, "etcd-endpoints", nil, "external etcd endpoints; replaces the embedded etcd")
+	f.StringVar(&opts.EtcdCAFile, "etcd-ca-file", "", "external etcd: CA of its serving certificate")
+	f.StringVar(&opts.EtcdCertFile, "etcd-cert-file", "", "external etcd: client certificate of its root user")
+	f.StringVar(&opts.EtcdKeyFile, "etcd-key-file", "", "external etcd: key of that client certificate")
+	f.StringVar(&opts.EtcdClientCACertFile, "etcd-client-ca-cert-file", "", "external etcd: CA it trusts for client certificates, to sign agents'")
+	f.StringVar(&opts.EtcdClientCAKeyFile, "etcd-client-ca-key-file", "", "external etcd: key of that CA")
+	f.StringVar(&opts.MetricsAddr, "metrics-addr", ":9090", "Prometheus metrics address; 0 disables")
+	f.StringVar(&opts.HealthAddr, "health-addr", ":9091", "health probe address; 0 disables")
+	f.BoolVar(&opts.LeaderElection, "leader-elect", false, "elect a leader among hub replicas")
+	return cmd
+}
+
+func agentCommand() *cobra.Command {
+	var (
+		logs       cmdutil.LogOptions
+		kubeconfig string
+		opts       clusteragent.Options
+	)
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run a member cluster's agent: publish its services to the hub and import everyone else's",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := logs.Logger()
+			if err != nil {
+				return err
+			}
+			if opts.KubeConfig, err = cmdutil.RESTConfig(kubeconfig); err != nil {
+				return err
+			}
+			opts.Logger = log
+			ctx, stop := cmdutil.SignalContext()
+			defer stop()
+			if err := clusteragent.Run(ctx, opts); err != nil {
+				log.Error(err, "agent failed")
+				return err
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	logs.AddFlags(f)
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the member cluster (default: in-cluster)")
+	f.StringVar(&opts.Namespace, "namespace", "meshfed-system", "namespace of the credentials Secret and the leader Lease")
+	f.StringVar(&opts.Identity, "identity", "", "this replica's stable name (default: host name)")
+	f.StringVar(&opts.HTTPAddr, "http-addr", ":9092", "address of /healthz, /readyz, /metrics and /debug/view")
+	f.DurationVar(&opts.HeartbeatTTL, "heartbeat-ttl", 15*time.Second, "lease of the heartbeat: how soon the federation notices a dead agent")
+	return cmd
+}

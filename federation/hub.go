@@ -1,0 +1,334 @@
+package federation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	"go.uber.org/zap"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	v1 "github.com/meshfed/meshfed/api/v1alpha1"
+	"github.com/meshfed/meshfed/federation/internal/controllers"
+	"github.com/meshfed/meshfed/federation/internal/etcdsec"
+	"github.com/meshfed/meshfed/federation/internal/signer"
+	"github.com/meshfed/meshfed/internal/embedetcd"
+	"github.com/meshfed/meshfed/internal/etcdconn"
+	"github.com/meshfed/meshfed/internal/hubinfo"
+	"github.com/meshfed/meshfed/internal/keyspace"
+	"github.com/meshfed/meshfed/internal/kvstore"
+	"github.com/meshfed/meshfed/internal/model"
+	"github.com/meshfed/meshfed/internal/pki"
+	"github.com/meshfed/meshfed/internal/view"
+)
+
+// caLifetime is the life of the embedded etcd's CA; its serving certificate is
+// reissued at every start.
+const caLifetime = 10 * 365 * 24 * time.Hour
+
+// Options configure the hub. KubeConfig and DataDir are required.
+type Options struct {
+	// KubeConfig reaches the hub's API server.
+	KubeConfig *rest.Config
+	// DataDir holds the embedded etcd's data and the hub's etcd CA. It survives restarts.
+	DataDir string
+
+	// EtcdListenURL is where the embedded etcd serves clients. Default
+	// https://127.0.0.1:2379. Ignored with external etcd.
+	EtcdListenURL string
+	// EtcdAdvertiseURLs are the etcd URLs agents use. Default EtcdListenURL, or
+	// EtcdEndpoints with external etcd.
+	EtcdAdvertiseURLs []string
+	// EtcdServerNames are extra DNS names or IPs for the embedded etcd's serving
+	// certificate, for agents that reach it by another name.
+	EtcdServerNames []string
+
+	// External etcd: EtcdEndpoints replaces the embedded server. The hub connects as
+	// etcd's root user with EtcdCertFile/EtcdKeyFile, trusting EtcdCAFile, and signs
+	// agents' client certificates with the CA etcd trusts for clients
+	// (EtcdClientCACertFile/EtcdClientCAKeyFile).
+	EtcdEndpoints        []string
+	EtcdCAFile           string
+	EtcdCertFile         string
+	EtcdKeyFile          string
+	EtcdClientCACertFile string
+	EtcdClientCAKeyFile  string
+
+	// MetricsAddr serves Prometheus metrics; "0" disables. Default ":9090".
+	MetricsAddr string
+	// HealthAddr serves /healthz and /readyz; "0" disables. Default ":9091".
+	HealthAddr string
+	// LeaderElection lets several hub replicas share the work.
+	LeaderElection bool
+
+	Logger logr.Logger
+}
+
+func (o *Options) setDefaults() error {
+	if o.KubeConfig == nil || o.DataDir == "" {
+		return errors.New("hub: KubeConfig and DataDir are required")
+	}
+	if o.EtcdListenURL == "" {
+		o.EtcdListenURL = "https://127.0.0.1:2379"
+	}
+	if len(o.EtcdAdvertiseURLs) == 0 {
+		o.EtcdAdvertiseURLs = []string{o.EtcdListenURL}
+		if len(o.EtcdEndpoints) > 0 {
+			o.EtcdAdvertiseURLs = o.EtcdEndpoints
+		}
+	}
+	if o.MetricsAddr == "" {
+		o.MetricsAddr = ":9090"
+	}
+	if o.HealthAddr == "" {
+		o.HealthAddr = ":9091"
+	}
+	return nil
+}
+
+// Run runs the hub until ctx is done.
+func Run(ctx context.Context, opts Options) error {
+	if err := opts.setDefaults(); err != nil {
+		return err
+	}
+	log := opts.Logger
+	ctx = logr.NewContext(ctx, log)
+
+	conn, err := connectEtcd(ctx, &opts)
+	if err != nil {
+		return err
+	}
+	defer conn.close()
+	if err := etcdsec.EnableAuth(ctx, conn.client); err != nil {
+		return err
+	}
+
+	v := view.New(view.Options{})
+	reader, err := kvstore.NewReader(kvstore.ReaderOptions[model.Record]{
+		Client: conn.client, Prefix: keyspace.ClustersPrefix(), Decode: model.Decode, Observer: v,
+		Logger: log.WithName("reader"),
+	})
+	if err != nil {
+		return err
+	}
+
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := v1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(opts.KubeConfig, ctrl.Options{
+		Scheme:                  scheme,
+		Logger:                  log,
+		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
+		HealthProbeBindAddress:  opts.HealthAddr,
+		LeaderElection:          opts.LeaderElection,
+		LeaderElectionID:        "meshfed-hub",
+		LeaderElectionNamespace: hubinfo.Namespace,
+	})
+	if err != nil {
+		return fmt.Errorf("hub manager: %w", err)
+	}
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { return reader.Run(ctx) })); err != nil {
+		return err
+	}
+	if err := controllers.Setup(mgr, controllers.Options{KV: conn.client, Auth: conn.client, View: v}); err != nil {
+		return err
+	}
+	if err := (&signer.Reconciler{Client: mgr.GetClient(), CA: conn.clientCA}).Setup(mgr); err != nil {
+		return err
+	}
+	advertise := &hubConfig{client: mgr.GetClient(), endpoints: opts.EtcdAdvertiseURLs, ca: conn.serverCA}
+	if err := mgr.Add(advertise); err != nil {
+		return err
+	}
+	log.Info("hub starting", "etcd", opts.EtcdAdvertiseURLs, "embedded", len(opts.EtcdEndpoints) == 0)
+	return mgr.Start(ctx)
+}
+
+// etcdConn is the hub's root connection to its etcd.
+type etcdConn struct {
+	client   *clientv3.Client
+	serverCA []byte  // PEM CA that etcd's serving certificate chains to
+	clientCA *pki.CA // the CA etcd trusts for client certificates
+	server   *embedetcd.Server
+}
+
+func (c *etcdConn) close() {
+	c.client.Close()
+	if c.server != nil {
+		c.server.Close()
+	}
+}
+
+func connectEtcd(ctx context.Context, opts *Options) (*etcdConn, error) {
+	conn := &etcdConn{}
+	var rootCert, rootKey []byte
+	endpoints := opts.EtcdEndpoints
+	if len(endpoints) == 0 {
+		ca, err := loadOrCreateCA(filepath.Join(opts.DataDir, "pki"), "meshfed-hub-etcd-ca")
+		if err != nil {
+			return nil, err
+		}
+		dir := filepath.Join(opts.DataDir, "pki")
+		hosts := append([]string{"localhost", "127.0.0.1", "::1"}, opts.EtcdServerNames...)
+		for _, u := range append([]string{opts.EtcdListenURL}, opts.EtcdAdvertiseURLs...) {
+			if h := hostOf(u); h != "" {
+				hosts = append(hosts, h)
+			}
+		}
+		certPEM, keyPEM, err := ca.Issue(pki.ServerTemplate("meshfed-hub-etcd", hosts...), caLifetime/10)
+		if err != nil {
+			return nil, err
+		}
+		if err := writeFiles(dir, map[string][]byte{"etcd-server.crt": certPEM, "etcd-server.key": keyPEM}); err != nil {
+			return nil, err
+		}
+		server, err := embedetcd.Start(ctx, embedetcd.Options{
+			DataDir:   filepath.Join(opts.DataDir, "etcd"),
+			Name:      "meshfed-hub",
+			ClientURL: opts.EtcdListenURL,
+			ClientTLS: &embedetcd.TLS{
+				CertFile: filepath.Join(dir, "etcd-server.crt"), KeyFile: filepath.Join(dir, "etcd-server.key"),
+				TrustedCAFile: filepath.Join(dir, "ca.crt"), ClientCertAuth: true,
+			},
+			Logger: opts.Logger.WithName("etcd"),
+			// etcd logs every auth request at warn: keep its errors only.
+			ZapLogger: errorLogger(),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("hub etcd: %w", err)
+		}
+		conn.server = server
+		endpoints = server.Endpoints()
+		if rootCert, rootKey, err = ca.Issue(pki.ClientTemplate(etcdsec.RootUser), caLifetime/10); err != nil {
+			server.Close()
+			return nil, err
+		}
+		conn.serverCA, conn.clientCA = ca.CertPEM, ca
+	} else {
+		var err error
+		files := map[string]*[]byte{opts.EtcdCAFile: &conn.serverCA, opts.EtcdCertFile: &rootCert, opts.EtcdKeyFile: &rootKey}
+		for name, dst := range files {
+			if *dst, err = os.ReadFile(name); err != nil {
+				return nil, fmt.Errorf("external etcd credentials: %w", err)
+			}
+		}
+		caCert, err := os.ReadFile(opts.EtcdClientCACertFile)
+		if err != nil {
+			return nil, fmt.Errorf("external etcd client CA: %w", err)
+		}
+		caKey, err := os.ReadFile(opts.EtcdClientCAKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("external etcd client CA: %w", err)
+		}
+		if conn.clientCA, err = pki.LoadCA(caCert, caKey); err != nil {
+			return nil, err
+		}
+	}
+	client, err := etcdconn.New(ctx, etcdconn.Credentials{Endpoints: endpoints, CA: conn.serverCA, Cert: rootCert, Key: rootKey})
+	if err != nil {
+		if conn.server != nil {
+			conn.server.Close()
+		}
+		return nil, fmt.Errorf("connect to hub etcd: %w", err)
+	}
+	conn.client = client
+	return conn, nil
+}
+
+func loadOrCreateCA(dir, cn string) (*pki.CA, error) {
+	certPEM, cerr := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	keyPEM, kerr := os.ReadFile(filepath.Join(dir, "ca.key"))
+	if cerr == nil && kerr == nil {
+		return pki.LoadCA(certPEM, keyPEM)
+	}
+	ca, err := pki.NewCA(cn, caLifetime)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err = ca.KeyPEM()
+	if err != nil {
+		return nil, err
+	}
+	return ca, writeFiles(dir, map[string][]byte{"ca.crt": ca.CertPEM, "ca.key": keyPEM})
+}
+
+func writeFiles(dir string, files map[string][]byte) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func hostOf(rawURL string) string {
+	rest, ok := strings.CutPrefix(rawURL, "https://")
+	if !ok {
+		return ""
+	}
+	host := rest
+	if i := strings.LastIndex(rest, ":"); i > 0 {
+		host = rest[:i]
+	}
+	return strings.Trim(host, "[]")
+}
+
+// hubConfig publishes the hub ConfigMap (package hubinfo) once the manager runs.
+type hubConfig struct {
+	client    client.Client
+	endpoints []string
+	ca        []byte
+}
+
+func (h *hubConfig) NeedLeaderElection() bool { return true }
+
+func (h *hubConfig) Start(ctx context.Context) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: hubinfo.Namespace}}
+	if err := h.client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("publish hub config: %w", err)
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: hubinfo.Namespace, Name: hubinfo.ConfigMapName}}
+	_, err := ctrl.CreateOrUpdate(ctx, h.client, cm, func() error {
+		cm.Data = map[string]string{hubinfo.KeyEtcdEndpoints: strings.Join(h.endpoints, ","), hubinfo.KeyEtcdCA: string(h.ca)}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("publish hub config: %w", err)
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// errorLogger is a JSON zap logger to stderr that logs errors only.
+func errorLogger() *zap.Logger {
+	cfg := zap.NewProductionConfig()
+	cfg.Level = zap.NewAtomicLevelAt(zap.ErrorLevel)
+	cfg.Sampling = nil
+	log, err := cfg.Build()
+	if err != nil {
+		return zap.NewNop()
+	}
+	return log
+}

@@ -1,0 +1,138 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	v1 "github.com/meshfed/meshfed/api/v1alpha1"
+	"github.com/meshfed/meshfed/federation/internal/etcdsec"
+	"github.com/meshfed/meshfed/internal/keyspace"
+	"github.com/meshfed/meshfed/internal/view"
+)
+
+// Finalizer holds meshfed objects until the hub has removed them from etcd.
+const Finalizer = "meshfed.io/hub"
+
+// heartbeatStatusPeriod is how stale status.lastHeartbeatTime may get while a cluster
+// stays connected: refreshing it on every heartbeat would write status every few
+// seconds per cluster.
+const heartbeatStatusPeriod = 15 * time.Second
+
+// MeshClusterReconciler registers clusters in etcd (record, user and role) and reports
+// their agents' state.
+type MeshClusterReconciler struct {
+	Client client.Client
+	KV     KV
+	Auth   etcdsec.Auth
+	View   *view.View
+	Clock  clock.PassiveClock
+}
+
+// Reconcile converges one MeshCluster.
+func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	log := ctrl.LoggerFrom(ctx)
+	mc := &v1.MeshCluster{}
+	if err := r.Client.Get(ctx, req.NamespacedName, mc); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	name := mc.Name
+	if !mc.DeletionTimestamp.IsZero() {
+		if err := r.remove(ctx, name); err != nil {
+			return ctrl.Result{}, err
+		}
+		log.Info("unregistered cluster", "cluster", name)
+		controllerutil.RemoveFinalizer(mc, Finalizer)
+		return ctrl.Result{}, client.IgnoreNotFound(r.Client.Update(ctx, mc))
+	}
+	if controllerutil.AddFinalizer(mc, Finalizer) {
+		if err := r.Client.Update(ctx, mc); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+
+	registered := metav1.Condition{Type: v1.ConditionRegistered, Status: metav1.ConditionTrue, Reason: "Registered",
+		Message: "etcd user, role and registration record are in place"}
+	err := etcdsec.EnsureCluster(ctx, r.Auth, name)
+	if err == nil {
+		err = putRecord(ctx, r.KV, keyspace.ClusterInfo(name), clusterInfo(mc))
+	}
+	if err != nil {
+		registered.Status, registered.Reason, registered.Message = metav1.ConditionFalse, "EtcdError", err.Error()
+	}
+
+	status := mc.Status.DeepCopy()
+	status.ObservedGeneration = mc.Generation
+	registered.ObservedGeneration = mc.Generation
+	meta.SetStatusCondition(&status.Conditions, registered)
+	requeue := r.agentStatus(mc, status)
+	if !equality.Semantic.DeepEqual(status, &mc.Status) {
+		mc.Status = *status
+		if uerr := r.Client.Status().Update(ctx, mc); uerr != nil && !apierrors.IsConflict(uerr) {
+			return ctrl.Result{}, uerr
+		}
+	}
+	if err != nil {
+		return ctrl.Result{}, fmt.Errorf("register cluster %q: %w", name, err)
+	}
+	return ctrl.Result{RequeueAfter: requeue}, nil
+}
+
+// agentStatus fills the conditions and counts that come from the agent's records, and
+// says when to look again.
+func (r *MeshClusterReconciler) agentStatus(mc *v1.MeshCluster, status *v1.MeshClusterStatus) time.Duration {
+	gen := mc.Generation
+	connected := metav1.Condition{Type: v1.ConditionConnected, Status: metav1.ConditionFalse, ObservedGeneration: gen,
+		Reason: "NoHeartbeat", Message: "the cluster's agent has not written a heartbeat"}
+	synced := metav1.Condition{Type: v1.ConditionSynced, Status: metav1.ConditionFalse, ObservedGeneration: gen,
+		Reason: "NotSynced", Message: "the cluster's agent has not completed its initial publish"}
+	c, ok := r.View.Cluster(mc.Name)
+	var requeue time.Duration
+	if ok {
+		if c.Connected() {
+			connected.Status, connected.Reason = metav1.ConditionTrue, "HeartbeatLive"
+			connected.Message = fmt.Sprintf("agent %s holds a heartbeat lease", c.Heartbeat.Agent)
+			last := status.LastHeartbeatTime
+			if last == nil || c.LastHeartbeat.Sub(last.Time) >= heartbeatStatusPeriod {
+				status.LastHeartbeatTime = &metav1.Time{Time: c.LastHeartbeat.Truncate(time.Second)}
+			}
+			requeue = heartbeatStatusPeriod
+		} else if !c.LastHeartbeat.IsZero() {
+			connected.Reason = "HeartbeatLapsed"
+			connected.Message = fmt.Sprintf("the agent's heartbeat lease expired; last heartbeat seen %s ago",
+				r.Clock.Since(c.LastHeartbeat).Round(time.Second))
+		}
+		if c.Synced != nil {
+			synced.Status, synced.Reason, synced.Message = metav1.ConditionTrue, "Synced", "the agent completed its initial publish"
+		}
+		total, _ := c.Endpoints()
+		status.ExportedServices, status.ExportedEndpoints = int32(len(c.Services)), int32(total)
+	} else {
+		status.ExportedServices, status.ExportedEndpoints = 0, 0
+	}
+	meta.SetStatusCondition(&status.Conditions, connected)
+	meta.SetStatusCondition(&status.Conditions, synced)
+	return requeue
+}
+
+// remove deletes the cluster's etcd user, role and every key under its prefix.
+func (r *MeshClusterReconciler) remove(ctx context.Context, name string) error {
+	if err := etcdsec.RemoveCluster(ctx, r.Auth, name); err != nil {
+		return fmt.Errorf("unregister cluster %q: %w", name, err)
+	}
+	if err := deleteKey(ctx, r.KV, keyspace.ClusterPrefix(name), clientv3.WithPrefix()); err != nil {
+		return fmt.Errorf("unregister cluster %q: %w", name, err)
+	}
+	return nil
+}

@@ -1,0 +1,116 @@
+package controllers
+
+import (
+	"context"
+
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	v1 "github.com/meshfed/meshfed/api/v1alpha1"
+	"github.com/meshfed/meshfed/federation/internal/etcdsec"
+	"github.com/meshfed/meshfed/internal/keyspace"
+	"github.com/meshfed/meshfed/internal/view"
+)
+
+// Options are what the reconcilers need.
+type Options struct {
+	KV    KV
+	Auth  etcdsec.Auth
+	View  *view.View
+	Clock clock.PassiveClock
+}
+
+// Setup registers the reconcilers and the Collector with mgr.
+func Setup(mgr ctrl.Manager, opts Options) error {
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	c := mgr.GetClient()
+	clusters := &MeshClusterReconciler{Client: c, KV: opts.KV, Auth: opts.Auth, View: opts.View, Clock: opts.Clock}
+	err := ctrl.NewControllerManagedBy(mgr).For(&v1.MeshCluster{}).Named("meshcluster").
+		WatchesRawSource(viewSource(opts.View, func(_ context.Context, k keyspace.Key) []reconcile.Request {
+			if k.Cluster == "" {
+				return nil
+			}
+			return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: k.Cluster}}}
+		})).
+		Complete(clusters)
+	if err != nil {
+		return err
+	}
+
+	services := &GlobalServiceReconciler{Client: c, KV: opts.KV, View: opts.View}
+	err = ctrl.NewControllerManagedBy(mgr).For(&v1.GlobalService{}).Named("globalservice").
+		// A policy appearing or going changes the ResolvedRefs of the services naming it.
+		Watches(&v1.FailoverPolicy{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			return globalServicesIn(ctx, c, o.GetNamespace(), func(gs *v1.GlobalService) bool {
+				return gs.Spec.FailoverPolicyRef != nil && gs.Spec.FailoverPolicyRef.Name == o.GetName()
+			})
+		})).
+		// Published services change the endpoint counts of the global services that may
+		// select them: those in the service's namespace and those naming it.
+		WatchesRawSource(viewSource(opts.View, func(ctx context.Context, k keyspace.Key) []reconcile.Request {
+			if k.Kind != keyspace.KindServiceEndpoints {
+				return nil
+			}
+			return globalServicesIn(ctx, c, "", func(gs *v1.GlobalService) bool {
+				return gs.Namespace == k.Namespace || (gs.Spec.Service != nil && gs.Spec.Service.Namespace == k.Namespace)
+			})
+		})).
+		Complete(services)
+	if err != nil {
+		return err
+	}
+
+	policies := &FailoverPolicyReconciler{Client: c, KV: opts.KV}
+	err = ctrl.NewControllerManagedBy(mgr).For(&v1.FailoverPolicy{}).Named("failoverpolicy").
+		// Registering or removing a cluster changes which policy references resolve.
+		Watches(&v1.MeshCluster{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
+			list := &v1.FailoverPolicyList{}
+			if err := c.List(ctx, list); err != nil {
+				return nil
+			}
+			out := make([]reconcile.Request, 0, len(list.Items))
+			for _, fp := range list.Items {
+				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&fp)})
+			}
+			return out
+		})).
+		Complete(policies)
+	if err != nil {
+		return err
+	}
+	return mgr.Add(&Collector{Client: c, KV: opts.KV, Auth: opts.Auth})
+}
+
+func globalServicesIn(ctx context.Context, c client.Client, namespace string, keep func(*v1.GlobalService) bool) []reconcile.Request {
+	list := &v1.GlobalServiceList{}
+	if err := c.List(ctx, list, client.InNamespace(namespace)); err != nil {
+		return nil
+	}
+	var out []reconcile.Request
+	for i := range list.Items {
+		if keep(&list.Items[i]) {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+		}
+	}
+	return out
+}
+
+// viewSource enqueues the requests toRequests maps each change of the view to.
+func viewSource(v *view.View, toRequests func(context.Context, keyspace.Key) []reconcile.Request) source.Source {
+	return source.Func(func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+		_ = v.Subscribe(func(k keyspace.Key) {
+			for _, r := range toRequests(ctx, k) {
+				q.Add(r)
+			}
+		})
+		return nil
+	})
+}

@@ -1,0 +1,142 @@
+package etcdsec
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.etcd.io/etcd/api/v3/authpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/meshfed/meshfed/internal/hubinfo"
+	"github.com/meshfed/meshfed/internal/keyspace"
+)
+
+// RootUser is etcd's administrator, the hub.
+const RootUser = "root"
+
+// Auth is the part of clientv3.Auth this package uses.
+type Auth interface {
+	AuthEnable(ctx context.Context) (*clientv3.AuthEnableResponse, error)
+	AuthStatus(ctx context.Context) (*clientv3.AuthStatusResponse, error)
+	UserAddWithOptions(ctx context.Context, name, password string, opt *clientv3.UserAddOptions) (*clientv3.AuthUserAddResponse, error)
+	UserGrantRole(ctx context.Context, user, role string) (*clientv3.AuthUserGrantRoleResponse, error)
+	UserGet(ctx context.Context, name string) (*clientv3.AuthUserGetResponse, error)
+	UserDelete(ctx context.Context, name string) (*clientv3.AuthUserDeleteResponse, error)
+	RoleAdd(ctx context.Context, name string) (*clientv3.AuthRoleAddResponse, error)
+	RoleGet(ctx context.Context, role string) (*clientv3.AuthRoleGetResponse, error)
+	RoleGrantPermission(ctx context.Context, name, key, rangeEnd string, permType clientv3.PermissionType) (*clientv3.AuthRoleGrantPermissionResponse, error)
+	RoleDelete(ctx context.Context, role string) (*clientv3.AuthRoleDeleteResponse, error)
+}
+
+var _ Auth = clientv3.Auth(nil)
+
+// EnableAuth makes sure the root user exists with the root role and that
+// authentication is on.
+func EnableAuth(ctx context.Context, a Auth) error {
+	status, err := a.AuthStatus(ctx)
+	if err != nil {
+		return fmt.Errorf("etcd auth status: %w", err)
+	}
+	if status.Enabled {
+		return nil
+	}
+	if err := ensureUser(ctx, a, RootUser, RootUser); err != nil {
+		return err
+	}
+	if _, err := a.AuthEnable(ctx); err != nil {
+		return fmt.Errorf("enable etcd auth: %w", err)
+	}
+	return nil
+}
+
+// EnsureCluster makes sure the cluster's user exists with a role that may write its own
+// heartbeat, synced marker and services, and read the whole keyspace.
+func EnsureCluster(ctx context.Context, a Auth, cluster string) error {
+	if err := keyspace.ValidateCluster(cluster); err != nil {
+		return err
+	}
+	name := hubinfo.EtcdUser(cluster)
+	if _, err := a.RoleAdd(ctx, name); err != nil && !isExists(err) {
+		return fmt.Errorf("add etcd role %s: %w", name, err)
+	}
+	// The agent writes its heartbeat, its synced marker and its services, never its
+	// registration record (keyspace.ClusterInfo), which the hub owns.
+	rw, read := clientv3.PermissionType(authpb.READWRITE), clientv3.PermissionType(authpb.READ)
+	grants := []struct {
+		key, end string
+		perm     clientv3.PermissionType
+	}{
+		{keyspace.ClusterHeartbeat(cluster), "", rw},
+		{keyspace.ClusterSynced(cluster), "", rw},
+		{keyspace.ClusterServices(cluster), clientv3.GetPrefixRangeEnd(keyspace.ClusterServices(cluster)), rw},
+		{keyspace.Root, clientv3.GetPrefixRangeEnd(keyspace.Root), read},
+	}
+	role, err := a.RoleGet(ctx, name)
+	if err != nil {
+		return fmt.Errorf("get etcd role %s: %w", name, err)
+	}
+	for _, g := range grants {
+		if hasPerm(role.Perm, g.key, g.end, authpb.Permission_Type(g.perm)) {
+			continue
+		}
+		if _, err := a.RoleGrantPermission(ctx, name, g.key, g.end, g.perm); err != nil {
+			return fmt.Errorf("grant etcd role %s on %s: %w", name, g.key, err)
+		}
+	}
+	return ensureUser(ctx, a, name, name)
+}
+
+// RemoveCluster deletes the cluster's user and role. Its keys stay.
+func RemoveCluster(ctx context.Context, a Auth, cluster string) error {
+	name := hubinfo.EtcdUser(cluster)
+	if _, err := a.UserDelete(ctx, name); err != nil && !isNotFound(err) {
+		return fmt.Errorf("delete etcd user %s: %w", name, err)
+	}
+	if _, err := a.RoleDelete(ctx, name); err != nil && !isNotFound(err) {
+		return fmt.Errorf("delete etcd role %s: %w", name, err)
+	}
+	return nil
+}
+
+func ensureUser(ctx context.Context, a Auth, user, role string) error {
+	if _, err := a.UserAddWithOptions(ctx, user, "", &clientv3.UserAddOptions{NoPassword: true}); err != nil && !isExists(err) {
+		return fmt.Errorf("add etcd user %s: %w", user, err)
+	}
+	if user == RootUser {
+		if _, err := a.RoleAdd(ctx, role); err != nil && !isExists(err) {
+			return fmt.Errorf("add etcd role %s: %w", role, err)
+		}
+	}
+	got, err := a.UserGet(ctx, user)
+	if err != nil {
+		return fmt.Errorf("get etcd user %s: %w", user, err)
+	}
+	for _, r := range got.Roles {
+		if r == role {
+			return nil
+		}
+	}
+	if _, err := a.UserGrantRole(ctx, user, role); err != nil {
+		return fmt.Errorf("grant etcd role %s to %s: %w", role, user, err)
+	}
+	return nil
+}
+
+func hasPerm(perms []*authpb.Permission, key, end string, typ authpb.Permission_Type) bool {
+	for _, p := range perms {
+		if string(p.Key) == key && string(p.RangeEnd) == end && p.PermType == typ {
+			return true
+		}
+	}
+	return false
+}
+
+func isExists(err error) bool {
+	return errors.Is(err, rpctypes.ErrUserAlreadyExist) || errors.Is(err, rpctypes.ErrRoleAlreadyExist)
+}
+
+func isNotFound(err error) bool {
+	return errors.Is(err, rpctypes.ErrUserNotFound) || errors.Is(err, rpctypes.ErrRoleNotFound)
+}

@@ -1,0 +1,14 @@
+// Package signer is the hub's signer for agents' etcd client certificates: it approves
+// and signs Kubernetes CertificateSigningRequests with signer name SignerName on the
+// hub's API server.
+//
+// This is how a member cluster gets its etcd credentials without its private key ever
+// leaving the machine that made it: meshfedctl makes a key and a CSR, the hub signs the
+// CSR, and only the certificate travels.
+//
+// A CSR is approved only when all of these hold, and denied with the reason otherwise:
+// its common name is the etcd user of a registered MeshCluster (hubinfo.EtcdUser), it
+// asks for no other subject fields or names, and the user who created it may update
+// that MeshCluster (a SubjectAccessReview). Certificates are client-only and live at
+// most MaxLifetime. CSRs for other signers are never touched.
+package signer

@@ -1,0 +1,164 @@
+package signer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	v1 "github.com/meshfed/meshfed/api/v1alpha1"
+	"github.com/meshfed/meshfed/internal/hubinfo"
+	"github.com/meshfed/meshfed/internal/pki"
+)
+
+// SignerName is the signer of agents' etcd client certificates.
+const SignerName = hubinfo.SignerName
+
+// Lifetimes of the certificates the signer issues.
+const (
+	DefaultLifetime = 30 * 24 * time.Hour
+	MaxLifetime     = 90 * 24 * time.Hour
+)
+
+// Reconciler approves and signs etcd client CSRs.
+type Reconciler struct {
+	Client client.Client
+	CA     *pki.CA
+}
+
+// Setup registers the signer with mgr.
+func (r *Reconciler) Setup(mgr ctrl.Manager) error {
+	ours := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		csr, ok := o.(*certificatesv1.CertificateSigningRequest)
+		return ok && csr.Spec.SignerName == SignerName
+	})
+	return ctrl.NewControllerManagedBy(mgr).Named("csrsigner").
+		For(&certificatesv1.CertificateSigningRequest{}, builder.WithPredicates(ours)).
+		Complete(r)
+}
+
+// Reconcile approves or denies one CSR, then signs it if approved.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	log := ctrl.LoggerFrom(ctx)
+	csr := &certificatesv1.CertificateSigningRequest{}
+	if err := r.Client.Get(ctx, req.NamespacedName, csr); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if csr.Spec.SignerName != SignerName || len(csr.Status.Certificate) > 0 || hasCondition(csr, certificatesv1.CertificateDenied) ||
+		hasCondition(csr, certificatesv1.CertificateFailed) {
+		return ctrl.Result{}, nil
+	}
+	if !hasCondition(csr, certificatesv1.CertificateApproved) {
+		cluster, reason, err := r.review(ctx, csr)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		cond := certificatesv1.CertificateSigningRequestCondition{
+			Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue, Reason: "MeshfedHubApproved",
+			Message: fmt.Sprintf("etcd client certificate for the agent of cluster %q", cluster), LastUpdateTime: metav1.Now(),
+		}
+		if reason != "" {
+			cond.Type, cond.Reason, cond.Message = certificatesv1.CertificateDenied, "MeshfedHubDenied", reason
+		}
+		csr.Status.Conditions = append(csr.Status.Conditions, cond)
+		if err := r.Client.SubResource("approval").Update(ctx, csr); err != nil {
+			return ctrl.Result{}, err
+		}
+		log.Info("reviewed etcd client CSR", "csr", csr.Name, "decision", cond.Type, "reason", cond.Message)
+		return ctrl.Result{}, nil // the update brings the CSR back for signing
+	}
+
+	parsed, err := pki.ParseCSR(csr.Spec.Request)
+	if err != nil {
+		return ctrl.Result{}, r.fail(ctx, csr, err.Error())
+	}
+	lifetime := DefaultLifetime
+	if s := csr.Spec.ExpirationSeconds; s != nil {
+		lifetime = min(time.Duration(*s)*time.Second, MaxLifetime)
+	}
+	cert, err := r.CA.SignCSR(parsed, pki.ClientTemplate(parsed.Subject.CommonName), lifetime)
+	if err != nil {
+		return ctrl.Result{}, r.fail(ctx, csr, err.Error())
+	}
+	csr.Status.Certificate = cert
+	if err := r.Client.Status().Update(ctx, csr); err != nil {
+		return ctrl.Result{}, err
+	}
+	log.Info("signed etcd client certificate", "csr", csr.Name, "user", parsed.Subject.CommonName, "lifetime", lifetime)
+	return ctrl.Result{}, nil
+}
+
+// review returns the cluster the CSR is for, and a reason to deny it ("" to approve).
+func (r *Reconciler) review(ctx context.Context, csr *certificatesv1.CertificateSigningRequest) (cluster, deny string, err error) {
+	parsed, perr := pki.ParseCSR(csr.Spec.Request)
+	if perr != nil {
+		return "", fmt.Sprintf("spec.request is not a PEM CSR: %v", perr), nil
+	}
+	if err := parsed.CheckSignature(); err != nil {
+		return "", fmt.Sprintf("CSR signature does not verify: %v", err), nil
+	}
+	cluster, ok := hubinfo.ClusterOfEtcdUser(parsed.Subject.CommonName)
+	if !ok {
+		return "", fmt.Sprintf("common name %q is not the etcd user of a cluster (want %q)", parsed.Subject.CommonName,
+			hubinfo.EtcdUser("<cluster>")), nil
+	}
+	s := parsed.Subject
+	if len(s.Organization)+len(s.OrganizationalUnit)+len(parsed.DNSNames)+len(parsed.IPAddresses)+
+		len(parsed.URIs)+len(parsed.EmailAddresses) > 0 {
+		return cluster, "the CSR may hold only a common name", nil
+	}
+	mc := &v1.MeshCluster{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Name: cluster}, mc); apierrors.IsNotFound(err) {
+		return cluster, fmt.Sprintf("cluster %q is not registered: create its MeshCluster first", cluster), nil
+	} else if err != nil {
+		return "", "", err
+	}
+	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+		User: csr.Spec.Username, Groups: csr.Spec.Groups, UID: csr.Spec.UID, Extra: extra(csr.Spec.Extra),
+		ResourceAttributes: &authorizationv1.ResourceAttributes{
+			Group: v1.GroupVersion.Group, Resource: "meshclusters", Verb: "update", Name: cluster,
+		},
+	}}
+	if err := r.Client.Create(ctx, sar); err != nil {
+		return "", "", fmt.Errorf("review CSR %s: %w", csr.Name, err)
+	}
+	if !sar.Status.Allowed {
+		return cluster, fmt.Sprintf("user %q may not update MeshCluster %q, so may not obtain its credentials", csr.Spec.Username, cluster), nil
+	}
+	return cluster, "", nil
+}
+
+func (r *Reconciler) fail(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, msg string) error {
+	csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
+		Type: certificatesv1.CertificateFailed, Status: corev1.ConditionTrue, Reason: "SigningFailed", Message: msg,
+		LastUpdateTime: metav1.Now(),
+	})
+	return errors.Join(r.Client.Status().Update(ctx, csr))
+}
+
+func hasCondition(csr *certificatesv1.CertificateSigningRequest, t certificatesv1.RequestConditionType) bool {
+	for _, c := range csr.Status.Conditions {
+		if c.Type == t && c.Status == corev1.ConditionTrue {
+			return true
+		}
+	}
+	return false
+}
+
+func extra(in map[string]certificatesv1.ExtraValue) map[string]authorizationv1.ExtraValue {
+	out := make(map[string]authorizationv1.ExtraValue, len(in))
+	for k, v := range in {
+		out[k] = authorizationv1.ExtraValue(v)
+	}
+	return out
+}

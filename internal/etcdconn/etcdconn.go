@@ -1,0 +1,65 @@
+// Package etcdconn opens meshfed's etcd client connections: mTLS with a client
+// certificate, whose common name is the etcd user, and quiet logs.
+//
+// Both the hub (as etcd's root user) and agents (as their cluster's user) connect
+// through New, so every connection has the same TLS settings and timeouts.
+package etcdconn
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// Credentials are an etcd client's endpoints and PEM TLS material.
+type Credentials struct {
+	Endpoints []string
+	CA        []byte // CA of etcd's serving certificate
+	Cert      []byte // client certificate; its common name is the etcd user
+	Key       []byte
+}
+
+// TLS is the client TLS configuration of c.
+func (c Credentials) TLS() (*tls.Config, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(c.CA) {
+		return nil, errors.New("etcd credentials: no CA certificate in PEM")
+	}
+	cert, err := tls.X509KeyPair(c.Cert, c.Key)
+	if err != nil {
+		return nil, fmt.Errorf("etcd credentials: %w", err)
+	}
+	return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// New opens a client. It does not wait for a connection: the client connects, and
+// reconnects, in the background, so a process starts while etcd is down.
+func New(ctx context.Context, c Credentials) (*clientv3.Client, error) {
+	if len(c.Endpoints) == 0 {
+		return nil, errors.New("etcd credentials: no endpoints")
+	}
+	tlsConfig, err := c.TLS()
+	if err != nil {
+		return nil, err
+	}
+	client, err := clientv3.New(clientv3.Config{
+		Endpoints:            c.Endpoints,
+		TLS:                  tlsConfig,
+		Context:              ctx,
+		DialTimeout:          5 * time.Second,
+		DialKeepAliveTime:    10 * time.Second,
+		DialKeepAliveTimeout: 5 * time.Second,
+		// The client's own reconnect chatter is noise: callers log what matters.
+		Logger: zap.NewNop(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd client for %v: %w", c.Endpoints, err)
+	}
+	return client, nil
+}

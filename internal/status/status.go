@@ -1,0 +1,140 @@
+// Package status reports the federation as the hub sees it, for `meshfedctl cluster
+// list` and `meshfedctl status`: one row per cluster with its conditions, heartbeat
+// age and counts, and one per global service.
+package status
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	v1 "github.com/meshfed/meshfed/api/v1alpha1"
+)
+
+// Report is the federation's state.
+type Report struct {
+	Clusters       []ClusterRow `json:"clusters"`
+	GlobalServices []ServiceRow `json:"globalServices,omitempty"`
+}
+
+// ClusterRow is one member cluster.
+type ClusterRow struct {
+	Name       string `json:"name"`
+	Region     string `json:"region"`
+	Zones      string `json:"zones"`
+	Network    string `json:"network"`
+	Registered string `json:"registered"`
+	Connected  string `json:"connected"`
+	Synced     string `json:"synced"`
+	// HeartbeatAge is the time since the hub last recorded a heartbeat, to the hub's
+	// status resolution (15s).
+	HeartbeatAge string `json:"heartbeatAge"`
+	Services     int32  `json:"services"`
+	Endpoints    int32  `json:"endpoints"`
+	Message      string `json:"message,omitempty"`
+}
+
+// ServiceRow is one global service.
+type ServiceRow struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Hostname  string `json:"hostname"`
+	Clusters  int    `json:"clusters"`
+	Ready     int32  `json:"readyEndpoints"`
+	Policy    string `json:"policy,omitempty"`
+}
+
+// Collect reads the report from the hub's API server.
+func Collect(ctx context.Context, hub client.Client, now time.Time, withServices bool) (*Report, error) {
+	clusters := &v1.MeshClusterList{}
+	if err := hub.List(ctx, clusters); err != nil {
+		return nil, fmt.Errorf("list MeshClusters: %w", err)
+	}
+	r := &Report{Clusters: []ClusterRow{}}
+	for _, mc := range clusters.Items {
+		row := ClusterRow{
+			Name: mc.Name, Region: string(mc.Spec.Region), Network: mc.Spec.Network,
+			Registered:   condition(&mc, v1.ConditionRegistered),
+			Connected:    condition(&mc, v1.ConditionConnected),
+			Synced:       condition(&mc, v1.ConditionSynced),
+			HeartbeatAge: "never",
+			Services:     mc.Status.ExportedServices, Endpoints: mc.Status.ExportedEndpoints,
+		}
+		zones := make([]string, len(mc.Spec.Zones))
+		for i, z := range mc.Spec.Zones {
+			zones[i] = string(z)
+		}
+		row.Zones = strings.Join(zones, ",")
+		if hb := mc.Status.LastHeartbeatTime; hb != nil {
+			row.HeartbeatAge = now.Sub(hb.Time).Round(time.Second).String()
+		}
+		if c := meta.FindStatusCondition(mc.Status.Conditions, v1.ConditionConnected); c != nil && c.Status != "True" {
+			row.Message = c.Message
+		}
+		r.Clusters = append(r.Clusters, row)
+	}
+	if withServices {
+		services := &v1.GlobalServiceList{}
+		if err := hub.List(ctx, services); err != nil {
+			return nil, fmt.Errorf("list GlobalServices: %w", err)
+		}
+		for _, gs := range services.Items {
+			row := ServiceRow{Namespace: gs.Namespace, Name: gs.Name, Hostname: gs.Status.Hostname,
+				Clusters: len(gs.Status.Clusters), Ready: gs.Status.ReadyEndpoints}
+			if gs.Spec.FailoverPolicyRef != nil {
+				row.Policy = gs.Spec.FailoverPolicyRef.Name
+			}
+			r.GlobalServices = append(r.GlobalServices, row)
+		}
+	}
+	return r, nil
+}
+
+func condition(mc *v1.MeshCluster, t string) string {
+	if c := meta.FindStatusCondition(mc.Status.Conditions, t); c != nil {
+		return string(c.Status)
+	}
+	return "Unknown"
+}
+
+// Print writes the report as a table, json or yaml.
+func (r *Report) Print(w io.Writer, format string) error {
+	switch format {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	case "yaml":
+		data, err := yaml.Marshal(r)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(data)
+		return err
+	case "", "table":
+	default:
+		return fmt.Errorf("output format %q: use table, json or yaml", format)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CLUSTER\tREGION\tZONES\tNETWORK\tREGISTERED\tCONNECTED\tSYNCED\tHEARTBEAT\tSERVICES\tENDPOINTS")
+	for _, c := range r.Clusters {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", c.Name, c.Region, c.Zones, c.Network,
+			c.Registered, c.Connected, c.Synced, c.HeartbeatAge, c.Services, c.Endpoints)
+	}
+	if len(r.GlobalServices) > 0 {
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, "GLOBAL SERVICE\tHOSTNAME\tCLUSTERS\tREADY\tPOLICY")
+		for _, s := range r.GlobalServices {
+			fmt.Fprintf(tw, "%s/%s\t%s\t%d\t%d\t%s\n", s.Namespace, s.Name, s.Hostname, s.Clusters, s.Ready, s.Policy)
+		}
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,15 @@
+// Package view holds a process's in-memory copy of the federation as stored in the hub's
+// etcd: registered clusters with their heartbeats, synced markers and published
+// services, and the global services and policies.
+//
+// A View is a kvstore.Observer of model.Record: a kvstore.Reader feeds it, so it holds
+// exactly what etcd holds (as of the reader's last event), minus malformed values,
+// which the reader skips while keeping the last good one. The hub mirrors the clusters
+// prefix, an agent the whole keyspace.
+//
+// Invariants: records in a View are never mutated after they are stored, so the
+// accessors hand them out without copying; maps and slices the accessors return are
+// the caller's own. Freshness is judged on the local clock by when a heartbeat was last
+// seen, never by timestamps another machine wrote. Subscribers are called after every
+// change, outside the View's lock, in the reader's goroutine: they must not block.
+package view
