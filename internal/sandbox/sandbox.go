@@ -42,6 +42,8 @@ type Options struct {
 	// Timeout bounds each wait. Default 3 minutes: a 2-core machine starting four
 	// control planes at once is slow.
 	Timeout time.Duration
+	// HeartbeatTTL is the agents' heartbeat lease. Default: the agent's default.
+	HeartbeatTTL time.Duration
 }
 
 // Cluster is one member cluster of a running sandbox.
@@ -256,9 +258,11 @@ func (s *Sandbox) StartAgent(ctx context.Context, name string) error {
 		}
 		c.AgentAddr = "127.0.0.1:" + strconv.Itoa(ports[0])
 	}
-	p, err := proc.Start(name+"/agent", s.opts.MeshfedBinary, []string{"agent", "--kubeconfig", kubeconfig,
-		"--identity", name + "-agent", "--http-addr", c.AgentAddr, "--log-format", "text"},
-		filepath.Join(s.Dir, "logs", name+"-agent.log"))
+	args := []string{"agent", "--kubeconfig", kubeconfig, "--identity", name + "-agent", "--http-addr", c.AgentAddr, "--log-format", "text"}
+	if s.opts.HeartbeatTTL > 0 {
+		args = append(args, "--heartbeat-ttl", s.opts.HeartbeatTTL.String())
+	}
+	p, err := proc.Start(name+"/agent", s.opts.MeshfedBinary, args, filepath.Join(s.Dir, "logs", name+"-agent.log"))
 	if err != nil {
 		return err
 	}

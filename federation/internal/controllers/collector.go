@@ -36,6 +36,7 @@ func (c *Collector) Start(ctx context.Context) error {
 		if n, err := c.Collect(ctx); err != nil {
 			log.Error(err, "collect orphaned etcd state")
 		} else if n > 0 {
+			orphansDeleted.Add(float64(n))
 			log.Info("deleted orphaned etcd state", "count", n)
 		}
 		select {

@@ -53,6 +53,8 @@ func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			return ctrl.Result{}, err
 		}
 		log.Info("unregistered cluster", "cluster", name)
+		clusterConnected.DeleteLabelValues(name)
+		clusterEndpoints.DeleteLabelValues(name)
 		controllerutil.RemoveFinalizer(mc, Finalizer)
 		return ctrl.Result{}, client.IgnoreNotFound(r.Client.Update(ctx, mc))
 	}
@@ -123,6 +125,12 @@ func (r *MeshClusterReconciler) agentStatus(mc *v1.MeshCluster, status *v1.MeshC
 	}
 	meta.SetStatusCondition(&status.Conditions, connected)
 	meta.SetStatusCondition(&status.Conditions, synced)
+	up := 0.0
+	if connected.Status == metav1.ConditionTrue {
+		up = 1
+	}
+	clusterConnected.WithLabelValues(mc.Name).Set(up)
+	clusterEndpoints.WithLabelValues(mc.Name).Set(float64(status.ExportedEndpoints))
 	return requeue
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -14,6 +15,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
@@ -29,6 +31,13 @@ const (
 	DefaultLifetime = 30 * 24 * time.Hour
 	MaxLifetime     = 90 * 24 * time.Hour
 )
+
+var decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Namespace: "meshfed", Subsystem: "hub", Name: "etcd_csr_decisions_total",
+	Help: "Agents' etcd client CSRs reviewed by the hub, by decision (Approved, Denied).",
+}, []string{"decision"})
+
+func init() { ctrlmetrics.Registry.MustRegister(decisions) }
 
 // Reconciler approves and signs etcd client CSRs.
 type Reconciler struct {
@@ -74,6 +83,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		if err := r.Client.SubResource("approval").Update(ctx, csr); err != nil {
 			return ctrl.Result{}, err
 		}
+		decisions.WithLabelValues(string(cond.Type)).Inc()
 		log.Info("reviewed etcd client CSR", "csr", csr.Name, "decision", cond.Type, "reason", cond.Message)
 		return ctrl.Result{}, nil // the update brings the CSR back for signing
 	}

@@ -1,0 +1,121 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshfed/meshfed/clusteragent"
+)
+
+// bin holds the meshfed and meshfedctl binaries built for this run.
+var bin string
+
+// echoEnv makes the test binary a TCP echo server on the comma-separated addresses.
+const echoEnv = "MESHFED_E2E_ECHO"
+
+func TestMain(m *testing.M) {
+	if addrs := os.Getenv(echoEnv); addrs != "" {
+		echo(strings.Split(addrs, ","))
+		return
+	}
+	dir, err := os.MkdirTemp("", "meshfed-e2e-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = dir
+	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/meshfed", "../cmd/meshfedctl")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build meshfed:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// echo serves TCP echo on every address until killed.
+func echo(addrs []string) {
+	for _, a := range addrs {
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer c.Close()
+					buf := make([]byte, 4096)
+					for {
+						n, err := c.Read(buf)
+						if err != nil {
+							return
+						}
+						c.Write(buf[:n]) //nolint:errcheck
+					}
+				}()
+			}
+		}()
+	}
+	select {}
+}
+
+func meshfedBin() string    { return filepath.Join(bin, "meshfed") }
+func meshfedctlBin() string { return filepath.Join(bin, "meshfedctl") }
+
+// eventually polls check until it returns nil, failing the test with its last error
+// after timeout.
+func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true after %s: %v", what, timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// agentView fetches an agent's /debug/view.
+func agentView(ctx context.Context, addr string) (*clusteragent.DebugView, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/debug/view", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	v := &clusteragent.DebugView{}
+	return v, json.NewDecoder(resp.Body).Decode(v)
+}
+
+// meshfedTestBinary is this test binary, which serves echo under echoEnv.
+func meshfedTestBinary(t *testing.T) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return self
+}

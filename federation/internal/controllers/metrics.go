@@ -1,0 +1,25 @@
+package controllers
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+var (
+	clusterConnected = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "meshfed", Subsystem: "hub", Name: "cluster_connected",
+		Help: "1 while the cluster's agent holds a live heartbeat lease, else 0.",
+	}, []string{"cluster"})
+	clusterEndpoints = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "meshfed", Subsystem: "hub", Name: "cluster_exported_endpoints",
+		Help: "Endpoints the cluster publishes, ready or not.",
+	}, []string{"cluster"})
+	orphansDeleted = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "meshfed", Subsystem: "hub", Name: "orphans_deleted_total",
+		Help: "Etcd entries the collector deleted because no object on the hub accounted for them.",
+	})
+)
+
+func init() {
+	ctrlmetrics.Registry.MustRegister(clusterConnected, clusterEndpoints, orphansDeleted)
+}
