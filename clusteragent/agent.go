@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 
+	"github.com/meshfed/meshfed/clusteragent/internal/xds"
 	"github.com/meshfed/meshfed/internal/agentcreds"
 	"github.com/meshfed/meshfed/internal/etcdconn"
 	"github.com/meshfed/meshfed/internal/hubinfo"
@@ -39,6 +40,8 @@ type Options struct {
 	Identity string
 	// HTTPAddr serves health, metrics and the debug view. Default ":9092".
 	HTTPAddr string
+	// XDSAddr serves xDS (ADS, gRPC) to the cluster's proxies. Default ":15010".
+	XDSAddr string
 	// HeartbeatTTL is the lease of the heartbeat; the hub reports the cluster
 	// disconnected this long after the agent stops. Default 15s. The heartbeat is
 	// rewritten every third of it.
@@ -65,6 +68,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.HTTPAddr == "" {
 		o.HTTPAddr = ":9092"
+	}
+	if o.XDSAddr == "" {
+		o.XDSAddr = ":15010"
 	}
 	if o.HeartbeatTTL == 0 {
 		o.HeartbeatTTL = 15 * time.Second
@@ -120,8 +126,13 @@ func Run(ctx context.Context, opts Options) error {
 	go server.Serve(listener)                         //nolint:errcheck // ends with Shutdown below
 	defer server.Shutdown(context.WithoutCancel(ctx)) //nolint:errcheck
 
-	done := make(chan error, 2)
+	xdsServer, err := xds.New(xds.Options{Cluster: cluster, View: v, Addr: opts.XDSAddr, Logger: log.WithName("xds")})
+	if err != nil {
+		return err
+	}
+	done := make(chan error, 3)
 	go func() { done <- reader.Run(ctx) }()
+	go func() { done <- xdsServer.Run(ctx) }()
 	go func() { done <- lead(ctx, kube, opts, cluster, etcd, v, log) }()
 	log.Info("agent started", "identity", opts.Identity, "etcd", creds.Etcd.Endpoints, "http", listener.Addr().String())
 	err = <-done

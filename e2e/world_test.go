@@ -34,7 +34,9 @@ type service struct {
 	endpoints       []endpoint
 }
 
-func ready(addr, zone string) endpoint { return endpoint{addr: addr, zone: zone, ready: true, serving: true} }
+func ready(addr, zone string) endpoint {
+	return endpoint{addr: addr, zone: zone, ready: true, serving: true}
+}
 
 // apply creates or updates the Service and its EndpointSlices in a member cluster, the
 // way the EndpointSlice controller would: endpoints split over two slices.

@@ -140,7 +140,11 @@ func TestValidation(t *testing.T) {
 			want: []string{"spec.gateways[0].address", "address must be an IP address or a lower-case DNS name"},
 		},
 		"cluster zone malformed": {
-			obj:  func() client.Object { o := validCluster("badzone"); o.Spec.Zones = []v1.LocalityName{"Zone A"}; return o }(),
+			obj: func() client.Object {
+				o := validCluster("badzone")
+				o.Spec.Zones = []v1.LocalityName{"Zone A"}
+				return o
+			}(),
 			want: []string{"spec.zones[0]", "should match"},
 		},
 		"service with both service and selector": {
@@ -262,7 +266,11 @@ func TestValidation(t *testing.T) {
 			want: []string{"spec.distribute[0].from", "should match"},
 		},
 		"policy failback hold too long": {
-			obj:  func() client.Object { o := validPolicy("longhold"); o.Spec.FailbackHold = duration(2 * time.Hour); return o }(),
+			obj: func() client.Object {
+				o := validPolicy("longhold")
+				o.Spec.FailbackHold = duration(2 * time.Hour)
+				return o
+			}(),
 			want: []string{"spec.failbackHold", "failbackHold must be at most 1h"},
 		},
 		"policy demote too soon": {

@@ -103,6 +103,7 @@ func agentCommand() *cobra.Command {
 	f.StringVar(&opts.Namespace, "namespace", "meshfed-system", "namespace of the credentials Secret and the leader Lease")
 	f.StringVar(&opts.Identity, "identity", "", "this replica's stable name (default: host name)")
 	f.StringVar(&opts.HTTPAddr, "http-addr", ":9092", "address of /healthz, /readyz, /metrics and /debug/view")
+	f.StringVar(&opts.XDSAddr, "xds-addr", ":15010", "address of the xDS (ADS) server for the cluster's proxies")
 	f.DurationVar(&opts.HeartbeatTTL, "heartbeat-ttl", 15*time.Second, "lease of the heartbeat: how soon the federation notices a dead agent")
 	return cmd
 }

@@ -55,7 +55,9 @@ type Cluster struct {
 	Kubeconfig string   `json:"kubeconfig"`
 	// AgentAddr serves the agent's /healthz, /readyz, /metrics and /debug/view.
 	AgentAddr string `json:"agentAddr"`
-	AgentPID  int    `json:"agentPID"`
+	// XDSAddr is the agent's xDS server, for the cluster's proxies.
+	XDSAddr  string `json:"xdsAddr"`
+	AgentPID int    `json:"agentPID"`
 
 	cp    *localkube.ControlPlane
 	agent *proc.Process
@@ -252,13 +254,15 @@ func (s *Sandbox) StartAgent(ctx context.Context, name string) error {
 		return fmt.Errorf("%s: agent kubeconfig: %w", name, err)
 	}
 	if c.AgentAddr == "" {
-		ports, err := localkube.FreePorts(1)
+		ports, err := localkube.FreePorts(2)
 		if err != nil {
 			return err
 		}
 		c.AgentAddr = "127.0.0.1:" + strconv.Itoa(ports[0])
+		c.XDSAddr = "127.0.0.1:" + strconv.Itoa(ports[1])
 	}
-	args := []string{"agent", "--kubeconfig", kubeconfig, "--identity", name + "-agent", "--http-addr", c.AgentAddr, "--log-format", "text"}
+	args := []string{"agent", "--kubeconfig", kubeconfig, "--identity", name + "-agent", "--http-addr", c.AgentAddr,
+		"--xds-addr", c.XDSAddr, "--log-format", "text"}
 	if s.opts.HeartbeatTTL > 0 {
 		args = append(args, "--heartbeat-ttl", s.opts.HeartbeatTTL.String())
 	}

@@ -82,4 +82,3 @@ func (h *Host) Start(name string, argv []string, env ...string) *proc.Process {
 	h.t.Cleanup(func() { p.Stop(5 * time.Second) })
 	return p
 }
-

@@ -1,0 +1,93 @@
+package xds_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/meshfed/meshfed/clusteragent/internal/xds"
+	"github.com/meshfed/meshfed/internal/keyspace"
+	"github.com/meshfed/meshfed/internal/model"
+	"github.com/meshfed/meshfed/internal/view"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+// reference is the reference topology of docs/failover.md: three clusters in two
+// regions, two zones each, one global service with two endpoints per zone.
+func reference() []xds.Target {
+	v := view.New(view.Options{})
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i, c := range []struct{ name, region string }{{"alpha", "us-east"}, {"beta", "us-east"}, {"gamma", "eu-west"}} {
+		v.OnUpsert(keyspace.ClusterInfo(c.name), &model.ClusterInfo{Name: c.name, Region: c.region,
+			Zones: []string{c.region + "-a", c.region + "-b"}, Network: "default"})
+		v.OnUpsert(keyspace.ClusterHeartbeat(c.name), &model.Heartbeat{Time: now, TTL: 15, Agent: c.name})
+		rec := &model.ServiceEndpoints{Namespace: "shop", Name: "cart", Ports: []model.ServicePort{{Name: "grpc", Port: 8080}}}
+		for z, zone := range []string{c.region + "-a", c.region + "-b"} {
+			for e := range 2 {
+				rec.Endpoints = append(rec.Endpoints, model.Endpoint{
+					Address: "10.0." + itoa(i*10+z) + "." + itoa(e+1), Zone: zone, Ready: true, Serving: true,
+					Ports: []model.EndpointPort{{Name: "grpc", Port: 8080}}})
+			}
+		}
+		v.OnUpsert(keyspace.ServiceEndpoints(c.name, "shop", "cart"), rec)
+	}
+	v.OnUpsert(keyspace.GlobalService("shop", "cart"), &model.GlobalService{Namespace: "shop", Name: "cart",
+		Hostname: "cart.shop.svc.clusterset.local", Service: &model.ServiceRef{Namespace: "shop", Name: "cart"},
+		Ports: []model.GlobalPort{{Name: "grpc", Port: 8080, Protocol: "GRPC"}}})
+	return xds.Targets(xds.Input{Self: "alpha", Clusters: v.Clusters(), Globals: v.GlobalServices(), Since: now, Now: now})
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestGolden pins the exact resources a proxy in alpha/us-east-a gets for the reference
+// topology, and checks that every one passes Envoy's proto validation.
+func TestGolden(t *testing.T) {
+	resources := xds.Resources("alpha", xds.Group{Region: "us-east", Zone: "us-east-a"}, reference())
+	var out bytes.Buffer
+	for _, r := range resources {
+		if err := r.(interface{ ValidateAll() error }).ValidateAll(); err != nil {
+			t.Errorf("%T fails validation: %v", r, err)
+		}
+		out.WriteString(render(t, r))
+	}
+	path := filepath.Join("testdata", "reference.golden.json")
+	if *update {
+		if err := os.WriteFile(path, out.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -run TestGolden -update to create it)", err)
+	}
+	if !bytes.Equal(out.Bytes(), want) {
+		t.Errorf("resources differ from %s (run with -update if the change is intended):\n%s", path, out.String())
+	}
+}
+
+// render is stable JSON of a resource with its type: protojson varies its spacing on
+// purpose, so it is compacted and indented again.
+func render(t *testing.T, r types.Resource) string {
+	data, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var compact, indented bytes.Buffer
+	if err := json.Compact(&compact, data); err != nil {
+		t.Fatal(err)
+	}
+	typed := `{"@type":"` + string(r.ProtoReflect().Descriptor().FullName()) + `","resource":` + compact.String() + `}`
+	if err := json.Indent(&indented, []byte(typed), "", "  "); err != nil {
+		t.Fatal(err)
+	}
+	return indented.String() + "\n"
+}

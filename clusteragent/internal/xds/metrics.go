@@ -1,0 +1,37 @@
+package xds
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+var (
+	buildLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "meshfed", Subsystem: "xds", Name: "change_to_push_seconds",
+		Help:    "From a change seen in the view to the snapshots that carry it being set (pushed to connected proxies).",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+	})
+	ackLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "meshfed", Subsystem: "xds", Name: "change_to_ack_seconds",
+		Help:    "From a change seen in the view to the first proxy of a locality acknowledging the load assignments that carry it.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+	})
+	rebuildDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "meshfed", Subsystem: "xds", Name: "rebuild_seconds",
+		Help:    "Time to recompute targets and changed load assignments for every locality.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+	})
+	pushBytes = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "meshfed", Subsystem: "xds", Name: "push_bytes",
+		Help:    "Size of xDS responses sent to proxies, by resource type.",
+		Buckets: prometheus.ExponentialBuckets(256, 4, 10),
+	}, []string{"type"})
+	nacks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "meshfed", Subsystem: "xds", Name: "nacks_total",
+		Help: "Responses proxies rejected, by resource type.",
+	}, []string{"type"})
+)
+
+func init() {
+	ctrlmetrics.Registry.MustRegister(buildLatency, ackLatency, rebuildDuration, pushBytes, nacks)
+}

@@ -1,0 +1,191 @@
+package xds
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// Resource names follow Istio's conventions, so that an Envoy sidecar or gateway
+// configured by meshfed reads like one configured by istiod.
+
+// ListenerName is the client-side listener of a global service port: the name
+// proxyless gRPC asks for when dialing xds:///<hostname>:<port>.
+func ListenerName(hostname string, port uint32) string {
+	return net.JoinHostPort(hostname, strconv.FormatUint(uint64(port), 10))
+}
+
+// ClusterName is the cluster (and load assignment) of a global service port.
+func ClusterName(hostname string, port uint32) string {
+	return fmt.Sprintf("outbound|%d||%s", port, hostname)
+}
+
+// ServerListenerName is the listener a proxyless gRPC server listening on addr asks
+// for, with the default server_listener_resource_name_template.
+func ServerListenerName(addr string, port uint32) string {
+	return "grpc/server?xds.resource.listening_address=" + net.JoinHostPort(addr, strconv.FormatUint(uint64(port), 10))
+}
+
+// ServerListenerTemplate is the bootstrap's server_listener_resource_name_template
+// that ServerListenerName follows.
+const ServerListenerTemplate = "grpc/server?xds.resource.listening_address=%s"
+
+const connectTimeout = 5 * time.Second
+
+func ads() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+	}
+}
+
+func mustAny(m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
+	if err != nil {
+		panic(err) // only for messages of linked-in types: cannot fail
+	}
+	return a
+}
+
+func routerFilter() *hcmv3.HttpFilter {
+	return &hcmv3.HttpFilter{
+		Name:       "envoy.filters.http.router",
+		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})},
+	}
+}
+
+func socketAddress(ip string, port uint32) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address: ip, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
+	}}}
+}
+
+// clientListener is the API listener of a global service port, routing through RDS.
+func clientListener(hostname string, port uint32) *listenerv3.Listener {
+	name := ListenerName(hostname, port)
+	manager := &hcmv3.HttpConnectionManager{
+		StatPrefix: name,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource: ads(), RouteConfigName: name,
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{routerFilter()},
+	}
+	return &listenerv3.Listener{Name: name, ApiListener: &listenerv3.ApiListener{ApiListener: mustAny(manager)}}
+}
+
+// routeConfig sends every request for the global service port to its cluster.
+func routeConfig(hostname string, port uint32) *routev3.RouteConfiguration {
+	name := ListenerName(hostname, port)
+	return &routev3.RouteConfiguration{
+		Name: name,
+		VirtualHosts: []*routev3.VirtualHost{{
+			Name:    name,
+			Domains: []string{hostname, name},
+			Routes: []*routev3.Route{{
+				Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+					ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterName(hostname, port)},
+				}},
+			}},
+		}},
+	}
+}
+
+// edsCluster is the cluster of a global service port, its endpoints from EDS.
+func edsCluster(hostname string, port uint32) *clusterv3.Cluster {
+	name := ClusterName(hostname, port)
+	return &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: ads(), ServiceName: name},
+		ConnectTimeout:       durationpb.New(connectTimeout),
+		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+	}
+}
+
+// LocalityEndpoints is one locality's healthy endpoints with its place in the
+// priority table.
+type LocalityEndpoints struct {
+	Region, Zone, Cluster string
+	Priority              uint32
+	Weight                uint32
+	// Endpoints are ip:port pairs.
+	Endpoints []Endpoint
+}
+
+// Endpoint is one address to send traffic to.
+type Endpoint struct {
+	Address string
+	Port    uint32
+}
+
+// loadAssignment lists the endpoints of a global service port by locality and
+// priority. Only healthy endpoints are listed; the sub-zone carries the cluster so
+// that the same zone in two clusters stays two localities.
+func loadAssignment(hostname string, port uint32, localities []LocalityEndpoints) *endpointv3.ClusterLoadAssignment {
+	cla := &endpointv3.ClusterLoadAssignment{
+		ClusterName: ClusterName(hostname, port),
+		// Priorities and weights already carry meshfed's spill-over (MinHealthyPercent):
+		// a factor of 100 keeps Envoy from spilling over a second time.
+		Policy: &endpointv3.ClusterLoadAssignment_Policy{OverprovisioningFactor: wrapperspb.UInt32(100)},
+	}
+	for _, l := range localities {
+		lle := &endpointv3.LocalityLbEndpoints{
+			Locality:            &corev3.Locality{Region: l.Region, Zone: l.Zone, SubZone: l.Cluster},
+			LoadBalancingWeight: wrapperspb.UInt32(l.Weight),
+			Priority:            l.Priority,
+		}
+		for _, e := range l.Endpoints {
+			lle.LbEndpoints = append(lle.LbEndpoints, &endpointv3.LbEndpoint{
+				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: socketAddress(e.Address, e.Port)}},
+				HealthStatus:   corev3.HealthStatus_HEALTHY,
+			})
+		}
+		cla.Endpoints = append(cla.Endpoints, lle)
+	}
+	return cla
+}
+
+// serverListener is what a proxyless gRPC server listening on addr:port gets: accept
+// everything and hand it to the server's own handlers.
+func serverListener(addr string, port uint32) *listenerv3.Listener {
+	name := ServerListenerName(addr, port)
+	manager := &hcmv3.HttpConnectionManager{
+		StatPrefix: name,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
+			Name: "inbound|" + strconv.FormatUint(uint64(port), 10),
+			VirtualHosts: []*routev3.VirtualHost{{
+				Name:    "inbound",
+				Domains: []string{"*"},
+				Routes: []*routev3.Route{{
+					Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+					Action: &routev3.Route_NonForwardingAction{NonForwardingAction: &routev3.NonForwardingAction{}},
+				}},
+			}},
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{routerFilter()},
+	}
+	return &listenerv3.Listener{
+		Name:    name,
+		Address: socketAddress(addr, port),
+		FilterChains: []*listenerv3.FilterChain{{
+			Filters: []*listenerv3.Filter{{
+				Name:       "envoy.filters.network.http_connection_manager",
+				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(manager)},
+			}},
+		}},
+	}
+}

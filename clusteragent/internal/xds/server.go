@@ -1,0 +1,410 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"reflect"
+	"strconv"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
+	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/meshfed/meshfed/internal/keyspace"
+	"github.com/meshfed/meshfed/internal/model"
+	"github.com/meshfed/meshfed/internal/view"
+)
+
+// Options configure a Server. Cluster and View are required.
+type Options struct {
+	// Cluster is this agent's cluster: the clients' cluster.
+	Cluster string
+	// View is the agent's imported view.
+	View *view.View
+	// Addr is the gRPC listen address. Default ":15010".
+	Addr string
+	// Debounce is how long a change waits for more before snapshots are rebuilt.
+	// Default 1ms: bursts coalesce, single changes go out at once.
+	Debounce time.Duration
+	// Refresh re-evaluates cluster freshness (stale, dropped) this often while a
+	// cluster is disconnected. Default 1s.
+	Refresh time.Duration
+	Logger  logr.Logger
+}
+
+// Server serves xDS from the view. Create it with New, start it with Run.
+type Server struct {
+	opts  Options
+	log   logr.Logger
+	cache cachev3.SnapshotCache
+	since time.Time
+
+	wake chan struct{} // a change or a new group; buffered 1
+
+	mu      sync.Mutex
+	groups  map[string]Group      // groups with proxies, by key
+	built   map[string]*built     // last snapshot per group
+	changed time.Time             // earliest change not yet in a snapshot
+	pending map[string]pendingAck // by group key
+	shared  *sharedResources
+	targets []Target
+	version uint64
+	lis     net.Listener
+}
+
+// Group is the proxies of one locality of this cluster.
+type Group struct {
+	Region, Zone string
+}
+
+func (g Group) key() string { return g.Region + "/" + g.Zone }
+
+// pendingAck is a pushed version whose ACK is awaited, and when the change it carries
+// was seen.
+type pendingAck struct {
+	version string
+	changed time.Time
+}
+
+// built is what a group's current snapshot was made from.
+type built struct {
+	shared  *sharedResources
+	cla     map[string]types.Resource // by cluster name
+	inputs  map[string]Target         // the target each load assignment was built from
+	eds     uint64
+	version string // of the load assignments
+}
+
+// sharedResources are the resources every group gets.
+type sharedResources struct {
+	version                     string
+	listeners, routes, clusters []types.Resource
+}
+
+// New returns a Server.
+func New(opts Options) (*Server, error) {
+	if opts.Cluster == "" || opts.View == nil {
+		return nil, errors.New("xds: Options.Cluster and Options.View are required")
+	}
+	if opts.Addr == "" {
+		opts.Addr = ":15010"
+	}
+	if opts.Debounce == 0 {
+		opts.Debounce = time.Millisecond
+	}
+	if opts.Refresh == 0 {
+		opts.Refresh = time.Second
+	}
+	s := &Server{opts: opts, log: opts.Logger, since: time.Now(), wake: make(chan struct{}, 1),
+		groups: map[string]Group{}, built: map[string]*built{}, pending: map[string]pendingAck{}}
+	if s.log.GetSink() == nil {
+		s.log = logr.Discard()
+	}
+	s.cache = cachev3.NewSnapshotCache(false, groupHash{s}, nil)
+	return s, nil
+}
+
+// groupHash maps a proxy to its group, and registers groups as proxies appear.
+type groupHash struct{ s *Server }
+
+func (h groupHash) ID(node *corev3.Node) string {
+	g := Group{Region: node.GetLocality().GetRegion(), Zone: node.GetLocality().GetZone()}
+	h.s.mu.Lock()
+	_, known := h.s.groups[g.key()]
+	if !known {
+		h.s.groups[g.key()] = g
+	}
+	h.s.mu.Unlock()
+	if !known {
+		if g.Zone == "" {
+			h.s.log.Info("proxy without a zone: it gets its region's, else the default, priorities", "node", node.GetId(), "region", g.Region)
+		}
+		h.s.poke(time.Now())
+	}
+	return g.key()
+}
+
+// poke schedules a rebuild for a change seen at t.
+func (s *Server) poke(t time.Time) {
+	s.mu.Lock()
+	if s.changed.IsZero() {
+		s.changed = t
+	}
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Addr is the address the server listens on, once Run has started listening.
+func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lis == nil {
+		return ""
+	}
+	return s.lis.Addr().String()
+}
+
+// Run serves until ctx is done.
+func (s *Server) Run(ctx context.Context) error {
+	lis, err := net.Listen("tcp", s.opts.Addr)
+	if err != nil {
+		return fmt.Errorf("xds: listen: %w", err)
+	}
+	s.mu.Lock()
+	s.lis = lis
+	s.mu.Unlock()
+	grpcServer := grpc.NewServer(
+		grpc.MaxConcurrentStreams(1<<20),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	xdsServer := serverv3.NewServer(ctx, s.cache, s.callbacks())
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(grpcServer, xdsServer)
+	listenerservice.RegisterListenerDiscoveryServiceServer(grpcServer, xdsServer)
+	routeservice.RegisterRouteDiscoveryServiceServer(grpcServer, xdsServer)
+	clusterservice.RegisterClusterDiscoveryServiceServer(grpcServer, xdsServer)
+	endpointservice.RegisterEndpointDiscoveryServiceServer(grpcServer, xdsServer)
+
+	unsubscribe := s.opts.View.Subscribe(func(keyspace.Key) { s.poke(time.Now()) })
+	defer unsubscribe()
+	go func() {
+		<-ctx.Done()
+		grpcServer.Stop()
+	}()
+	errc := make(chan error, 1)
+	go func() { errc <- grpcServer.Serve(lis) }()
+	s.log.Info("xDS server listening", "addr", lis.Addr().String())
+
+	if err := s.opts.View.WaitSynced(ctx); err != nil {
+		return nil
+	}
+	s.poke(time.Now())
+	refresh := time.NewTicker(s.opts.Refresh)
+	defer refresh.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			<-errc
+			return nil
+		case err := <-errc:
+			return fmt.Errorf("xds: serve: %w", err)
+		case <-refresh.C:
+			if s.anyDisconnected() {
+				s.poke(time.Now())
+			}
+		case <-s.wake:
+			time.Sleep(s.opts.Debounce)
+			if err := s.rebuild(ctx); err != nil {
+				s.log.Error(err, "rebuild xDS snapshots")
+			}
+		}
+	}
+}
+
+func (s *Server) anyDisconnected() bool {
+	for _, c := range s.opts.View.Clusters() {
+		if c.Name != s.opts.Cluster && !c.Connected() {
+			return true
+		}
+	}
+	return false
+}
+
+// input reads the view.
+func (s *Server) input(now time.Time) Input {
+	v := s.opts.View
+	return Input{
+		Self: s.opts.Cluster, Clusters: v.Clusters(), Globals: v.GlobalServices(),
+		Policy: func(ns, name string) *model.Policy {
+			p, _ := v.Policy(ns, name)
+			return p
+		},
+		Since: s.since, Now: now,
+	}
+}
+
+// rebuild recomputes targets and, for every group, the load assignments whose target
+// changed, and sets the snapshots.
+func (s *Server) rebuild(ctx context.Context) error {
+	start := time.Now()
+	s.mu.Lock()
+	changed := s.changed
+	s.changed = time.Time{}
+	groups := make([]Group, 0, len(s.groups))
+	for _, g := range s.groups {
+		groups = append(groups, g)
+	}
+	s.mu.Unlock()
+
+	targets := Targets(s.input(start))
+	shared := s.shared
+	if shared == nil || !sameServices(s.targets, targets) {
+		s.version++
+		shared = buildShared(targets, s.serverListeners(), strconv.FormatUint(s.version, 10))
+	}
+	s.targets, s.shared = targets, shared
+
+	var errs []error
+	pushed := 0
+	for _, g := range groups {
+		prev := s.built[g.key()]
+		next, dirty := s.buildGroup(g, targets, shared, prev)
+		if !dirty {
+			continue
+		}
+		snap := snapshot(shared, next)
+		if err := check(snap, targets); err != nil {
+			errs = append(errs, fmt.Errorf("group %s: %w", g.key(), err))
+			continue
+		}
+		if err := s.cache.SetSnapshot(ctx, g.key(), snap); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.built[g.key()] = next
+		pushed++
+		if !changed.IsZero() {
+			s.mu.Lock()
+			s.pending[g.key()] = pendingAck{version: next.version, changed: changed}
+			s.mu.Unlock()
+		}
+	}
+	if pushed > 0 && !changed.IsZero() {
+		buildLatency.Observe(time.Since(changed).Seconds())
+	}
+	rebuildDuration.Observe(time.Since(start).Seconds())
+	return errors.Join(errs...)
+}
+
+// serverListeners are the listeners for this cluster's endpoints, for proxyless
+// gRPC servers.
+func (s *Server) serverListeners() []types.Resource {
+	c, ok := s.opts.View.Cluster(s.opts.Cluster)
+	if !ok {
+		return nil
+	}
+	return serverListenersOf(c)
+}
+
+// buildGroup returns the group's load assignments, reusing every one whose target did
+// not change, and whether anything changed.
+func (s *Server) buildGroup(g Group, targets []Target, shared *sharedResources, prev *built) (*built, bool) {
+	next := &built{shared: shared, cla: map[string]types.Resource{}, inputs: map[string]Target{}}
+	dirty := prev == nil || prev.shared != shared
+	client := Client{Cluster: s.opts.Cluster, Region: g.Region, Zone: g.Zone}
+	for _, t := range targets {
+		name := ClusterName(t.Hostname, t.Port)
+		if prev != nil {
+			if old, ok := prev.inputs[name]; ok && reflect.DeepEqual(old, t) {
+				next.cla[name], next.inputs[name] = prev.cla[name], old
+				continue
+			}
+		}
+		dirty = true
+		next.cla[name] = loadAssignment(t.Hostname, t.Port, Prioritize(client, t))
+		next.inputs[name] = t
+	}
+	if prev != nil && len(prev.cla) != len(next.cla) {
+		dirty = true
+	}
+	next.eds = 1
+	if prev != nil {
+		next.eds = prev.eds
+		if dirty {
+			next.eds++
+		}
+	}
+	next.version = strconv.FormatUint(next.eds, 10)
+	return next, dirty
+}
+
+// snapshot assembles a group's snapshot with per-type versions.
+func snapshot(shared *sharedResources, b *built) *cachev3.Snapshot {
+	snap := &cachev3.Snapshot{}
+	cla := make([]types.Resource, 0, len(b.cla))
+	for _, r := range b.cla {
+		cla = append(cla, r)
+	}
+	snap.Resources[types.Listener] = cachev3.NewResources(shared.version, shared.listeners)
+	snap.Resources[types.Route] = cachev3.NewResources(shared.version, shared.routes)
+	snap.Resources[types.Cluster] = cachev3.NewResources(shared.version, shared.clusters)
+	snap.Resources[types.Endpoint] = cachev3.NewResources(b.version, cla)
+	return snap
+}
+
+// check refuses a snapshot that is inconsistent or holds an invalid resource. The
+// consistency check is ours: go-control-plane's Snapshot.Consistent does not follow
+// the RDS references of API listeners, which is what proxyless gRPC uses.
+func check(snap *cachev3.Snapshot, targets []Target) error {
+	for _, t := range targets {
+		listener, cluster := ListenerName(t.Hostname, t.Port), ClusterName(t.Hostname, t.Port)
+		for _, want := range []struct {
+			typ        types.ResponseType
+			kind, name string
+		}{
+			{types.Listener, "listener", listener}, {types.Route, "route", listener},
+			{types.Cluster, "cluster", cluster}, {types.Endpoint, "load assignment", cluster},
+		} {
+			if _, ok := snap.Resources[want.typ].Items[want.name]; !ok {
+				return fmt.Errorf("inconsistent snapshot: %s lacks its %s %s", listener, want.kind, want.name)
+			}
+		}
+	}
+	for _, typ := range []types.ResponseType{types.Listener, types.Route, types.Cluster, types.Endpoint} {
+		for name, r := range snap.Resources[typ].Items {
+			if v, ok := r.Resource.(interface{ ValidateAll() error }); ok {
+				if err := v.ValidateAll(); err != nil {
+					return fmt.Errorf("%s fails validation: %w", name, err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Server) callbacks() serverv3.Callbacks {
+	return serverv3.CallbackFuncs{
+		StreamRequestFunc: func(_ int64, req *discoverygrpc.DiscoveryRequest) error {
+			// An ACK of load assignments closes the change-to-proxy measurement.
+			if req.GetTypeUrl() != resourcev3.EndpointType || req.GetResponseNonce() == "" || req.GetErrorDetail() != nil {
+				if req.GetErrorDetail() != nil {
+					nacks.WithLabelValues(req.GetTypeUrl()).Inc()
+					s.log.Info("proxy rejected a resource", "node", req.GetNode().GetId(), "type", req.GetTypeUrl(), "error", req.GetErrorDetail().GetMessage())
+				}
+				return nil
+			}
+			key := Group{Region: req.GetNode().GetLocality().GetRegion(), Zone: req.GetNode().GetLocality().GetZone()}.key()
+			s.mu.Lock()
+			p, ok := s.pending[key]
+			if ok && p.version == req.GetVersionInfo() {
+				delete(s.pending, key) // the first proxy of the group to ACK is measured
+			}
+			s.mu.Unlock()
+			if ok && p.version == req.GetVersionInfo() {
+				ackLatency.Observe(time.Since(p.changed).Seconds())
+			}
+			return nil
+		},
+		StreamResponseFunc: func(_ context.Context, _ int64, _ *discoverygrpc.DiscoveryRequest, resp *discoverygrpc.DiscoveryResponse) {
+			pushBytes.WithLabelValues(resp.GetTypeUrl()).Observe(float64(proto.Size(resp)))
+		},
+	}
+}

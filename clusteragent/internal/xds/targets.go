@@ -1,0 +1,236 @@
+package xds
+
+import (
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/meshfed/meshfed/internal/model"
+	"github.com/meshfed/meshfed/internal/view"
+)
+
+// State is what the federation knows of the freshness of a cluster.
+type State int
+
+// Cluster states: see docs/failover.md.
+const (
+	// Fresh: the cluster's agent holds its heartbeat (or it is this cluster).
+	Fresh State = iota
+	// Stale: the heartbeat lapsed longer than the policy's demoteAfter.
+	Stale
+	// Dropped: the heartbeat lapsed longer than the policy's dropAfter.
+	Dropped
+)
+
+// Target is one port of one global service with every locality that serves it.
+type Target struct {
+	Namespace, Name string
+	Hostname        string
+	Port            uint32
+	Policy          *model.Policy // nil: the default policy
+	Localities      []Locality
+}
+
+// Locality is one cluster's zone serving a Target.
+type Locality struct {
+	Cluster, Region, Zone, Network string
+	State                          State
+	// Healthy are the endpoints traffic may go to; Total counts every endpoint.
+	Healthy []Endpoint
+	Total   int
+}
+
+// Input is what targets are computed from: a consistent read of the view.
+type Input struct {
+	// Self is this agent's cluster.
+	Self     string
+	Clusters []view.Cluster
+	Globals  []model.GlobalService
+	Policy   func(namespace, name string) *model.Policy
+	// Since is when this process started watching: a cluster never seen alive is
+	// treated as having lapsed then.
+	Since time.Time
+	Now   time.Time
+}
+
+// DefaultPolicy is what a global service without a (resolvable) policy gets.
+var DefaultPolicy = model.Policy{
+	LocalityPreference: "Zone", FallbackToAny: true, MinHealthyPercent: 70,
+}
+
+// Targets computes every global service port's localities. It is pure: the same input
+// gives the same targets, sorted by hostname and port.
+func Targets(in Input) []Target {
+	byKey := map[string]*Target{}
+	var out []*Target
+	add := func(t *Target) {
+		key := ListenerName(t.Hostname, t.Port)
+		if _, dup := byKey[key]; dup {
+			return // two global services claiming one hostname:port: the first (sorted) wins
+		}
+		byKey[key] = t
+		out = append(out, t)
+	}
+	globals := slices.Clone(in.Globals)
+	globals = append(globals, implicitExports(in, globals)...)
+	for i := range globals {
+		g := &globals[i]
+		var policy *model.Policy
+		if g.Policy != "" && in.Policy != nil {
+			policy = in.Policy(g.Namespace, g.Policy)
+		}
+		for _, gp := range g.Ports {
+			t := &Target{Namespace: g.Namespace, Name: g.Name, Hostname: g.Hostname, Port: uint32(gp.Port), Policy: policy}
+			for _, c := range in.Clusters {
+				t.Localities = append(t.Localities, localitiesOf(in, c, g, gp, policy)...)
+			}
+			add(t)
+		}
+	}
+	result := make([]Target, len(out))
+	for i, t := range out {
+		result[i] = *t
+	}
+	slices.SortFunc(result, func(a, b Target) int {
+		if c := strings.Compare(a.Hostname, b.Hostname); c != 0 {
+			return c
+		}
+		return int(a.Port) - int(b.Port)
+	})
+	return result
+}
+
+// implicitExports are the global services MCS ServiceExports make: a Service exported
+// by ServiceExport in any cluster forms <name>.<namespace>.svc.clusterset.local with the
+// Service's ports, unless a GlobalService of that namespace and name exists.
+func implicitExports(in Input, globals []model.GlobalService) []model.GlobalService {
+	explicit := map[string]bool{}
+	for _, g := range globals {
+		explicit[g.Namespace+"/"+g.Name] = true
+	}
+	implicit := map[string]*model.GlobalService{}
+	for _, c := range in.Clusters {
+		for nn, s := range c.Services {
+			key := nn.String()
+			if explicit[key] || !slices.Contains(s.ExportedBy, "ServiceExport") {
+				continue
+			}
+			g := implicit[key]
+			if g == nil {
+				g = &model.GlobalService{Namespace: nn.Namespace, Name: nn.Name,
+					Hostname: nn.Name + "." + nn.Namespace + ".svc.clusterset.local",
+					Service:  &model.ServiceRef{Namespace: nn.Namespace, Name: nn.Name}}
+				implicit[key] = g
+			}
+			for _, p := range s.Ports {
+				if !slices.ContainsFunc(g.Ports, func(q model.GlobalPort) bool { return q.Port == p.Port }) {
+					g.Ports = append(g.Ports, model.GlobalPort{Name: p.Name, Port: p.Port, Protocol: "TCP"})
+				}
+			}
+		}
+	}
+	var out []model.GlobalService
+	for _, g := range implicit {
+		slices.SortFunc(g.Ports, func(a, b model.GlobalPort) int { return int(a.Port - b.Port) })
+		out = append(out, *g)
+	}
+	slices.SortFunc(out, func(a, b model.GlobalService) int { return strings.Compare(a.String(), b.String()) })
+	return out
+}
+
+// localitiesOf returns cluster c's localities serving global port gp of g.
+func localitiesOf(in Input, c view.Cluster, g *model.GlobalService, gp model.GlobalPort, policy *model.Policy) []Locality {
+	if c.Info == nil {
+		return nil // not registered (yet, or any more): nothing to route to
+	}
+	state := stateOf(in, c, policy)
+	if state == Dropped {
+		return nil
+	}
+	zones := map[string]*Locality{}
+	for nn, s := range c.Services {
+		if !model.Selects(g, c.Name, nn.Namespace, nn.Name, s.Labels) {
+			continue
+		}
+		sp, ok := memberPort(s, gp)
+		if !ok {
+			continue
+		}
+		for _, e := range s.Endpoints {
+			port, ok := endpointPort(e, sp)
+			if !ok {
+				continue
+			}
+			l := zones[e.Zone]
+			if l == nil {
+				l = &Locality{Cluster: c.Name, Region: c.Info.Region, Zone: e.Zone, Network: c.Info.Network, State: state}
+				zones[e.Zone] = l
+			}
+			l.Total++
+			if e.Ready {
+				l.Healthy = append(l.Healthy, Endpoint{Address: e.Address, Port: port})
+			}
+		}
+	}
+	out := make([]Locality, 0, len(zones))
+	for _, l := range zones {
+		slices.SortFunc(l.Healthy, func(a, b Endpoint) int {
+			if c := strings.Compare(a.Address, b.Address); c != 0 {
+				return c
+			}
+			return int(a.Port) - int(b.Port)
+		})
+		out = append(out, *l)
+	}
+	slices.SortFunc(out, func(a, b Locality) int { return strings.Compare(a.Zone, b.Zone) })
+	return out
+}
+
+// memberPort is the member Service's port that serves global port gp: the port of the
+// same name, or of the same number when gp has no name.
+func memberPort(s *model.ServiceEndpoints, gp model.GlobalPort) (model.ServicePort, bool) {
+	for _, p := range s.Ports {
+		if (gp.Name != "" && p.Name == gp.Name) || (gp.Name == "" && p.Port == gp.Port) {
+			return p, true
+		}
+	}
+	return model.ServicePort{}, false
+}
+
+// endpointPort is the port an endpoint serves the member Service port sp on.
+func endpointPort(e model.Endpoint, sp model.ServicePort) (uint32, bool) {
+	for _, p := range e.Ports {
+		if p.Name == sp.Name {
+			return uint32(p.Port), true
+		}
+	}
+	return 0, false
+}
+
+// stateOf judges a cluster's freshness under the policy's demote and drop times.
+func stateOf(in Input, c view.Cluster, policy *model.Policy) State {
+	if c.Name == in.Self || c.Connected() {
+		return Fresh
+	}
+	if policy == nil {
+		policy = &DefaultPolicy
+	}
+	demote, drop := policy.DemoteAfter.Duration, policy.DropAfter.Duration
+	if demote == 0 {
+		demote = 30 * time.Second
+	}
+	if drop == 0 {
+		drop = 10 * time.Minute
+	}
+	since := c.LastHeartbeat
+	if since.IsZero() || since.Before(in.Since) {
+		since = in.Since
+	}
+	switch lapsed := in.Now.Sub(since); {
+	case lapsed >= drop:
+		return Dropped
+	case lapsed >= demote:
+		return Stale
+	}
+	return Fresh
+}
