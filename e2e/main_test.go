@@ -13,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/meshfed/meshfed/clusteragent"
+	meshecho "github.com/meshfed/meshfed/internal/echo"
 )
 
 // bin holds the meshfed and meshfedctl binaries built for this run.
@@ -25,6 +28,10 @@ const echoEnv = "MESHFED_E2E_ECHO"
 func TestMain(m *testing.M) {
 	if addrs := os.Getenv(echoEnv); addrs != "" {
 		echo(strings.Split(addrs, ","))
+		return
+	}
+	if servers := os.Getenv(grpcEchoEnv); servers != "" {
+		grpcEcho(strings.Split(servers, ","))
 		return
 	}
 	dir, err := os.MkdirTemp("", "meshfed-e2e-bin")
@@ -42,6 +49,25 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// grpcEchoEnv makes the test binary gRPC echo servers: "addr=id,addr=id".
+const grpcEchoEnv = "MESHFED_E2E_GRPC_ECHO"
+
+// grpcEcho serves the echo service on each address, answering with its id.
+func grpcEcho(servers []string) {
+	for _, spec := range servers {
+		addr, id, _ := strings.Cut(spec, "=")
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		s := grpc.NewServer()
+		meshecho.Register(s, id)
+		go s.Serve(l) //nolint:errcheck
+	}
+	select {}
 }
 
 // echo serves TCP echo on every address until killed.

@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -72,9 +73,16 @@ func FromSecret(s *corev1.Secret) (Credentials, error) {
 			c.Etcd.Endpoints = append(c.Etcd.Endpoints, e)
 		}
 	}
-	if c.Cluster == "" || len(c.Etcd.Endpoints) == 0 || len(c.Etcd.CA) == 0 || len(c.Etcd.Cert) == 0 || len(c.Etcd.Key) == 0 {
-		return c, fmt.Errorf("secret %s/%s: need keys %s, %s, %s, %s and %s: run meshfedctl cluster register",
-			s.Namespace, s.Name, KeyCluster, KeyEndpoints, KeyCA, KeyCert, KeyKey)
+	var missing []string
+	for key, v := range map[string]int{KeyCluster: len(c.Cluster), KeyEndpoints: len(c.Etcd.Endpoints),
+		KeyCA: len(c.Etcd.CA), KeyCert: len(c.Etcd.Cert), KeyKey: len(c.Etcd.Key)} {
+		if v == 0 {
+			missing = append(missing, key)
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		return c, fmt.Errorf("secret %s/%s lacks %s: run meshfedctl cluster register", s.Namespace, s.Name, strings.Join(missing, ", "))
 	}
 	if _, err := c.Etcd.TLS(); err != nil {
 		return c, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, err)

@@ -178,16 +178,26 @@ func Up(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 	return s, s.write()
 }
 
-// layout names the i-th member cluster and places it: two regions, two zones each.
+// layout names the i-th member cluster and places it: alpha and beta share region
+// us-east, gamma has eu-west, and so on; every cluster has two zones of its own (as
+// clusters in one region usually sit in different availability zones).
 func layout(i int) *Cluster {
 	names := []string{"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"}
 	name := fmt.Sprintf("cluster-%d", i+1)
 	if i < len(names) {
 		name = names[i]
 	}
-	// alpha and beta share the first region, gamma has the second to itself, and so on.
-	region := []string{"us-east", "us-east", "eu-west"}[i%3]
-	return &Cluster{Name: name, Region: region, Zones: []string{region + "-a", region + "-b"}, Network: v1.DefaultNetwork}
+	regions := []string{"us-east", "us-east", "eu-west"}
+	region := regions[i%3]
+	// The k-th cluster of a region takes that region's zones 2k and 2k+1.
+	k := 0
+	for j := range i {
+		if regions[j%3] == region {
+			k++
+		}
+	}
+	zone := func(n int) string { return fmt.Sprintf("%s-%d%c", region, 1+n/26, 'a'+n%26) }
+	return &Cluster{Name: name, Region: region, Zones: []string{zone(2 * k), zone(2*k + 1)}, Network: v1.DefaultNetwork}
 }
 
 func (s *Sandbox) startHub(ctx context.Context) error {

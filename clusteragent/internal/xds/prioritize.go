@@ -1,47 +1,44 @@
 package xds
 
-// Client is a proxy's locality: its cluster is always this agent's.
-type Client struct {
-	Cluster, Region, Zone string
+import (
+	"github.com/meshfed/meshfed/clusteragent/internal/locality"
+)
+
+// Client is a proxy's locality; its cluster is always this agent's.
+type Client = locality.Client
+
+// Table is the priority table a client gets for a target (package locality).
+func Table(c Client, t Target) locality.Table {
+	candidates := make([]locality.Candidate, len(t.Localities))
+	for i, l := range t.Localities {
+		candidates[i] = locality.Candidate{
+			Locality: locality.Locality{Cluster: l.Cluster, Region: l.Region, Zone: l.Zone, Network: l.Network},
+			State:    l.State,
+			Healthy:  uint32(len(l.Healthy)),
+			Total:    uint32(l.Total),
+		}
+	}
+	return locality.Prioritize(c, candidates, t.Policy)
 }
 
-// Prioritize places a target's localities for a client. TEMPORARY: replaced by package
-// locality.
+// Prioritize places a target's localities, with their endpoints, in the client's
+// priority table.
 func Prioritize(c Client, t Target) []LocalityEndpoints {
-	var out []LocalityEndpoints
+	type key struct{ cluster, zone string }
+	endpoints := make(map[key][]Endpoint, len(t.Localities))
 	for _, l := range t.Localities {
-		if len(l.Healthy) == 0 {
-			continue
-		}
-		p := uint32(3)
-		switch {
-		case l.State == Stale:
-			p = 4
-		case l.Region == c.Region && l.Zone == c.Zone && l.Cluster == c.Cluster:
-			p = 0
-		case l.Region == c.Region && l.Cluster == c.Cluster:
-			p = 1
-		case l.Region == c.Region:
-			p = 2
-		}
-		out = append(out, LocalityEndpoints{Region: l.Region, Zone: l.Zone, Cluster: l.Cluster, Priority: p,
-			Weight: uint32(len(l.Healthy)), Endpoints: l.Healthy})
+		k := key{l.Cluster, l.Zone}
+		endpoints[k] = append(endpoints[k], l.Healthy...)
 	}
-	// make contiguous
-	used := map[uint32]bool{}
-	for _, l := range out {
-		used[l.Priority] = true
-	}
-	remap := map[uint32]uint32{}
-	next := uint32(0)
-	for p := uint32(0); p < 5; p++ {
-		if used[p] {
-			remap[p] = next
-			next++
+	var out []LocalityEndpoints
+	for p, entries := range Table(c, t).Priorities {
+		for _, e := range entries {
+			out = append(out, LocalityEndpoints{
+				Region: e.Region, Zone: e.Zone, Cluster: e.Cluster,
+				Priority: uint32(p), Weight: e.Weight,
+				Endpoints: endpoints[key{e.Cluster, e.Zone}],
+			})
 		}
-	}
-	for i := range out {
-		out[i].Priority = remap[out[i].Priority]
 	}
 	return out
 }

@@ -30,12 +30,16 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	w := &world{t: t, v: view.New(view.Options{}), backends: map[string]string{}, records: map[string]*model.ServiceEndpoints{}}
-	for _, c := range []struct{ name, region string }{{"alpha", "us-east"}, {"beta", "us-east"}, {"gamma", "eu-west"}} {
+	// Every cluster has zones of its own, as the sandbox's do.
+	for _, c := range []struct{ name, region, z1, z2 string }{
+		{"alpha", "us-east", "us-east-1a", "us-east-1b"}, {"beta", "us-east", "us-east-1c", "us-east-1d"},
+		{"gamma", "eu-west", "eu-west-1a", "eu-west-1b"},
+	} {
 		w.put(keyspace.ClusterInfo(c.name), &model.ClusterInfo{Name: c.name, Region: c.region,
-			Zones: []string{c.region + "-a", c.region + "-b"}, Network: "default"})
+			Zones: []string{c.z1, c.z2}, Network: "default"})
 		w.put(keyspace.ClusterHeartbeat(c.name), &model.Heartbeat{Time: time.Now(), TTL: 15, Agent: c.name})
 		rec := &model.ServiceEndpoints{Namespace: "shop", Name: "cart", Ports: []model.ServicePort{{Name: "grpc", Port: 8080}}}
-		for _, zone := range []string{c.region + "-a", c.region + "-b"} {
+		for _, zone := range []string{c.z1, c.z2} {
 			addr := w.backend(c.name + "/" + zone)
 			host, port, _ := net.SplitHostPort(addr)
 			p, _ := strconv.Atoi(port)
@@ -137,6 +141,26 @@ func eventuallyAll(t *testing.T, ctx context.Context, conn *grpc.ClientConn, wan
 	}
 }
 
+// eventuallyAllOf waits until every one of 20 requests lands on one of want.
+func eventuallyAllOf(t *testing.T, ctx context.Context, conn *grpc.ClientConn, want ...string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		got, err := landing(ctx, conn, 20)
+		n := 0
+		for _, w := range want {
+			n += got[w]
+		}
+		if err == nil && n == 20 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("requests did not all land on %v: %v (err %v)", want, got, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func startServer(t *testing.T, w *world, cluster string) *xds.Server {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -164,17 +188,15 @@ func TestLocalityFailover(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)
 	s := startServer(t, w, "alpha")
-	conn := client(t, s.Addr(), "us-east", "us-east-a")
+	conn := client(t, s.Addr(), "us-east", "us-east-1a")
 
-	eventuallyAll(t, ctx, conn, "alpha/us-east-a")
-	w.setReady("alpha", "us-east-a", false)
-	eventuallyAll(t, ctx, conn, "alpha/us-east-b")
+	eventuallyAll(t, ctx, conn, "alpha/us-east-1a")
+	w.setReady("alpha", "us-east-1a", false)
+	eventuallyAll(t, ctx, conn, "alpha/us-east-1b")
 	w.setReady("alpha", "", false)
-	got, err := landing(ctx, conn, 40)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("alpha down: %v", got)
+	eventuallyAllOf(t, ctx, conn, "beta/us-east-1c", "beta/us-east-1d")
+	w.setReady("beta", "", false)
+	eventuallyAllOf(t, ctx, conn, "gamma/eu-west-1a", "gamma/eu-west-1b")
 	w.setReady("alpha", "", true)
-	eventuallyAll(t, ctx, conn, "alpha/us-east-a")
+	eventuallyAll(t, ctx, conn, "alpha/us-east-1a")
 }

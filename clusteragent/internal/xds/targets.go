@@ -5,21 +5,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshfed/meshfed/clusteragent/internal/locality"
 	"github.com/meshfed/meshfed/internal/model"
 	"github.com/meshfed/meshfed/internal/view"
-)
-
-// State is what the federation knows of the freshness of a cluster.
-type State int
-
-// Cluster states: see docs/failover.md.
-const (
-	// Fresh: the cluster's agent holds its heartbeat (or it is this cluster).
-	Fresh State = iota
-	// Stale: the heartbeat lapsed longer than the policy's demoteAfter.
-	Stale
-	// Dropped: the heartbeat lapsed longer than the policy's dropAfter.
-	Dropped
 )
 
 // Target is one port of one global service with every locality that serves it.
@@ -34,7 +22,7 @@ type Target struct {
 // Locality is one cluster's zone serving a Target.
 type Locality struct {
 	Cluster, Region, Zone, Network string
-	State                          State
+	State                          locality.State
 	// Healthy are the endpoints traffic may go to; Total counts every endpoint.
 	Healthy []Endpoint
 	Total   int
@@ -143,8 +131,8 @@ func localitiesOf(in Input, c view.Cluster, g *model.GlobalService, gp model.Glo
 	if c.Info == nil {
 		return nil // not registered (yet, or any more): nothing to route to
 	}
-	state := stateOf(in, c, policy)
-	if state == Dropped {
+	state := freshness(in, c, policy)
+	if state == locality.Dropped {
 		return nil
 	}
 	zones := map[string]*Locality{}
@@ -208,9 +196,9 @@ func endpointPort(e model.Endpoint, sp model.ServicePort) (uint32, bool) {
 }
 
 // stateOf judges a cluster's freshness under the policy's demote and drop times.
-func stateOf(in Input, c view.Cluster, policy *model.Policy) State {
+func freshness(in Input, c view.Cluster, policy *model.Policy) locality.State {
 	if c.Name == in.Self || c.Connected() {
-		return Fresh
+		return locality.Fresh
 	}
 	if policy == nil {
 		policy = &DefaultPolicy
@@ -228,9 +216,9 @@ func stateOf(in Input, c view.Cluster, policy *model.Policy) State {
 	}
 	switch lapsed := in.Now.Sub(since); {
 	case lapsed >= drop:
-		return Dropped
+		return locality.Dropped
 	case lapsed >= demote:
-		return Stale
+		return locality.Stale
 	}
-	return Fresh
+	return locality.Fresh
 }

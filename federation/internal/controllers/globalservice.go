@@ -67,6 +67,9 @@ func (r *GlobalServiceReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		}
 	}
 
+	if !r.View.HasSynced() && err == nil {
+		return ctrl.Result{RequeueAfter: viewSyncWait}, nil // see MeshClusterReconciler
+	}
 	status := gs.Status.DeepCopy()
 	status.ObservedGeneration = gs.Generation
 	status.Hostname = rec.Hostname

@@ -25,6 +25,9 @@ import (
 // Finalizer holds meshfed objects until the hub has removed them from etcd.
 const Finalizer = "meshfed.io/hub"
 
+// viewSyncWait is how soon a reconciler looks again while the view is not synced.
+const viewSyncWait = 500 * time.Millisecond
+
 // heartbeatStatusPeriod is how stale status.lastHeartbeatTime may get while a cluster
 // stays connected: refreshing it on every heartbeat would write status every few
 // seconds per cluster.
@@ -74,6 +77,11 @@ func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		registered.Status, registered.Reason, registered.Message = metav1.ConditionFalse, "EtcdError", err.Error()
 	}
 
+	if !r.View.HasSynced() && err == nil {
+		// Until the first list of the agents' records, the hub knows nothing of them:
+		// writing status now would report every cluster disconnected.
+		return ctrl.Result{RequeueAfter: viewSyncWait}, nil
+	}
 	status := mc.Status.DeepCopy()
 	status.ObservedGeneration = mc.Generation
 	registered.ObservedGeneration = mc.Generation

@@ -10,5 +10,6 @@
 // its common name is the etcd user of a registered MeshCluster (hubinfo.EtcdUser), it
 // asks for no other subject fields or names, and the user who created it may update
 // that MeshCluster (a SubjectAccessReview). Certificates are client-only and live at
-// most MaxLifetime. CSRs for other signers are never touched.
+// most MaxLifetime. Whoever approved a CSR, the signer signs only common names that are
+// clusters' etcd users (never etcd's root). CSRs for other signers are never touched.
 package signer

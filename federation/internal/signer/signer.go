@@ -43,10 +43,14 @@ func init() { ctrlmetrics.Registry.MustRegister(decisions) }
 type Reconciler struct {
 	Client client.Client
 	CA     *pki.CA
+
+	// apiReader reads around Client's cache; Setup sets it.
+	apiReader client.Reader
 }
 
 // Setup registers the signer with mgr.
 func (r *Reconciler) Setup(mgr ctrl.Manager) error {
+	r.apiReader = mgr.GetAPIReader()
 	ours := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		csr, ok := o.(*certificatesv1.CertificateSigningRequest)
 		return ok && csr.Spec.SignerName == SignerName
@@ -92,6 +96,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err != nil {
 		return ctrl.Result{}, r.fail(ctx, csr, err.Error())
 	}
+	// Someone else may have approved the CSR: whatever the approval, this signer
+	// issues nothing but clusters' etcd users (never etcd's root).
+	if _, ok := hubinfo.ClusterOfEtcdUser(parsed.Subject.CommonName); !ok {
+		return ctrl.Result{}, r.fail(ctx, csr, fmt.Sprintf("common name %q is not the etcd user of a cluster: this signer signs nothing else",
+			parsed.Subject.CommonName))
+	}
 	lifetime := DefaultLifetime
 	if s := csr.Spec.ExpirationSeconds; s != nil {
 		lifetime = min(time.Duration(*s)*time.Second, MaxLifetime)
@@ -128,7 +138,13 @@ func (r *Reconciler) review(ctx context.Context, csr *certificatesv1.Certificate
 		return cluster, "the CSR may hold only a common name", nil
 	}
 	mc := &v1.MeshCluster{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Name: cluster}, mc); apierrors.IsNotFound(err) {
+	err = r.Client.Get(ctx, client.ObjectKey{Name: cluster}, mc)
+	if apierrors.IsNotFound(err) && r.apiReader != nil {
+		// The cache may not yet have seen a MeshCluster created just before the CSR,
+		// and a denial is final: ask the API server before denying.
+		err = r.apiReader.Get(ctx, client.ObjectKey{Name: cluster}, mc)
+	}
+	if apierrors.IsNotFound(err) {
 		return cluster, fmt.Sprintf("cluster %q is not registered: create its MeshCluster first", cluster), nil
 	} else if err != nil {
 		return "", "", err

@@ -1,0 +1,347 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	v1 "github.com/meshfed/meshfed/api/v1alpha1"
+	"github.com/meshfed/meshfed/internal/model"
+	"github.com/meshfed/meshfed/internal/view"
+)
+
+func duration(d time.Duration) metav1.Duration { return metav1.Duration{Duration: d} }
+
+func TestDefaultHostname(t *testing.T) {
+	if got, want := DefaultHostname("shop", "cart"), "cart.shop.svc.clusterset.local"; got != want {
+		t.Fatalf("DefaultHostname = %q, want %q", got, want)
+	}
+}
+
+func TestClusterInfo(t *testing.T) {
+	meta := metav1.ObjectMeta{Name: "east-1"}
+	tests := map[string]struct {
+		in   *v1.MeshCluster
+		want *model.ClusterInfo
+	}{
+		"minimal: default network, no gateways": {
+			in:   &v1.MeshCluster{ObjectMeta: meta, Spec: v1.MeshClusterSpec{Region: "us-east", Zones: []v1.LocalityName{"us-east-1a"}}},
+			want: &model.ClusterInfo{Name: "east-1", Region: "us-east", Zones: []string{"us-east-1a"}, Network: v1.DefaultNetwork},
+		},
+		"every field": {
+			in: &v1.MeshCluster{
+				ObjectMeta: metav1.ObjectMeta{Name: "east-1", Labels: map[string]string{"env": "prod", "tier": "gold"}},
+				Spec: v1.MeshClusterSpec{
+					Region: "us-east", Zones: []v1.LocalityName{"us-east-1b", "us-east-1a"}, Network: "corp",
+					Gateways: []v1.GatewayAddress{{Address: "203.0.113.10", Port: 443}, {Address: "gw.east.example", Port: 15443}},
+				},
+			},
+			want: &model.ClusterInfo{
+				Name: "east-1", Region: "us-east", Zones: []string{"us-east-1b", "us-east-1a"}, Network: "corp",
+				Gateways: []model.Gateway{{Address: "203.0.113.10", Port: 443}, {Address: "gw.east.example", Port: 15443}},
+				Labels:   map[string]string{"env": "prod", "tier": "gold"},
+			},
+		},
+		// An object stored before the API server defaulted the port still converts.
+		"gateway without a port gets the default": {
+			in: &v1.MeshCluster{ObjectMeta: meta, Spec: v1.MeshClusterSpec{Region: "us-east", Zones: []v1.LocalityName{"a"},
+				Gateways: []v1.GatewayAddress{{Address: "203.0.113.10"}, {Address: "203.0.113.11", Port: 8443}}}},
+			want: &model.ClusterInfo{Name: "east-1", Region: "us-east", Zones: []string{"a"}, Network: v1.DefaultNetwork,
+				Gateways: []model.Gateway{{Address: "203.0.113.10", Port: v1.DefaultGatewayPort}, {Address: "203.0.113.11", Port: 8443}}},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got := clusterInfo(tc.in)
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Fatalf("clusterInfo mismatch (-want +got):\n%s", diff)
+			}
+			if err := got.Validate(); err != nil {
+				t.Fatalf("clusterInfo of a valid MeshCluster does not validate: %v", err)
+			}
+		})
+	}
+}
+
+func TestGlobalService(t *testing.T) {
+	meta := metav1.ObjectMeta{Namespace: "shop", Name: "cart"}
+	http := []v1.GlobalServicePort{{Name: "http", Port: 80, Protocol: v1.ProtocolHTTP}}
+	httpRec := []model.GlobalPort{{Name: "http", Port: 80, Protocol: "HTTP"}}
+	selector := &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "front"}}
+	tests := map[string]struct {
+		spec v1.GlobalServiceSpec
+		want *model.GlobalService
+	}{
+		"defaults: hostname and the service of the same name": {
+			spec: v1.GlobalServiceSpec{Ports: http},
+			want: &model.GlobalService{Namespace: "shop", Name: "cart", Hostname: "cart.shop.svc.clusterset.local",
+				Service: &model.ServiceRef{Namespace: "shop", Name: "cart"}, Ports: httpRec},
+		},
+		"explicit hostname": {
+			spec: v1.GlobalServiceSpec{Hostname: "cart.example.internal", Ports: http},
+			want: &model.GlobalService{Namespace: "shop", Name: "cart", Hostname: "cart.example.internal",
+				Service: &model.ServiceRef{Namespace: "shop", Name: "cart"}, Ports: httpRec},
+		},
+		"service by name: namespace defaults to the GlobalService's": {
+			spec: v1.GlobalServiceSpec{Service: &v1.ServiceReference{Name: "cart-v2"}, Ports: http},
+			want: &model.GlobalService{Namespace: "shop", Name: "cart", Hostname: "cart.shop.svc.clusterset.local",
+				Service: &model.ServiceRef{Namespace: "shop", Name: "cart-v2"}, Ports: httpRec},
+		},
+		"service in another namespace": {
+			spec: v1.GlobalServiceSpec{Service: &v1.ServiceReference{Namespace: "backend", Name: "cart"}, Ports: http},
+			want: &model.GlobalService{Namespace: "shop", Name: "cart", Hostname: "cart.shop.svc.clusterset.local",
+				Service: &model.ServiceRef{Namespace: "backend", Name: "cart"}, Ports: httpRec},
+		},
+		"selector: no service": {
+			spec: v1.GlobalServiceSpec{Selector: selector, Ports: http},
+			want: &model.GlobalService{Namespace: "shop", Name: "cart", Hostname: "cart.shop.svc.clusterset.local",
+				Selector: selector, Ports: httpRec},
+		},
+		"port protocol defaults to TCP": {
+			spec: v1.GlobalServiceSpec{Ports: []v1.GlobalServicePort{{Port: 5432}, {Name: "grpc", Port: 9090, Protocol: v1.ProtocolGRPC}}},
+			want: &model.GlobalService{Namespace: "shop", Name: "cart", Hostname: "cart.shop.svc.clusterset.local",
+				Service: &model.ServiceRef{Namespace: "shop", Name: "cart"},
+				Ports:   []model.GlobalPort{{Port: 5432, Protocol: "TCP"}, {Name: "grpc", Port: 9090, Protocol: "GRPC"}}},
+		},
+		"clusters and policy": {
+			spec: v1.GlobalServiceSpec{Ports: http, Clusters: []v1.ClusterName{"west-1", "east-1"},
+				FailoverPolicyRef: &v1.LocalObjectReference{Name: "cart-failover"}},
+			want: &model.GlobalService{Namespace: "shop", Name: "cart", Hostname: "cart.shop.svc.clusterset.local",
+				Service: &model.ServiceRef{Namespace: "shop", Name: "cart"}, Ports: httpRec,
+				Clusters: []string{"west-1", "east-1"}, Policy: "cart-failover"},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got := globalService(&v1.GlobalService{ObjectMeta: meta, Spec: tc.spec})
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Fatalf("globalService mismatch (-want +got):\n%s", diff)
+			}
+			if err := got.Validate(); err != nil {
+				t.Fatalf("globalService of a valid GlobalService does not validate: %v", err)
+			}
+		})
+	}
+}
+
+func TestPolicy(t *testing.T) {
+	meta := metav1.ObjectMeta{Namespace: "shop", Name: "cart-failover"}
+	defaults := func(change func(*model.Policy)) *model.Policy {
+		p := &model.Policy{Namespace: "shop", Name: "cart-failover", LocalityPreference: "Zone", FallbackToAny: true,
+			MinHealthyPercent: 70, FailbackHold: duration(30 * time.Second), DemoteAfter: duration(30 * time.Second),
+			DropAfter: duration(10 * time.Minute)}
+		if change != nil {
+			change(p)
+		}
+		return p
+	}
+	tests := map[string]struct {
+		spec v1.FailoverPolicySpec
+		want *model.Policy
+	}{
+		// An object written before the API server defaulted anything.
+		"empty spec gets every default": {
+			spec: v1.FailoverPolicySpec{},
+			want: defaults(nil),
+		},
+		// Explicit zero values are values, not "unset".
+		"explicit false and zero are kept": {
+			spec: v1.FailoverPolicySpec{FallbackToAny: ptr.To(false), MinHealthyPercent: ptr.To[int32](0),
+				FailbackHold: ptr.To(duration(0))},
+			want: defaults(func(p *model.Policy) { p.FallbackToAny, p.MinHealthyPercent, p.FailbackHold = false, 0, duration(0) }),
+		},
+		"every scalar set": {
+			spec: v1.FailoverPolicySpec{LocalityPreference: v1.PreferRegion, FallbackToAny: ptr.To(true), MinHealthyPercent: ptr.To[int32](50),
+				FailbackHold: ptr.To(duration(time.Minute)),
+				StaleCluster: v1.StaleClusterPolicy{DemoteAfter: ptr.To(duration(5 * time.Second)), DropAfter: ptr.To(duration(time.Hour))}},
+			want: defaults(func(p *model.Policy) {
+				p.LocalityPreference, p.MinHealthyPercent, p.FailbackHold = "Region", 50, duration(time.Minute)
+				p.DemoteAfter, p.DropAfter = duration(5*time.Second), duration(time.Hour)
+			}),
+		},
+		"only demoteAfter set: dropAfter defaults": {
+			spec: v1.FailoverPolicySpec{LocalityPreference: v1.PreferNone, StaleCluster: v1.StaleClusterPolicy{DemoteAfter: ptr.To(duration(time.Minute))}},
+			want: defaults(func(p *model.Policy) { p.LocalityPreference, p.DemoteAfter = "None", duration(time.Minute) }),
+		},
+		"failover rules keep their order": {
+			spec: v1.FailoverPolicySpec{Failover: []v1.FailoverRule{
+				{From: v1.LocalitySelector{Region: "us-east"}, To: []v1.LocalitySelector{{Cluster: "west-1"}, {Region: "eu-west"}}},
+				{From: v1.LocalitySelector{Cluster: "west-1"}, To: []v1.LocalitySelector{{Region: "us-east"}}},
+			}},
+			want: defaults(func(p *model.Policy) {
+				p.Failover = []model.FailoverRule{
+					{From: model.Locality{Region: "us-east"}, To: []model.Locality{{Cluster: "west-1"}, {Region: "eu-west"}}},
+					{From: model.Locality{Cluster: "west-1"}, To: []model.Locality{{Region: "us-east"}}},
+				}
+			}),
+		},
+		"distribute rules": {
+			spec: v1.FailoverPolicySpec{Distribute: []v1.DistributeRule{
+				{From: "us-east/*", To: []v1.WeightedLocality{{Locality: "us-east/*", Weight: 80}, {Locality: "us-west", Weight: 20}}},
+				{From: "*", To: []v1.WeightedLocality{{Locality: "*", Weight: 100}}},
+			}},
+			want: defaults(func(p *model.Policy) {
+				p.Distribute = []model.DistributeRule{
+					{From: "us-east/*", To: []model.WeightedLocality{{Locality: "us-east/*", Weight: 80}, {Locality: "us-west", Weight: 20}}},
+					{From: "*", To: []model.WeightedLocality{{Locality: "*", Weight: 100}}},
+				}
+			}),
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got := policy(&v1.FailoverPolicy{ObjectMeta: meta, Spec: tc.spec})
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Fatalf("policy mismatch (-want +got):\n%s", diff)
+			}
+			if err := got.Validate(); err != nil {
+				t.Fatalf("policy of a valid FailoverPolicy does not validate: %v", err)
+			}
+		})
+	}
+}
+
+func TestUnknownClusters(t *testing.T) {
+	registered := []v1.MeshCluster{{ObjectMeta: metav1.ObjectMeta{Name: "east-1"}}, {ObjectMeta: metav1.ObjectMeta{Name: "west-1"}}}
+	rule := func(from model.Locality, to ...model.Locality) model.FailoverRule {
+		return model.FailoverRule{From: from, To: to}
+	}
+	cluster := func(n string) model.Locality { return model.Locality{Cluster: n} }
+	region := func(n string) model.Locality { return model.Locality{Region: n} }
+	tests := map[string]struct {
+		failover   []model.FailoverRule
+		registered []v1.MeshCluster
+		want       []string
+	}{
+		"no rules":            {registered: registered, want: nil},
+		"regions only":        {failover: []model.FailoverRule{rule(region("us-east"), region("us-west"))}, registered: registered, want: nil},
+		"every cluster known": {failover: []model.FailoverRule{rule(cluster("east-1"), cluster("west-1"), region("eu"))}, registered: registered, want: nil},
+		"unknown target":      {failover: []model.FailoverRule{rule(region("us-east"), cluster("west-1"), cluster("south-1"))}, registered: registered, want: []string{"south-1"}},
+		"unknown source":      {failover: []model.FailoverRule{rule(cluster("north-1"), cluster("west-1"))}, registered: registered, want: []string{"north-1"}},
+		"sorted, each once": {
+			failover: []model.FailoverRule{
+				rule(cluster("zeta"), cluster("south-1"), cluster("east-1")),
+				rule(region("us-east"), cluster("south-1"), cluster("alpha"), cluster("zeta")),
+			},
+			registered: registered, want: []string{"alpha", "south-1", "zeta"},
+		},
+		"nothing registered": {
+			failover:   []model.FailoverRule{rule(cluster("east-1"), cluster("west-1"))},
+			registered: nil, want: []string{"east-1", "west-1"},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got := unknownClusters(&model.Policy{Failover: tc.failover}, tc.registered)
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Fatalf("unknownClusters mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestEndpointsOf(t *testing.T) {
+	ep := func(addr, zone string, ready bool) model.Endpoint {
+		return model.Endpoint{Address: addr, Zone: zone, Ready: ready, Serving: ready}
+	}
+	svc := func(ns, name string, labels map[string]string, eps ...model.Endpoint) *model.ServiceEndpoints {
+		return &model.ServiceEndpoints{Namespace: ns, Name: name, Labels: labels, Endpoints: eps}
+	}
+	cluster := func(name, region string, services ...*model.ServiceEndpoints) view.Cluster {
+		c := view.Cluster{Name: name, Services: map[view.NamespacedName]*model.ServiceEndpoints{}}
+		if region != "" {
+			c.Info = &model.ClusterInfo{Name: name, Region: region, Network: "default"}
+		}
+		for _, s := range services {
+			c.Services[view.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = s
+		}
+		return c
+	}
+	front := map[string]string{"tier": "front"}
+	// Clusters as View.Clusters returns them: sorted by name.
+	clusters := []view.Cluster{
+		cluster("east-1", "us-east",
+			svc("shop", "cart", nil, ep("10.0.0.1", "us-east-1b", true), ep("10.0.0.2", "us-east-1a", true), ep("10.0.0.3", "us-east-1b", false)),
+			svc("shop", "web", front, ep("10.0.1.1", "us-east-1a", true)),
+			svc("store", "cart", nil, ep("10.0.2.1", "us-east-1a", true))),
+		// No registration record yet: the region is unknown.
+		cluster("unregistered", "", svc("shop", "cart", nil, ep("10.9.0.1", "", true))),
+		cluster("west-1", "us-west",
+			svc("shop", "cart", nil, ep("10.1.0.1", "", false), ep("10.1.0.2", "us-west-1a", true)),
+			svc("shop", "web", front, ep("10.1.1.1", "us-west-1a", false))),
+		// Publishes the service but with no endpoints: not listed.
+		cluster("south-1", "sa-east", svc("shop", "cart", nil)),
+		// Publishes nothing the global services select.
+		cluster("north-1", "ca-central", svc("shop", "db", nil, ep("10.3.0.1", "z", true))),
+	}
+	cart := &model.GlobalService{Namespace: "shop", Name: "cart", Service: &model.ServiceRef{Namespace: "shop", Name: "cart"}}
+	loc := func(region, zone string, ready, total int32) v1.LocalityEndpoints {
+		return v1.LocalityEndpoints{Region: region, Zone: zone, Ready: ready, Total: total}
+	}
+	tests := map[string]struct {
+		g         *model.GlobalService
+		clusters  []view.Cluster
+		want      []v1.ClusterEndpoints
+		wantReady int32
+	}{
+		"service ref across clusters, zones sorted": {
+			g: cart, clusters: clusters,
+			want: []v1.ClusterEndpoints{
+				{Cluster: "east-1", Localities: []v1.LocalityEndpoints{loc("us-east", "us-east-1a", 1, 1), loc("us-east", "us-east-1b", 1, 2)}},
+				{Cluster: "unregistered", Localities: []v1.LocalityEndpoints{loc("", "", 1, 1)}},
+				{Cluster: "west-1", Localities: []v1.LocalityEndpoints{loc("us-west", "", 0, 1), loc("us-west", "us-west-1a", 1, 1)}},
+			},
+			wantReady: 4,
+		},
+		"clusters restriction": {
+			g:        &model.GlobalService{Namespace: "shop", Name: "cart", Service: &model.ServiceRef{Namespace: "shop", Name: "cart"}, Clusters: []string{"west-1", "south-1"}},
+			clusters: clusters,
+			want: []v1.ClusterEndpoints{
+				{Cluster: "west-1", Localities: []v1.LocalityEndpoints{loc("us-west", "", 0, 1), loc("us-west", "us-west-1a", 1, 1)}},
+			},
+			wantReady: 1,
+		},
+		"service in another namespace": {
+			g:         &model.GlobalService{Namespace: "shop", Name: "cart", Service: &model.ServiceRef{Namespace: "store", Name: "cart"}},
+			clusters:  clusters,
+			want:      []v1.ClusterEndpoints{{Cluster: "east-1", Localities: []v1.LocalityEndpoints{loc("us-east", "us-east-1a", 1, 1)}}},
+			wantReady: 1,
+		},
+		"selector": {
+			g:        &model.GlobalService{Namespace: "shop", Name: "frontends", Selector: &metav1.LabelSelector{MatchLabels: front}},
+			clusters: clusters,
+			want: []v1.ClusterEndpoints{
+				{Cluster: "east-1", Localities: []v1.LocalityEndpoints{loc("us-east", "us-east-1a", 1, 1)}},
+				{Cluster: "west-1", Localities: []v1.LocalityEndpoints{loc("us-west", "us-west-1a", 0, 1)}},
+			},
+			wantReady: 1,
+		},
+		"selector matching several services adds them up": {
+			g:        &model.GlobalService{Namespace: "shop", Name: "all", Selector: &metav1.LabelSelector{}, Clusters: []string{"east-1"}},
+			clusters: clusters,
+			want: []v1.ClusterEndpoints{
+				{Cluster: "east-1", Localities: []v1.LocalityEndpoints{loc("us-east", "us-east-1a", 2, 2), loc("us-east", "us-east-1b", 1, 2)}},
+			},
+			wantReady: 3,
+		},
+		"nothing selected": {
+			g: &model.GlobalService{Namespace: "shop", Name: "x", Service: &model.ServiceRef{Namespace: "shop", Name: "missing"}}, clusters: clusters,
+			want: nil, wantReady: 0,
+		},
+		"no clusters": {g: cart, clusters: nil, want: nil, wantReady: 0},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got, ready := endpointsOf(tc.g, tc.clusters)
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("endpointsOf clusters mismatch (-want +got):\n%s", diff)
+			}
+			if ready != tc.wantReady {
+				t.Errorf("endpointsOf ready = %d, want %d", ready, tc.wantReady)
+			}
+		})
+	}
+}

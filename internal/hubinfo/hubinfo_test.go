@@ -1,0 +1,98 @@
+package hubinfo
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+)
+
+func configMap(data map[string]string) *corev1.ConfigMap {
+	return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: ConfigMapName}, Data: data}
+}
+
+func TestRead(t *testing.T) {
+	got, err := Read(context.Background(), fake.NewClientset(configMap(map[string]string{
+		KeyEtcdEndpoints: " https://10.0.0.1:2379, ,https://hub.example:2379 ,",
+		KeyEtcdCA:        "PEM",
+	})))
+	if err != nil {
+		t.Fatalf("Read: %v", err)
+	}
+	want := Info{EtcdEndpoints: []string{"https://10.0.0.1:2379", "https://hub.example:2379"}, EtcdCA: []byte("PEM")}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Read (-want +got):\n%s", diff)
+	}
+}
+
+func TestReadErrors(t *testing.T) {
+	forbidden := fake.NewClientset()
+	forbidden.PrependReactor("get", "configmaps", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "configmaps"}, ConfigMapName, nil)
+	})
+	for name, tc := range map[string]struct {
+		hub  *fake.Clientset
+		want []string
+	}{
+		"no ConfigMap": {fake.NewClientset(), []string{Namespace + "/" + ConfigMapName, "has not published", "meshfed hub"}},
+		"ConfigMap in another namespace": {fake.NewClientset(&corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: ConfigMapName},
+			Data:       map[string]string{KeyEtcdEndpoints: "https://a:2379", KeyEtcdCA: "PEM"},
+		}), []string{"has not published"}},
+		"no endpoints":    {fake.NewClientset(configMap(map[string]string{KeyEtcdCA: "PEM"})), []string{KeyEtcdEndpoints}},
+		"only separators": {fake.NewClientset(configMap(map[string]string{KeyEtcdEndpoints: " , ", KeyEtcdCA: "PEM"})), []string{KeyEtcdEndpoints}},
+		"no CA":           {fake.NewClientset(configMap(map[string]string{KeyEtcdEndpoints: "https://a:2379"})), []string{KeyEtcdCA}},
+		"empty ConfigMap": {fake.NewClientset(configMap(nil)), []string{KeyEtcdEndpoints, KeyEtcdCA}},
+		"forbidden":       {forbidden, []string{"read hub info", "forbidden"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			info, err := Read(context.Background(), tc.hub)
+			if err == nil {
+				t.Fatalf("Read = %+v, want an error", info)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+			if name == "forbidden" && !apierrors.IsForbidden(err) {
+				t.Errorf("error %v does not wrap the API error", err)
+			}
+		})
+	}
+}
+
+func TestEtcdUserRoundTrip(t *testing.T) {
+	for _, cluster := range []string{"a", "alpha", "east-1", "0", strings.Repeat("x", 63), "meshfed-cluster-a"} {
+		user := EtcdUser(cluster)
+		if !strings.HasPrefix(user, "meshfed-cluster-") {
+			t.Errorf("EtcdUser(%q) = %q, want the meshfed-cluster- prefix", cluster, user)
+		}
+		got, ok := ClusterOfEtcdUser(user)
+		if !ok || got != cluster {
+			t.Errorf("ClusterOfEtcdUser(%q) = %q, %v; want %q, true", user, got, ok, cluster)
+		}
+	}
+}
+
+// Only the etcd user of a valid cluster name maps back to a cluster: never etcd's
+// root, a bare cluster name, or a name that could not be a key segment.
+func TestClusterOfEtcdUserRejects(t *testing.T) {
+	for _, user := range []string{
+		"", "root", "alpha", "meshfed-cluster-", "meshfed-cluster", "Meshfed-cluster-alpha", "xmeshfed-cluster-alpha",
+		"meshfed-cluster-Alpha", "meshfed-cluster-a.b", "meshfed-cluster-a/b", "meshfed-cluster--a", "meshfed-cluster-a-",
+		"meshfed-cluster-a_b", "meshfed-cluster- a", "meshfed-cluster-" + strings.Repeat("x", 64),
+	} {
+		if cluster, ok := ClusterOfEtcdUser(user); ok {
+			t.Errorf("ClusterOfEtcdUser(%q) = %q, true; want it refused", user, cluster)
+		}
+	}
+}
