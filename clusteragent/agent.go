@@ -118,18 +118,18 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 
-	listener, err := net.Listen("tcp", opts.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("agent HTTP server: %w", err)
-	}
-	server := &http.Server{Handler: debugHandler(cluster, v), ReadHeaderTimeout: 10 * time.Second}
-	go server.Serve(listener)                         //nolint:errcheck // ends with Shutdown below
-	defer server.Shutdown(context.WithoutCancel(ctx)) //nolint:errcheck
-
 	xdsServer, err := xds.New(xds.Options{Cluster: cluster, View: v, Addr: opts.XDSAddr, Logger: log.WithName("xds")})
 	if err != nil {
 		return err
 	}
+	listener, err := net.Listen("tcp", opts.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("agent HTTP server: %w", err)
+	}
+	server := &http.Server{Handler: debugHandler(cluster, v, xdsServer.Explain), ReadHeaderTimeout: 10 * time.Second}
+	go server.Serve(listener)                         //nolint:errcheck // ends with Shutdown below
+	defer server.Shutdown(context.WithoutCancel(ctx)) //nolint:errcheck
+
 	done := make(chan error, 3)
 	go func() { done <- reader.Run(ctx) }()
 	go func() { done <- xdsServer.Run(ctx) }()

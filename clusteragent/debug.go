@@ -2,6 +2,7 @@ package clusteragent
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/meshfed/meshfed/clusteragent/internal/xds"
 	"github.com/meshfed/meshfed/internal/model"
 	"github.com/meshfed/meshfed/internal/view"
 )
@@ -51,8 +53,32 @@ func Debug(cluster string, v *view.View, now time.Time) DebugView {
 	return out
 }
 
-func debugHandler(cluster string, v *view.View) http.Handler {
+// explainer answers /debug/explain: the xDS server's Explain.
+type explainer func(namespace, name, zone string) ([]xds.Explanation, error)
+
+func debugHandler(cluster string, v *view.View, explain explainer) http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/explain", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		ns, name, ok := strings.Cut(q.Get("service"), "/")
+		if !ok || ns == "" || name == "" {
+			http.Error(w, "give service=<namespace>/<name>, and zone=<zone> for the client's zone", http.StatusBadRequest)
+			return
+		}
+		out, err := explain(ns, name, q.Get("zone"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		if q.Get("format") == "json" {
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(out) //nolint:errcheck
+			return
+		}
+		for _, e := range out {
+			fmt.Fprintf(w, "%s:%d\n%s\n", e.Hostname, e.Port, e.Text)
+		}
+	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok")) }) //nolint:errcheck
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !v.HasSynced() {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -168,6 +169,25 @@ func TestLocalityRouting(t *testing.T) {
 	t.Run("failback", func(t *testing.T) {
 		setReady("alpha", "", true)
 		landsOn(t, ctx, conn, "alpha/"+a1)
+	})
+
+	t.Run("failover explain and dev client", func(t *testing.T) {
+		out, err := exec.Command(meshfedctlBin(), "failover", "explain", "--service", "shop/cart", "--cluster", "alpha",
+			"--zone", a1, "--dir", s.Dir).CombinedOutput()
+		if err != nil {
+			t.Fatalf("failover explain: %v\n%s", err, out)
+		}
+		t.Logf("meshfedctl failover explain:\n%s", out)
+		for _, want := range []string{"same zone", "failover target 1: cluster gamma", "alpha", "beta", "gamma"} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("explain output lacks %q", want)
+			}
+		}
+		out, err = exec.Command(meshfedctlBin(), "dev", "client", "--dir", s.Dir, "--cluster", "alpha", "--zone", a1,
+			"--target", "cart.shop.svc.clusterset.local:8080", "-n", "20").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "alpha/"+a1+"  20") {
+			t.Errorf("dev client: %v\n%s", err, out)
+		}
 	})
 
 	t.Run("distribute within 5% of its weights", func(t *testing.T) {

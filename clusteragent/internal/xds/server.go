@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/meshfed/meshfed/clusteragent/internal/locality"
 	"github.com/meshfed/meshfed/internal/keyspace"
 	"github.com/meshfed/meshfed/internal/model"
 	"github.com/meshfed/meshfed/internal/view"
@@ -407,4 +408,35 @@ func (s *Server) callbacks() serverv3.Callbacks {
 			pushBytes.WithLabelValues(resp.GetTypeUrl()).Observe(float64(proto.Size(resp)))
 		},
 	}
+}
+
+// Explanation is the priority table of one port of a global service.
+type Explanation struct {
+	Hostname string         `json:"hostname"`
+	Port     uint32         `json:"port"`
+	Table    locality.Table `json:"-"`
+	// Text is Table rendered for humans.
+	Text string `json:"text"`
+}
+
+// Explain returns, for every port of the global service namespace/name, the priority
+// table a proxy of this cluster in zone gets now, and why.
+func (s *Server) Explain(namespace, name, zone string) ([]Explanation, error) {
+	region := ""
+	if c, ok := s.opts.View.Cluster(s.opts.Cluster); ok && c.Info != nil {
+		region = c.Info.Region
+	}
+	client := Client{Cluster: s.opts.Cluster, Region: region, Zone: zone}
+	var out []Explanation
+	for _, t := range Targets(s.input(time.Now())) {
+		if t.Namespace != namespace || t.Name != name {
+			continue
+		}
+		table := Table(client, t)
+		out = append(out, Explanation{Hostname: t.Hostname, Port: t.Port, Table: table, Text: table.String()})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no global service %s/%s in this agent's view", namespace, name)
+	}
+	return out, nil
 }
