@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"iter"
 	"slices"
 	"strings"
 	"time"
@@ -136,7 +137,7 @@ func localitiesOf(in Input, c view.Cluster, g *model.GlobalService, gp model.Glo
 		return nil
 	}
 	zones := map[string]*Locality{}
-	for nn, s := range c.Services {
+	for nn, s := range members(c, g) {
 		if !model.Selects(g, c.Name, nn.Namespace, nn.Name, s.Labels) {
 			continue
 		}
@@ -172,6 +173,25 @@ func localitiesOf(in Input, c view.Cluster, g *model.GlobalService, gp model.Glo
 	}
 	slices.SortFunc(out, func(a, b Locality) int { return strings.Compare(a.Zone, b.Zone) })
 	return out
+}
+
+// members yields the cluster's services that g may select: the one it names, or those
+// in its namespace, so that a fleet of services costs a lookup per cluster, not a scan.
+func members(c view.Cluster, g *model.GlobalService) iter.Seq2[view.NamespacedName, *model.ServiceEndpoints] {
+	return func(yield func(view.NamespacedName, *model.ServiceEndpoints) bool) {
+		if g.Service != nil {
+			nn := view.NamespacedName{Namespace: g.Service.Namespace, Name: g.Service.Name}
+			if s, ok := c.Services[nn]; ok {
+				yield(nn, s)
+			}
+			return
+		}
+		for nn, s := range c.Services {
+			if nn.Namespace == g.Namespace && !yield(nn, s) {
+				return
+			}
+		}
+	}
 }
 
 // memberPort is the member Service's port that serves global port gp: the port of the

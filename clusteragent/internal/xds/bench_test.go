@@ -1,0 +1,65 @@
+package xds_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/meshfed/meshfed/clusteragent/internal/xds"
+	"github.com/meshfed/meshfed/internal/keyspace"
+	"github.com/meshfed/meshfed/internal/model"
+	"github.com/meshfed/meshfed/internal/view"
+)
+
+// fleet is a view of clusters × services × endpoints, every cluster with two zones,
+// every service global.
+func fleet(clusters, services, endpoints int) (*view.View, xds.Input) {
+	v := view.New(view.Options{})
+	now := time.Now()
+	for c := range clusters {
+		name := fmt.Sprintf("c%03d", c)
+		region := fmt.Sprintf("region-%d", c%5)
+		v.OnUpsert(keyspace.ClusterInfo(name), &model.ClusterInfo{Name: name, Region: region,
+			Zones: []string{name + "-a", name + "-b"}, Network: "default"})
+		v.OnUpsert(keyspace.ClusterHeartbeat(name), &model.Heartbeat{Time: now, TTL: 15, Agent: name})
+		for s := range services {
+			rec := &model.ServiceEndpoints{Namespace: "ns", Name: fmt.Sprintf("svc%03d", s),
+				Ports: []model.ServicePort{{Name: "grpc", Port: 8080}}}
+			for e := range endpoints {
+				rec.Endpoints = append(rec.Endpoints, model.Endpoint{
+					Address: fmt.Sprintf("10.%d.%d.%d", c, s, e), Zone: name + []string{"-a", "-b"}[e%2],
+					Ready: true, Serving: true, Ports: []model.EndpointPort{{Name: "grpc", Port: 8080}}})
+			}
+			v.OnUpsert(keyspace.ServiceEndpoints(name, "ns", rec.Name), rec)
+		}
+	}
+	for s := range services {
+		name := fmt.Sprintf("svc%03d", s)
+		v.OnUpsert(keyspace.GlobalService("ns", name), &model.GlobalService{Namespace: "ns", Name: name,
+			Hostname: name + ".ns.global", Service: &model.ServiceRef{Namespace: "ns", Name: name},
+			Ports: []model.GlobalPort{{Name: "grpc", Port: 8080, Protocol: "GRPC"}}})
+	}
+	return v, xds.Input{Self: "c000", Clusters: v.Clusters(), Globals: v.GlobalServices(), Since: now, Now: now}
+}
+
+// BenchmarkTargets: 100 clusters × 100 services × 10 endpoints, from the view to every
+// global service's localities.
+func BenchmarkTargets(b *testing.B) {
+	_, in := fleet(100, 100, 10)
+	b.ReportAllocs()
+	for b.Loop() {
+		xds.Targets(in)
+	}
+}
+
+// BenchmarkSnapshot: the same fleet, every resource (listeners, routes, clusters and
+// 100 load assignments with their priority tables) for one locality of proxies.
+func BenchmarkSnapshot(b *testing.B) {
+	_, in := fleet(100, 100, 10)
+	targets := xds.Targets(in)
+	g := xds.Group{Region: "region-0", Zone: "c000-a"}
+	b.ReportAllocs()
+	for b.Loop() {
+		xds.Resources("c000", g, targets)
+	}
+}
