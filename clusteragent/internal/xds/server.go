@@ -43,7 +43,7 @@ type Options struct {
 	// Default 1ms: bursts coalesce, single changes go out at once.
 	Debounce time.Duration
 	// Refresh re-evaluates cluster freshness (stale, dropped) this often while a
-	// cluster is disconnected. Default 1s.
+	// cluster is disconnected, and ends failback holds at this resolution. Default 1s.
 	Refresh time.Duration
 	Logger  logr.Logger
 }
@@ -65,6 +65,8 @@ type Server struct {
 	shared  *sharedResources
 	targets []Target
 	version uint64
+	hold    *failback
+	holdEnd time.Time // when the earliest failback hold ends; zero if none
 	lis     net.Listener
 }
 
@@ -112,7 +114,7 @@ func New(opts Options) (*Server, error) {
 		opts.Refresh = time.Second
 	}
 	s := &Server{opts: opts, log: opts.Logger, since: time.Now(), wake: make(chan struct{}, 1),
-		groups: map[string]Group{}, built: map[string]*built{}, pending: map[string]pendingAck{}}
+		groups: map[string]Group{}, built: map[string]*built{}, pending: map[string]pendingAck{}, hold: newFailback()}
 	if s.log.GetSink() == nil {
 		s.log = logr.Discard()
 	}
@@ -207,9 +209,9 @@ func (s *Server) Run(ctx context.Context) error {
 			return nil
 		case err := <-errc:
 			return fmt.Errorf("xds: serve: %w", err)
-		case <-refresh.C:
-			if s.anyDisconnected() {
-				s.poke(time.Now())
+		case now := <-refresh.C:
+			if s.anyDisconnected() || (!s.holdEnd.IsZero() && !now.Before(s.holdEnd)) {
+				s.poke(now)
 			}
 		case <-s.wake:
 			time.Sleep(s.opts.Debounce)
@@ -255,7 +257,8 @@ func (s *Server) rebuild(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 
-	targets := Targets(s.input(start))
+	targets, holdEnd := s.hold.apply(Targets(s.input(start)), start)
+	s.holdEnd = holdEnd
 	shared := s.shared
 	if shared == nil || !sameServices(s.targets, targets) {
 		s.version++
