@@ -26,6 +26,10 @@ var (
 		Help:    "Size of xDS responses sent to proxies, by resource type.",
 		Buckets: prometheus.ExponentialBuckets(256, 4, 10),
 	}, []string{"type"})
+	gatewayDown = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "meshfed", Subsystem: "xds", Name: "remote_gateway_down",
+		Help: "1 while a remote cluster's east-west gateway fails its probe (its cluster gets no traffic), else 0.",
+	}, []string{"gateway"})
 	nacks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "meshfed", Subsystem: "xds", Name: "nacks_total",
 		Help: "Responses proxies rejected, by resource type.",
@@ -33,5 +37,5 @@ var (
 )
 
 func init() {
-	ctrlmetrics.Registry.MustRegister(buildLatency, ackLatency, rebuildDuration, pushBytes, nacks)
+	ctrlmetrics.Registry.MustRegister(buildLatency, ackLatency, rebuildDuration, pushBytes, gatewayDown, nacks)
 }

@@ -28,6 +28,10 @@ func Prioritize(c Client, t Target) []LocalityEndpoints {
 	endpoints := make(map[key][]Endpoint, len(t.Localities))
 	for _, l := range t.Localities {
 		k := key{l.Cluster, l.Zone}
+		if l.Gateways != nil {
+			endpoints[k] = l.Gateways // another network: through its gateways
+			continue
+		}
 		endpoints[k] = append(endpoints[k], l.Healthy...)
 	}
 	var out []LocalityEndpoints

@@ -45,7 +45,10 @@ type Options struct {
 	// Refresh re-evaluates cluster freshness (stale, dropped) this often while a
 	// cluster is disconnected, and ends failback holds at this resolution. Default 1s.
 	Refresh time.Duration
-	Logger  logr.Logger
+	// ProbeInterval and ProbeTimeout pace the probes of remote clusters' east-west
+	// gateways. Defaults 2s and 1s.
+	ProbeInterval, ProbeTimeout time.Duration
+	Logger                      logr.Logger
 }
 
 // Server serves xDS from the view. Create it with New, start it with Run.
@@ -66,6 +69,7 @@ type Server struct {
 	targets []Target
 	version uint64
 	hold    *failback
+	probe   *prober
 	holdEnd time.Time // when the earliest failback hold ends; zero if none
 	lis     net.Listener
 }
@@ -113,12 +117,19 @@ func New(opts Options) (*Server, error) {
 	if opts.Refresh == 0 {
 		opts.Refresh = time.Second
 	}
+	if opts.ProbeInterval == 0 {
+		opts.ProbeInterval = 2 * time.Second
+	}
+	if opts.ProbeTimeout == 0 {
+		opts.ProbeTimeout = time.Second
+	}
 	s := &Server{opts: opts, log: opts.Logger, since: time.Now(), wake: make(chan struct{}, 1),
 		groups: map[string]Group{}, built: map[string]*built{}, pending: map[string]pendingAck{}, hold: newFailback()}
 	if s.log.GetSink() == nil {
 		s.log = logr.Discard()
 	}
 	s.cache = cachev3.NewSnapshotCache(false, groupHash{s}, nil)
+	s.probe = newProber(opts.ProbeInterval, opts.ProbeTimeout, func() { s.poke(time.Now()) })
 	return s, nil
 }
 
@@ -199,6 +210,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.opts.View.WaitSynced(ctx); err != nil {
 		return nil
 	}
+	go s.probe.run(ctx, s.opts.View, s.opts.Cluster)
 	s.poke(time.Now())
 	refresh := time.NewTicker(s.opts.Refresh)
 	defer refresh.Stop()
@@ -240,7 +252,7 @@ func (s *Server) input(now time.Time) Input {
 			p, _ := v.Policy(ns, name)
 			return p
 		},
-		Since: s.since, Now: now,
+		Since: s.since, Now: now, GatewayUp: s.probe.up,
 	}
 }
 

@@ -2,7 +2,10 @@ package xds
 
 import (
 	"iter"
+	"net"
+	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,6 +30,9 @@ type Locality struct {
 	// Healthy are the endpoints traffic may go to; Total counts every endpoint.
 	Healthy []Endpoint
 	Total   int
+	// Gateways, for a cluster on another network, are its east-west gateways: the
+	// addresses a client sends the locality's traffic to, weighted by Healthy.
+	Gateways []Endpoint
 }
 
 // Input is what targets are computed from: a consistent read of the view.
@@ -40,6 +46,8 @@ type Input struct {
 	// treated as having lapsed then.
 	Since time.Time
 	Now   time.Time
+	// GatewayUp says whether a remote cluster's gateway answers probes; nil: all do.
+	GatewayUp func(addr netip.AddrPort) bool
 }
 
 // DefaultPolicy is what a global service without a (resolvable) policy gets.
@@ -60,6 +68,7 @@ func Targets(in Input) []Target {
 		byKey[key] = t
 		out = append(out, t)
 	}
+	network := selfNetwork(in)
 	globals := slices.Clone(in.Globals)
 	globals = append(globals, implicitExports(in, globals)...)
 	for i := range globals {
@@ -71,7 +80,7 @@ func Targets(in Input) []Target {
 		for _, gp := range g.Ports {
 			t := &Target{Namespace: g.Namespace, Name: g.Name, Hostname: g.Hostname, Port: uint32(gp.Port), Policy: policy}
 			for _, c := range in.Clusters {
-				t.Localities = append(t.Localities, localitiesOf(in, c, g, gp, policy)...)
+				t.Localities = append(t.Localities, localitiesOf(in, network, c, g, gp, policy)...)
 			}
 			add(t)
 		}
@@ -128,7 +137,7 @@ func implicitExports(in Input, globals []model.GlobalService) []model.GlobalServ
 }
 
 // localitiesOf returns cluster c's localities serving global port gp of g.
-func localitiesOf(in Input, c view.Cluster, g *model.GlobalService, gp model.GlobalPort, policy *model.Policy) []Locality {
+func localitiesOf(in Input, network string, c view.Cluster, g *model.GlobalService, gp model.GlobalPort, policy *model.Policy) []Locality {
 	if c.Info == nil {
 		return nil // not registered (yet, or any more): nothing to route to
 	}
@@ -136,6 +145,7 @@ func localitiesOf(in Input, c view.Cluster, g *model.GlobalService, gp model.Glo
 	if state == locality.Dropped {
 		return nil
 	}
+	gateways, remote := gatewaysOf(in, network, c)
 	zones := map[string]*Locality{}
 	for nn, s := range members(c, g) {
 		if !model.Selects(g, c.Name, nn.Namespace, nn.Name, s.Labels) {
@@ -163,6 +173,12 @@ func localitiesOf(in Input, c view.Cluster, g *model.GlobalService, gp model.Glo
 	}
 	out := make([]Locality, 0, len(zones))
 	for _, l := range zones {
+		if remote {
+			l.Gateways = gateways
+			if len(gateways) == 0 {
+				l.Healthy = nil // no way in: every endpoint behind it is unreachable
+			}
+		}
 		slices.SortFunc(l.Healthy, func(a, b Endpoint) int {
 			if c := strings.Compare(a.Address, b.Address); c != 0 {
 				return c
@@ -192,6 +208,35 @@ func members(c view.Cluster, g *model.GlobalService) iter.Seq2[view.NamespacedNa
 			}
 		}
 	}
+}
+
+// gatewaysOf reports whether cluster c is on another network than this cluster and,
+// if so, its gateways that answer probes. Only IP addresses are used: a proxy's
+// endpoint must be an address.
+func gatewaysOf(in Input, self string, c view.Cluster) ([]Endpoint, bool) {
+	if c.Info == nil || self == "" || c.Info.Network == self {
+		return nil, false
+	}
+	var out []Endpoint
+	for _, g := range c.Info.Gateways {
+		ap, err := netip.ParseAddrPort(net.JoinHostPort(g.Address, strconv.Itoa(int(g.Port))))
+		if err != nil {
+			continue
+		}
+		if in.GatewayUp == nil || in.GatewayUp(ap) {
+			out = append(out, Endpoint{Address: g.Address, Port: uint32(g.Port)})
+		}
+	}
+	return out, true
+}
+
+func selfNetwork(in Input) string {
+	for _, c := range in.Clusters {
+		if c.Name == in.Self && c.Info != nil {
+			return c.Info.Network
+		}
+	}
+	return ""
 }
 
 // memberPort is the member Service's port that serves global port gp: the port of the
