@@ -18,6 +18,11 @@ func buildShared(targets []Target, serverListeners []types.Resource, version str
 		sh.routes = append(sh.routes, routeConfig(t.Hostname, t.Port))
 		sh.clusters = append(sh.clusters, edsCluster(t.Hostname, t.Port))
 	}
+	// The east-west gateway's resources have names of their own: every proxy asks
+	// only for what it uses.
+	gwListener, gwClusters := gatewayResources(targets)
+	sh.listeners = append(sh.listeners, gwListener)
+	sh.clusters = append(sh.clusters, gwClusters...)
 	return sh
 }
 
@@ -55,8 +60,8 @@ func serverListenersOf(c view.Cluster) []types.Resource {
 }
 
 // Resources builds, for a group of proxies in cluster self, every resource of the
-// targets: the client listeners, routes, clusters and load assignments, in target
-// order. It is what the Server serves, without the server: for golden files, the
+// targets: the client listeners, routes, clusters and load assignments, and the
+// east-west gateway's listener, clusters and load assignments, in target order. It is what the Server serves, without the server: for golden files, the
 // debug view and benchmarks.
 func Resources(self string, g Group, targets []Target) []types.Resource {
 	sh := buildShared(targets, nil, "")
@@ -64,6 +69,9 @@ func Resources(self string, g Group, targets []Target) []types.Resource {
 	client := Client{Cluster: self, Region: g.Region, Zone: g.Zone}
 	for _, t := range targets {
 		out = append(out, loadAssignment(t.Hostname, t.Port, Prioritize(client, t)))
+	}
+	for _, t := range targets {
+		out = append(out, gatewayAssignment(self, t))
 	}
 	return out
 }

@@ -338,8 +338,21 @@ func (s *Server) buildGroup(g Group, targets []Target, shared *sharedResources, 
 		next.cla[name] = loadAssignment(t.Hostname, t.Port, Prioritize(client, t))
 		next.inputs[name] = t
 	}
+	// The gateway's assignments follow the client ones' inputs: rebuilt when dirty.
+	for _, t := range targets {
+		sni := SNI(t.Hostname, t.Port)
+		if old, ok := prevGateway(prev, sni); ok && !dirty {
+			next.cla[sni] = old
+			continue
+		}
+		next.cla[sni] = gatewayAssignment(s.opts.Cluster, t)
+	}
 	if prev != nil && len(prev.cla) != len(next.cla) {
 		dirty = true
+		for _, t := range targets { // a target went away: rebuild the gateway's too
+			sni := SNI(t.Hostname, t.Port)
+			next.cla[sni] = gatewayAssignment(s.opts.Cluster, t)
+		}
 	}
 	next.eds = 1
 	if prev != nil {
@@ -350,6 +363,14 @@ func (s *Server) buildGroup(g Group, targets []Target, shared *sharedResources, 
 	}
 	next.version = strconv.FormatUint(next.eds, 10)
 	return next, dirty
+}
+
+func prevGateway(prev *built, sni string) (types.Resource, bool) {
+	if prev == nil {
+		return nil, false
+	}
+	r, ok := prev.cla[sni]
+	return r, ok
 }
 
 // snapshot assembles a group's snapshot with per-type versions.
