@@ -63,3 +63,24 @@ func BenchmarkSnapshot(b *testing.B) {
 		xds.Resources("c000", g, targets)
 	}
 }
+
+// BenchmarkTargetsOneChange: the same fleet after one service record of one cluster
+// changed, with the memo of the previous computation.
+func BenchmarkTargetsOneChange(b *testing.B) {
+	v, in := fleet(100, 100, 10)
+	in.Memo = xds.NewMemo()
+	xds.Targets(in)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		b.StopTimer()
+		rec := &model.ServiceEndpoints{Namespace: "ns", Name: "svc007", Ports: []model.ServicePort{{Name: "grpc", Port: 8080}},
+			Endpoints: []model.Endpoint{{Address: fmt.Sprintf("10.9.9.%d", i%200), Zone: "c042-a", Ready: true,
+				Ports: []model.EndpointPort{{Name: "grpc", Port: 8080}}}}}
+		i++
+		v.OnUpsert(keyspace.ServiceEndpoints("c042", "ns", "svc007"), rec)
+		in.Clusters = v.Clusters()
+		b.StartTimer()
+		xds.Targets(in)
+	}
+}

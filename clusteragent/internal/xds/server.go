@@ -70,6 +70,7 @@ type Server struct {
 	version uint64
 	hold    *failback
 	probe   *prober
+	memo    *Memo
 	holdEnd time.Time // when the earliest failback hold ends; zero if none
 	lis     net.Listener
 }
@@ -124,7 +125,7 @@ func New(opts Options) (*Server, error) {
 		opts.ProbeTimeout = time.Second
 	}
 	s := &Server{opts: opts, log: opts.Logger, since: time.Now(), wake: make(chan struct{}, 1),
-		groups: map[string]Group{}, built: map[string]*built{}, pending: map[string]pendingAck{}, hold: newFailback()}
+		groups: map[string]Group{}, built: map[string]*built{}, pending: map[string]pendingAck{}, hold: newFailback(), memo: NewMemo()}
 	if s.log.GetSink() == nil {
 		s.log = logr.Discard()
 	}
@@ -269,7 +270,9 @@ func (s *Server) rebuild(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 
-	targets, holdEnd := s.hold.apply(Targets(s.input(start)), start)
+	in := s.input(start)
+	in.Memo = s.memo // only this goroutine uses it
+	targets, holdEnd := s.hold.apply(Targets(in), start)
 	s.holdEnd = holdEnd
 	shared := s.shared
 	if shared == nil || !sameServices(s.targets, targets) {

@@ -48,7 +48,40 @@ type Input struct {
 	Now   time.Time
 	// GatewayUp says whether a remote cluster's gateway answers probes; nil: all do.
 	GatewayUp func(addr netip.AddrPort) bool
+	// Memo, if set, reuses localities computed by an earlier call (see Memo).
+	Memo *Memo
 }
+
+// Memo remembers a cluster's localities for a global service port between calls of
+// Targets. Records in a view are never mutated, so the same record pointers (and the
+// same cluster state, gateways and service definition) give the same localities:
+// after one endpoint change, Targets recomputes one cluster's localities of the
+// services that record feeds, not the whole fleet's. Only services that name their
+// member Service are memoized; selector-based ones are recomputed.
+type Memo struct {
+	entries map[memoKey]memoEntry
+	seen    map[memoKey]bool
+}
+
+type memoKey struct {
+	hostname string
+	port     int32
+	cluster  string
+}
+
+type memoEntry struct {
+	record   *model.ServiceEndpoints
+	info     *model.ClusterInfo
+	state    locality.State
+	gateways []Endpoint
+	service  model.ServiceRef
+	port     model.GlobalPort
+	clusters []string
+	out      []Locality
+}
+
+// NewMemo returns an empty Memo.
+func NewMemo() *Memo { return &Memo{entries: map[memoKey]memoEntry{}} }
 
 // DefaultPolicy is what a global service without a (resolvable) policy gets.
 var DefaultPolicy = model.Policy{
@@ -80,11 +113,12 @@ func Targets(in Input) []Target {
 		for _, gp := range g.Ports {
 			t := &Target{Namespace: g.Namespace, Name: g.Name, Hostname: g.Hostname, Port: uint32(gp.Port), Policy: policy}
 			for _, c := range in.Clusters {
-				t.Localities = append(t.Localities, localitiesOf(in, network, c, g, gp, policy)...)
+				t.Localities = append(t.Localities, in.Memo.localities(in, network, c, g, gp, policy)...)
 			}
 			add(t)
 		}
 	}
+	in.Memo.sweep()
 	result := make([]Target, len(out))
 	for i, t := range out {
 		result[i] = *t
@@ -134,6 +168,49 @@ func implicitExports(in Input, globals []model.GlobalService) []model.GlobalServ
 	}
 	slices.SortFunc(out, func(a, b model.GlobalService) int { return strings.Compare(a.String(), b.String()) })
 	return out
+}
+
+// localities is localitiesOf through the memo (m may be nil).
+func (m *Memo) localities(in Input, network string, c view.Cluster, g *model.GlobalService, gp model.GlobalPort, policy *model.Policy) []Locality {
+	if m == nil || g.Service == nil || c.Info == nil {
+		return localitiesOf(in, network, c, g, gp, policy)
+	}
+	if m.seen == nil {
+		m.seen = map[memoKey]bool{}
+	}
+	key := memoKey{g.Hostname, gp.Port, c.Name}
+	m.seen[key] = true
+	gateways, _ := gatewaysOf(in, network, c)
+	e := memoEntry{
+		record:   c.Services[view.NamespacedName{Namespace: g.Service.Namespace, Name: g.Service.Name}],
+		info:     c.Info,
+		state:    freshness(in, c, policy),
+		gateways: gateways,
+		service:  *g.Service,
+		port:     gp,
+		clusters: g.Clusters,
+	}
+	if old, ok := m.entries[key]; ok && old.record == e.record && old.info == e.info && old.state == e.state &&
+		old.service == e.service && old.port == e.port && slices.Equal(old.gateways, e.gateways) &&
+		slices.Equal(old.clusters, e.clusters) {
+		return old.out
+	}
+	e.out = localitiesOf(in, network, c, g, gp, policy)
+	m.entries[key] = e
+	return e.out
+}
+
+// sweep forgets entries the last call did not use.
+func (m *Memo) sweep() {
+	if m == nil {
+		return
+	}
+	for k := range m.entries {
+		if !m.seen[k] {
+			delete(m.entries, k)
+		}
+	}
+	m.seen = nil
 }
 
 // localitiesOf returns cluster c's localities serving global port gp of g.
