@@ -30,6 +30,10 @@ func TestMain(m *testing.M) {
 		echo(strings.Split(addrs, ","))
 		return
 	}
+	if addr := os.Getenv(tlsEchoEnv); addr != "" {
+		tlsEcho(addr, os.Getenv(tlsEchoDirEnv))
+		return
+	}
 	if servers := os.Getenv(grpcEchoEnv); servers != "" {
 		grpcEcho(strings.Split(servers, ","))
 		return

@@ -1,4 +1,5 @@
-// Command meshfed runs meshfed's components: the hub and the agent.
+// Command meshfed runs meshfed's components: the hub, the agent and the east-west
+// gateway.
 package main
 
 import (
@@ -18,7 +19,7 @@ func main() {
 		Short:        "meshfed federates service meshes across Kubernetes clusters",
 		SilenceUsage: true,
 	}
-	root.AddCommand(hubCommand(), agentCommand())
+	root.AddCommand(hubCommand(), agentCommand(), gatewayCommand())
 	if err := root.Execute(); err != nil {
 		os.Exit(1)
 	}

@@ -65,11 +65,11 @@ func devUpCommand() *cobra.Command {
 
 func printSummary(s *sandbox.Sandbox) {
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "\nCLUSTER\tREGION\tZONES\tNETWORK\tKUBECONFIG\tXDS\tAGENT")
-	fmt.Fprintf(w, "hub\t\t\t\t%s\t\tetcd %s\n", rel(s.Hub.Kubeconfig), s.Hub.Etcd[0])
+	fmt.Fprintln(w, "\nCLUSTER\tREGION\tZONES\tNETWORK\tKUBECONFIG\tXDS\tGATEWAY\tAGENT")
+	fmt.Fprintf(w, "hub\t\t\t\t%s\t\t\tetcd %s\n", rel(s.Hub.Kubeconfig), s.Hub.Etcd[0])
 	for _, c := range s.Clusters {
-		fmt.Fprintf(w, "%s\t%s\t%v\t%s\t%s\t%s\thttp://%s/debug/view\n", c.Name, c.Region, c.Zones, c.Network,
-			rel(c.Kubeconfig), c.XDSAddr, c.AgentAddr)
+		fmt.Fprintf(w, "%s\t%s\t%v\t%s\t%s\t%s\t%s\thttp://%s/debug/view\n", c.Name, c.Region, c.Zones, c.Network,
+			rel(c.Kubeconfig), c.XDSAddr, c.GatewayAddr, c.AgentAddr)
 	}
 	w.Flush()
 	kubectl := "kubectl"

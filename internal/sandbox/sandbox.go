@@ -44,6 +44,9 @@ type Options struct {
 	Timeout time.Duration
 	// HeartbeatTTL is the agents' heartbeat lease. Default: the agent's default.
 	HeartbeatTTL time.Duration
+	// SeparateNetwork puts the last member cluster on a network of its own, so that
+	// traffic to it goes through its east-west gateway.
+	SeparateNetwork bool
 }
 
 // Cluster is one member cluster of a running sandbox.
@@ -58,10 +61,14 @@ type Cluster struct {
 	// XDSAddr is the agent's xDS server, for the cluster's proxies.
 	XDSAddr  string `json:"xdsAddr"`
 	AgentPID int    `json:"agentPID"`
+	// GatewayAddr is the cluster's east-west gateway, as registered in its MeshCluster.
+	GatewayAddr string `json:"gatewayAddr"`
+	GatewayPID  int    `json:"gatewayPID"`
 
-	cp    *localkube.ControlPlane
-	agent *proc.Process
-	dir   string
+	cp      *localkube.ControlPlane
+	agent   *proc.Process
+	gateway *proc.Process
+	dir     string
 }
 
 // Config is the member cluster's administrator config.
@@ -132,6 +139,9 @@ func Up(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 	cpOpts := []localkube.Options{{Name: "hub", Dir: filepath.Join(dir, "hub", "kube"), InstallCRDs: true, StartTimeout: opts.Timeout}}
 	for i := range opts.Clusters {
 		c := layout(i)
+		if opts.SeparateNetwork && i == opts.Clusters-1 && i > 0 {
+			c.Network = "net-" + c.Name
+		}
 		c.dir = filepath.Join(dir, c.Name)
 		s.Clusters = append(s.Clusters, c)
 		cpOpts = append(cpOpts, localkube.Options{Name: c.Name, Dir: filepath.Join(c.dir, "kube"), InstallCRDs: true, StartTimeout: opts.Timeout})
@@ -159,9 +169,15 @@ func Up(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 	say("hub running (etcd %s)", s.Hub.Etcd[0])
 
 	for _, c := range s.Clusters {
-		err := register.Register(ctx, register.Options{
+		ports, err := localkube.FreePorts(1)
+		if err != nil {
+			return nil, err
+		}
+		c.GatewayAddr = "127.0.0.1:" + strconv.Itoa(ports[0])
+		err = register.Register(ctx, register.Options{
 			Cluster: c.Name, Region: c.Region, Zones: c.Zones, Network: c.Network,
-			Hub: s.Hub.cp.Config, Member: c.cp.Config, Timeout: opts.Timeout, Progress: opts.Progress,
+			Gateways: []v1.GatewayAddress{{Address: "127.0.0.1", Port: int32(ports[0])}},
+			Hub:      s.Hub.cp.Config, Member: c.cp.Config, Timeout: opts.Timeout, Progress: opts.Progress,
 		})
 		if err != nil {
 			return nil, err
@@ -169,7 +185,10 @@ func Up(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 		if err := s.StartAgent(ctx, c.Name); err != nil {
 			return nil, err
 		}
-		say("%s: agent running (%s)", c.Name, c.AgentAddr)
+		if err := s.StartGateway(ctx, c.Name); err != nil {
+			return nil, err
+		}
+		say("%s: agent (%s) and east-west gateway (%s) running", c.Name, c.AgentAddr, c.GatewayAddr)
 	}
 	if err := s.WaitConnected(ctx, opts.Timeout); err != nil {
 		return nil, err
@@ -293,6 +312,44 @@ func (s *Sandbox) StartAgent(ctx context.Context, name string) error {
 	return s.write()
 }
 
+// StartGateway starts the cluster's east-west gateway (again), configured over xDS by
+// the cluster's agent, and waits until it is ready.
+func (s *Sandbox) StartGateway(ctx context.Context, name string) error {
+	c := s.Cluster(name)
+	if c == nil {
+		return fmt.Errorf("sandbox: no cluster %q", name)
+	}
+	ports, err := localkube.FreePorts(1)
+	if err != nil {
+		return err
+	}
+	health := "127.0.0.1:" + strconv.Itoa(ports[0])
+	p, err := proc.Start(name+"/gateway", s.opts.MeshfedBinary, []string{"gateway", "--xds-server", c.XDSAddr,
+		"--listen", c.GatewayAddr, "--http-addr", health, "--node-id", "eastwest~" + name, "--drain", "2s", "--log-format", "text"},
+		filepath.Join(s.Dir, "logs", name+"-gateway.log"))
+	if err != nil {
+		return err
+	}
+	c.gateway, c.GatewayPID = p, p.Pid()
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, s.opts.Timeout, true, func(ctx context.Context) (bool, error) {
+		if p.Exited() {
+			return false, p.Failure()
+		}
+		return httpOK(ctx, "http://"+health+"/readyz"), nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s: east-west gateway did not become ready: %w", name, err)
+	}
+	return s.write()
+}
+
+// StopGateway stops the cluster's east-west gateway with sig.
+func (s *Sandbox) StopGateway(name string, sig syscall.Signal) {
+	if c := s.Cluster(name); c != nil && c.gateway != nil {
+		c.gateway.Kill(sig)
+	}
+}
+
 // StopAgent stops the cluster's agent with sig.
 func (s *Sandbox) StopAgent(name string, sig syscall.Signal) {
 	if c := s.Cluster(name); c != nil && c.agent != nil {
@@ -337,6 +394,9 @@ func (s *Sandbox) Down() {
 	s.stopOnce.Do(func() {
 		var wg sync.WaitGroup
 		for _, c := range s.Clusters {
+			if c.gateway != nil {
+				wg.Go(func() { c.gateway.Stop(10 * time.Second) })
+			}
 			if c.agent != nil {
 				wg.Go(func() { c.agent.Stop(10 * time.Second) })
 			}

@@ -1,8 +1,6 @@
 package xds
 
 import (
-	"fmt"
-
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -10,28 +8,22 @@ import (
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/meshfed/meshfed/eastwest"
 )
 
 // The east-west gateway of this cluster gets, like an Envoy east-west gateway would, a
 // listener whose filter chains match the SNI of each global service port and pass the
 // TLS stream untouched (tcp_proxy) to a cluster of this cluster's ready endpoints.
 
-// GatewayListenerName is the listener the east-west gateway asks for.
-const GatewayListenerName = "meshfed-eastwest"
-
-// DefaultGatewayPort is where east-west gateways listen (Istio's convention).
-const DefaultGatewayPort = 15443
-
 // SNI is the server name a client sends to reach a global service port through an
 // east-west gateway (Istio's convention); it also names the gateway's cluster.
-func SNI(hostname string, port uint32) string {
-	return fmt.Sprintf("outbound_.%d_._.%s", port, hostname)
-}
+func SNI(hostname string, port uint32) string { return eastwest.SNI(hostname, port) }
 
 // gatewayListener routes by SNI to the gateway's clusters.
 func gatewayListener(targets []Target, port uint32) *listenerv3.Listener {
 	l := &listenerv3.Listener{
-		Name:    GatewayListenerName,
+		Name:    eastwest.ListenerName,
 		Address: socketAddress("0.0.0.0", port),
 		ListenerFilters: []*listenerv3.ListenerFilter{{
 			Name:       "envoy.filters.listener.tls_inspector",
@@ -87,5 +79,5 @@ func gatewayResources(targets []Target) (listener types.Resource, clusters []typ
 	for _, t := range targets {
 		clusters = append(clusters, gatewayCluster(t))
 	}
-	return gatewayListener(targets, DefaultGatewayPort), clusters
+	return gatewayListener(targets, eastwest.DefaultPort), clusters
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"testing"
@@ -53,7 +54,9 @@ func serverSees(t testing.TB, raw []byte) (string, bool) {
 	defer server.Close()
 	got := make(chan string, 1)
 	go func() {
-		client.Write(raw) //nolint:errcheck // the server stops reading at its callback
+		// The server stops reading at its callback and answers with an alert: drain it.
+		client.Write(raw)           //nolint:errcheck
+		io.Copy(io.Discard, client) //nolint:errcheck
 	}()
 	srv := tls.Server(server, &tls.Config{
 		GetConfigForClient: func(hi *tls.ClientHelloInfo) (*tls.Config, error) {

@@ -1,0 +1,60 @@
+// Package eastwest is the data plane of meshfed's east-west gateway, what
+// `meshfed gateway` runs in every member cluster: a TCP proxy on port 15443 that
+// carries mTLS connections from other clusters to this cluster's endpoints, routing
+// each one on the server name (SNI) of its TLS ClientHello.
+//
+// A remote sidecar (or proxyless gRPC client) reaches a service in this cluster by
+// connecting to the gateway with SNI outbound_.<port>_._.<hostname> (Istio's
+// convention, see SNI) and doing its TLS handshake with the endpoint behind it. The
+// gateway reads the ClientHello, picks a ready endpoint for that name, dials it,
+// replays the ClientHello and then copies bytes both ways.
+//
+// Invariants:
+//   - The gateway never terminates TLS. It holds no keys and decrypts nothing; client
+//     and endpoint authenticate each other end to end, and the endpoint sees the
+//     client's own certificate.
+//   - It never reads past the ClientHello before routing: it reads whole TLS records
+//     until the ClientHello message is complete (bounded by MaxClientHelloBytes and
+//     PeekTimeout) and forwards exactly those bytes, first, to the endpoint.
+//   - One bad connection never affects another. Each connection has its own
+//     goroutines, deadlines and failure; every failure closes only that connection
+//     and is counted (meshfed_gateway_errors_total by reason); a panic in a
+//     connection's handler is recovered and counted as "internal".
+//   - Only configured routes become metric labels; nothing a client sends does.
+//   - The route table is a value: SetRoutes validates a whole new table and swaps it
+//     in atomically. New connections use the new table, established tunnels keep
+//     their endpoint.
+//
+// Balancing is least-connections over the route's endpoints, ties broken
+// round-robin: tunnels are long-lived (HTTP/2 and gRPC multiplex many requests over
+// one), so connection counts, not connection arrivals, are what should be even. A
+// failed dial is retried on another endpoint (Options.DialAttempts).
+//
+// Between TCP sockets, bytes move with io.Copy on *net.TCPConn pairs, which Go turns
+// into splice(2) on Linux: the payload goes socket to pipe to socket in the kernel,
+// never through user space. Each direction ends with a half-close (CloseWrite) of the
+// other socket, so a client that shuts down its sending side still gets the whole
+// answer.
+//
+// The configuration comes from outside: the agent's xDS (a Listener whose filter
+// chains match server_names and whose tcp_proxy names a cluster, plus that cluster's
+// ClusterLoadAssignment) becomes Routes through FromXDS, a pure translator; the
+// caller hands them to SetRoutes.
+//
+// A typical main:
+//
+//	gw, err := eastwest.New(eastwest.Options{Logger: log})
+//	go http.ListenAndServe(":15021", gw.Handler()) // /healthz, /readyz, /metrics
+//	go gw.ListenAndServe()
+//	for update := range xdsUpdates {
+//		routes, err := eastwest.FromXDS(update.Listener, update.Assignments)
+//		// on error: NACK, keep the current table
+//		gw.SetRoutes(routes)
+//	}
+//	// on SIGTERM:
+//	gw.BeginDrain()         // /readyz fails; still accepting while load balancers notice
+//	time.Sleep(drainDelay)
+//	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+//	gw.Shutdown(ctx)        // stop accepting, let tunnels finish, then close them
+//	cancel()
+package eastwest

@@ -1,0 +1,122 @@
+package eastwest
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/meshfed/meshfed/eastwest/internal/clienthello"
+)
+
+// Defaults of Options.
+const (
+	// DefaultAddress is the east-west gateway's port, Istio's convention (and
+	// api/v1alpha1.DefaultGatewayPort).
+	DefaultAddress = ":15443"
+	// DefaultMaxConnections bounds open client connections (peeking and tunneled).
+	DefaultMaxConnections = 10000
+	// DefaultMaxClientHelloBytes is one full TLS record with its header (16 KiB + 5).
+	DefaultMaxClientHelloBytes = clienthello.DefaultMaxBytes
+	// DefaultPeekTimeout bounds the wait for a whole ClientHello.
+	DefaultPeekTimeout = 10 * time.Second
+	// DefaultDialTimeout bounds one connection attempt to an endpoint.
+	DefaultDialTimeout = 5 * time.Second
+	// DefaultDialAttempts is how many distinct endpoints are tried per connection.
+	DefaultDialAttempts = 2
+	// DefaultIdleTimeout closes a tunnel in which no byte moved for this long.
+	DefaultIdleTimeout = time.Hour
+)
+
+// Options configure a Gateway. The zero value of every field means its default.
+type Options struct {
+	// Address is where ListenAndServe listens. Default ":15443".
+	Address string
+
+	// MaxConnections bounds client connections open at once, those still sending
+	// their ClientHello and established tunnels alike. A connection beyond it is
+	// accepted and closed at once (and counted with reason "over_limit"), so that it
+	// fails fast instead of waiting in the kernel's backlog. Default 10000; each
+	// tunnel holds two file descriptors, so keep the process's limit above twice this.
+	MaxConnections int
+
+	// MaxClientHelloBytes bounds what is read before routing: the TLS records that
+	// carry the ClientHello, headers included. Default 16389 (16 KiB + 5), one full
+	// record. A larger ClientHello is refused with reason "too_large".
+	MaxClientHelloBytes int
+
+	// PeekTimeout bounds the time from accepting a connection to having its whole
+	// ClientHello. Default 10s. A slower client is closed with reason "peek_timeout".
+	PeekTimeout time.Duration
+
+	// DialTimeout bounds one connection attempt to an endpoint. Default 5s.
+	DialTimeout time.Duration
+
+	// DialAttempts is how many distinct endpoints of a route are tried, one after
+	// the other, before the client connection is given up with result
+	// "dial_failed". Default 2. An endpoint that refused or timed out is usually a
+	// pod that went away before the routes caught up; the next one is likely fine.
+	DialAttempts int
+
+	// IdleTimeout closes a tunnel in which no byte moved in either direction for
+	// this long (reason "idle_timeout"). Default 1h. Activity is sampled, so a tunnel
+	// is closed between IdleTimeout and IdleTimeout plus min(5s, IdleTimeout/4) after
+	// its last byte.
+	IdleTimeout time.Duration
+
+	// Logger receives the gateway's logs. At the default verbosity only lifecycle
+	// events (listening, draining, drained) and accept errors appear; refused
+	// connections, aborted tunnels and route updates are logged at V(1), established
+	// tunnels at V(2). Every failure is counted in metrics whatever the verbosity.
+	// Default: discard.
+	Logger logr.Logger
+}
+
+// setDefaults fills in defaults and checks what remains.
+func (o *Options) setDefaults() error {
+	if o.Address == "" {
+		o.Address = DefaultAddress
+	}
+	if o.MaxConnections == 0 {
+		o.MaxConnections = DefaultMaxConnections
+	}
+	if o.MaxClientHelloBytes == 0 {
+		o.MaxClientHelloBytes = DefaultMaxClientHelloBytes
+	}
+	if o.PeekTimeout == 0 {
+		o.PeekTimeout = DefaultPeekTimeout
+	}
+	if o.DialTimeout == 0 {
+		o.DialTimeout = DefaultDialTimeout
+	}
+	if o.DialAttempts == 0 {
+		o.DialAttempts = DefaultDialAttempts
+	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.Logger.GetSink() == nil {
+		o.Logger = logr.Discard()
+	}
+	switch {
+	case o.MaxConnections < 0:
+		return fmt.Errorf("eastwest: MaxConnections %d is negative", o.MaxConnections)
+	case o.MaxClientHelloBytes < minClientHelloBytes:
+		return fmt.Errorf("eastwest: MaxClientHelloBytes %d is below %d", o.MaxClientHelloBytes, minClientHelloBytes)
+	case o.PeekTimeout < 0, o.DialTimeout < 0, o.IdleTimeout < 0:
+		return fmt.Errorf("eastwest: negative timeout")
+	case o.DialAttempts < 0:
+		return fmt.Errorf("eastwest: DialAttempts %d is negative", o.DialAttempts)
+	}
+	return nil
+}
+
+// minClientHelloBytes is the smallest MaxClientHelloBytes accepted: below it even a
+// ClientHello with nothing but a server name does not fit.
+const minClientHelloBytes = 128
+
+// sampleInterval is how often a tunnel's byte counts reach the metrics and its
+// activity is sampled for the idle timeout.
+func (o *Options) sampleInterval() time.Duration {
+	return max(min(5*time.Second, o.IdleTimeout/4), time.Millisecond)
+}
