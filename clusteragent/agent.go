@@ -42,6 +42,9 @@ type Options struct {
 	HTTPAddr string
 	// XDSAddr serves xDS (ADS, gRPC) to the cluster's proxies. Default ":15010".
 	XDSAddr string
+	// MTLS and TrustDomain: see xds.Options.
+	MTLS        bool
+	TrustDomain string
 	// HeartbeatTTL is the lease of the heartbeat; the hub reports the cluster
 	// disconnected this long after the agent stops. Default 15s. The heartbeat is
 	// rewritten every third of it.
@@ -118,7 +121,8 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 
-	xdsServer, err := xds.New(xds.Options{Cluster: cluster, View: v, Addr: opts.XDSAddr, Logger: log.WithName("xds")})
+	xdsServer, err := xds.New(xds.Options{Cluster: cluster, View: v, Addr: opts.XDSAddr, MTLS: opts.MTLS,
+		TrustDomain: opts.TrustDomain, Logger: log.WithName("xds")})
 	if err != nil {
 		return err
 	}

@@ -105,6 +105,9 @@ func agentCommand() *cobra.Command {
 	f.StringVar(&opts.Identity, "identity", "", "this replica's stable name (default: host name)")
 	f.StringVar(&opts.HTTPAddr, "http-addr", ":9092", "address of /healthz, /readyz, /metrics and /debug/view")
 	f.StringVar(&opts.XDSAddr, "xds-addr", ":15010", "address of the xDS (ADS) server for the cluster's proxies")
+	f.BoolVar(&opts.MTLS, "mtls", false, "send proxies mTLS settings (SNI, certificate provider \"meshfed\", SPIFFE SAN matcher): "+
+		"their bootstraps must define the provider; needed to reach clusters on other networks")
+	f.StringVar(&opts.TrustDomain, "trust-domain", "meshfed.local", "SPIFFE trust domain of the mesh")
 	f.DurationVar(&opts.HeartbeatTTL, "heartbeat-ttl", 15*time.Second, "lease of the heartbeat: how soon the federation notices a dead agent")
 	return cmd
 }

@@ -8,6 +8,8 @@ import (
 	"context"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 )
 
@@ -16,8 +18,18 @@ type server struct {
 	id string
 }
 
-func (s server) UnaryCall(context.Context, *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
-	return &testgrpc.SimpleResponse{ServerId: s.id, Hostname: s.id}, nil
+// UnaryCall answers with the server's identity in ServerId and, over TLS with a client
+// certificate, the client's SPIFFE ID (its first URI SAN) in Hostname.
+func (s server) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	resp := &testgrpc.SimpleResponse{ServerId: s.id}
+	if p, ok := peer.FromContext(ctx); ok {
+		if info, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(info.State.PeerCertificates) > 0 {
+			if uris := info.State.PeerCertificates[0].URIs; len(uris) > 0 {
+				resp.Hostname = uris[0].String()
+			}
+		}
+	}
+	return resp, nil
 }
 
 func (s server) EmptyCall(context.Context, *testgrpc.Empty) (*testgrpc.Empty, error) {
@@ -31,9 +43,16 @@ func Register(s grpc.ServiceRegistrar, id string) {
 
 // Call sends one request and returns the identity of the server that answered.
 func Call(ctx context.Context, conn grpc.ClientConnInterface) (string, error) {
+	server, _, err := CallPeer(ctx, conn)
+	return server, err
+}
+
+// CallPeer sends one request and returns the identity of the server that answered and
+// the client identity (SPIFFE ID) the server saw, "" without mTLS.
+func CallPeer(ctx context.Context, conn grpc.ClientConnInterface) (server, client string, err error) {
 	resp, err := testgrpc.NewTestServiceClient(conn).UnaryCall(ctx, &testgrpc.SimpleRequest{FillServerId: true})
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
-	return resp.GetServerId(), nil
+	return resp.GetServerId(), resp.GetHostname(), nil
 }

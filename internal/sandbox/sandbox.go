@@ -47,6 +47,9 @@ type Options struct {
 	// SeparateNetwork puts the last member cluster on a network of its own, so that
 	// traffic to it goes through its east-west gateway.
 	SeparateNetwork bool
+	// MTLS runs the agents with --mtls: proxies then need the "meshfed" certificate
+	// provider in their bootstrap.
+	MTLS bool
 }
 
 // Cluster is one member cluster of a running sandbox.
@@ -294,6 +297,9 @@ func (s *Sandbox) StartAgent(ctx context.Context, name string) error {
 		"--xds-addr", c.XDSAddr, "--log-format", "text"}
 	if s.opts.HeartbeatTTL > 0 {
 		args = append(args, "--heartbeat-ttl", s.opts.HeartbeatTTL.String())
+	}
+	if s.opts.MTLS {
+		args = append(args, "--mtls")
 	}
 	p, err := proc.Start(name+"/agent", s.opts.MeshfedBinary, args, filepath.Join(s.Dir, "logs", name+"-agent.log"))
 	if err != nil {

@@ -11,12 +11,12 @@ import (
 
 // buildShared makes the resources every group gets: per target a client listener,
 // route and cluster, and the server listeners of this cluster's endpoints.
-func buildShared(targets []Target, serverListeners []types.Resource, version string) *sharedResources {
+func buildShared(targets []Target, serverListeners []types.Resource, version, trustDomain string) *sharedResources {
 	sh := &sharedResources{version: version, listeners: slices.Clone(serverListeners)}
 	for _, t := range targets {
 		sh.listeners = append(sh.listeners, clientListener(t.Hostname, t.Port))
 		sh.routes = append(sh.routes, routeConfig(t.Hostname, t.Port))
-		sh.clusters = append(sh.clusters, edsCluster(t.Hostname, t.Port))
+		sh.clusters = append(sh.clusters, edsCluster(t.Hostname, t.Port, trustDomain))
 	}
 	// The east-west gateway's resources have names of their own: every proxy asks
 	// only for what it uses.
@@ -64,7 +64,7 @@ func serverListenersOf(c view.Cluster) []types.Resource {
 // east-west gateway's listener, clusters and load assignments, in target order. It is what the Server serves, without the server: for golden files, the
 // debug view and benchmarks.
 func Resources(self string, g Group, targets []Target) []types.Resource {
-	sh := buildShared(targets, nil, "")
+	sh := buildShared(targets, nil, "", DefaultTrustDomain)
 	out := append(append(append([]types.Resource{}, sh.listeners...), sh.routes...), sh.clusters...)
 	client := Client{Cluster: self, Region: g.Region, Zone: g.Zone}
 	for _, t := range targets {

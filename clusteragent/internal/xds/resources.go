@@ -13,6 +13,8 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -104,17 +106,52 @@ func routeConfig(hostname string, port uint32) *routev3.RouteConfiguration {
 	}
 }
 
-// edsCluster is the cluster of a global service port, its endpoints from EDS.
-func edsCluster(hostname string, port uint32) *clusterv3.Cluster {
+// edsCluster is the cluster of a global service port, its endpoints from EDS, with
+// mTLS to every endpoint unless trustDomain is "" (mTLS off): the client's certificate and the mesh's roots come from the
+// proxy's certificate provider instance CertificateProvider, the server must hold a
+// SPIFFE identity of the trust domain, and the SNI names the service port so that an
+// east-west gateway can route the stream without terminating it. A proxyless gRPC
+// client uses this only with xDS credentials (and GRPC_EXPERIMENTAL_XDS_SNI=true for
+// the SNI), but its bootstrap must define the provider instance in any case: grpc-go
+// refuses the cluster otherwise.
+func edsCluster(hostname string, port uint32, trustDomain string) *clusterv3.Cluster {
 	name := ClusterName(hostname, port)
-	return &clusterv3.Cluster{
+	c := &clusterv3.Cluster{
 		Name:                 name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
 		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: ads(), ServiceName: name},
 		ConnectTimeout:       durationpb.New(connectTimeout),
 		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
 	}
+	if trustDomain == "" {
+		return c // plaintext: mTLS is off
+	}
+	upstream := &tlsv3.UpstreamTlsContext{
+		Sni: SNI(hostname, port),
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			TlsCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: CertificateProvider},
+			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+				CaCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: CertificateProvider},
+				MatchSubjectAltNames: []*matcherv3.StringMatcher{{
+					MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: "spiffe://" + trustDomain + "/"},
+				}},
+			}},
+		},
+	}
+	c.TransportSocket = &corev3.TransportSocket{
+		Name:       "envoy.transport_sockets.tls",
+		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(upstream)},
+	}
+	return c
 }
+
+// CertificateProvider is the certificate provider instance a proxy's bootstrap must
+// define (e.g. grpc-go's file_watcher plugin) for meshfed's mTLS: its identity
+// certificate and key, and the mesh's trust bundle.
+const CertificateProvider = "meshfed"
+
+// DefaultTrustDomain is the SPIFFE trust domain when none is configured.
+const DefaultTrustDomain = "meshfed.local"
 
 // LocalityEndpoints is one locality's healthy endpoints with its place in the
 // priority table.

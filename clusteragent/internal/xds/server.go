@@ -37,6 +37,15 @@ type Options struct {
 	Cluster string
 	// View is the agent's imported view.
 	View *view.View
+	// MTLS turns on mTLS to every endpoint (UpstreamTlsContext with the service
+	// port's SNI, the proxy's certificate provider CertificateProvider, and a SAN
+	// matcher on TrustDomain). Proxies then need that provider in their bootstrap;
+	// clusters on other networks are reachable only with it (their gateways route on
+	// the SNI).
+	MTLS bool
+	// TrustDomain is the SPIFFE trust domain servers' identities must belong to.
+	// Default DefaultTrustDomain.
+	TrustDomain string
 	// Addr is the gRPC listen address. Default ":15010".
 	Addr string
 	// Debounce is how long a change waits for more before snapshots are rebuilt.
@@ -111,6 +120,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Addr == "" {
 		opts.Addr = ":15010"
+	}
+	if opts.TrustDomain == "" {
+		opts.TrustDomain = DefaultTrustDomain
 	}
 	if opts.Debounce == 0 {
 		opts.Debounce = time.Millisecond
@@ -277,7 +289,11 @@ func (s *Server) rebuild(ctx context.Context) error {
 	shared := s.shared
 	if shared == nil || !sameServices(s.targets, targets) {
 		s.version++
-		shared = buildShared(targets, s.serverListeners(), strconv.FormatUint(s.version, 10))
+		td := ""
+		if s.opts.MTLS {
+			td = s.opts.TrustDomain
+		}
+		shared = buildShared(targets, s.serverListeners(), strconv.FormatUint(s.version, 10), td)
 	}
 	s.targets, s.shared = targets, shared
 
