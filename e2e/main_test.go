@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,8 +27,22 @@ var bin string
 const echoEnv = "MESHFED_E2E_ECHO"
 
 func TestMain(m *testing.M) {
+	// grpc-go reads its experimental xDS settings once, at start: sending the SNI of
+	// a cluster's TLS context (east-west gateways route on it) must be on before.
+	if os.Getenv("GRPC_EXPERIMENTAL_XDS_SNI") != "true" {
+		self, err := os.Executable()
+		if err == nil {
+			err = syscall.Exec(self, os.Args, append(os.Environ(), "GRPC_EXPERIMENTAL_XDS_SNI=true"))
+		}
+		fmt.Fprintln(os.Stderr, "re-exec with GRPC_EXPERIMENTAL_XDS_SNI=true:", err)
+		os.Exit(1)
+	}
 	if addrs := os.Getenv(echoEnv); addrs != "" {
 		echo(strings.Split(addrs, ","))
+		return
+	}
+	if servers := os.Getenv(mtlsEchoEnv); servers != "" {
+		mtlsEcho(strings.Split(servers, ","), os.Getenv(tlsEchoDirEnv))
 		return
 	}
 	if addr := os.Getenv(tlsEchoEnv); addr != "" {

@@ -81,12 +81,20 @@ func (c *conn) close() {
 
 func (c *conn) touch() { c.lastActive.Store(time.Now().UnixNano()) }
 
-// watchIdle aborts the connection once no activity was sampled for d.
-func (c *conn) watchIdle(d time.Duration) {
+// watchIdle aborts the connection once nothing moved on it for d, checking every
+// interval. Movement is what the copy loops sample and, on Linux, the kernel's byte
+// counts of both sockets, which also see a transfer that a splice blocked on a slow
+// receiver is making (the copy loop sees it only when the splice returns).
+func (c *conn) watchIdle(d, interval time.Duration) {
 	c.touch()
+	moved, _ := c.socketBytes()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.idle = time.AfterFunc(d, func() {
+	c.idle = time.AfterFunc(min(interval, d), func() {
+		if n, ok := c.socketBytes(); ok && n != moved {
+			moved = n // only this callback touches moved, and runs once at a time
+			c.touch()
+		}
 		quiet := time.Since(time.Unix(0, c.lastActive.Load()))
 		if quiet >= d {
 			c.abort(reasonIdleTimeout)
@@ -95,9 +103,19 @@ func (c *conn) watchIdle(d time.Duration) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if !c.done && c.reason == "" {
-			c.idle.Reset(d - quiet)
+			c.idle.Reset(min(interval, d-quiet))
 		}
 	})
+}
+
+// socketBytes sums the kernel's byte counts of both sockets; see socketBytes.
+func (c *conn) socketBytes() (uint64, bool) {
+	c.mu.Lock()
+	client, backend := c.client, c.backend
+	c.mu.Unlock()
+	a, ok1 := socketBytes(client)
+	b, ok2 := socketBytes(backend)
+	return a + b, ok1 && ok2
 }
 
 // serveConn handles one client connection from accept to close.
@@ -246,7 +264,7 @@ func (g *Gateway) dial(c *conn, rt *route) (net.Conn, *endpoint, string) {
 // tunnel copies bytes both ways until both directions have ended (each passes its
 // end on as a half-close) or the connection is aborted.
 func (g *Gateway) tunnel(c *conn, rt *route, backend net.Conn) {
-	c.watchIdle(g.opts.IdleTimeout)
+	c.watchIdle(g.opts.IdleTimeout, g.sample)
 	var wg sync.WaitGroup
 	wg.Go(func() { g.pipe(c, backend, c.client, rt.bytesToBackend) })
 	g.pipe(c, c.client, backend, rt.bytesToClient)

@@ -196,6 +196,12 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	case <-done:
 		g.log.Info("Gateway drained")
 		return nil
+	default:
+	}
+	select {
+	case <-done:
+		g.log.Info("Gateway drained")
+		return nil
 	case <-ctx.Done():
 		left := g.open.Load()
 		g.hardStop()

@@ -726,3 +726,50 @@ func TestSNI(t *testing.T) {
 		t.Errorf("serviceLabel = %q", got)
 	}
 }
+
+// TestSlowReceiverIsNotIdle: a backend that reads slowly keeps a splice blocked in
+// the middle of a transfer for longer than IdleTimeout; the tunnel is still moving
+// bytes, so it must not be closed as idle.
+func TestSlowReceiverIsNotIdle(t *testing.T) {
+	sni, _ := uniqueSNI(t.Name())
+	done := make(chan int64, 1)
+	slow := rawServer(t, func(c *net.TCPConn) {
+		c.SetReadBuffer(64 << 10) //nolint:errcheck
+		var n int64
+		buf := make([]byte, 32<<10)
+		for {
+			k, err := c.Read(buf)
+			n += int64(k)
+			if err != nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond) // about 1.6 MB/s
+		}
+		done <- n
+		c.Write([]byte{1}) //nolint:errcheck
+	})
+	_, addr := startGateway(t, Options{IdleTimeout: 300 * time.Millisecond}, Routes{sni: {slow}})
+	hello := rawHello(t, getPKI(t).clientConfig(sni))
+	before := errorCount(reasonIdleTimeout)
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const total = 4 << 20
+	c.SetDeadline(time.Now().Add(time.Minute)) //nolint:errcheck
+	if _, err := c.Write(append(hello, make([]byte, total)...)); err != nil {
+		t.Fatalf("write: %v (closed as idle?)", err)
+	}
+	c.(*net.TCPConn).CloseWrite() //nolint:errcheck
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatalf("backend's answer: %v", err)
+	}
+	if n := <-done; n != int64(len(hello)+total) {
+		t.Errorf("backend read %d bytes, want %d", n, len(hello)+total)
+	}
+	if got := errorCount(reasonIdleTimeout) - before; got != 0 {
+		t.Errorf("idle_timeout counted %v times for a busy tunnel", got)
+	}
+}

@@ -59,9 +59,11 @@ type Options struct {
 	DialAttempts int
 
 	// IdleTimeout closes a tunnel in which no byte moved in either direction for
-	// this long (reason "idle_timeout"). Default 1h. Activity is sampled, so a tunnel
-	// is closed between IdleTimeout and IdleTimeout plus min(5s, IdleTimeout/4) after
-	// its last byte.
+	// this long (reason "idle_timeout"). Default 1h. Activity is checked every
+	// min(5s, IdleTimeout/4), so a tunnel is closed up to that much after
+	// IdleTimeout. On Linux the check reads the kernel's byte counts of both sockets;
+	// elsewhere a transfer to a receiver so slow that one splice (up to 1 MiB) takes
+	// longer than IdleTimeout may be taken for idle.
 	IdleTimeout time.Duration
 
 	// Logger receives the gateway's logs. At the default verbosity only lifecycle
@@ -116,7 +118,7 @@ func (o *Options) setDefaults() error {
 const minClientHelloBytes = 128
 
 // sampleInterval is how often a tunnel's byte counts reach the metrics and its
-// activity is sampled for the idle timeout.
+// activity is checked for the idle timeout.
 func (o *Options) sampleInterval() time.Duration {
 	return max(min(5*time.Second, o.IdleTimeout/4), time.Millisecond)
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -58,17 +59,23 @@ type sinkResult struct {
 func sink(t testing.TB, results chan<- sinkResult) netip.AddrPort {
 	return rawServer(t, func(c *net.TCPConn) {
 		h := sha256.New()
-		var w io.Writer = io.Discard
-		if results != nil {
-			w = h
+		buf := make([]byte, 256<<10)
+		var n int64
+		for {
+			k, err := c.Read(buf)
+			n += int64(k)
+			if results != nil {
+				h.Write(buf[:k])
+			}
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return
+			}
 		}
-		n, err := io.CopyBuffer(w, c, make([]byte, 256<<10))
-		if err != nil {
-			return
-		}
 		if results != nil {
-			var r sinkResult
-			r.n = n
+			r := sinkResult{n: n}
 			copy(r.sum[:], h.Sum(nil))
 			results <- r
 		}
@@ -245,14 +252,18 @@ func TestPerformance(t *testing.T) {
 	if os.Getenv("MESHFED_GATEWAY_PERF") != "1" {
 		t.Skip("set MESHFED_GATEWAY_PERF=1 to measure")
 	}
-	p := newPerfSetup(t)
+	comparePerformance(t, newPerfSetup(t))
+}
+
+// comparePerformance alternates direct and gateway runs and logs medians.
+func comparePerformance(t *testing.T, p *perfSetup) {
 	const (
 		rounds = 7
 		total  = 512 << 20
 		chunk  = 256 << 10
 		trips  = 5000
 	)
-	var direct, gw []float64
+	var direct, gw, directCPU, gwCPU []float64
 	var directRTT, gwRTT []time.Duration
 	for range rounds {
 		for _, via := range []bool{false, true} {
@@ -260,27 +271,40 @@ func TestPerformance(t *testing.T) {
 			if via {
 				sinkAddr, echoAddr = p.gateway, p.gateway
 			}
+			cpu0 := cpuTime()
 			mbps, err := throughput(sinkAddr, p.sinkHello, total, chunk)
 			if err != nil {
 				t.Fatal(err)
 			}
+			// CPU seconds (user + system, the whole process) per GB moved.
+			perGB := (cpuTime() - cpu0).Seconds() / (float64(total) / 1e9)
 			rtts, err := latency(echoAddr, p.echoHello, trips, 64)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if via {
-				gw, gwRTT = append(gw, mbps), append(gwRTT, rtts...)
+				gw, gwRTT, gwCPU = append(gw, mbps), append(gwRTT, rtts...), append(gwCPU, perGB)
 			} else {
-				direct, directRTT = append(direct, mbps), append(directRTT, rtts...)
+				direct, directRTT, directCPU = append(direct, mbps), append(directRTT, rtts...), append(directCPU, perGB)
 			}
 		}
 	}
 	median := func(v []float64) float64 { s := slices.Clone(v); slices.Sort(s); return s[len(s)/2] }
 	t.Logf("throughput MB/s, %d rounds of %d MiB: direct median %.0f %v; gateway median %.0f %v; ratio %.0f%%",
 		rounds, total>>20, median(direct), roundAll(direct), median(gw), roundAll(gw), 100*median(gw)/median(direct))
+	t.Logf("CPU seconds per GB (client, sink and gateway together): direct %.2f, gateway %.2f; the gateway's share %.2f",
+		median(directCPU), median(gwCPU), median(gwCPU)-median(directCPU))
 	t.Logf("64-byte round trips (%d): direct p50 %v p99 %v; gateway p50 %v p99 %v; added p50 %v p99 %v",
 		len(directRTT), percentile(directRTT, .5), percentile(directRTT, .99), percentile(gwRTT, .5), percentile(gwRTT, .99),
 		percentile(gwRTT, .5)-percentile(directRTT, .5), percentile(gwRTT, .99)-percentile(directRTT, .99))
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func roundAll(v []float64) []int {

@@ -48,7 +48,7 @@ func gatewayCommand() *cobra.Command {
 			health := &http.Server{Addr: httpAddr, Handler: gw.Handler(), ReadHeaderTimeout: 10 * time.Second}
 			go health.ListenAndServe() //nolint:errcheck // ends with Shutdown below
 			ads := adsclient.New(xdsServer, &corev3.Node{Id: id}, log.WithName("xds"))
-			go ads.Run(ctx)                //nolint:errcheck // ends with ctx
+			go ads.Run(ctx)                 //nolint:errcheck // ends with ctx
 			go configure(ctx, ads, gw, log) //nolint:errcheck
 			errc := make(chan error, 1)
 			go func() { errc <- gw.ListenAndServe() }()
@@ -136,4 +136,3 @@ func clustersOf(l *listenerv3.Listener) []string {
 	}
 	return out
 }
-
