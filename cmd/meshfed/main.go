@@ -3,10 +3,13 @@
 package main
 
 import (
+	"context"
 	"os"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/rest"
 
 	"github.com/meshfed/meshfed/clusteragent"
 	"github.com/meshfed/meshfed/federation"
@@ -25,6 +28,26 @@ func main() {
 	}
 }
 
+// component runs a long-lived component with the logger and kubeconfig its flags
+// give, until SIGINT or SIGTERM, and logs its failure once.
+func component(name string, logs *cmdutil.LogOptions, kubeconfig string, run func(context.Context, logr.Logger, *rest.Config) error) error {
+	log, err := logs.Logger()
+	if err != nil {
+		return err
+	}
+	cfg, err := cmdutil.RESTConfig(kubeconfig)
+	if err != nil {
+		return err
+	}
+	ctx, stop := cmdutil.SignalContext()
+	defer stop()
+	if err := run(ctx, log, cfg); err != nil {
+		log.Error(err, "component failed", "component", name)
+		return err
+	}
+	return nil
+}
+
 func hubCommand() *cobra.Command {
 	var (
 		logs       cmdutil.LogOptions
@@ -34,22 +57,11 @@ func hubCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "hub",
 		Short: "Run the hub: etcd, the reconcilers of meshfed's CRDs, and the agents' credential signer",
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := logs.Logger()
-			if err != nil {
-				return err
-			}
-			if opts.KubeConfig, err = cmdutil.RESTConfig(kubeconfig); err != nil {
-				return err
-			}
-			opts.Logger = log
-			ctx, stop := cmdutil.SignalContext()
-			defer stop()
-			if err := federation.Run(ctx, opts); err != nil {
-				log.Error(err, "hub failed")
-				return err
-			}
-			return nil
+		RunE: func(*cobra.Command, []string) error {
+			return component("hub", &logs, kubeconfig, func(ctx context.Context, log logr.Logger, cfg *rest.Config) error {
+				opts.Logger, opts.KubeConfig = log, cfg
+				return federation.Run(ctx, opts)
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -80,22 +92,11 @@ func agentCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run a member cluster's agent: publish its services to the hub and import everyone else's",
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := logs.Logger()
-			if err != nil {
-				return err
-			}
-			if opts.KubeConfig, err = cmdutil.RESTConfig(kubeconfig); err != nil {
-				return err
-			}
-			opts.Logger = log
-			ctx, stop := cmdutil.SignalContext()
-			defer stop()
-			if err := clusteragent.Run(ctx, opts); err != nil {
-				log.Error(err, "agent failed")
-				return err
-			}
-			return nil
+		RunE: func(*cobra.Command, []string) error {
+			return component("agent", &logs, kubeconfig, func(ctx context.Context, log logr.Logger, cfg *rest.Config) error {
+				opts.Logger, opts.KubeConfig = log, cfg
+				return clusteragent.Run(ctx, opts)
+			})
 		},
 	}
 	f := cmd.Flags()

@@ -12,7 +12,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/internal/keyspace"
@@ -33,17 +32,8 @@ func (r *FailoverPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	key := keyspace.Policy(fp.Namespace, fp.Name)
-	if !fp.DeletionTimestamp.IsZero() {
-		if err := deleteKey(ctx, r.KV, key); err != nil {
-			return ctrl.Result{}, err
-		}
-		controllerutil.RemoveFinalizer(fp, Finalizer)
-		return ctrl.Result{}, client.IgnoreNotFound(r.Client.Update(ctx, fp))
-	}
-	if controllerutil.AddFinalizer(fp, Finalizer) {
-		if err := r.Client.Update(ctx, fp); err != nil {
-			return ctrl.Result{}, err
-		}
+	if done, err := finalize(ctx, r.Client, fp, func() error { return deleteKey(ctx, r.KV, key) }); done {
+		return ctrl.Result{}, err
 	}
 
 	rec := policy(fp)

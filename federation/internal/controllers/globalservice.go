@@ -12,7 +12,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/internal/keyspace"
@@ -35,17 +34,8 @@ func (r *GlobalServiceReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	key := keyspace.GlobalService(gs.Namespace, gs.Name)
-	if !gs.DeletionTimestamp.IsZero() {
-		if err := deleteKey(ctx, r.KV, key); err != nil {
-			return ctrl.Result{}, err
-		}
-		controllerutil.RemoveFinalizer(gs, Finalizer)
-		return ctrl.Result{}, client.IgnoreNotFound(r.Client.Update(ctx, gs))
-	}
-	if controllerutil.AddFinalizer(gs, Finalizer) {
-		if err := r.Client.Update(ctx, gs); err != nil {
-			return ctrl.Result{}, err
-		}
+	if done, err := finalize(ctx, r.Client, gs, func() error { return deleteKey(ctx, r.KV, key) }); done {
+		return ctrl.Result{}, err
 	}
 
 	rec := globalService(gs)

@@ -12,7 +12,6 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -51,20 +50,17 @@ func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	name := mc.Name
-	if !mc.DeletionTimestamp.IsZero() {
+	removed := func() error {
 		if err := r.remove(ctx, name); err != nil {
-			return ctrl.Result{}, err
+			return err
 		}
 		log.Info("unregistered cluster", "cluster", name)
 		clusterConnected.DeleteLabelValues(name)
 		clusterEndpoints.DeleteLabelValues(name)
-		controllerutil.RemoveFinalizer(mc, Finalizer)
-		return ctrl.Result{}, client.IgnoreNotFound(r.Client.Update(ctx, mc))
+		return nil
 	}
-	if controllerutil.AddFinalizer(mc, Finalizer) {
-		if err := r.Client.Update(ctx, mc); err != nil {
-			return ctrl.Result{}, err
-		}
+	if done, err := finalize(ctx, r.Client, mc, removed); done {
+		return ctrl.Result{}, err
 	}
 
 	registered := metav1.Condition{Type: v1.ConditionRegistered, Status: metav1.ConditionTrue, Reason: "Registered",
