@@ -76,6 +76,12 @@ type Options struct {
 	// LeaderElection lets several hub replicas share the work.
 	LeaderElection bool
 
+	// MeshCA runs the mesh's CA (cert-manager's controllers in-process, the root as a
+	// CA ClusterIssuer) and signs clusters' intermediate CSRs. TrustDomain is the
+	// mesh's SPIFFE trust domain; default "meshfed.local".
+	MeshCA      bool
+	TrustDomain string
+
 	Logger logr.Logger
 }
 
@@ -154,6 +160,15 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	if err := (&signer.Reconciler{Client: mgr.GetClient(), CA: conn.clientCA}).Setup(mgr); err != nil {
 		return err
+	}
+	if opts.MeshCA {
+		td := opts.TrustDomain
+		if td == "" {
+			td = "meshfed.local"
+		}
+		if err := mgr.Add(&controllers.MeshCA{Config: opts.KubeConfig, KV: conn.client, View: v, TrustDomain: td}); err != nil {
+			return err
+		}
 	}
 	advertise := &hubConfig{client: mgr.GetClient(), endpoints: opts.EtcdAdvertiseURLs, ca: conn.serverCA}
 	if err := mgr.Add(advertise); err != nil {

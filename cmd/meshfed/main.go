@@ -80,6 +80,9 @@ func hubCommand() *cobra.Command {
 	f.StringVar(&opts.MetricsAddr, "metrics-addr", ":9090", "Prometheus metrics address; 0 disables")
 	f.StringVar(&opts.HealthAddr, "health-addr", ":9091", "health probe address; 0 disables")
 	f.BoolVar(&opts.LeaderElection, "leader-elect", false, "elect a leader among hub replicas")
+	f.BoolVar(&opts.MeshCA, "mesh-ca", false, "run the mesh CA: cert-manager's controllers in-process, the root as a CA ClusterIssuer, "+
+		"clusters' intermediate CSRs signed")
+	f.StringVar(&opts.TrustDomain, "trust-domain", "meshfed.local", "SPIFFE trust domain of the mesh")
 	return cmd
 }
 

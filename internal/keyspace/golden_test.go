@@ -21,6 +21,8 @@ func TestGoldenKeys(t *testing.T) {
 		"policies prefix":        "/meshfed/v1/global/policies/",
 		"policy":                 "/meshfed/v1/global/policies/shop/cart-failover",
 		"trust bundle":           "/meshfed/v1/trust/bundle",
+		"intermediate csr":       "/meshfed/v1/clusters/east-1/intermediate-csr",
+		"intermediate":           "/meshfed/v1/clusters/east-1/intermediate",
 	}
 	built := map[string]string{
 		"root":                   Root,
@@ -36,6 +38,8 @@ func TestGoldenKeys(t *testing.T) {
 		"policies prefix":        PoliciesPrefix(),
 		"policy":                 Policy("shop", "cart-failover"),
 		"trust bundle":           TrustBundle(),
+		"intermediate csr":       ClusterIntermediateCSR("east-1"),
+		"intermediate":           ClusterIntermediate("east-1"),
 	}
 	if len(built) != len(golden) {
 		t.Fatalf("golden table has %d entries, built table %d", len(golden), len(built))
@@ -55,6 +59,8 @@ func TestGoldenKeys(t *testing.T) {
 		"/meshfed/v1/global/services/shop/cart":          {Kind: KindGlobalService, Namespace: "shop", Name: "cart"},
 		"/meshfed/v1/global/policies/shop/cart-failover": {Kind: KindPolicy, Namespace: "shop", Name: "cart-failover"},
 		"/meshfed/v1/trust/bundle":                       {Kind: KindTrustBundle},
+		"/meshfed/v1/clusters/east-1/intermediate-csr":   {Kind: KindIntermediateCSR, Cluster: "east-1"},
+		"/meshfed/v1/clusters/east-1/intermediate":       {Kind: KindIntermediate, Cluster: "east-1"},
 	}
 	for key, want := range parsed {
 		got, err := Parse(key)

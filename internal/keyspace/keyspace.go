@@ -19,6 +19,8 @@ const (
 	segHeartbeat = "heartbeat"
 	segServices  = "services"
 	segSynced    = "synced"
+	segICSR      = "intermediate-csr"
+	segInterm    = "intermediate"
 	segGlobal    = "global"
 	segPolicies  = "policies"
 	segTrust     = "trust"
@@ -55,6 +57,10 @@ const (
 	KindPolicy
 	// KindTrustBundle is the hub's record of the active trust roots.
 	KindTrustBundle
+	// KindIntermediateCSR is an agent's request for its cluster's intermediate CA.
+	KindIntermediateCSR
+	// KindIntermediate is the hub's answer: the cluster's signed intermediate.
+	KindIntermediate
 )
 
 var kindNames = [...]string{
@@ -66,6 +72,8 @@ var kindNames = [...]string{
 	KindGlobalService:    "GlobalService",
 	KindPolicy:           "Policy",
 	KindTrustBundle:      "TrustBundle",
+	KindIntermediateCSR:  "IntermediateCSR",
+	KindIntermediate:     "Intermediate",
 }
 
 func (k Kind) String() string {
@@ -102,6 +110,10 @@ func (k Key) String() string {
 		return Policy(k.Namespace, k.Name)
 	case KindTrustBundle:
 		return TrustBundle()
+	case KindIntermediateCSR:
+		return ClusterIntermediateCSR(k.Cluster)
+	case KindIntermediate:
+		return ClusterIntermediate(k.Cluster)
 	default:
 		panic(fmt.Sprintf("keyspace: String of key with kind %v", k.Kind))
 	}
@@ -174,6 +186,18 @@ func ClusterSynced(cluster string) string {
 	return ClusterPrefix(cluster) + segSynced
 }
 
+// ClusterIntermediateCSR is the key of a cluster's CSR for its intermediate CA,
+// written by its agent (the key stays in the member cluster).
+func ClusterIntermediateCSR(cluster string) string {
+	return ClusterPrefix(cluster) + segICSR
+}
+
+// ClusterIntermediate is the key of a cluster's signed intermediate CA chain,
+// written by the hub.
+func ClusterIntermediate(cluster string) string {
+	return ClusterPrefix(cluster) + segInterm
+}
+
 // ClusterServices is the prefix of every ServiceEndpoints key of a cluster.
 func ClusterServices(cluster string) string {
 	return ClusterPrefix(cluster) + segServices + "/"
@@ -233,6 +257,10 @@ func Parse(key string) (Key, error) {
 		k = Key{Kind: KindClusterHeartbeat, Cluster: p[1]}
 	case len(p) == 3 && p[0] == segClusters && p[2] == segSynced:
 		k = Key{Kind: KindClusterSynced, Cluster: p[1]}
+	case len(p) == 3 && p[0] == segClusters && p[2] == segICSR:
+		k = Key{Kind: KindIntermediateCSR, Cluster: p[1]}
+	case len(p) == 3 && p[0] == segClusters && p[2] == segInterm:
+		k = Key{Kind: KindIntermediate, Cluster: p[1]}
 	case len(p) == 5 && p[0] == segClusters && p[2] == segServices:
 		k = Key{Kind: KindServiceEndpoints, Cluster: p[1], Namespace: p[3], Name: p[4]}
 	case len(p) == 4 && p[0] == segGlobal && p[1] == segServices:
@@ -253,7 +281,7 @@ func Parse(key string) (Key, error) {
 // validate checks the segments k's kind uses.
 func (k Key) validate() error {
 	switch k.Kind {
-	case KindClusterInfo, KindClusterHeartbeat, KindClusterSynced:
+	case KindClusterInfo, KindClusterHeartbeat, KindClusterSynced, KindIntermediateCSR, KindIntermediate:
 		return ValidateCluster(k.Cluster)
 	case KindServiceEndpoints:
 		return firstErr(ValidateCluster(k.Cluster), ValidateNamespace(k.Namespace), ValidateName(k.Name))

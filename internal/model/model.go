@@ -1,11 +1,14 @@
 package model
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,7 +21,8 @@ import (
 var ErrInvalid = errors.New("model: invalid value")
 
 // Record is a decoded etcd value: one of *ClusterInfo, *Heartbeat, *Synced,
-// *ServiceEndpoints, *GlobalService, *Policy.
+// *ServiceEndpoints, *GlobalService, *Policy, *IntermediateCSR, *Intermediate,
+// *TrustBundle.
 type Record interface {
 	// Validate reports whether the value is well-formed.
 	Validate() error
@@ -170,6 +174,58 @@ type WeightedLocality struct {
 	Weight   int32  `json:"weight"`
 }
 
+// IntermediateCSR is an agent's request for its cluster's intermediate CA
+// (keyspace.ClusterIntermediateCSR): a PEM CSR made in the member cluster, whose key
+// never leaves it.
+type IntermediateCSR struct {
+	TrustDomain string `json:"trustDomain"`
+	CSR         string `json:"csr"`
+}
+
+// Intermediate is the hub's answer (keyspace.ClusterIntermediate): the signed
+// intermediate and the root it chains to, for the CSR with digest CSRDigest.
+type Intermediate struct {
+	Chain     string    `json:"chain"`
+	NotAfter  time.Time `json:"notAfter"`
+	CSRDigest string    `json:"csrDigest"`
+}
+
+// CSRDigest identifies a CSR in the Intermediate the hub writes for it.
+func CSRDigest(csrPEM string) string {
+	sum := sha256.Sum256([]byte(csrPEM))
+	return hex.EncodeToString(sum[:])
+}
+
+// TrustBundle is every active root of the mesh (keyspace.TrustBundle), PEM.
+type TrustBundle struct {
+	TrustDomain string `json:"trustDomain"`
+	Roots       string `json:"roots"`
+}
+
+// Validate implements Record.
+func (r *IntermediateCSR) Validate() error {
+	if r.TrustDomain == "" || !strings.Contains(r.CSR, "CERTIFICATE REQUEST") {
+		return invalid("intermediate CSR needs a trust domain and a PEM CSR")
+	}
+	return nil
+}
+
+// Validate implements Record.
+func (r *Intermediate) Validate() error {
+	if !strings.Contains(r.Chain, "CERTIFICATE") || r.CSRDigest == "" {
+		return invalid("intermediate needs a PEM chain and the digest of its CSR")
+	}
+	return nil
+}
+
+// Validate implements Record.
+func (r *TrustBundle) Validate() error {
+	if r.TrustDomain == "" || !strings.Contains(r.Roots, "CERTIFICATE") {
+		return invalid("trust bundle needs a trust domain and PEM roots")
+	}
+	return nil
+}
+
 // Decode parses the value stored at key into the Record its kind holds, validates it,
 // and checks that it agrees with the key.
 func Decode(key string, value []byte) (Record, error) {
@@ -191,6 +247,12 @@ func Decode(key string, value []byte) (Record, error) {
 		rec = &GlobalService{}
 	case keyspace.KindPolicy:
 		rec = &Policy{}
+	case keyspace.KindIntermediateCSR:
+		rec = &IntermediateCSR{}
+	case keyspace.KindIntermediate:
+		rec = &Intermediate{}
+	case keyspace.KindTrustBundle:
+		rec = &TrustBundle{}
 	default:
 		return nil, fmt.Errorf("%w: %s has no decoder here", ErrInvalid, k.Kind)
 	}

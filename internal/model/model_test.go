@@ -193,12 +193,14 @@ func TestDecodeRejects(t *testing.T) {
 		contains string
 	}{
 		// Keys.
-		"foreign key":              {key: "/registry/pods/default/x", value: `{}`, unknownKey: true},
-		"other version":            {key: "/meshfed/v2/clusters/east-1/info", value: `{}`, unknownKey: true},
-		"malformed key segment":    {key: "/meshfed/v1/clusters/East/info", value: `{}`, unknownKey: true},
-		"cluster prefix only":      {key: keyspace.ClusterPrefix("east-1"), value: `{}`, unknownKey: true},
-		"kind without a decoder":   {key: keyspace.TrustBundle(), value: `{}`, contains: "TrustBundle"},
-		"empty key and empty body": {key: "", value: "", unknownKey: true},
+		"foreign key":                {key: "/registry/pods/default/x", value: `{}`, unknownKey: true},
+		"other version":              {key: "/meshfed/v2/clusters/east-1/info", value: `{}`, unknownKey: true},
+		"malformed key segment":      {key: "/meshfed/v1/clusters/East/info", value: `{}`, unknownKey: true},
+		"cluster prefix only":        {key: keyspace.ClusterPrefix("east-1"), value: `{}`, unknownKey: true},
+		"trust bundle without roots": {key: keyspace.TrustBundle(), value: `{}`, contains: "trust bundle needs"},
+		"intermediate without chain": {key: keyspace.ClusterIntermediate("east-1"), value: `{"csrDigest":"x"}`, contains: "intermediate needs"},
+		"csr without PEM":            {key: keyspace.ClusterIntermediateCSR("east-1"), value: `{"trustDomain":"t","csr":"x"}`, contains: "intermediate CSR needs"},
+		"empty key and empty body":   {key: "", value: "", unknownKey: true},
 
 		// Malformed JSON, for every kind.
 		"truncated cluster info":       {key: info, value: `{"name":"east-1"`, contains: info},

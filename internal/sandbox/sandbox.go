@@ -50,6 +50,8 @@ type Options struct {
 	// MTLS runs the agents with --mtls: proxies then need the "meshfed" certificate
 	// provider in their bootstrap.
 	MTLS bool
+	// MeshCA runs the hub with --mesh-ca: cert-manager's controllers and the mesh root.
+	MeshCA bool
 }
 
 // Cluster is one member cluster of a running sandbox.
@@ -233,6 +235,9 @@ func (s *Sandbox) startHub(ctx context.Context) error {
 	h.args = []string{"hub", "--kubeconfig", h.Kubeconfig, "--data-dir", filepath.Join(h.dir, "data"),
 		"--etcd-listen-url", h.Etcd[0], "--metrics-addr", h.MetricsAddr,
 		"--health-addr", "127.0.0.1:" + strconv.Itoa(ports[2]), "--log-format", "text"}
+	if s.opts.MeshCA {
+		h.args = append(h.args, "--mesh-ca")
+	}
 	return s.StartHub(ctx)
 }
 

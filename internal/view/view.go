@@ -30,6 +30,10 @@ type Cluster struct {
 	LastHeartbeat time.Time
 	Synced        *model.Synced
 	Services      map[NamespacedName]*model.ServiceEndpoints
+	// IntermediateCSR and Intermediate are the cluster's request for its
+	// intermediate CA and the hub's signed answer.
+	IntermediateCSR *model.IntermediateCSR
+	Intermediate    *model.Intermediate
 }
 
 // Connected reports whether the cluster holds a live heartbeat.
@@ -62,6 +66,7 @@ type View struct {
 	clusters map[string]*Cluster
 	globals  map[NamespacedName]*model.GlobalService
 	policies map[NamespacedName]*model.Policy
+	bundle   *model.TrustBundle
 	synced   chan struct{} // closed after the first complete list
 	subs     map[int]func(keyspace.Key)
 	nextSub  int
@@ -163,8 +168,11 @@ func (v *View) apply(k keyspace.Key, rec model.Record) {
 		} else {
 			v.policies[nn] = rec.(*model.Policy)
 		}
-	case keyspace.KindClusterInfo, keyspace.KindClusterHeartbeat, keyspace.KindClusterSynced, keyspace.KindServiceEndpoints:
+	case keyspace.KindClusterInfo, keyspace.KindClusterHeartbeat, keyspace.KindClusterSynced, keyspace.KindServiceEndpoints,
+		keyspace.KindIntermediateCSR, keyspace.KindIntermediate:
 		v.applyCluster(k, nn, rec)
+	case keyspace.KindTrustBundle:
+		v.bundle, _ = rec.(*model.TrustBundle)
 	}
 	subs := make([]func(keyspace.Key), 0, len(v.subs))
 	for _, fn := range v.subs {
@@ -195,6 +203,10 @@ func (v *View) applyCluster(k keyspace.Key, nn NamespacedName, rec model.Record)
 		}
 	case keyspace.KindClusterSynced:
 		c.Synced, _ = rec.(*model.Synced)
+	case keyspace.KindIntermediateCSR:
+		c.IntermediateCSR, _ = rec.(*model.IntermediateCSR)
+	case keyspace.KindIntermediate:
+		c.Intermediate, _ = rec.(*model.Intermediate)
 	case keyspace.KindServiceEndpoints:
 		if rec == nil {
 			delete(c.Services, nn)
@@ -202,7 +214,8 @@ func (v *View) applyCluster(k keyspace.Key, nn NamespacedName, rec model.Record)
 			c.Services[nn] = rec.(*model.ServiceEndpoints)
 		}
 	}
-	if c.Info == nil && c.Heartbeat == nil && c.Synced == nil && len(c.Services) == 0 {
+	if c.Info == nil && c.Heartbeat == nil && c.Synced == nil && len(c.Services) == 0 &&
+		c.IntermediateCSR == nil && c.Intermediate == nil {
 		delete(v.clusters, k.Cluster)
 	}
 }
@@ -240,6 +253,13 @@ func (v *View) GlobalServices() []model.GlobalService {
 	}
 	slices.SortFunc(out, func(a, b model.GlobalService) int { return strings.Compare(a.String(), b.String()) })
 	return out
+}
+
+// TrustBundle returns the mesh's trust bundle, nil until the hub publishes one.
+func (v *View) TrustBundle() *model.TrustBundle {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.bundle
 }
 
 // Policy returns a policy by namespace and name.

@@ -124,6 +124,9 @@ func (r *MeshClusterReconciler) agentStatus(mc *v1.MeshCluster, status *v1.MeshC
 		}
 		total, _ := c.Endpoints()
 		status.ExportedServices, status.ExportedEndpoints = int32(len(c.Services)), int32(total)
+		if c.Intermediate != nil {
+			status.IntermediateCAExpiry = &metav1.Time{Time: c.Intermediate.NotAfter}
+		}
 	} else {
 		status.ExportedServices, status.ExportedEndpoints = 0, 0
 	}

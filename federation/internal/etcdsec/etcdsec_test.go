@@ -373,16 +373,17 @@ func TestEnsureClusterIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatalf("RoleGet: %v", err)
 	}
-	if len(first.Perm) != 4 || len(second.Perm) != len(first.Perm) {
-		t.Errorf("role has %d then %d permissions, want 4 both times", len(first.Perm), len(second.Perm))
+	if len(first.Perm) != 5 || len(second.Perm) != len(first.Perm) {
+		t.Errorf("role has %d then %d permissions, want 5 both times", len(first.Perm), len(second.Perm))
 	}
 	perms := map[string]authpb.Permission_Type{}
 	for _, p := range second.Perm {
 		perms[string(p.Key)+" "+string(p.RangeEnd)] = p.PermType
 	}
 	for k, want := range map[string]authpb.Permission_Type{
-		keyspace.ClusterHeartbeat("alpha") + " ": authpb.READWRITE,
-		keyspace.ClusterSynced("alpha") + " ":    authpb.READWRITE,
+		keyspace.ClusterHeartbeat("alpha") + " ":       authpb.READWRITE,
+		keyspace.ClusterSynced("alpha") + " ":          authpb.READWRITE,
+		keyspace.ClusterIntermediateCSR("alpha") + " ": authpb.READWRITE,
 		keyspace.ClusterServices("alpha") + " " + clientv3.GetPrefixRangeEnd(keyspace.ClusterServices("alpha")): authpb.READWRITE,
 		keyspace.Root + " " + clientv3.GetPrefixRangeEnd(keyspace.Root):                                         authpb.READ,
 	} {
