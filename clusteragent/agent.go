@@ -45,6 +45,9 @@ type Options struct {
 	// MTLS and TrustDomain: see xds.Options.
 	MTLS        bool
 	TrustDomain string
+	// WorkloadCerts are issued from the cluster's intermediate once the hub's mesh CA
+	// has signed it.
+	WorkloadCerts WorkloadCerts
 	// HeartbeatTTL is the lease of the heartbeat; the hub reports the cluster
 	// disconnected this long after the agent stops. Default 15s. The heartbeat is
 	// rewritten every third of it.

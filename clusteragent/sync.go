@@ -72,7 +72,11 @@ func syncOnce(ctx context.Context, kube kubernetes.Interface, opts Options, clus
 	})
 	defer unsubscribe()
 
+	ts := &trustSync{cluster: cluster, namespace: opts.Namespace, kube: kube, view: v, sink: services,
+		workloads: opts.WorkloadCerts, log: log.WithName("trust")}
+
 	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return ts.run(ctx) })
 	g.Go(func() error { return services.Run(ctx) })
 	g.Go(func() error { return heartbeat.Run(ctx) })
 	g.Go(func() error { return pub.Run(ctx) })

@@ -109,6 +109,9 @@ func agentCommand() *cobra.Command {
 	f.StringVar(&opts.Identity, "identity", "", "this replica's stable name (default: host name)")
 	f.StringVar(&opts.HTTPAddr, "http-addr", ":9092", "address of /healthz, /readyz, /metrics and /debug/view")
 	f.StringVar(&opts.XDSAddr, "xds-addr", ":15010", "address of the xDS (ADS) server for the cluster's proxies")
+	f.StringVar(&opts.WorkloadCerts.Dir, "workload-cert-dir", "", "issue workload certificates from the cluster's intermediate into DIR/<ns>/<sa>/")
+	f.StringSliceVar(&opts.WorkloadCerts.Identities, "workload-identities", nil, "identities to issue workload certificates for, <namespace>/<serviceAccount>")
+	f.DurationVar(&opts.WorkloadCerts.Lifetime, "workload-cert-lifetime", 24*time.Hour, "lifetime of workload certificates")
 	f.BoolVar(&opts.MTLS, "mtls", false, "send proxies mTLS settings (SNI, certificate provider \"meshfed\", SPIFFE SAN matcher): "+
 		"their bootstraps must define the provider; needed to reach clusters on other networks")
 	f.StringVar(&opts.TrustDomain, "trust-domain", "meshfed.local", "SPIFFE trust domain of the mesh")

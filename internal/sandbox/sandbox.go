@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -52,6 +53,9 @@ type Options struct {
 	MTLS bool
 	// MeshCA runs the hub with --mesh-ca: cert-manager's controllers and the mesh root.
 	MeshCA bool
+	// WorkloadIdentities ("<ns>/<sa>") get certificates from each cluster's
+	// intermediate, in Cluster.CertDir.
+	WorkloadIdentities []string
 }
 
 // Cluster is one member cluster of a running sandbox.
@@ -68,6 +72,8 @@ type Cluster struct {
 	AgentPID int    `json:"agentPID"`
 	// GatewayAddr is the cluster's east-west gateway, as registered in its MeshCluster.
 	GatewayAddr string `json:"gatewayAddr"`
+	// CertDir holds workload certificates the agent issues, <ns>/<sa>/{tls.crt,tls.key,ca.crt}.
+	CertDir string `json:"certDir,omitempty"`
 	GatewayPID  int    `json:"gatewayPID"`
 
 	cp      *localkube.ControlPlane
@@ -305,6 +311,10 @@ func (s *Sandbox) StartAgent(ctx context.Context, name string) error {
 	}
 	if s.opts.MTLS {
 		args = append(args, "--mtls")
+	}
+	if len(s.opts.WorkloadIdentities) > 0 {
+		c.CertDir = filepath.Join(c.dir, "certs")
+		args = append(args, "--workload-cert-dir", c.CertDir, "--workload-identities", strings.Join(s.opts.WorkloadIdentities, ","))
 	}
 	p, err := proc.Start(name+"/agent", s.opts.MeshfedBinary, args, filepath.Join(s.Dir, "logs", name+"-agent.log"))
 	if err != nil {
