@@ -30,6 +30,7 @@ import (
 	"github.com/meshfed/meshfed/internal/pki"
 	"github.com/meshfed/meshfed/internal/sandbox"
 	"github.com/meshfed/meshfed/internal/testnet"
+	"github.com/meshfed/meshfed/trust"
 )
 
 // mtlsEchoEnv makes the test binary gRPC echo servers over mTLS: "addr=id,…", with the
@@ -114,8 +115,8 @@ func meshClient(t *testing.T, c *sandbox.Cluster, zone, target, dir string) *grp
 // endpoints unhealthy and traffic moves to the next failover target without any
 // outlier detection; a client with a certificate from another root gets nothing.
 //
-// The certificates come from a test CA here; the mesh root held by cert-manager on
-// the hub replaces it when package trust is wired in.
+// Every certificate comes from the mesh: cert-manager on the hub holds the root, each
+// agent obtained its cluster's intermediate and issued the workloads'.
 func TestCrossNetwork(t *testing.T) {
 	if os.Getenv("GRPC_EXPERIMENTAL_XDS_SNI") != "true" {
 		t.Fatal("GRPC_EXPERIMENTAL_XDS_SNI=true must be in the test process's environment (TestMain sets it)")
@@ -123,7 +124,8 @@ func TestCrossNetwork(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	s, err := sandbox.Up(ctx, sandbox.Options{Dir: t.TempDir(), Clusters: 3, MeshfedBinary: meshfedBin(),
-		SeparateNetwork: true, MTLS: true, Progress: testWriter{t}})
+		SeparateNetwork: true, MTLS: true, MeshCA: true, WorkloadIdentities: []string{"shop/frontend", "shop/inventory"},
+		Progress: testWriter{t}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,19 +135,24 @@ func TestCrossNetwork(t *testing.T) {
 		t.Fatal("gamma is not on a network of its own")
 	}
 
-	ca, err := pki.NewCA("meshfed test root", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Identities from the mesh: the hub's root in cert-manager signed each cluster's
+	// intermediate, from which its agent issued these.
 	host := testnet.New(t, 3)
-	serverDir := filepath.Join(t.TempDir(), "server")
-	var ips []string
-	for _, a := range host.Addrs() {
-		ips = append(ips, a.String())
+	serverDir := filepath.Join(gamma.CertDir, "shop", "inventory")
+	clientDir := filepath.Join(alpha.CertDir, "shop", "frontend")
+	eventually(t, 2*time.Minute, "workload certificates issued from the mesh root", func() error {
+		for _, dir := range []string{serverDir, clientDir} {
+			if _, err := os.Stat(filepath.Join(dir, "tls.crt")); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	clientCert, _ := os.ReadFile(filepath.Join(clientDir, "tls.crt"))
+	bundle, _ := os.ReadFile(filepath.Join(clientDir, "ca.crt"))
+	if v, err := trust.Verify(clientCert, bundle, "spiffe://meshfed.local/ns/shop/sa/frontend"); err != nil || v.Cluster != "alpha" {
+		t.Fatalf("client certificate: %+v, %v; want it to chain to the mesh root through alpha's intermediate", v, err)
 	}
-	identity(t, ca, serverDir, "spiffe://meshfed.local/ns/shop/sa/inventory", ips...)
-	clientDir := filepath.Join(t.TempDir(), "client")
-	identity(t, ca, clientDir, "spiffe://meshfed.local/ns/shop/sa/frontend")
 
 	// alpha's copy (not ready), gamma's (through its gateway) and beta's.
 	copies := map[*sandbox.Cluster]*service{}
