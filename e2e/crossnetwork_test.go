@@ -168,7 +168,7 @@ func TestCrossNetwork(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	host.Start("mtls-echo", []string{meshfedTestBinary(t)}, mtlsEchoEnv+"="+strings.Join(specs, ","), tlsEchoDirEnv+"="+serverDir)
+	host.Start(t, "mtls-echo", []string{meshfedTestBinary(t)}, mtlsEchoEnv+"="+strings.Join(specs, ","), tlsEchoDirEnv+"="+serverDir)
 
 	hub := hubClient(t, s)
 	objs := []client.Object{

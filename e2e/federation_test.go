@@ -55,7 +55,7 @@ func TestFederation(t *testing.T) {
 	for _, a := range host.Addrs() {
 		listen = append(listen, net.JoinHostPort(a.String(), "8080"))
 	}
-	host.Start("echo", []string{meshfedTestBinary(t)}, echoEnv+"="+strings.Join(listen, ","))
+	host.Start(t, "echo", []string{meshfedTestBinary(t)}, echoEnv+"="+strings.Join(listen, ","))
 	eventually(t, 30*time.Second, "echo servers listening", func() error {
 		for _, a := range listen {
 			c, err := net.DialTimeout("tcp", a, time.Second)

@@ -90,7 +90,7 @@ func TestGatewayPassthrough(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	host.Start("tls-echo", []string{meshfedTestBinary(t)}, tlsEchoEnv+"="+net.JoinHostPort(backend, "8443"), tlsEchoDirEnv+"="+dir)
+	host.Start(t, "tls-echo", []string{meshfedTestBinary(t)}, tlsEchoEnv+"="+net.JoinHostPort(backend, "8443"), tlsEchoDirEnv+"="+dir)
 
 	beta := s.Cluster("beta")
 	svc := &service{namespace: "pay", name: "payments", port: 8443, endpoints: []endpoint{ready(backend, beta.Zones[0])}}

@@ -108,7 +108,7 @@ func TestLocalityRouting(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	host.Start("grpc-echo", []string{meshfedTestBinary(t)}, grpcEchoEnv+"="+strings.Join(specs, ","))
+	host.Start(t, "grpc-echo", []string{meshfedTestBinary(t)}, grpcEchoEnv+"="+strings.Join(specs, ","))
 
 	setReady := func(cluster, zone string, ready bool) {
 		t.Helper()

@@ -22,7 +22,7 @@ func main() {
 		Short:        "meshfed federates service meshes across Kubernetes clusters",
 		SilenceUsage: true,
 	}
-	root.AddCommand(hubCommand(), agentCommand(), gatewayCommand())
+	root.AddCommand(hubCommand(), agentCommand(), gatewayCommand(), echoCommand())
 	if err := root.Execute(); err != nil {
 		os.Exit(1)
 	}

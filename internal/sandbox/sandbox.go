@@ -380,7 +380,7 @@ func (s *Sandbox) StopAgent(name string, sig syscall.Signal) {
 
 // WaitConnected waits until the hub reports every cluster Connected and Synced.
 func (s *Sandbox) WaitConnected(ctx context.Context, timeout time.Duration) error {
-	hub, err := client.New(s.Hub.cp.Config, client.Options{Scheme: scheme()})
+	hub, err := s.HubClient()
 	if err != nil {
 		return err
 	}
@@ -405,6 +405,11 @@ func (s *Sandbox) WaitConnected(ctx context.Context, timeout time.Duration) erro
 		return fmt.Errorf("waiting for the hub to report every cluster Connected and Synced (%s): %w", waiting, err)
 	}
 	return nil
+}
+
+// HubClient is an administrator client of the hub's API server with meshfed's types.
+func (s *Sandbox) HubClient() (client.Client, error) {
+	return client.New(s.Hub.cp.Config, client.Options{Scheme: scheme()})
 }
 
 // HubConfig is the hub API server's administrator config.

@@ -1,11 +1,12 @@
-// Package testnet gives tests their own hosts: network namespaces, each joined to the
-// test's namespace by a veth pair, with as many addresses as the test asks for.
+// Package testnet gives tests and the demo hosts of their own: network namespaces,
+// each joined to the caller's namespace by a veth pair, with as many addresses as
+// asked for.
 //
 // Kubernetes refuses loopback addresses in EndpointSlices, so processes that
-// endpoints point at listen on a Host's addresses instead; the test process reaches
-// them over the veth. Traffic never leaves the machine: the subnet (10.250.x.0/24) is
-// routed only to the veth. A Host is deleted, with every process in it, when the test
-// ends. It needs root (CAP_NET_ADMIN), as tests run here and in CI.
+// endpoints point at listen on a Host's addresses instead; the caller reaches them
+// over the veth. Traffic never leaves the machine: the subnet (10.250.x.0/24) is
+// routed only to the veth. Close deletes the host and every process in it. It needs
+// root (CAP_NET_ADMIN), as tests run here and in CI.
 package testnet
 
 import (
@@ -22,28 +23,30 @@ import (
 	"github.com/meshfed/meshfed/internal/proc"
 )
 
-// Host is a network namespace with addresses reachable from the test's namespace.
+// Host is a network namespace with addresses reachable from the caller's namespace.
 type Host struct {
-	Name  string
-	addrs []netip.Addr
-	t     testing.TB
+	Name   string
+	addrs  []netip.Addr
+	outer  string
+	logDir string
+	procs  []*proc.Process
 }
 
-// New creates a host with n addresses and deletes it when the test ends.
-func New(t testing.TB, n int) *Host {
-	t.Helper()
+// NewHost creates a host with n addresses; logs of processes started in it go to
+// logDir. Close it when done.
+func NewHost(n int, logDir string) (*Host, error) {
 	id := make([]byte, 3)
 	rand.Read(id) //nolint:errcheck // never fails
 	suffix := hex.EncodeToString(id)
-	h := &Host{Name: "meshfed-" + suffix, t: t}
-	outer, inner := "mfo"+suffix, "mfi"+suffix
+	h := &Host{Name: "meshfed-" + suffix, outer: "mfo" + suffix, logDir: logDir}
+	inner := "mfi" + suffix
 	subnet := fmt.Sprintf("10.250.%d", int(id[0]))
 	steps := [][]string{
 		{"netns", "add", h.Name},
-		{"link", "add", outer, "type", "veth", "peer", "name", inner},
+		{"link", "add", h.outer, "type", "veth", "peer", "name", inner},
 		{"link", "set", inner, "netns", h.Name},
-		{"addr", "add", subnet + ".1/24", "dev", outer},
-		{"link", "set", outer, "up"},
+		{"addr", "add", subnet + ".1/24", "dev", h.outer},
+		{"link", "set", h.outer, "up"},
 		{"-n", h.Name, "link", "set", "lo", "up"},
 		{"-n", h.Name, "link", "set", inner, "up"},
 	}
@@ -52,16 +55,23 @@ func New(t testing.TB, n int) *Host {
 		h.addrs = append(h.addrs, addr)
 		steps = append(steps, []string{"-n", h.Name, "addr", "add", addr.String() + "/24", "dev", inner})
 	}
-	t.Cleanup(func() {
-		// Deleting the namespace deletes its end of the veth pair, and so the pair.
-		exec.Command("ip", "netns", "del", h.Name).Run() //nolint:errcheck
-		exec.Command("ip", "link", "del", outer).Run()   //nolint:errcheck
-	})
 	for _, args := range steps {
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("testnet: ip %s: %v: %s (tests need root to create network namespaces)", strings.Join(args, " "), err, out)
+			h.Close()
+			return nil, fmt.Errorf("testnet: ip %s: %v: %s (network namespaces need root)", strings.Join(args, " "), err, out)
 		}
 	}
+	return h, nil
+}
+
+// New creates a host with n addresses and deletes it when the test ends.
+func New(t testing.TB, n int) *Host {
+	t.Helper()
+	h, err := NewHost(n, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
 	return h
 }
 
@@ -71,14 +81,32 @@ func (h *Host) Addr(i int) netip.Addr { return h.addrs[i] }
 // Addrs returns every address of the host.
 func (h *Host) Addrs() []netip.Addr { return h.addrs }
 
-// Start runs a command inside the host; it is stopped when the test ends.
-func (h *Host) Start(name string, argv []string, env ...string) *proc.Process {
-	h.t.Helper()
-	logPath := filepath.Join(h.t.TempDir(), name+".log")
-	p, err := proc.Start(name, "ip", append([]string{"netns", "exec", h.Name}, argv...), logPath, env...)
+// Run starts a command inside the host; Close stops it.
+func (h *Host) Run(name string, argv []string, env ...string) (*proc.Process, error) {
+	p, err := proc.Start(name, "ip", append([]string{"netns", "exec", h.Name}, argv...), filepath.Join(h.logDir, name+".log"), env...)
 	if err != nil {
-		h.t.Fatalf("testnet: %v", err)
+		return nil, fmt.Errorf("testnet: %w", err)
 	}
-	h.t.Cleanup(func() { p.Stop(5 * time.Second) })
+	h.procs = append(h.procs, p)
+	return p, nil
+}
+
+// Start runs a command inside the host for a test, failing it on error.
+func (h *Host) Start(t testing.TB, name string, argv []string, env ...string) *proc.Process {
+	t.Helper()
+	p, err := h.Run(name, argv, env...)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return p
+}
+
+// Close stops the host's processes and deletes it.
+func (h *Host) Close() {
+	for _, p := range h.procs {
+		p.Stop(5 * time.Second)
+	}
+	// Deleting the namespace deletes its end of the veth pair, and so the pair.
+	exec.Command("ip", "netns", "del", h.Name).Run() //nolint:errcheck
+	exec.Command("ip", "link", "del", h.outer).Run() //nolint:errcheck
 }

@@ -100,6 +100,9 @@ func routeConfig(hostname string, port uint32) *routev3.RouteConfiguration {
 				Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 				Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 					ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterName(hostname, port)},
+					// A request that failed to reach a copy that just died is retried on
+					// another: together with priorities, clients see no failure.
+					RetryPolicy: &routev3.RetryPolicy{RetryOn: "unavailable,cancelled", NumRetries: wrapperspb.UInt32(2)},
 				}},
 			}},
 		}},

@@ -1,0 +1,23 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"github.com/meshfed/meshfed/internal/demo"
+)
+
+// TestDemo plays make demo's story: its steady phases must have zero failed requests
+// and every request where the policy sends it (demo.Run fails otherwise).
+func TestDemo(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	err := demo.Run(ctx, demo.Options{Dir: t.TempDir(), MeshfedBinary: meshfedBin(), Out: &out, Requests: 100})
+	t.Logf("demo output:\n%s", out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+}
