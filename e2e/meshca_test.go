@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -95,8 +98,17 @@ func TestMeshCA(t *testing.T) {
 			if e := mc.Status.IntermediateCAExpiry; e == nil || !e.Time.Equal(inter.NotAfter.Truncate(time.Second)) {
 				return fmt.Errorf("status.intermediateCAExpiry = %v, want %v", e, inter.NotAfter)
 			}
+			if !meta.IsStatusConditionTrue(mc.Status.Conditions, v1.ConditionIntermediateCA) {
+				return fmt.Errorf("condition IntermediateCA: %+v", meta.FindStatusCondition(mc.Status.Conditions, v1.ConditionIntermediateCA))
+			}
 			return nil
 		})
+	}
+
+	out, err := exec.CommandContext(ctx, meshfedctlBin(), "trust", "check", "--dir", s.Dir).CombinedOutput()
+	t.Logf("meshfedctl trust check:\n%s", out)
+	if err != nil || strings.Count(string(out), "true") != len(s.Clusters) {
+		t.Errorf("trust check: %v", err)
 	}
 
 	// alpha's credentials may not ask for beta's intermediate.

@@ -14,6 +14,10 @@ const (
 	ConditionConnected = "Connected"
 	// ConditionSynced: the cluster's agent has completed its initial publish.
 	ConditionSynced = "Synced"
+	// ConditionIntermediateCA: the cluster's intermediate CA is signed and not due for
+	// renewal (reason Expiring when a third or less of its life is left, Expired after
+	// it). Set only when the hub runs the mesh CA.
+	ConditionIntermediateCA = "IntermediateCA"
 )
 
 // LocalityName is a region or zone name as found in the topology.kubernetes.io labels.

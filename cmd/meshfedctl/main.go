@@ -14,7 +14,7 @@ func main() {
 		Short:        "Operate a meshfed federation",
 		SilenceUsage: true,
 	}
-	root.AddCommand(clusterCommand(), statusCommand(), failoverCommand(), devCommand())
+	root.AddCommand(clusterCommand(), statusCommand(), failoverCommand(), trustCommand(), devCommand())
 	if err := root.Execute(); err != nil {
 		os.Exit(1)
 	}

@@ -18,7 +18,9 @@ import (
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/federation/internal/etcdsec"
 	"github.com/meshfed/meshfed/internal/keyspace"
+	"github.com/meshfed/meshfed/internal/pki"
 	"github.com/meshfed/meshfed/internal/view"
+	"github.com/meshfed/meshfed/trust"
 )
 
 // Finalizer holds meshfed objects until the hub has removed them from etcd.
@@ -127,6 +129,9 @@ func (r *MeshClusterReconciler) agentStatus(mc *v1.MeshCluster, status *v1.MeshC
 		if c.Intermediate != nil {
 			status.IntermediateCAExpiry = &metav1.Time{Time: c.Intermediate.NotAfter}
 		}
+		if cond, ok := intermediateCondition(c, r.Clock.Now(), gen); ok {
+			meta.SetStatusCondition(&status.Conditions, cond)
+		}
 	} else {
 		status.ExportedServices, status.ExportedEndpoints = 0, 0
 	}
@@ -150,4 +155,32 @@ func (r *MeshClusterReconciler) remove(ctx context.Context, name string) error {
 		return fmt.Errorf("unregister cluster %q: %w", name, err)
 	}
 	return nil
+}
+
+// intermediateCondition reports the cluster's intermediate CA, if the mesh CA is in
+// use for it (a CSR or an answer exists): Expired or Expiring before it breaks traffic.
+func intermediateCondition(c view.Cluster, now time.Time, gen int64) (metav1.Condition, bool) {
+	cond := metav1.Condition{Type: v1.ConditionIntermediateCA, ObservedGeneration: gen}
+	switch {
+	case c.Intermediate == nil && c.IntermediateCSR == nil:
+		return cond, false
+	case c.Intermediate == nil:
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, "Pending", "the agent's CSR waits for the hub's mesh CA"
+	default:
+		chain, err := pki.ParseCert([]byte(c.Intermediate.Chain))
+		switch {
+		case err != nil:
+			cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, "Invalid", err.Error()
+		case !now.Before(chain.NotAfter):
+			cond.Status, cond.Reason = metav1.ConditionFalse, "Expired"
+			cond.Message = "the intermediate expired at " + chain.NotAfter.UTC().Format(time.RFC3339) + ": workload certificates can no longer be issued"
+		case trust.NeedsRenewal(chain, now):
+			cond.Status, cond.Reason = metav1.ConditionFalse, "Expiring"
+			cond.Message = "the intermediate expires at " + chain.NotAfter.UTC().Format(time.RFC3339) + " and has not been renewed: is the agent running?"
+		default:
+			cond.Status, cond.Reason = metav1.ConditionTrue, "Valid"
+			cond.Message = "signed by the mesh root, expires " + chain.NotAfter.UTC().Format(time.RFC3339)
+		}
+	}
+	return cond, true
 }

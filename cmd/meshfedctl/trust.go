@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meshfed/meshfed/internal/cmdutil"
+	"github.com/meshfed/meshfed/internal/sandbox"
+	"github.com/meshfed/meshfed/internal/trustcheck"
+)
+
+func trustCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "trust", Short: "Check the mesh's trust: roots, bundles, intermediates"}
+	cmd.AddCommand(trustCheckCommand())
+	return cmd
+}
+
+func trustCheckCommand() *cobra.Command {
+	var (
+		hubKubeconfig, dir string
+		clusters           []string
+	)
+	cmd := &cobra.Command{
+		Use:   "check --hub-kubeconfig HUB --cluster NAME=KUBECONFIG … | --dir SANDBOX",
+		Short: "Verify, for every cluster, that the bundle it serves is the hub's roots and its intermediate chains to them",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var members []trustcheck.Member
+			if dir != "" {
+				s, err := sandbox.Read(dir)
+				if err != nil {
+					return err
+				}
+				hubKubeconfig = s.Hub.Kubeconfig
+				for _, c := range s.Clusters {
+					clusters = append(clusters, c.Name+"="+c.Kubeconfig)
+				}
+			}
+			hub, err := cmdutil.RESTConfig(hubKubeconfig)
+			if err != nil {
+				return err
+			}
+			for _, c := range clusters {
+				name, path, ok := strings.Cut(c, "=")
+				if !ok {
+					return fmt.Errorf("--cluster %q: use NAME=KUBECONFIG", c)
+				}
+				cfg, err := cmdutil.RESTConfig(path)
+				if err != nil {
+					return err
+				}
+				members = append(members, trustcheck.Member{Name: name, Config: cfg})
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			results, err := trustcheck.Check(ctx, hub, members, time.Now())
+			if err != nil {
+				return err
+			}
+			if err := trustcheck.Print(cmd.OutOrStdout(), results); err != nil {
+				return err
+			}
+			for _, r := range results {
+				if !r.OK {
+					return errors.New("trust check failed")
+				}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&hubKubeconfig, "hub-kubeconfig", "", "kubeconfig of the hub's API server")
+	f.StringArrayVar(&clusters, "cluster", nil, "NAME=KUBECONFIG of a member cluster (repeatable)")
+	f.StringVar(&dir, "dir", "", "check every cluster of the sandbox in DIR instead")
+	return cmd
+}
