@@ -289,4 +289,3 @@ func until(ctx context.Context, ok func() bool) error {
 func waitFile(ctx context.Context, path string) error {
 	return until(ctx, func() bool { _, err := os.Stat(path); return err == nil })
 }
-

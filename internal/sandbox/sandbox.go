@@ -73,8 +73,8 @@ type Cluster struct {
 	// GatewayAddr is the cluster's east-west gateway, as registered in its MeshCluster.
 	GatewayAddr string `json:"gatewayAddr"`
 	// CertDir holds workload certificates the agent issues, <ns>/<sa>/{tls.crt,tls.key,ca.crt}.
-	CertDir string `json:"certDir,omitempty"`
-	GatewayPID  int    `json:"gatewayPID"`
+	CertDir    string `json:"certDir,omitempty"`
+	GatewayPID int    `json:"gatewayPID"`
 
 	cp      *localkube.ControlPlane
 	agent   *proc.Process
