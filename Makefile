@@ -32,7 +32,7 @@ run: build binaries ## Run a local sandbox federation: a hub and 3 member cluste
 .PHONY: demo
 demo: build binaries ## Play the failover story (local → other region through a gateway with mTLS → back) and print a table.
 	rm -rf .meshfed-demo
-	GRPC_EXPERIMENTAL_XDS_SNI=true bin/meshfedctl dev demo --dir .meshfed-demo
+	bin/meshfedctl dev demo --dir .meshfed-demo
 
 .PHONY: build
 build: ## Build meshfed and meshfedctl into bin/.

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"text/tabwriter"
 	"time"
@@ -10,11 +12,16 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	xdscreds "google.golang.org/grpc/credentials/xds"
 	grpcxds "google.golang.org/grpc/xds"
 
 	"github.com/meshfed/meshfed/internal/echo"
 	"github.com/meshfed/meshfed/internal/sandbox"
 )
+
+// devClientIdentity is the workload identity meshfedctl dev client uses in a sandbox
+// with the mesh CA.
+const devClientIdentity = "meshfed-system/dev-client"
 
 func devClientCommand() *cobra.Command {
 	var (
@@ -41,13 +48,28 @@ that answer with their identity (package echo) show where each request landed.`,
 			if zone == "" {
 				zone = c.Zones[0]
 			}
+			// With the sandbox's workload certificates, the client speaks mTLS as
+			// meshfed-system/dev-client; without, plaintext.
+			providers := ""
+			creds := insecure.NewCredentials()
+			if dir := filepath.Join(c.CertDir, devClientIdentity); c.CertDir != "" {
+				if _, err := os.Stat(filepath.Join(dir, "tls.crt")); err != nil {
+					return fmt.Errorf("no certificate for %s in %s yet: %w", devClientIdentity, dir, err)
+				}
+				providers = fmt.Sprintf(`, "certificate_providers": {"meshfed": {"plugin_name": "file_watcher", "config": {
+"certificate_file": %q, "private_key_file": %q, "ca_certificate_file": %q, "refresh_interval": "10s"}}}`,
+					filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "ca.crt"))
+				if creds, err = xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()}); err != nil {
+					return err
+				}
+			}
 			bootstrap := fmt.Sprintf(`{"xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
-"node": {"id": "meshfedctl-client", "locality": {"region": %q, "zone": %q}}}`, c.XDSAddr, c.Region, zone)
+"node": {"id": "meshfedctl-client", "locality": {"region": %q, "zone": %q}}%s}`, c.XDSAddr, c.Region, zone, providers)
 			resolver, err := grpcxds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
 			if err != nil {
 				return err
 			}
-			conn, err := grpc.NewClient("xds:///"+target, grpc.WithResolvers(resolver), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			conn, err := grpc.NewClient("xds:///"+target, grpc.WithResolvers(resolver), grpc.WithTransportCredentials(creds))
 			if err != nil {
 				return err
 			}

@@ -58,6 +58,11 @@ func devUpCommand() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.IntVar(&opts.Clusters, "clusters", 3, "number of member clusters (two regions)")
+	f.BoolVar(&opts.MeshCA, "mesh-ca", true, "run the mesh CA on the hub (cert-manager's controllers) and give every cluster an intermediate")
+	f.BoolVar(&opts.SeparateNetwork, "separate-network", true, "put the last cluster on a network of its own, reached through its east-west gateway")
+	f.BoolVar(&opts.MTLS, "mtls", true, "mTLS between proxies and endpoints (needs --mesh-ca for the certificates)")
+	f.StringSliceVar(&opts.WorkloadIdentities, "workload-identities", []string{devClientIdentity},
+		"workload identities (<ns>/<sa>) the agents issue certificates for, into each cluster's certs/ directory")
 	f.StringVar(&opts.Dir, "dir", ".meshfed", "directory for kubeconfigs, data, logs and sandbox.json")
 	f.StringVar(&meshfed, "meshfed", "", "the meshfed binary (default: next to meshfedctl, else on PATH)")
 	return cmd
