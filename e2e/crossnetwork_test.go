@@ -137,7 +137,7 @@ func TestCrossNetwork(t *testing.T) {
 
 	// Identities from the mesh: the hub's root in cert-manager signed each cluster's
 	// intermediate, from which its agent issued these.
-	host := testnet.New(t, 3)
+	host := testnet.New(t, 4)
 	serverDir := filepath.Join(gamma.CertDir, "shop", "inventory")
 	clientDir := filepath.Join(alpha.CertDir, "shop", "frontend")
 	eventually(t, 2*time.Minute, "workload certificates issued from the mesh root", func() error {
@@ -168,6 +168,13 @@ func TestCrossNetwork(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// ledger runs in gamma only.
+	ledgerAddr := host.Addr(3).String()
+	ledger := &service{namespace: "shop", name: "ledger", port: 8443, endpoints: []endpoint{ready(ledgerAddr, gamma.Zones[1])}}
+	if err := ledger.apply(ctx, kubernetes.NewForConfigOrDie(gamma.Config())); err != nil {
+		t.Fatal(err)
+	}
+	specs = append(specs, net.JoinHostPort(ledgerAddr, "8443")+"=gamma-ledger")
 	host.Start(t, "mtls-echo", []string{meshfedTestBinary(t)}, mtlsEchoEnv+"="+strings.Join(specs, ","), tlsEchoDirEnv+"="+serverDir)
 
 	hub := hubClient(t, s)
@@ -176,6 +183,8 @@ func TestCrossNetwork(t *testing.T) {
 		&v1.FailoverPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "inventory"},
 			Spec: v1.FailoverPolicySpec{Failover: []v1.FailoverRule{{From: v1.LocalitySelector{Cluster: "alpha"},
 				To: []v1.LocalitySelector{{Cluster: "gamma"}, {Cluster: "beta"}}}}}},
+		&v1.GlobalService{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "ledger"},
+			Spec: v1.GlobalServiceSpec{Ports: []v1.GlobalServicePort{{Name: "grpc", Port: 8443, Protocol: v1.ProtocolGRPC}}}},
 		&v1.GlobalService{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "inventory"},
 			Spec: v1.GlobalServiceSpec{Ports: []v1.GlobalServicePort{{Name: "grpc", Port: 8443, Protocol: v1.ProtocolGRPC}},
 				FailoverPolicyRef: &v1.LocalObjectReference{Name: "inventory"}}},
@@ -205,6 +214,21 @@ func TestCrossNetwork(t *testing.T) {
 		})
 	}
 
+	t.Run("a service only in gamma, through gamma's gateway", func(t *testing.T) {
+		only := meshClient(t, alpha, alpha.Zones[0], "ledger.shop.svc.clusterset.local:8443", clientDir)
+		eventually(t, waitLong, "requests reach gamma's ledger", func() error {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			server, peer, err := meshecho.CallPeer(cctx, only)
+			if err != nil {
+				return err
+			}
+			if server != "gamma-ledger" || peer != "spiffe://meshfed.local/ns/shop/sa/frontend" {
+				return fmt.Errorf("landed on %q, backend saw %q", server, peer)
+			}
+			return nil
+		})
+	})
 	t.Run("through gamma's gateway with end-to-end mTLS", func(t *testing.T) {
 		lands("gamma")
 	})
