@@ -11,8 +11,14 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/internal/keyspace"
 )
 
@@ -69,4 +75,18 @@ func EtcdUser(cluster string) string { return etcdUserPrefix + cluster }
 func ClusterOfEtcdUser(user string) (string, bool) {
 	cluster, ok := strings.CutPrefix(user, etcdUserPrefix)
 	return cluster, ok && keyspace.ValidateCluster(cluster) == nil
+}
+
+// Scheme holds the Kubernetes types and meshfed's, everything meshfed reads and writes
+// on the hub's API server.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(v1.AddToScheme(s))
+	return s
+}
+
+// NewClient is a controller-runtime client of the hub's API server with Scheme.
+func NewClient(cfg *rest.Config) (client.Client, error) {
+	return client.New(cfg, client.Options{Scheme: Scheme()})
 }

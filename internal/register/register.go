@@ -18,7 +18,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -97,17 +96,6 @@ func (o *Options) validate() error {
 	return nil
 }
 
-func hubClient(cfg *rest.Config) (client.Client, error) {
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return nil, err
-	}
-	if err := v1.AddToScheme(scheme); err != nil {
-		return nil, err
-	}
-	return client.New(cfg, client.Options{Scheme: scheme})
-}
-
 // reachable fails with a clear message if the API server does not answer in time.
 func reachable(ctx context.Context, cfg *rest.Config, what string, timeout time.Duration) (kubernetes.Interface, error) {
 	c := rest.CopyConfig(cfg)
@@ -141,7 +129,7 @@ func Register(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	hub, err := hubClient(opts.Hub)
+	hub, err := hubinfo.NewClient(opts.Hub)
 	if err != nil {
 		return err
 	}
@@ -312,7 +300,7 @@ func Unregister(ctx context.Context, opts UnregisterOptions) error {
 	if opts.Progress == nil {
 		opts.Progress = io.Discard
 	}
-	hub, err := hubClient(opts.Hub)
+	hub, err := hubinfo.NewClient(opts.Hub)
 	if err != nil {
 		return err
 	}

@@ -409,7 +409,7 @@ func (s *Sandbox) WaitConnected(ctx context.Context, timeout time.Duration) erro
 
 // HubClient is an administrator client of the hub's API server with meshfed's types.
 func (s *Sandbox) HubClient() (client.Client, error) {
-	return client.New(s.Hub.cp.Config, client.Options{Scheme: scheme()})
+	return hubinfo.NewClient(s.Hub.cp.Config)
 }
 
 // HubConfig is the hub API server's administrator config.

@@ -3,19 +3,7 @@ package sandbox
 import (
 	"context"
 	"net/http"
-
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-
-	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 )
-
-func scheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(s)
-	_ = v1.AddToScheme(s)
-	return s
-}
 
 func httpOK(ctx context.Context, url string) bool {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
