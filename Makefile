@@ -57,11 +57,15 @@ generate: $(CONTROLLER_GEN) ## Regenerate deepcopy functions and CRD YAML from a
 	bash hack/generate.sh "$(CONTROLLER_GEN)" .
 
 .PHONY: verify
-verify: lint verify-generated ## Fail if generated files are stale, code is unformatted, or go.mod is untidy.
+verify: lint verify-generated verify-imports ## Fail if generated files are stale, code is unformatted, go.mod is untidy, or the product imports dev code.
 
 .PHONY: verify-generated
 verify-generated: $(CONTROLLER_GEN) ## Fail if generated files or go.mod/go.sum differ from what the tools write.
 	bash hack/verify.sh "$(CONTROLLER_GEN)"
+
+.PHONY: verify-imports
+verify-imports: ## Fail if a product package (hub, agent, gateway, trust, API) imports a dev package (internal/dev/...).
+	bash hack/verify-imports.sh
 
 .PHONY: lint
 lint: ## Run gofmt and go vet.

@@ -12,8 +12,8 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/meshfed/meshfed/clusteragent/internal/xds"
-	"github.com/meshfed/meshfed/internal/model"
-	"github.com/meshfed/meshfed/internal/view"
+	"github.com/meshfed/meshfed/internal/etcd/model"
+	"github.com/meshfed/meshfed/internal/etcd/view"
 )
 
 // DebugView is the JSON of /debug/view: the agent's imported view.

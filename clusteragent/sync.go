@@ -11,10 +11,10 @@ import (
 	mcsclient "sigs.k8s.io/mcs-api/pkg/client/clientset/versioned"
 
 	"github.com/meshfed/meshfed/clusteragent/internal/publish"
-	"github.com/meshfed/meshfed/internal/keyspace"
-	"github.com/meshfed/meshfed/internal/kvstore"
-	"github.com/meshfed/meshfed/internal/model"
-	"github.com/meshfed/meshfed/internal/view"
+	"github.com/meshfed/meshfed/internal/etcd/keyspace"
+	"github.com/meshfed/meshfed/internal/etcd/kvstore"
+	"github.com/meshfed/meshfed/internal/etcd/model"
+	"github.com/meshfed/meshfed/internal/etcd/view"
 )
 
 // syncRetry is the pause before the sync side starts again after failing.

@@ -26,10 +26,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
-	meshecho "github.com/meshfed/meshfed/internal/echo"
-	"github.com/meshfed/meshfed/internal/pki"
-	"github.com/meshfed/meshfed/internal/sandbox"
-	"github.com/meshfed/meshfed/internal/testnet"
+	"github.com/meshfed/meshfed/internal/creds/pki"
+	meshecho "github.com/meshfed/meshfed/internal/dev/echo"
+	"github.com/meshfed/meshfed/internal/dev/sandbox"
+	"github.com/meshfed/meshfed/internal/dev/testnet"
 	"github.com/meshfed/meshfed/trust"
 )
 

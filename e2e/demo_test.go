@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshfed/meshfed/internal/demo"
+	"github.com/meshfed/meshfed/internal/dev/demo"
 )
 
 // TestDemo plays make demo's story: its steady phases must have zero failed requests
@@ -15,7 +15,7 @@ func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	err := demo.Run(ctx, demo.Options{Dir: t.TempDir(), MeshfedBinary: meshfedBin(), Out: &out, Requests: 100})
+	err := demo.Run(ctx, demo.Options{Dir: t.TempDir(), MeshfedBinary: meshfedBin(), EchoCommand: []string{meshfedctlBin(), "dev", "echo"}, Out: &out, Requests: 100})
 	t.Logf("demo output:\n%s", out.String())
 	if err != nil {
 		t.Fatal(err)

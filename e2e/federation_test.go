@@ -20,9 +20,9 @@ import (
 	mcsclient "sigs.k8s.io/mcs-api/pkg/client/clientset/versioned"
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
-	"github.com/meshfed/meshfed/internal/register"
-	"github.com/meshfed/meshfed/internal/sandbox"
-	"github.com/meshfed/meshfed/internal/testnet"
+	"github.com/meshfed/meshfed/internal/creds/register"
+	"github.com/meshfed/meshfed/internal/dev/sandbox"
+	"github.com/meshfed/meshfed/internal/dev/testnet"
 )
 
 const waitLong = 90 * time.Second

@@ -13,15 +13,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshfed/meshfed/internal/xdsnames"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
-	"github.com/meshfed/meshfed/eastwest"
-	"github.com/meshfed/meshfed/internal/pki"
-	"github.com/meshfed/meshfed/internal/sandbox"
-	"github.com/meshfed/meshfed/internal/testnet"
+	"github.com/meshfed/meshfed/internal/creds/pki"
+	"github.com/meshfed/meshfed/internal/dev/sandbox"
+	"github.com/meshfed/meshfed/internal/dev/testnet"
 )
 
 // tlsEchoEnv makes the test binary an mTLS echo server: "addr" with the PEM files
@@ -137,7 +138,7 @@ func TestGatewayPassthrough(t *testing.T) {
 		return strings.TrimSpace(string(line[:n])), nil
 	}
 
-	sni := eastwest.SNI("payments.pay.svc.clusterset.local", 8443)
+	sni := xdsnames.SNI("payments.pay.svc.clusterset.local", 8443)
 	eventually(t, waitLong, "mTLS through beta's gateway", func() error {
 		got, err := dial(sni)
 		if err != nil {
@@ -148,7 +149,7 @@ func TestGatewayPassthrough(t *testing.T) {
 		}
 		return nil
 	})
-	if _, err := dial(eastwest.SNI("nothing.pay.svc.clusterset.local", 8443)); err == nil {
+	if _, err := dial(xdsnames.SNI("nothing.pay.svc.clusterset.local", 8443)); err == nil {
 		t.Error("a connection for an unknown SNI was not closed")
 	}
 }

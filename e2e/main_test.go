@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/meshfed/meshfed/clusteragent"
-	meshecho "github.com/meshfed/meshfed/internal/echo"
+	meshecho "github.com/meshfed/meshfed/internal/dev/echo"
 )
 
 // bin holds the meshfed and meshfedctl binaries built for this run.

@@ -19,12 +19,12 @@ import (
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/clusteragent"
-	"github.com/meshfed/meshfed/internal/agentcreds"
-	"github.com/meshfed/meshfed/internal/etcdconn"
-	"github.com/meshfed/meshfed/internal/hubinfo"
-	"github.com/meshfed/meshfed/internal/keyspace"
-	"github.com/meshfed/meshfed/internal/pki"
-	"github.com/meshfed/meshfed/internal/sandbox"
+	"github.com/meshfed/meshfed/internal/creds/agentcreds"
+	"github.com/meshfed/meshfed/internal/creds/hubinfo"
+	"github.com/meshfed/meshfed/internal/creds/pki"
+	"github.com/meshfed/meshfed/internal/dev/sandbox"
+	"github.com/meshfed/meshfed/internal/etcd/etcdconn"
+	"github.com/meshfed/meshfed/internal/etcd/keyspace"
 	"github.com/meshfed/meshfed/trust"
 )
 

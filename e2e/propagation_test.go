@@ -17,7 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
-	"github.com/meshfed/meshfed/internal/sandbox"
+	"github.com/meshfed/meshfed/internal/dev/sandbox"
 )
 
 // edsWatch is a bare ADS client: it watches one load assignment, ACKs every response,

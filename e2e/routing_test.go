@@ -20,9 +20,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
-	meshecho "github.com/meshfed/meshfed/internal/echo"
-	"github.com/meshfed/meshfed/internal/sandbox"
-	"github.com/meshfed/meshfed/internal/testnet"
+	meshecho "github.com/meshfed/meshfed/internal/dev/echo"
+	"github.com/meshfed/meshfed/internal/dev/sandbox"
+	"github.com/meshfed/meshfed/internal/dev/testnet"
 )
 
 // proxyless dials a global service through a cluster's agent as a proxyless gRPC

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshfed/meshfed/internal/localkube"
+	"github.com/meshfed/meshfed/internal/dev/localkube"
 )
 
 // TestDevUpDown runs the README's sandbox the way a newcomer does: meshfedctl dev up

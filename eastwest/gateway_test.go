@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshfed/meshfed/internal/xdsnames"
+
 	"go.uber.org/goleak"
 )
 
@@ -695,7 +697,7 @@ func TestOptionsDefaults(t *testing.T) {
 }
 
 func TestSNI(t *testing.T) {
-	sni := SNI("Cart.Shop.svc.clusterset.local", 8080)
+	sni := xdsnames.SNI("Cart.Shop.svc.clusterset.local", 8080)
 	if sni != "outbound_.8080_._.cart.shop.svc.clusterset.local" {
 		t.Fatalf("SNI = %q", sni)
 	}
@@ -714,9 +716,9 @@ func TestSNI(t *testing.T) {
 		"cart.shop.svc.cluster.local": {},
 	}
 	for in, want := range tests {
-		host, port, ok := ParseSNI(in)
+		host, port, ok := xdsnames.ParseSNI(in)
 		if host != want.host || port != want.port || ok != want.ok {
-			t.Errorf("ParseSNI(%q) = %q, %d, %v; want %q, %d, %v", in, host, port, ok, want.host, want.port, want.ok)
+			t.Errorf("xdsnames.ParseSNI(%q) = %q, %d, %v; want %q, %d, %v", in, host, port, ok, want.host, want.port, want.ok)
 		}
 	}
 	if got := serviceLabel(sni); got != "cart.shop.svc.clusterset.local:8080" {

@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshfed/meshfed/internal/xdsnames"
+
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -359,7 +361,7 @@ func uniqueSNI(name string) (sni, service string) {
 		}
 		return '-'
 	}, host)
-	return SNI(host, 8080), host + ":8080"
+	return xdsnames.SNI(host, 8080), host + ":8080"
 }
 
 var _ = bytes.Equal

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/meshfed/meshfed/internal/xdsnames"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -21,40 +23,11 @@ import (
 // others work too, but only names of that form get a readable service label.
 type Routes map[string][]netip.AddrPort
 
-// SNI is the TLS server name a client uses to reach port of hostname through an
-// east-west gateway: Istio's outbound_.<port>_._.<hostname>, so that an Envoy
-// gateway could serve the same configuration.
-func SNI(hostname string, port uint32) string {
-	return "outbound_." + strconv.FormatUint(uint64(port), 10) + "_._." + strings.ToLower(hostname)
-}
-
-// ParseSNI returns the hostname and port of a server name that SNI built (Istio's
-// outbound_.<port>_.<subset>_.<hostname>, any subset); ok is false for any other name.
-func ParseSNI(sni string) (hostname string, port uint32, ok bool) {
-	rest, ok := strings.CutPrefix(sni, "outbound_.")
-	if !ok {
-		return "", 0, false
-	}
-	p, rest, ok := strings.Cut(rest, "_.")
-	if !ok {
-		return "", 0, false
-	}
-	n, err := strconv.ParseUint(p, 10, 16)
-	if err != nil || n == 0 {
-		return "", 0, false
-	}
-	_, hostname, ok = strings.Cut(rest, "_.") // the subset, "" in meshfed's names
-	if !ok || hostname == "" {
-		return "", 0, false
-	}
-	return hostname, uint32(n), true
-}
-
 // serviceLabel names a route in metrics and logs: hostname:port for meshfed's names,
 // the name itself otherwise. Only configured names become labels, never what a client
 // sent, so the label's cardinality is the route table's.
 func serviceLabel(sni string) string {
-	if host, port, ok := ParseSNI(sni); ok {
+	if host, port, ok := xdsnames.ParseSNI(sni); ok {
 		return net.JoinHostPort(host, strconv.FormatUint(uint64(port), 10))
 	}
 	return sni

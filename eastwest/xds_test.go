@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/meshfed/meshfed/internal/xdsnames"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -88,8 +90,8 @@ func assignment(cluster string, eps ...lbEP) *endpointv3.ClusterLoadAssignment {
 }
 
 func TestFromXDS(t *testing.T) {
-	cart, cartSNI := "outbound|8080||cart.shop.svc.clusterset.local", SNI("cart.shop.svc.clusterset.local", 8080)
-	pay, paySNI := "outbound|9090||pay.shop.svc.clusterset.local", SNI("pay.shop.svc.clusterset.local", 9090)
+	cart, cartSNI := "outbound|8080||cart.shop.svc.clusterset.local", xdsnames.SNI("cart.shop.svc.clusterset.local", 8080)
+	pay, paySNI := "outbound|9090||pay.shop.svc.clusterset.local", xdsnames.SNI("pay.shop.svc.clusterset.local", 9090)
 	legacySNI := "cart.example.com"
 	lis := gatewayListener(t, sniChain(t, cart, cartSNI, strings.ToUpper(legacySNI)), sniChain(t, pay, paySNI))
 	if err := lis.ValidateAll(); err != nil {
@@ -153,7 +155,7 @@ func TestFromXDS(t *testing.T) {
 func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
 
 func TestFromXDSRefuses(t *testing.T) {
-	cart, cartSNI := "outbound|8080||cart", SNI("cart", 8080)
+	cart, cartSNI := "outbound|8080||cart", xdsnames.SNI("cart", 8080)
 	okCLA := map[string]*endpointv3.ClusterLoadAssignment{cart: assignment(cart, lbEP{"10.0.0.1", 8080, 0, 0})}
 	mutate := func(f func(*listenerv3.FilterChain)) *listenerv3.Listener {
 		fc := sniChain(t, cart, cartSNI)
@@ -222,7 +224,7 @@ func TestFromXDSRefuses(t *testing.T) {
 // TestFromXDSEndToEnd routes a real mTLS connection with routes from xDS.
 func TestFromXDSEndToEnd(t *testing.T) {
 	sni, svc := uniqueSNI(t.Name())
-	host, port, _ := ParseSNI(sni)
+	host, port, _ := xdsnames.ParseSNI(sni)
 	cluster := "outbound|" + "8080" + "||" + host
 	b := newBackend(t, "from-xds")
 	addr := b.addr()

@@ -24,14 +24,14 @@ import (
 	"github.com/meshfed/meshfed/federation/internal/controllers"
 	"github.com/meshfed/meshfed/federation/internal/etcdsec"
 	"github.com/meshfed/meshfed/federation/internal/signer"
-	"github.com/meshfed/meshfed/internal/embedetcd"
-	"github.com/meshfed/meshfed/internal/etcdconn"
-	"github.com/meshfed/meshfed/internal/hubinfo"
-	"github.com/meshfed/meshfed/internal/keyspace"
-	"github.com/meshfed/meshfed/internal/kvstore"
-	"github.com/meshfed/meshfed/internal/model"
-	"github.com/meshfed/meshfed/internal/pki"
-	"github.com/meshfed/meshfed/internal/view"
+	"github.com/meshfed/meshfed/internal/creds/hubinfo"
+	"github.com/meshfed/meshfed/internal/creds/pki"
+	"github.com/meshfed/meshfed/internal/etcd/embedetcd"
+	"github.com/meshfed/meshfed/internal/etcd/etcdconn"
+	"github.com/meshfed/meshfed/internal/etcd/keyspace"
+	"github.com/meshfed/meshfed/internal/etcd/kvstore"
+	"github.com/meshfed/meshfed/internal/etcd/model"
+	"github.com/meshfed/meshfed/internal/etcd/view"
 )
 
 // caLifetime is the life of the embedded etcd's CA; its serving certificate is

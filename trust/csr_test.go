@@ -16,7 +16,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/meshfed/meshfed/internal/pki"
+	"github.com/meshfed/meshfed/internal/creds/pki"
 )
 
 func TestValidateIntermediateCSRAcceptsNewIntermediateCSR(t *testing.T) {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshfed/meshfed/internal/pki"
+	"github.com/meshfed/meshfed/internal/creds/pki"
 )
 
 const testTD = "mesh.example.org"

@@ -9,7 +9,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"k8s.io/apimachinery/pkg/util/validation"
 
-	"github.com/meshfed/meshfed/internal/keyspace"
+	"github.com/meshfed/meshfed/internal/etcd/keyspace"
 )
 
 // Organization is the subject organization of every meshfed CA and workload

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/meshfed/meshfed/internal/pki"
+	"github.com/meshfed/meshfed/internal/creds/pki"
 )
 
 // NewRoot makes a self-signed mesh root CA for trustDomain: a fresh ECDSA P-256 key,

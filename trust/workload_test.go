@@ -12,7 +12,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
-	"github.com/meshfed/meshfed/internal/pki"
+	"github.com/meshfed/meshfed/internal/creds/pki"
 )
 
 func TestIssueWorkloadVerifies(t *testing.T) {

@@ -14,7 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
-	"github.com/meshfed/meshfed/internal/localkube"
+	"github.com/meshfed/meshfed/internal/dev/localkube"
 )
 
 func newClient(t *testing.T, cp *localkube.ControlPlane) client.Client {

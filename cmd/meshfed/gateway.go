@@ -7,17 +7,10 @@ import (
 	"os"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
-	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 
+	"github.com/meshfed/meshfed/cmd/internal/cmdutil"
 	"github.com/meshfed/meshfed/eastwest"
-	"github.com/meshfed/meshfed/internal/adsclient"
-	"github.com/meshfed/meshfed/internal/cmdutil"
 )
 
 func gatewayCommand() *cobra.Command {
@@ -46,10 +39,8 @@ func gatewayCommand() *cobra.Command {
 			ctx, stop := cmdutil.SignalContext()
 			defer stop()
 			health := &http.Server{Addr: httpAddr, Handler: gw.Handler(), ReadHeaderTimeout: 10 * time.Second}
-			go health.ListenAndServe() //nolint:errcheck // ends with Shutdown below
-			ads := adsclient.New(xdsServer, &corev3.Node{Id: id}, log.WithName("xds"))
-			go ads.Run(ctx)                 //nolint:errcheck // ends with ctx
-			go configure(ctx, ads, gw, log) //nolint:errcheck
+			go health.ListenAndServe()                               //nolint:errcheck // ends with Shutdown below
+			go gw.FollowXDS(ctx, xdsServer, id, log.WithName("xds")) //nolint:errcheck // ends with ctx
 			errc := make(chan error, 1)
 			go func() { errc <- gw.ListenAndServe() }()
 			log.Info("east-west gateway starting", "listen", listen, "xdsServer", xdsServer)
@@ -77,62 +68,4 @@ func gatewayCommand() *cobra.Command {
 	f.StringVar(&httpAddr, "http-addr", ":15021", "address of /healthz, /readyz and /metrics")
 	f.DurationVar(&drain, "drain", 30*time.Second, "how long established tunnels may finish after SIGTERM")
 	return cmd
-}
-
-// configure follows the gateway's listener and the load assignments of the clusters
-// it names, and hands every consistent state to the gateway.
-func configure(ctx context.Context, ads *adsclient.Client, gw *eastwest.Gateway, log logr.Logger) {
-	ads.Subscribe(resourcev3.ListenerType, []string{eastwest.ListenerName})
-	var listener *listenerv3.Listener
-	assignments := map[string]*endpointv3.ClusterLoadAssignment{}
-	for {
-		var u adsclient.Update
-		select {
-		case <-ctx.Done():
-			return
-		case u = <-ads.Updates():
-		}
-		switch u.TypeURL {
-		case resourcev3.ListenerType:
-			l := &listenerv3.Listener{}
-			if r, ok := u.Resources[eastwest.ListenerName]; !ok || r.UnmarshalTo(l) != nil {
-				continue
-			}
-			listener = l
-			ads.Subscribe(resourcev3.EndpointType, clustersOf(l))
-		case resourcev3.EndpointType:
-			assignments = map[string]*endpointv3.ClusterLoadAssignment{}
-			for name, r := range u.Resources {
-				cla := &endpointv3.ClusterLoadAssignment{}
-				if r.UnmarshalTo(cla) == nil {
-					assignments[name] = cla
-				}
-			}
-		}
-		if listener == nil {
-			continue
-		}
-		routes, err := eastwest.FromXDS(listener, assignments)
-		if err != nil {
-			log.Error(err, "gateway configuration refused; keeping the routes in use")
-			continue
-		}
-		if err := gw.SetRoutes(routes); err != nil {
-			log.Error(err, "set gateway routes")
-		}
-	}
-}
-
-// clustersOf lists the clusters the listener's tcp_proxy filters name.
-func clustersOf(l *listenerv3.Listener) []string {
-	var out []string
-	for _, fc := range l.GetFilterChains() {
-		for _, f := range fc.GetFilters() {
-			tp := &tcpproxyv3.TcpProxy{}
-			if f.GetTypedConfig() != nil && f.GetTypedConfig().UnmarshalTo(tp) == nil && tp.GetCluster() != "" {
-				out = append(out, tp.GetCluster())
-			}
-		}
-	}
-	return out
 }

@@ -12,8 +12,8 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/meshfed/meshfed/clusteragent"
+	"github.com/meshfed/meshfed/cmd/internal/cmdutil"
 	"github.com/meshfed/meshfed/federation"
-	"github.com/meshfed/meshfed/internal/cmdutil"
 )
 
 func main() {
@@ -22,7 +22,7 @@ func main() {
 		Short:        "meshfed federates service meshes across Kubernetes clusters",
 		SilenceUsage: true,
 	}
-	root.AddCommand(hubCommand(), agentCommand(), gatewayCommand(), echoCommand())
+	root.AddCommand(hubCommand(), agentCommand(), gatewayCommand())
 	if err := root.Execute(); err != nil {
 		os.Exit(1)
 	}

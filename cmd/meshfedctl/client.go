@@ -15,8 +15,8 @@ import (
 	xdscreds "google.golang.org/grpc/credentials/xds"
 	grpcxds "google.golang.org/grpc/xds"
 
-	"github.com/meshfed/meshfed/internal/echo"
-	"github.com/meshfed/meshfed/internal/sandbox"
+	"github.com/meshfed/meshfed/internal/dev/echo"
+	"github.com/meshfed/meshfed/internal/dev/sandbox"
 )
 
 // devClientIdentity is the workload identity meshfedctl dev client uses in a sandbox

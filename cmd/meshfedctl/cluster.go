@@ -12,10 +12,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
-	"github.com/meshfed/meshfed/internal/cmdutil"
-	"github.com/meshfed/meshfed/internal/hubinfo"
-	"github.com/meshfed/meshfed/internal/register"
-	"github.com/meshfed/meshfed/internal/status"
+	"github.com/meshfed/meshfed/cmd/internal/cmdutil"
+	"github.com/meshfed/meshfed/cmd/meshfedctl/internal/status"
+	"github.com/meshfed/meshfed/internal/creds/hubinfo"
+	"github.com/meshfed/meshfed/internal/creds/register"
 )
 
 func clusterCommand() *cobra.Command {

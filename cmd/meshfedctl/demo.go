@@ -3,8 +3,8 @@ package main
 import (
 	"github.com/spf13/cobra"
 
-	"github.com/meshfed/meshfed/internal/cmdutil"
-	"github.com/meshfed/meshfed/internal/demo"
+	"github.com/meshfed/meshfed/cmd/internal/cmdutil"
+	"github.com/meshfed/meshfed/internal/dev/demo"
 )
 
 func devDemoCommand() *cobra.Command {

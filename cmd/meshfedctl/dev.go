@@ -12,14 +12,14 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/meshfed/meshfed/internal/cmdutil"
-	"github.com/meshfed/meshfed/internal/localkube"
-	"github.com/meshfed/meshfed/internal/sandbox"
+	"github.com/meshfed/meshfed/cmd/internal/cmdutil"
+	"github.com/meshfed/meshfed/internal/dev/localkube"
+	"github.com/meshfed/meshfed/internal/dev/sandbox"
 )
 
 func devCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "dev", Short: "Run a local sandbox federation on this machine"}
-	cmd.AddCommand(devUpCommand(), devDownCommand(), devClientCommand(), devDemoCommand())
+	cmd.AddCommand(devUpCommand(), devDownCommand(), devClientCommand(), devDemoCommand(), devEchoCommand())
 	return cmd
 }
 

@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/meshfed/meshfed/internal/sandbox"
+	"github.com/meshfed/meshfed/internal/dev/sandbox"
 )
 
 func failoverCommand() *cobra.Command {

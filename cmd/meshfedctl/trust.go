@@ -9,9 +9,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/meshfed/meshfed/internal/cmdutil"
-	"github.com/meshfed/meshfed/internal/sandbox"
-	"github.com/meshfed/meshfed/internal/trustcheck"
+	"github.com/meshfed/meshfed/cmd/internal/cmdutil"
+	"github.com/meshfed/meshfed/cmd/meshfedctl/internal/trustcheck"
+	"github.com/meshfed/meshfed/internal/dev/sandbox"
 )
 
 func trustCommand() *cobra.Command {

@@ -25,7 +25,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
-	"github.com/meshfed/meshfed/internal/crds"
+	"github.com/meshfed/meshfed/internal/kube/crds"
 	"github.com/meshfed/meshfed/trust/internal/certmanagercrds"
 	"github.com/meshfed/meshfed/trust/meshca"
 )

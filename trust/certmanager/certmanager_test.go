@@ -15,7 +15,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/meshfed/meshfed/internal/localkube"
+	"github.com/meshfed/meshfed/internal/dev/localkube"
 )
 
 // TestRunRestarts starts cert-manager, stops it, and starts it again on the same API

@@ -23,7 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
-	"github.com/meshfed/meshfed/internal/localkube"
+	"github.com/meshfed/meshfed/internal/dev/localkube"
 	"github.com/meshfed/meshfed/trust"
 	"github.com/meshfed/meshfed/trust/certmanager"
 	"github.com/meshfed/meshfed/trust/meshca"

@@ -18,7 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
-	"github.com/meshfed/meshfed/internal/pki"
+	"github.com/meshfed/meshfed/internal/creds/pki"
 	"github.com/meshfed/meshfed/trust"
 )
 

@@ -7,7 +7,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshfed/meshfed/clusteragent/internal/locality"
-	"github.com/meshfed/meshfed/internal/model"
+	"github.com/meshfed/meshfed/internal/etcd/model"
 )
 
 // The worked example of docs/failover.md: three clusters in two regions, a client in

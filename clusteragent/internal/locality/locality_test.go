@@ -9,7 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/meshfed/meshfed/internal/model"
+	"github.com/meshfed/meshfed/internal/etcd/model"
 )
 
 // The test federation: alpha and beta in us-east, gamma in eu-west, delta in ap-south.

@@ -10,7 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 
-	"github.com/meshfed/meshfed/internal/model"
+	"github.com/meshfed/meshfed/internal/etcd/model"
 )
 
 // Build returns the record of svc: its ports, and the endpoints of those of slices

@@ -7,7 +7,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
-	"github.com/meshfed/meshfed/internal/model"
+	"github.com/meshfed/meshfed/internal/etcd/model"
 )
 
 // Reasons a Service is exported, the values of model.ServiceEndpoints.ExportedBy.

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshfed/meshfed/internal/model"
+	"github.com/meshfed/meshfed/internal/etcd/model"
 )
 
 // waitFor bounds every condition a test waits on: generous, as a loaded CI machine

@@ -25,10 +25,10 @@ import (
 	mcsclient "sigs.k8s.io/mcs-api/pkg/client/clientset/versioned"
 	"sigs.k8s.io/yaml"
 
-	"github.com/meshfed/meshfed/internal/crds"
-	"github.com/meshfed/meshfed/internal/keyspace"
-	"github.com/meshfed/meshfed/internal/localkube"
-	"github.com/meshfed/meshfed/internal/model"
+	"github.com/meshfed/meshfed/internal/dev/localkube"
+	"github.com/meshfed/meshfed/internal/etcd/keyspace"
+	"github.com/meshfed/meshfed/internal/etcd/model"
+	"github.com/meshfed/meshfed/internal/kube/crds"
 )
 
 // Endpoint addresses come from the documentation ranges (RFC 5737, RFC 3849): the API

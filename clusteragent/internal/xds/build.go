@@ -6,7 +6,7 @@ import (
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 
-	"github.com/meshfed/meshfed/internal/view"
+	"github.com/meshfed/meshfed/internal/etcd/view"
 )
 
 // buildShared makes the resources every group gets: per target a client listener,

@@ -9,21 +9,17 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/meshfed/meshfed/eastwest"
+	"github.com/meshfed/meshfed/internal/xdsnames"
 )
 
 // The east-west gateway of this cluster gets, like an Envoy east-west gateway would, a
 // listener whose filter chains match the SNI of each global service port and pass the
 // TLS stream untouched (tcp_proxy) to a cluster of this cluster's ready endpoints.
 
-// SNI is the server name a client sends to reach a global service port through an
-// east-west gateway (Istio's convention); it also names the gateway's cluster.
-func SNI(hostname string, port uint32) string { return eastwest.SNI(hostname, port) }
-
 // gatewayListener routes by SNI to the gateway's clusters.
 func gatewayListener(targets []Target, port uint32) *listenerv3.Listener {
 	l := &listenerv3.Listener{
-		Name:    eastwest.ListenerName,
+		Name:    xdsnames.GatewayListener,
 		Address: socketAddress("0.0.0.0", port),
 		ListenerFilters: []*listenerv3.ListenerFilter{{
 			Name:       "envoy.filters.listener.tls_inspector",
@@ -31,7 +27,7 @@ func gatewayListener(targets []Target, port uint32) *listenerv3.Listener {
 		}},
 	}
 	for _, t := range targets {
-		sni := SNI(t.Hostname, t.Port)
+		sni := xdsnames.SNI(t.Hostname, t.Port)
 		l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
 			Name:             sni,
 			FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: []string{sni}},
@@ -49,7 +45,7 @@ func gatewayListener(targets []Target, port uint32) *listenerv3.Listener {
 
 // gatewayCluster is the gateway's cluster of a global service port's local endpoints.
 func gatewayCluster(t Target) *clusterv3.Cluster {
-	sni := SNI(t.Hostname, t.Port)
+	sni := xdsnames.SNI(t.Hostname, t.Port)
 	return &clusterv3.Cluster{
 		Name:                 sni,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
@@ -70,7 +66,7 @@ func gatewayAssignment(self string, t Target) *endpointv3.ClusterLoadAssignment 
 		}
 	}
 	cla := loadAssignment(t.Hostname, t.Port, local)
-	cla.ClusterName = SNI(t.Hostname, t.Port)
+	cla.ClusterName = xdsnames.SNI(t.Hostname, t.Port)
 	return cla
 }
 
@@ -79,5 +75,5 @@ func gatewayResources(targets []Target) (listener types.Resource, clusters []typ
 	for _, t := range targets {
 		clusters = append(clusters, gatewayCluster(t))
 	}
-	return gatewayListener(targets, eastwest.DefaultPort), clusters
+	return gatewayListener(targets, xdsnames.GatewayPort), clusters
 }

@@ -6,9 +6,9 @@ import (
 	"time"
 
 	"github.com/meshfed/meshfed/clusteragent/internal/xds"
-	"github.com/meshfed/meshfed/internal/keyspace"
-	"github.com/meshfed/meshfed/internal/model"
-	"github.com/meshfed/meshfed/internal/view"
+	"github.com/meshfed/meshfed/internal/etcd/keyspace"
+	"github.com/meshfed/meshfed/internal/etcd/model"
+	"github.com/meshfed/meshfed/internal/etcd/view"
 )
 
 // TestOtherNetworkGoesThroughGateways: a cluster on another network is reached through

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meshfed/meshfed/internal/view"
+	"github.com/meshfed/meshfed/internal/etcd/view"
 )
 
 // prober checks that the east-west gateways of clusters on other networks accept

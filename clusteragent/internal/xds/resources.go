@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/meshfed/meshfed/internal/xdsnames"
+
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -130,7 +132,7 @@ func edsCluster(hostname string, port uint32, trustDomain string) *clusterv3.Clu
 		return c // plaintext: mTLS is off
 	}
 	upstream := &tlsv3.UpstreamTlsContext{
-		Sni: SNI(hostname, port),
+		Sni: xdsnames.SNI(hostname, port),
 		CommonTlsContext: &tlsv3.CommonTlsContext{
 			TlsCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: CertificateProvider},
 			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{

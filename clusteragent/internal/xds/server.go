@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshfed/meshfed/internal/xdsnames"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -26,9 +28,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshfed/meshfed/clusteragent/internal/locality"
-	"github.com/meshfed/meshfed/internal/keyspace"
-	"github.com/meshfed/meshfed/internal/model"
-	"github.com/meshfed/meshfed/internal/view"
+	"github.com/meshfed/meshfed/internal/etcd/keyspace"
+	"github.com/meshfed/meshfed/internal/etcd/model"
+	"github.com/meshfed/meshfed/internal/etcd/view"
 )
 
 // Options configure a Server. Cluster and View are required.
@@ -359,7 +361,7 @@ func (s *Server) buildGroup(g Group, targets []Target, shared *sharedResources, 
 	}
 	// The gateway's assignments follow the client ones' inputs: rebuilt when dirty.
 	for _, t := range targets {
-		sni := SNI(t.Hostname, t.Port)
+		sni := xdsnames.SNI(t.Hostname, t.Port)
 		if old, ok := prevGateway(prev, sni); ok && !dirty {
 			next.cla[sni] = old
 			continue
@@ -369,7 +371,7 @@ func (s *Server) buildGroup(g Group, targets []Target, shared *sharedResources, 
 	if prev != nil && len(prev.cla) != len(next.cla) {
 		dirty = true
 		for _, t := range targets { // a target went away: rebuild the gateway's too
-			sni := SNI(t.Hostname, t.Port)
+			sni := xdsnames.SNI(t.Hostname, t.Port)
 			next.cla[sni] = gatewayAssignment(s.opts.Cluster, t)
 		}
 	}

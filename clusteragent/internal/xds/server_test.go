@@ -14,10 +14,10 @@ import (
 	grpcxds "google.golang.org/grpc/xds"
 
 	"github.com/meshfed/meshfed/clusteragent/internal/xds"
-	"github.com/meshfed/meshfed/internal/echo"
-	"github.com/meshfed/meshfed/internal/keyspace"
-	"github.com/meshfed/meshfed/internal/model"
-	"github.com/meshfed/meshfed/internal/view"
+	"github.com/meshfed/meshfed/internal/dev/echo"
+	"github.com/meshfed/meshfed/internal/etcd/keyspace"
+	"github.com/meshfed/meshfed/internal/etcd/model"
+	"github.com/meshfed/meshfed/internal/etcd/view"
 )
 
 // world is a federation held in a view, with a real gRPC backend per endpoint.

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/meshfed/meshfed/clusteragent/internal/locality"
-	"github.com/meshfed/meshfed/internal/model"
-	"github.com/meshfed/meshfed/internal/view"
+	"github.com/meshfed/meshfed/internal/etcd/model"
+	"github.com/meshfed/meshfed/internal/etcd/view"
 )
 
 // Target is one port of one global service with every locality that serves it.

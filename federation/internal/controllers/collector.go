@@ -11,7 +11,7 @@ import (
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/federation/internal/etcdsec"
-	"github.com/meshfed/meshfed/internal/keyspace"
+	"github.com/meshfed/meshfed/internal/etcd/keyspace"
 )
 
 // collectPeriod is how often the Collector looks for orphans after its first pass.

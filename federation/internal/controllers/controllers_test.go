@@ -37,13 +37,13 @@ import (
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/federation/internal/etcdsec"
-	"github.com/meshfed/meshfed/internal/embedetcd"
-	"github.com/meshfed/meshfed/internal/hubinfo"
-	"github.com/meshfed/meshfed/internal/keyspace"
-	"github.com/meshfed/meshfed/internal/kvstore"
-	"github.com/meshfed/meshfed/internal/localkube"
-	"github.com/meshfed/meshfed/internal/model"
-	"github.com/meshfed/meshfed/internal/view"
+	"github.com/meshfed/meshfed/internal/creds/hubinfo"
+	"github.com/meshfed/meshfed/internal/dev/localkube"
+	"github.com/meshfed/meshfed/internal/etcd/embedetcd"
+	"github.com/meshfed/meshfed/internal/etcd/keyspace"
+	"github.com/meshfed/meshfed/internal/etcd/kvstore"
+	"github.com/meshfed/meshfed/internal/etcd/model"
+	"github.com/meshfed/meshfed/internal/etcd/view"
 )
 
 func TestMain(m *testing.M) {

@@ -9,8 +9,8 @@ import (
 	"k8s.io/utils/ptr"
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
-	"github.com/meshfed/meshfed/internal/model"
-	"github.com/meshfed/meshfed/internal/view"
+	"github.com/meshfed/meshfed/internal/etcd/model"
+	"github.com/meshfed/meshfed/internal/etcd/view"
 )
 
 func duration(d time.Duration) metav1.Duration { return metav1.Duration{Duration: d} }

@@ -7,7 +7,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/meshfed/meshfed/internal/model"
+	"github.com/meshfed/meshfed/internal/etcd/model"
 )
 
 // KV is the part of the etcd client the reconcilers use.

@@ -6,9 +6,9 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/meshfed/meshfed/internal/model"
-	"github.com/meshfed/meshfed/internal/pki"
-	"github.com/meshfed/meshfed/internal/view"
+	"github.com/meshfed/meshfed/internal/creds/pki"
+	"github.com/meshfed/meshfed/internal/etcd/model"
+	"github.com/meshfed/meshfed/internal/etcd/view"
 )
 
 func TestIntermediateCondition(t *testing.T) {

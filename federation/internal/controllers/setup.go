@@ -14,8 +14,8 @@ import (
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/federation/internal/etcdsec"
-	"github.com/meshfed/meshfed/internal/keyspace"
-	"github.com/meshfed/meshfed/internal/view"
+	"github.com/meshfed/meshfed/internal/etcd/keyspace"
+	"github.com/meshfed/meshfed/internal/etcd/view"
 )
 
 // Options are what the reconcilers need.

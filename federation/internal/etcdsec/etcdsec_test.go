@@ -17,11 +17,11 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/meshfed/meshfed/federation/internal/etcdsec"
-	"github.com/meshfed/meshfed/internal/embedetcd"
-	"github.com/meshfed/meshfed/internal/etcdconn"
-	"github.com/meshfed/meshfed/internal/hubinfo"
-	"github.com/meshfed/meshfed/internal/keyspace"
-	"github.com/meshfed/meshfed/internal/pki"
+	"github.com/meshfed/meshfed/internal/creds/hubinfo"
+	"github.com/meshfed/meshfed/internal/creds/pki"
+	"github.com/meshfed/meshfed/internal/etcd/embedetcd"
+	"github.com/meshfed/meshfed/internal/etcd/etcdconn"
+	"github.com/meshfed/meshfed/internal/etcd/keyspace"
 )
 
 func TestMain(m *testing.M) {

@@ -19,8 +19,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
-	"github.com/meshfed/meshfed/internal/hubinfo"
-	"github.com/meshfed/meshfed/internal/pki"
+	"github.com/meshfed/meshfed/internal/creds/hubinfo"
+	"github.com/meshfed/meshfed/internal/creds/pki"
 )
 
 // SignerName is the signer of agents' etcd client certificates.

@@ -38,10 +38,10 @@ import (
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/federation/internal/signer"
-	"github.com/meshfed/meshfed/internal/hubinfo"
-	"github.com/meshfed/meshfed/internal/kubeapply"
-	"github.com/meshfed/meshfed/internal/localkube"
-	"github.com/meshfed/meshfed/internal/pki"
+	"github.com/meshfed/meshfed/internal/creds/hubinfo"
+	"github.com/meshfed/meshfed/internal/creds/pki"
+	"github.com/meshfed/meshfed/internal/dev/localkube"
+	"github.com/meshfed/meshfed/internal/kube/kubeapply"
 )
 
 // hub is one real kube-apiserver shared by every test of the package: starting one

@@ -6,7 +6,7 @@ import (
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 
-	"github.com/meshfed/meshfed/internal/crds"
+	"github.com/meshfed/meshfed/internal/kube/crds"
 )
 
 //go:generate go run gen.go

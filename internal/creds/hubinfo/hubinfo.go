@@ -1,0 +1,92 @@
+// Package hubinfo is what the hub tells the world through its API server, in one place
+// for the hub that writes it and the CLI that reads it: the namespace of meshfed's own
+// objects, the ConfigMap that says where the hub's etcd is, and the signer name of
+// agents' etcd client certificates.
+package hubinfo
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/meshfed/meshfed/api/v1alpha1"
+	"github.com/meshfed/meshfed/internal/etcd/keyspace"
+)
+
+// Namespace holds meshfed's objects: the hub's on the hub, the agent's in members.
+const Namespace = "meshfed-system"
+
+// ConfigMapName is the hub's ConfigMap in Namespace.
+const ConfigMapName = "meshfed-hub"
+
+// Keys of the hub's ConfigMap.
+const (
+	KeyEtcdEndpoints = "etcdEndpoints" // comma-separated URLs for agents
+	KeyEtcdCA        = "etcdCA.crt"    // PEM CA of etcd's serving certificate
+)
+
+// SignerName is the Kubernetes CSR signer of agents' etcd client certificates.
+const SignerName = "meshfed.io/etcd-client"
+
+// Info is what the hub publishes.
+type Info struct {
+	EtcdEndpoints []string
+	EtcdCA        []byte
+}
+
+// Read reads the hub's ConfigMap.
+func Read(ctx context.Context, hub kubernetes.Interface) (Info, error) {
+	cm, err := hub.CoreV1().ConfigMaps(Namespace).Get(ctx, ConfigMapName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return Info{}, fmt.Errorf("the hub has not published %s/%s: is `meshfed hub` running against this API server?", Namespace, ConfigMapName)
+	}
+	if err != nil {
+		return Info{}, fmt.Errorf("read hub info: %w", err)
+	}
+	info := Info{EtcdCA: []byte(cm.Data[KeyEtcdCA])}
+	for _, e := range strings.Split(cm.Data[KeyEtcdEndpoints], ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			info.EtcdEndpoints = append(info.EtcdEndpoints, e)
+		}
+	}
+	if len(info.EtcdEndpoints) == 0 || len(info.EtcdCA) == 0 {
+		return Info{}, fmt.Errorf("hub info %s/%s lacks %s or %s", Namespace, ConfigMapName, KeyEtcdEndpoints, KeyEtcdCA)
+	}
+	return info, nil
+}
+
+// etcdUserPrefix starts every cluster's etcd user name.
+const etcdUserPrefix = "meshfed-cluster-"
+
+// EtcdUser is the etcd user (and role) of a member cluster's agent, and the common name
+// of its client certificate.
+func EtcdUser(cluster string) string { return etcdUserPrefix + cluster }
+
+// ClusterOfEtcdUser returns the cluster whose etcd user this is.
+func ClusterOfEtcdUser(user string) (string, bool) {
+	cluster, ok := strings.CutPrefix(user, etcdUserPrefix)
+	return cluster, ok && keyspace.ValidateCluster(cluster) == nil
+}
+
+// Scheme holds the Kubernetes types and meshfed's, everything meshfed reads and writes
+// on the hub's API server.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(v1.AddToScheme(s))
+	return s
+}
+
+// NewClient is a controller-runtime client of the hub's API server with Scheme.
+func NewClient(cfg *rest.Config) (client.Client, error) {
+	return client.New(cfg, client.Options{Scheme: Scheme()})
+}

@@ -1,0 +1,343 @@
+package register
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"regexp"
+	"slices"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/meshfed/meshfed/api/v1alpha1"
+	"github.com/meshfed/meshfed/deploy"
+	"github.com/meshfed/meshfed/internal/creds/agentcreds"
+	"github.com/meshfed/meshfed/internal/creds/hubinfo"
+	"github.com/meshfed/meshfed/internal/creds/pki"
+	"github.com/meshfed/meshfed/internal/etcd/etcdconn"
+	"github.com/meshfed/meshfed/internal/kube/kubeapply"
+)
+
+// DefaultCredentialLifetime is how long an agent's etcd certificate lives.
+const DefaultCredentialLifetime = 30 * 24 * time.Hour
+
+// Options say which cluster to register, where it is, and how to reach both API
+// servers.
+type Options struct {
+	Cluster  string
+	Region   string
+	Zones    []string
+	Network  string // default "default"
+	Gateways []v1.GatewayAddress
+
+	Hub    *rest.Config
+	Member *rest.Config
+
+	// CredentialLifetime of the agent's etcd certificate. Default
+	// DefaultCredentialLifetime; the hub caps it.
+	CredentialLifetime time.Duration
+	// Timeout bounds each wait (reachability, signing, registration). Default 60s.
+	Timeout time.Duration
+	// Progress receives one line per step. Default: discard.
+	Progress io.Writer
+}
+
+var (
+	labelRE    = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	localityRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
+)
+
+func (o *Options) validate() error {
+	if len(o.Cluster) > 63 || !labelRE.MatchString(o.Cluster) {
+		return fmt.Errorf("cluster name %q: use lower-case letters, digits and '-', at most 63 characters (a DNS label)", o.Cluster)
+	}
+	if len(o.Region) > 63 || !localityRE.MatchString(o.Region) {
+		return fmt.Errorf("region %q: use a topology.kubernetes.io/region value: lower-case letters, digits, '-' and '.', e.g. eu-west-1", o.Region)
+	}
+	if len(o.Zones) == 0 {
+		return fmt.Errorf("cluster %q: give at least one zone (--zones), e.g. %s-a", o.Cluster, o.Region)
+	}
+	for _, z := range o.Zones {
+		if len(z) > 63 || !localityRE.MatchString(z) {
+			return fmt.Errorf("zone %q: use a topology.kubernetes.io/zone value: lower-case letters, digits, '-' and '.'", z)
+		}
+	}
+	if o.Network == "" {
+		o.Network = v1.DefaultNetwork
+	}
+	if len(o.Network) > 63 || !labelRE.MatchString(o.Network) {
+		return fmt.Errorf("network %q: use a DNS label", o.Network)
+	}
+	if o.Hub == nil || o.Member == nil {
+		return fmt.Errorf("cluster %q: both the hub's and the member cluster's kubeconfig are required", o.Cluster)
+	}
+	if o.CredentialLifetime == 0 {
+		o.CredentialLifetime = DefaultCredentialLifetime
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 60 * time.Second
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	return nil
+}
+
+// reachable fails with a clear message if the API server does not answer in time.
+func reachable(ctx context.Context, cfg *rest.Config, what string, timeout time.Duration) (kubernetes.Interface, error) {
+	c := rest.CopyConfig(cfg)
+	c.Timeout = timeout
+	kube, err := kubernetes.NewForConfig(c)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if _, err := kube.Discovery().ServerVersion(); err != nil {
+		return nil, fmt.Errorf("cannot reach the %s API server at %s: %w (check the kubeconfig)", what, cfg.Host, err)
+	}
+	return kubernetes.NewForConfig(cfg)
+}
+
+// Register joins the cluster to the federation. See the package doc.
+func Register(ctx context.Context, opts Options) error {
+	if err := opts.validate(); err != nil {
+		return err
+	}
+	say := func(format string, args ...any) { fmt.Fprintf(opts.Progress, format+"\n", args...) }
+
+	hubKube, err := reachable(ctx, opts.Hub, "hub", opts.Timeout)
+	if err != nil {
+		return err
+	}
+	memberKube, err := reachable(ctx, opts.Member, "member cluster "+opts.Cluster, opts.Timeout)
+	if err != nil {
+		return err
+	}
+	info, err := hubinfo.Read(ctx, hubKube)
+	if err != nil {
+		return err
+	}
+	hub, err := hubinfo.NewClient(opts.Hub)
+	if err != nil {
+		return err
+	}
+
+	if err := ensureMeshCluster(ctx, hub, &opts); err != nil {
+		return err
+	}
+	say("%s: MeshCluster on the hub", opts.Cluster)
+
+	apply, err := kubeapply.New(opts.Member)
+	if err != nil {
+		return err
+	}
+	objs, err := agentManifests()
+	if err != nil {
+		return err
+	}
+	if err := apply.Apply(ctx, objs); err != nil {
+		return fmt.Errorf("install the agent's namespace and RBAC in %s: %w", opts.Cluster, err)
+	}
+	say("%s: agent namespace and RBAC in the member cluster", opts.Cluster)
+
+	renewed, err := ensureCredentials(ctx, hubKube, memberKube, info, &opts)
+	if err != nil {
+		return err
+	}
+	if renewed {
+		say("%s: etcd credentials signed by the hub and stored in %s/%s", opts.Cluster, hubinfo.Namespace, agentcreds.SecretName)
+	} else {
+		say("%s: etcd credentials present and fresh", opts.Cluster)
+	}
+
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, opts.Timeout, true, func(ctx context.Context) (bool, error) {
+		mc := &v1.MeshCluster{}
+		if err := hub.Get(ctx, client.ObjectKey{Name: opts.Cluster}, mc); err != nil {
+			return false, nil //nolint:nilerr // retried until the timeout
+		}
+		return meta.IsStatusConditionTrue(mc.Status.Conditions, v1.ConditionRegistered), nil
+	})
+	if err != nil {
+		return fmt.Errorf("cluster %q: the hub did not report it Registered within %s: is `meshfed hub` running? %w", opts.Cluster, opts.Timeout, err)
+	}
+	say("%s: registered", opts.Cluster)
+	return nil
+}
+
+func ensureMeshCluster(ctx context.Context, hub client.Client, opts *Options) error {
+	want := v1.MeshClusterSpec{Region: v1.LocalityName(opts.Region), Network: opts.Network, Gateways: opts.Gateways}
+	for _, z := range opts.Zones {
+		want.Zones = append(want.Zones, v1.LocalityName(z))
+	}
+	for i := range want.Gateways {
+		if want.Gateways[i].Port == 0 {
+			want.Gateways[i].Port = v1.DefaultGatewayPort
+		}
+	}
+	mc := &v1.MeshCluster{}
+	err := hub.Get(ctx, client.ObjectKey{Name: opts.Cluster}, mc)
+	switch {
+	case apierrors.IsNotFound(err):
+		mc = &v1.MeshCluster{ObjectMeta: metav1.ObjectMeta{Name: opts.Cluster}, Spec: want}
+		if err := hub.Create(ctx, mc); err != nil {
+			return fmt.Errorf("create MeshCluster %q: %w", opts.Cluster, err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("get MeshCluster %q: %w", opts.Cluster, err)
+	case !mc.DeletionTimestamp.IsZero():
+		return fmt.Errorf("cluster %q is being unregistered; wait until its MeshCluster is gone, then register again", opts.Cluster)
+	}
+	have := mc.Spec
+	if have.Region != want.Region || have.Network != want.Network || !slices.Equal(have.Zones, want.Zones) ||
+		!slices.Equal(have.Gateways, want.Gateways) {
+		return fmt.Errorf("cluster %q is already registered with region %s, zones %v, network %s, gateways %v; "+
+			"register it with the same settings, or unregister it first", opts.Cluster, have.Region, have.Zones, have.Network, have.Gateways)
+	}
+	return nil
+}
+
+func agentManifests() ([]*unstructured.Unstructured, error) {
+	var docs [][]byte
+	for _, name := range []string{"agent/namespace.yaml", "agent/rbac.yaml"} {
+		data, err := fs.ReadFile(deploy.Agent, name)
+		if err != nil {
+			return nil, err
+		}
+		docs = append(docs, data)
+	}
+	return kubeapply.Decode(docs...)
+}
+
+// ensureCredentials makes sure the member cluster holds fresh etcd credentials for the
+// hub's current endpoints and CA. It reports whether it signed new ones.
+func ensureCredentials(ctx context.Context, hub, member kubernetes.Interface, info hubinfo.Info, opts *Options) (bool, error) {
+	cur, err := agentcreds.Load(ctx, member, hubinfo.Namespace)
+	if err == nil && cur.Cluster == opts.Cluster && cur.Fresh(time.Now()) && string(cur.Etcd.CA) == string(info.EtcdCA) &&
+		slices.Equal(cur.Etcd.Endpoints, info.EtcdEndpoints) {
+		return false, nil
+	}
+	csrPEM, keyPEM, err := pki.NewCSR(hubinfo.EtcdUser(opts.Cluster))
+	if err != nil {
+		return false, err
+	}
+	csr := &certificatesv1.CertificateSigningRequest{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "meshfed-etcd-" + opts.Cluster + "-"},
+		Spec: certificatesv1.CertificateSigningRequestSpec{
+			Request:           csrPEM,
+			SignerName:        hubinfo.SignerName,
+			Usages:            []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageClientAuth},
+			ExpirationSeconds: ptr.To(int32(opts.CredentialLifetime / time.Second)),
+		},
+	}
+	csrs := hub.CertificatesV1().CertificateSigningRequests()
+	csr, err = csrs.Create(ctx, csr, metav1.CreateOptions{})
+	if err != nil {
+		return false, fmt.Errorf("request etcd credentials for %q: %w", opts.Cluster, err)
+	}
+	defer csrs.Delete(context.WithoutCancel(ctx), csr.Name, metav1.DeleteOptions{}) //nolint:errcheck // best effort: the certificate is public
+
+	var cert []byte
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, opts.Timeout, true, func(ctx context.Context) (bool, error) {
+		got, err := csrs.Get(ctx, csr.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil //nolint:nilerr // retried until the timeout
+		}
+		for _, c := range got.Status.Conditions {
+			if (c.Type == certificatesv1.CertificateDenied || c.Type == certificatesv1.CertificateFailed) && c.Status == corev1.ConditionTrue {
+				return false, fmt.Errorf("the hub refused the etcd credentials of %q: %s", opts.Cluster, c.Message)
+			}
+		}
+		cert = got.Status.Certificate
+		return len(cert) > 0, nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("cluster %q: no etcd certificate from the hub's signer within %s: %w", opts.Cluster, opts.Timeout, err)
+	}
+	creds := agentcreds.Credentials{Cluster: opts.Cluster, Etcd: etcdconn.Credentials{
+		Endpoints: info.EtcdEndpoints, CA: info.EtcdCA, Cert: cert, Key: keyPEM,
+	}}
+	secret := creds.Secret(hubinfo.Namespace)
+	secrets := member.CoreV1().Secrets(hubinfo.Namespace)
+	if _, err := secrets.Update(ctx, secret, metav1.UpdateOptions{}); apierrors.IsNotFound(err) {
+		_, err = secrets.Create(ctx, secret, metav1.CreateOptions{})
+		if err != nil {
+			return false, fmt.Errorf("store etcd credentials in %s: %w", opts.Cluster, err)
+		}
+	} else if err != nil {
+		return false, fmt.Errorf("store etcd credentials in %s: %w", opts.Cluster, err)
+	}
+	return true, nil
+}
+
+// UnregisterOptions say which cluster to remove.
+type UnregisterOptions struct {
+	Cluster string
+	Hub     *rest.Config
+	// Member, if set, also has the agent's objects removed from the member cluster.
+	Member   *rest.Config
+	Timeout  time.Duration
+	Progress io.Writer
+}
+
+// Unregister removes the cluster from the federation. See the package doc.
+func Unregister(ctx context.Context, opts UnregisterOptions) error {
+	if opts.Timeout == 0 {
+		opts.Timeout = 60 * time.Second
+	}
+	if opts.Progress == nil {
+		opts.Progress = io.Discard
+	}
+	hub, err := hubinfo.NewClient(opts.Hub)
+	if err != nil {
+		return err
+	}
+	mc := &v1.MeshCluster{ObjectMeta: metav1.ObjectMeta{Name: opts.Cluster}}
+	if err := hub.Delete(ctx, mc); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete MeshCluster %q: %w", opts.Cluster, err)
+	}
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, opts.Timeout, true, func(ctx context.Context) (bool, error) {
+		err := hub.Get(ctx, client.ObjectKeyFromObject(mc), &v1.MeshCluster{})
+		return apierrors.IsNotFound(err), nil
+	})
+	if err != nil {
+		return fmt.Errorf("cluster %q: the hub did not finish removing it within %s: is `meshfed hub` running? %w", opts.Cluster, opts.Timeout, err)
+	}
+	fmt.Fprintf(opts.Progress, "%s: removed from the hub (MeshCluster, etcd user and keys)\n", opts.Cluster)
+	if opts.Member == nil {
+		return nil
+	}
+	apply, err := kubeapply.New(opts.Member)
+	if err != nil {
+		return err
+	}
+	objs, err := agentManifests()
+	if err != nil {
+		return err
+	}
+	secret, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&corev1.Secret{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: metav1.ObjectMeta{Name: agentcreds.SecretName, Namespace: hubinfo.Namespace},
+	})
+	if err != nil {
+		return err
+	}
+	objs = append(objs, &unstructured.Unstructured{Object: secret})
+	if err := apply.Delete(ctx, objs); err != nil {
+		return fmt.Errorf("remove the agent's objects from %s: %w", opts.Cluster, err)
+	}
+	fmt.Fprintf(opts.Progress, "%s: agent credentials, RBAC and namespace removed from the member cluster\n", opts.Cluster)
+	return nil
+}

@@ -1,0 +1,303 @@
+// Package demo is `make demo`: a scripted story on a fresh sandbox that shows what
+// meshfed is for. A client in alpha (us-east) calls a global service that has copies
+// in alpha, beta (us-east) and gamma (eu-west, a network of its own); traffic stays
+// local, alpha's copies die and traffic fails over to gamma through gamma's east-west
+// gateway with end-to-end mTLS under the mesh root in cert-manager, then alpha's
+// copies come back and traffic fails back. It prints, phase by phase, where requests
+// landed and how many failed.
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	xdscreds "google.golang.org/grpc/credentials/xds"
+	grpcxds "google.golang.org/grpc/xds"
+
+	v1 "github.com/meshfed/meshfed/api/v1alpha1"
+	"github.com/meshfed/meshfed/internal/dev/echo"
+	"github.com/meshfed/meshfed/internal/dev/proc"
+	"github.com/meshfed/meshfed/internal/dev/sandbox"
+	"github.com/meshfed/meshfed/internal/dev/testnet"
+)
+
+// Options configure the demo.
+type Options struct {
+	Dir           string
+	MeshfedBinary string
+	// EchoCommand runs the demo's gRPC echo backends; `--serve ADDR=ID` and
+	// `--cert-dir DIR` are appended. Default: this executable's `dev echo`
+	// (meshfedctl's).
+	EchoCommand []string
+	Out         io.Writer
+	// Requests per phase. Default 200.
+	Requests int
+}
+
+const target = "cart.shop.svc.clusterset.local:8080"
+
+// Run plays the demo and returns an error if a steady phase had failures or traffic
+// went somewhere it should not.
+func Run(ctx context.Context, opts Options) error {
+	if len(opts.EchoCommand) == 0 {
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		opts.EchoCommand = []string{self, "dev", "echo"}
+	}
+	if os.Getenv("GRPC_EXPERIMENTAL_XDS_SNI") != "true" {
+		return errors.New("run with GRPC_EXPERIMENTAL_XDS_SNI=true in the environment (make demo does): grpc-go sends the SNI east-west gateways route on only then")
+	}
+	if opts.Requests == 0 {
+		opts.Requests = 200
+	}
+	say := func(format string, args ...any) { fmt.Fprintf(opts.Out, format+"\n", args...) }
+	say("== starting a sandbox: hub with the mesh CA, alpha and beta in us-east, gamma in eu-west on a network of its own")
+	s, err := sandbox.Up(ctx, sandbox.Options{Dir: opts.Dir, Clusters: 3, MeshfedBinary: opts.MeshfedBinary,
+		SeparateNetwork: true, MTLS: true, MeshCA: true, WorkloadIdentities: []string{"shop/frontend", "shop/cart"},
+		Progress: opts.Out})
+	if err != nil {
+		return err
+	}
+	defer s.Down()
+	say("== waiting for workload certificates (mesh root in cert-manager → each cluster's intermediate → workloads)")
+	for _, c := range s.Clusters {
+		if err := waitFile(ctx, filepath.Join(c.CertDir, "shop", "cart", "tls.crt")); err != nil {
+			return err
+		}
+	}
+	alpha, gamma := s.Cluster("alpha"), s.Cluster("gamma")
+	if err := waitFile(ctx, filepath.Join(alpha.CertDir, "shop", "frontend", "tls.crt")); err != nil {
+		return err
+	}
+
+	host, err := testnet.NewHost(6, filepath.Join(opts.Dir, "logs"))
+	if err != nil {
+		return err
+	}
+	defer host.Close()
+	backends := map[string]*proc.Process{}
+	slices_ := map[string]*discoveryv1.EndpointSlice{}
+	start := func(c *sandbox.Cluster, i int) error {
+		var serve []string
+		for j := range 2 {
+			addr := host.Addr(2*i + j).String()
+			serve = append(serve, "--serve", net.JoinHostPort(addr, "8080")+"="+c.Name+"/"+c.Zones[0])
+		}
+		p, err := host.Run(c.Name+"-cart", slices.Concat(opts.EchoCommand, []string{"--cert-dir",
+			filepath.Join(c.CertDir, "shop", "cart")}, serve))
+		backends[c.Name] = p
+		return err
+	}
+	for i, c := range s.Clusters {
+		if err := start(c, i); err != nil {
+			return err
+		}
+		sl, err := publish(ctx, c, []string{host.Addr(2 * i).String(), host.Addr(2*i + 1).String()})
+		if err != nil {
+			return err
+		}
+		slices_[c.Name] = sl
+	}
+	hub, err := s.HubClient()
+	if err != nil {
+		return err
+	}
+	for _, o := range []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}},
+		&v1.FailoverPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "cart"}, Spec: v1.FailoverPolicySpec{
+			Failover:     []v1.FailoverRule{{From: v1.LocalitySelector{Cluster: "alpha"}, To: []v1.LocalitySelector{{Cluster: "gamma"}}}},
+			FailbackHold: &metav1.Duration{Duration: 2 * time.Second},
+		}},
+		&v1.GlobalService{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "cart"}, Spec: v1.GlobalServiceSpec{
+			Ports:             []v1.GlobalServicePort{{Name: "grpc", Port: 8080, Protocol: v1.ProtocolGRPC}},
+			FailoverPolicyRef: &v1.LocalObjectReference{Name: "cart"},
+		}},
+	} {
+		if err := hub.Create(ctx, o); err != nil {
+			return err
+		}
+	}
+	say("== shop/cart runs in alpha, beta and gamma; policy: alpha fails over to gamma first")
+
+	conn, err := meshClient(alpha, filepath.Join(alpha.CertDir, "shop", "frontend"))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := until(ctx, func() bool { l, f := send(ctx, conn, 10); return f == 0 && l["alpha/"+alpha.Zones[0]] == 10 }); err != nil {
+		return fmt.Errorf("traffic never settled on alpha: %w", err)
+	}
+
+	type phase struct {
+		name   string
+		steady bool
+		want   string // cluster every request of a steady phase lands in
+		landed map[string]int
+		failed int
+	}
+	var phases []*phase
+	run := func(name string, steady bool, want string, during func()) {
+		p := &phase{name: name, steady: steady, want: want}
+		done := make(chan struct{})
+		go func() {
+			if during != nil {
+				during()
+			}
+			close(done)
+		}()
+		p.landed, p.failed = send(ctx, conn, opts.Requests)
+		<-done
+		phases = append(phases, p)
+		say("   %-34s %v, %d failed", name, p.landed, p.failed)
+	}
+	setReady := func(c string, ready bool) {
+		sl := slices_[c]
+		for i := range sl.Endpoints {
+			sl.Endpoints[i].Conditions = discoveryv1.EndpointConditions{Ready: ptr.To(ready), Serving: ptr.To(ready), Terminating: ptr.To(!ready)}
+		}
+		kube := kubernetes.NewForConfigOrDie(s.Cluster(c).Config())
+		if updated, err := kube.DiscoveryV1().EndpointSlices("shop").Update(ctx, sl, metav1.UpdateOptions{}); err == nil {
+			slices_[c] = updated
+		}
+	}
+
+	say("== 1. steady: the client in alpha stays in its zone")
+	run("steady, local", true, "alpha", nil)
+	say("== 2. alpha's copies fail (readiness off, then the processes die)")
+	run("failover", false, "", func() {
+		setReady("alpha", false)
+		time.Sleep(500 * time.Millisecond) // the kubelet marks pods unready before they are gone
+		backends["alpha"].Stop(5 * time.Second)
+	})
+	run("steady, through gamma's gateway", true, "gamma", nil)
+	say("== 3. alpha's copies come back")
+	run("failback", false, "", func() {
+		if err := start(alpha, 0); err == nil {
+			time.Sleep(time.Second)
+			setReady("alpha", true)
+		}
+	})
+	_ = until(ctx, func() bool { l, _ := send(ctx, conn, 10); return l["alpha/"+alpha.Zones[0]] == 10 })
+	run("steady, back home", true, "alpha", nil)
+
+	w := tabwriter.NewWriter(opts.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "\nPHASE\tREQUESTS\tALPHA\tBETA\tGAMMA\tFAILED\n")
+	var bad []string
+	for _, p := range phases {
+		by := map[string]int{}
+		for id, n := range p.landed {
+			cluster, _, _ := strings.Cut(id, "/")
+			by[cluster] += n
+		}
+		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\n", p.name, opts.Requests, by["alpha"], by["beta"], by[gamma.Name], p.failed)
+		if p.steady && (p.failed > 0 || by[p.want] != opts.Requests) {
+			bad = append(bad, p.name)
+		}
+	}
+	w.Flush()
+	if len(bad) > 0 {
+		return fmt.Errorf("steady phases with failures or stray traffic: %s", strings.Join(bad, ", "))
+	}
+	say("\nEvery steady phase: zero failed requests, all traffic where the policy says.")
+	return nil
+}
+
+func publish(ctx context.Context, c *sandbox.Cluster, addrs []string) (*discoveryv1.EndpointSlice, error) {
+	kube, err := kubernetes.NewForConfig(c.Config())
+	if err != nil {
+		return nil, err
+	}
+	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "cart"}, Spec: corev1.ServiceSpec{
+		Selector: map[string]string{"app": "cart"},
+		Ports:    []corev1.ServicePort{{Name: "grpc", Port: 8080, TargetPort: intstr.FromInt32(8080)}}}}
+	if _, err := kube.CoreV1().Services("shop").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	sl := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "cart-1", Labels: map[string]string{
+			discoveryv1.LabelServiceName: "cart", discoveryv1.LabelManagedBy: "endpointslice-controller.k8s.io"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("grpc"), Port: ptr.To[int32](8080), Protocol: ptr.To(corev1.ProtocolTCP)}},
+	}
+	for _, a := range addrs {
+		sl.Endpoints = append(sl.Endpoints, discoveryv1.Endpoint{Addresses: []string{a}, Zone: ptr.To(c.Zones[0]),
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true)}})
+	}
+	return kube.DiscoveryV1().EndpointSlices("shop").Create(ctx, sl, metav1.CreateOptions{})
+}
+
+// meshClient is a proxyless gRPC client of alpha's agent, in alpha's first zone, with
+// xDS credentials from the workload certificates in dir.
+func meshClient(c *sandbox.Cluster, dir string) (*grpc.ClientConn, error) {
+	bootstrap := fmt.Sprintf(`{
+  "xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
+  "node": {"id": "demo-client", "locality": {"region": %q, "zone": %q}},
+  "certificate_providers": {"meshfed": {"plugin_name": "file_watcher", "config": {
+    "certificate_file": %q, "private_key_file": %q, "ca_certificate_file": %q, "refresh_interval": "10s"}}}
+}`, c.XDSAddr, c.Region, c.Zones[0], filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "ca.crt"))
+	resolver, err := grpcxds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
+	if err != nil {
+		return nil, err
+	}
+	creds, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
+	if err != nil {
+		return nil, err
+	}
+	return grpc.NewClient("xds:///"+target, grpc.WithResolvers(resolver), grpc.WithTransportCredentials(creds))
+}
+
+// send makes n calls, one after the other, and counts where they landed.
+func send(ctx context.Context, conn *grpc.ClientConn, n int) (map[string]int, int) {
+	landed, failed := map[string]int{}, 0
+	for range n {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		id, err := echo.Call(cctx, conn)
+		cancel()
+		if err != nil {
+			failed++
+			continue
+		}
+		landed[id]++
+		time.Sleep(5 * time.Millisecond) // a steady trickle, so phases span the changes
+	}
+	return landed, failed
+}
+
+func until(ctx context.Context, ok func() bool) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for !ok() {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return errors.New("timed out")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return nil
+}
+
+func waitFile(ctx context.Context, path string) error {
+	return until(ctx, func() bool { _, err := os.Stat(path); return err == nil })
+}

@@ -1,0 +1,487 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/meshfed/meshfed/api/v1alpha1"
+	"github.com/meshfed/meshfed/internal/creds/hubinfo"
+	"github.com/meshfed/meshfed/internal/creds/register"
+	"github.com/meshfed/meshfed/internal/dev/localkube"
+	"github.com/meshfed/meshfed/internal/dev/proc"
+)
+
+// Options configure a sandbox. Dir and MeshfedBinary are required.
+type Options struct {
+	// Dir holds everything: kubeconfigs, data, logs and sandbox.json.
+	Dir string
+	// Clusters is the number of member clusters. Default 3.
+	Clusters int
+	// MeshfedBinary is the `meshfed` executable to run the hub and agents with.
+	MeshfedBinary string
+	// Progress receives a line per step. Default: discard.
+	Progress io.Writer
+	// Timeout bounds each wait. Default 3 minutes: a 2-core machine starting four
+	// control planes at once is slow.
+	Timeout time.Duration
+	// HeartbeatTTL is the agents' heartbeat lease. Default: the agent's default.
+	HeartbeatTTL time.Duration
+	// SeparateNetwork puts the last member cluster on a network of its own, so that
+	// traffic to it goes through its east-west gateway.
+	SeparateNetwork bool
+	// MTLS runs the agents with --mtls: proxies then need the "meshfed" certificate
+	// provider in their bootstrap.
+	MTLS bool
+	// MeshCA runs the hub with --mesh-ca: cert-manager's controllers and the mesh root.
+	MeshCA bool
+	// WorkloadIdentities ("<ns>/<sa>") get certificates from each cluster's
+	// intermediate, in Cluster.CertDir.
+	WorkloadIdentities []string
+}
+
+// Cluster is one member cluster of a running sandbox.
+type Cluster struct {
+	Name       string   `json:"name"`
+	Region     string   `json:"region"`
+	Zones      []string `json:"zones"`
+	Network    string   `json:"network"`
+	Kubeconfig string   `json:"kubeconfig"`
+	// AgentAddr serves the agent's /healthz, /readyz, /metrics and /debug/view.
+	AgentAddr string `json:"agentAddr"`
+	// XDSAddr is the agent's xDS server, for the cluster's proxies.
+	XDSAddr  string `json:"xdsAddr"`
+	AgentPID int    `json:"agentPID"`
+	// GatewayAddr is the cluster's east-west gateway, as registered in its MeshCluster.
+	GatewayAddr string `json:"gatewayAddr"`
+	// CertDir holds workload certificates the agent issues, <ns>/<sa>/{tls.crt,tls.key,ca.crt}.
+	CertDir    string `json:"certDir,omitempty"`
+	GatewayPID int    `json:"gatewayPID"`
+
+	cp      *localkube.ControlPlane
+	agent   *proc.Process
+	gateway *proc.Process
+	dir     string
+}
+
+// Config is the member cluster's administrator config.
+func (c *Cluster) Config() *rest.Config { return c.cp.Config }
+
+// Hub is the sandbox's hub.
+type Hub struct {
+	Kubeconfig  string   `json:"kubeconfig"`
+	Etcd        []string `json:"etcdEndpoints"`
+	MetricsAddr string   `json:"metricsAddr"`
+	PID         int      `json:"pid"`
+
+	cp      *localkube.ControlPlane
+	process *proc.Process
+	args    []string
+	dir     string
+}
+
+// Sandbox is a running federation. Its JSON form is sandbox.json.
+type Sandbox struct {
+	Dir      string     `json:"dir"`
+	PID      int        `json:"pid"` // the process that owns everything
+	Hub      *Hub       `json:"hub"`
+	Clusters []*Cluster `json:"clusters"`
+
+	opts     Options
+	stopOnce sync.Once
+}
+
+// File is the name of the sandbox description in Options.Dir.
+const File = "sandbox.json"
+
+// Up starts a sandbox and waits until every cluster is Connected and Synced. On error
+// nothing is left running.
+func Up(ctx context.Context, opts Options) (_ *Sandbox, err error) {
+	if opts.Clusters == 0 {
+		opts.Clusters = 3
+	}
+	if opts.Clusters < 1 || opts.Clusters > 20 {
+		return nil, fmt.Errorf("sandbox: --clusters %d: use 1 to 20", opts.Clusters)
+	}
+	if opts.Progress == nil {
+		opts.Progress = io.Discard
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = 3 * time.Minute
+	}
+	if _, err := os.Stat(opts.MeshfedBinary); err != nil {
+		return nil, fmt.Errorf("sandbox: meshfed binary: %w (build it with make build)", err)
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
+		return nil, err
+	}
+	s := &Sandbox{Dir: dir, PID: os.Getpid(), opts: opts}
+	defer func() {
+		if err != nil {
+			s.Down()
+		}
+	}()
+	say := func(format string, args ...any) { fmt.Fprintf(opts.Progress, format+"\n", args...) }
+
+	say("starting %d control planes (etcd + kube-apiserver each)...", opts.Clusters+1)
+	start := time.Now()
+	cpOpts := []localkube.Options{{Name: "hub", Dir: filepath.Join(dir, "hub", "kube"), InstallCRDs: true, StartTimeout: opts.Timeout}}
+	for i := range opts.Clusters {
+		c := layout(i)
+		if opts.SeparateNetwork && i == opts.Clusters-1 && i > 0 {
+			c.Network = "net-" + c.Name
+		}
+		c.dir = filepath.Join(dir, c.Name)
+		s.Clusters = append(s.Clusters, c)
+		cpOpts = append(cpOpts, localkube.Options{Name: c.Name, Dir: filepath.Join(c.dir, "kube"), InstallCRDs: true, StartTimeout: opts.Timeout})
+	}
+	cps, err := localkube.StartAll(ctx, cpOpts)
+	if err != nil {
+		return nil, err
+	}
+	s.Hub = &Hub{cp: cps[0], dir: filepath.Join(dir, "hub"), Kubeconfig: filepath.Join(dir, "hub.kubeconfig")}
+	if err := localkube.WriteKubeconfig(s.Hub.Kubeconfig, "hub", s.Hub.cp.Config); err != nil {
+		return nil, err
+	}
+	for i, c := range s.Clusters {
+		c.cp = cps[i+1]
+		c.Kubeconfig = filepath.Join(dir, c.Name+".kubeconfig")
+		if err := localkube.WriteKubeconfig(c.Kubeconfig, c.Name, c.cp.Config); err != nil {
+			return nil, err
+		}
+	}
+	say("control planes ready in %s", time.Since(start).Round(100*time.Millisecond))
+
+	if err := s.startHub(ctx); err != nil {
+		return nil, err
+	}
+	say("hub running (etcd %s)", s.Hub.Etcd[0])
+
+	for _, c := range s.Clusters {
+		ports, err := localkube.FreePorts(1)
+		if err != nil {
+			return nil, err
+		}
+		c.GatewayAddr = "127.0.0.1:" + strconv.Itoa(ports[0])
+		err = register.Register(ctx, register.Options{
+			Cluster: c.Name, Region: c.Region, Zones: c.Zones, Network: c.Network,
+			Gateways: []v1.GatewayAddress{{Address: "127.0.0.1", Port: int32(ports[0])}},
+			Hub:      s.Hub.cp.Config, Member: c.cp.Config, Timeout: opts.Timeout, Progress: opts.Progress,
+		})
+		if err != nil {
+			return nil, err
+		}
+		if err := s.StartAgent(ctx, c.Name); err != nil {
+			return nil, err
+		}
+		if err := s.StartGateway(ctx, c.Name); err != nil {
+			return nil, err
+		}
+		say("%s: agent (%s) and east-west gateway (%s) running", c.Name, c.AgentAddr, c.GatewayAddr)
+	}
+	if err := s.WaitConnected(ctx, opts.Timeout); err != nil {
+		return nil, err
+	}
+	say("every cluster Connected and Synced, %s after start", time.Since(start).Round(100*time.Millisecond))
+	return s, s.write()
+}
+
+// layout names the i-th member cluster and places it: alpha and beta share region
+// us-east, gamma has eu-west, and so on; every cluster has two zones of its own (as
+// clusters in one region usually sit in different availability zones).
+func layout(i int) *Cluster {
+	names := []string{"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"}
+	name := fmt.Sprintf("cluster-%d", i+1)
+	if i < len(names) {
+		name = names[i]
+	}
+	regions := []string{"us-east", "us-east", "eu-west"}
+	region := regions[i%3]
+	// The k-th cluster of a region takes that region's zones 2k and 2k+1.
+	k := 0
+	for j := range i {
+		if regions[j%3] == region {
+			k++
+		}
+	}
+	zone := func(n int) string { return fmt.Sprintf("%s-%d%c", region, 1+n/26, 'a'+n%26) }
+	return &Cluster{Name: name, Region: region, Zones: []string{zone(2 * k), zone(2*k + 1)}, Network: v1.DefaultNetwork}
+}
+
+func (s *Sandbox) startHub(ctx context.Context) error {
+	ports, err := localkube.FreePorts(3)
+	if err != nil {
+		return err
+	}
+	h := s.Hub
+	h.Etcd = []string{"https://127.0.0.1:" + strconv.Itoa(ports[0])}
+	h.MetricsAddr = "127.0.0.1:" + strconv.Itoa(ports[1])
+	h.args = []string{"hub", "--kubeconfig", h.Kubeconfig, "--data-dir", filepath.Join(h.dir, "data"),
+		"--etcd-listen-url", h.Etcd[0], "--metrics-addr", h.MetricsAddr,
+		"--health-addr", "127.0.0.1:" + strconv.Itoa(ports[2]), "--log-format", "text"}
+	if s.opts.MeshCA {
+		h.args = append(h.args, "--mesh-ca")
+	}
+	return s.StartHub(ctx)
+}
+
+// StartHub starts the hub process (again) and waits until it publishes its ConfigMap.
+func (s *Sandbox) StartHub(ctx context.Context) error {
+	h := s.Hub
+	p, err := proc.Start("hub", s.opts.MeshfedBinary, h.args, filepath.Join(s.Dir, "logs", "hub.log"))
+	if err != nil {
+		return err
+	}
+	h.process, h.PID = p, p.Pid()
+	kube, err := kubernetes.NewForConfig(h.cp.Config)
+	if err != nil {
+		return err
+	}
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, s.opts.Timeout, true, func(ctx context.Context) (bool, error) {
+		if p.Exited() {
+			return false, p.Failure()
+		}
+		_, err := hubinfo.Read(ctx, kube)
+		return err == nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("hub did not start: %w", err)
+	}
+	return s.write()
+}
+
+// StopHub stops the hub with sig (SIGTERM to stop it cleanly, SIGKILL to crash it).
+func (s *Sandbox) StopHub(sig syscall.Signal) { s.Hub.process.Kill(sig) }
+
+// Cluster returns the member cluster with this name.
+func (s *Sandbox) Cluster(name string) *Cluster {
+	for _, c := range s.Clusters {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// StartAgent starts the cluster's agent (again), with a kubeconfig for the agent's own
+// ServiceAccount, and waits until its view is synced.
+func (s *Sandbox) StartAgent(ctx context.Context, name string) error {
+	c := s.Cluster(name)
+	if c == nil {
+		return fmt.Errorf("sandbox: no cluster %q", name)
+	}
+	kubeconfig := filepath.Join(c.dir, "agent.kubeconfig")
+	if err := agentKubeconfig(ctx, c.cp.Config, kubeconfig); err != nil {
+		return fmt.Errorf("%s: agent kubeconfig: %w", name, err)
+	}
+	if c.AgentAddr == "" {
+		ports, err := localkube.FreePorts(2)
+		if err != nil {
+			return err
+		}
+		c.AgentAddr = "127.0.0.1:" + strconv.Itoa(ports[0])
+		c.XDSAddr = "127.0.0.1:" + strconv.Itoa(ports[1])
+	}
+	args := []string{"agent", "--kubeconfig", kubeconfig, "--identity", name + "-agent", "--http-addr", c.AgentAddr,
+		"--xds-addr", c.XDSAddr, "--log-format", "text"}
+	if s.opts.HeartbeatTTL > 0 {
+		args = append(args, "--heartbeat-ttl", s.opts.HeartbeatTTL.String())
+	}
+	if s.opts.MTLS {
+		args = append(args, "--mtls")
+	}
+	if len(s.opts.WorkloadIdentities) > 0 {
+		c.CertDir = filepath.Join(c.dir, "certs")
+		args = append(args, "--workload-cert-dir", c.CertDir, "--workload-identities", strings.Join(s.opts.WorkloadIdentities, ","))
+	}
+	p, err := proc.Start(name+"/agent", s.opts.MeshfedBinary, args, filepath.Join(s.Dir, "logs", name+"-agent.log"))
+	if err != nil {
+		return err
+	}
+	c.agent, c.AgentPID = p, p.Pid()
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, s.opts.Timeout, true, func(ctx context.Context) (bool, error) {
+		if p.Exited() {
+			return false, p.Failure()
+		}
+		return httpOK(ctx, "http://"+c.AgentAddr+"/readyz"), nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s: agent did not become ready: %w", name, err)
+	}
+	return s.write()
+}
+
+// StartGateway starts the cluster's east-west gateway (again), configured over xDS by
+// the cluster's agent, and waits until it is ready.
+func (s *Sandbox) StartGateway(ctx context.Context, name string) error {
+	c := s.Cluster(name)
+	if c == nil {
+		return fmt.Errorf("sandbox: no cluster %q", name)
+	}
+	ports, err := localkube.FreePorts(1)
+	if err != nil {
+		return err
+	}
+	health := "127.0.0.1:" + strconv.Itoa(ports[0])
+	p, err := proc.Start(name+"/gateway", s.opts.MeshfedBinary, []string{"gateway", "--xds-server", c.XDSAddr,
+		"--listen", c.GatewayAddr, "--http-addr", health, "--node-id", "eastwest~" + name, "--drain", "2s", "--log-format", "text"},
+		filepath.Join(s.Dir, "logs", name+"-gateway.log"))
+	if err != nil {
+		return err
+	}
+	c.gateway, c.GatewayPID = p, p.Pid()
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, s.opts.Timeout, true, func(ctx context.Context) (bool, error) {
+		if p.Exited() {
+			return false, p.Failure()
+		}
+		return httpOK(ctx, "http://"+health+"/readyz"), nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s: east-west gateway did not become ready: %w", name, err)
+	}
+	return s.write()
+}
+
+// StopGateway stops the cluster's east-west gateway with sig.
+func (s *Sandbox) StopGateway(name string, sig syscall.Signal) {
+	if c := s.Cluster(name); c != nil && c.gateway != nil {
+		c.gateway.Kill(sig)
+	}
+}
+
+// StopAgent stops the cluster's agent with sig.
+func (s *Sandbox) StopAgent(name string, sig syscall.Signal) {
+	if c := s.Cluster(name); c != nil && c.agent != nil {
+		c.agent.Kill(sig)
+	}
+}
+
+// WaitConnected waits until the hub reports every cluster Connected and Synced.
+func (s *Sandbox) WaitConnected(ctx context.Context, timeout time.Duration) error {
+	hub, err := s.HubClient()
+	if err != nil {
+		return err
+	}
+	var waiting string
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		for _, c := range s.Clusters {
+			mc := &v1.MeshCluster{}
+			if err := hub.Get(ctx, client.ObjectKey{Name: c.Name}, mc); err != nil {
+				waiting = c.Name + ": " + err.Error()
+				return false, nil
+			}
+			for _, t := range []string{v1.ConditionConnected, v1.ConditionSynced} {
+				if !meta.IsStatusConditionTrue(mc.Status.Conditions, t) {
+					waiting = c.Name + " not " + t
+					return false, nil
+				}
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for the hub to report every cluster Connected and Synced (%s): %w", waiting, err)
+	}
+	return nil
+}
+
+// HubClient is an administrator client of the hub's API server with meshfed's types.
+func (s *Sandbox) HubClient() (client.Client, error) {
+	return hubinfo.NewClient(s.Hub.cp.Config)
+}
+
+// HubConfig is the hub API server's administrator config.
+func (s *Sandbox) HubConfig() *rest.Config { return s.Hub.cp.Config }
+
+// Down stops every process: agents, hub, control planes. It is safe to call twice.
+func (s *Sandbox) Down() {
+	s.stopOnce.Do(func() {
+		var wg sync.WaitGroup
+		for _, c := range s.Clusters {
+			if c.gateway != nil {
+				wg.Go(func() { c.gateway.Stop(10 * time.Second) })
+			}
+			if c.agent != nil {
+				wg.Go(func() { c.agent.Stop(10 * time.Second) })
+			}
+		}
+		wg.Wait()
+		if s.Hub != nil && s.Hub.process != nil {
+			s.Hub.process.Stop(10 * time.Second)
+		}
+		for _, c := range s.Clusters {
+			if c.cp != nil {
+				wg.Go(c.cp.Stop)
+			}
+		}
+		if s.Hub != nil && s.Hub.cp != nil {
+			wg.Go(s.Hub.cp.Stop)
+		}
+		wg.Wait()
+		os.Remove(filepath.Join(s.Dir, File))
+	})
+}
+
+func (s *Sandbox) write() error {
+	data, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(s.Dir, File), append(data, '\n'), 0o644)
+}
+
+// Read reads the sandbox.json in dir.
+func Read(dir string) (*Sandbox, error) {
+	data, err := os.ReadFile(filepath.Join(dir, File))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("no sandbox in %s (no %s)", dir, File)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s := &Sandbox{}
+	if err := json.Unmarshal(data, s); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, File), err)
+	}
+	return s, nil
+}
+
+// agentKubeconfig writes a kubeconfig that authenticates as the agent's
+// ServiceAccount (created by registration) with a token from the TokenRequest API.
+func agentKubeconfig(ctx context.Context, admin *rest.Config, path string) error {
+	kube, err := kubernetes.NewForConfig(admin)
+	if err != nil {
+		return err
+	}
+	tr, err := kube.CoreV1().ServiceAccounts(hubinfo.Namespace).CreateToken(ctx, "meshfed-agent",
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](7 * 24 * 3600)}},
+		metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	cfg := &rest.Config{Host: admin.Host, BearerToken: tr.Status.Token,
+		TLSClientConfig: rest.TLSClientConfig{CAData: admin.CAData}}
+	return localkube.WriteKubeconfig(path, "agent", cfg)
+}
