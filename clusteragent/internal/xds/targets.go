@@ -228,12 +228,12 @@ func localitiesOf(in Input, network string, c view.Cluster, g *model.GlobalServi
 		if !model.Selects(g, c.Name, nn.Namespace, nn.Name, s.Labels) {
 			continue
 		}
-		sp, ok := memberPort(s, gp)
+		sp, ok := model.MemberPort(s, gp)
 		if !ok {
 			continue
 		}
 		for _, e := range s.Endpoints {
-			port, ok := endpointPort(e, sp)
+			port, ok := model.PortOf(e, sp)
 			if !ok {
 				continue
 			}
@@ -314,27 +314,6 @@ func selfNetwork(in Input) string {
 		}
 	}
 	return ""
-}
-
-// memberPort is the member Service's port that serves global port gp: the port of the
-// same name, or of the same number when gp has no name.
-func memberPort(s *model.ServiceEndpoints, gp model.GlobalPort) (model.ServicePort, bool) {
-	for _, p := range s.Ports {
-		if (gp.Name != "" && p.Name == gp.Name) || (gp.Name == "" && p.Port == gp.Port) {
-			return p, true
-		}
-	}
-	return model.ServicePort{}, false
-}
-
-// endpointPort is the port an endpoint serves the member Service port sp on.
-func endpointPort(e model.Endpoint, sp model.ServicePort) (uint32, bool) {
-	for _, p := range e.Ports {
-		if p.Name == sp.Name {
-			return uint32(p.Port), true
-		}
-	}
-	return 0, false
 }
 
 // stateOf judges a cluster's freshness under the policy's demote and drop times.
