@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/federation/internal/controllers"
 	"github.com/meshfed/meshfed/federation/internal/etcdsec"
 	"github.com/meshfed/meshfed/federation/internal/signer"
@@ -154,7 +155,7 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.MeshCA {
 		td := opts.TrustDomain
 		if td == "" {
-			td = "meshfed.local"
+			td = v1.DefaultTrustDomain
 		}
 		if err := mgr.Add(&controllers.MeshCA{Config: opts.KubeConfig, KV: conn.client, View: v, TrustDomain: td}); err != nil {
 			return err

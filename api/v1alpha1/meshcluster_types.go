@@ -4,13 +4,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// DefaultNetwork is the network of a cluster that does not name one. Clusters on the same
-// network reach each other's endpoints directly; others go through east-west gateways.
-const DefaultNetwork = "default"
-
-// DefaultGatewayPort is the east-west gateway's port (Istio's convention).
-const DefaultGatewayPort = 15443
-
 // MeshClusterSpec describes a member cluster of the federation.
 type MeshClusterSpec struct {
 	// Region is the cluster's region, as in the topology.kubernetes.io/region label.

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/rest"
 
+	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/clusteragent"
 	"github.com/meshfed/meshfed/cmd/internal/cmdutil"
 	"github.com/meshfed/meshfed/federation"
@@ -82,7 +83,7 @@ func hubCommand() *cobra.Command {
 	f.BoolVar(&opts.LeaderElection, "leader-elect", false, "elect a leader among hub replicas")
 	f.BoolVar(&opts.MeshCA, "mesh-ca", false, "run the mesh CA: cert-manager's controllers in-process, the root as a CA ClusterIssuer, "+
 		"clusters' intermediate CSRs signed")
-	f.StringVar(&opts.TrustDomain, "trust-domain", "meshfed.local", "SPIFFE trust domain of the mesh")
+	f.StringVar(&opts.TrustDomain, "trust-domain", v1.DefaultTrustDomain, "SPIFFE trust domain of the mesh")
 	return cmd
 }
 
@@ -114,7 +115,7 @@ func agentCommand() *cobra.Command {
 	f.DurationVar(&opts.WorkloadCerts.Lifetime, "workload-cert-lifetime", 24*time.Hour, "lifetime of workload certificates")
 	f.BoolVar(&opts.MTLS, "mtls", false, "send proxies mTLS settings (SNI, certificate provider \"meshfed\", SPIFFE SAN matcher): "+
 		"their bootstraps must define the provider; needed to reach clusters on other networks")
-	f.StringVar(&opts.TrustDomain, "trust-domain", "meshfed.local", "SPIFFE trust domain of the mesh")
+	f.StringVar(&opts.TrustDomain, "trust-domain", v1.DefaultTrustDomain, "SPIFFE trust domain of the mesh")
 	f.DurationVar(&opts.HeartbeatTTL, "heartbeat-ttl", 15*time.Second, "lease of the heartbeat: how soon the federation notices a dead agent")
 	return cmd
 }

@@ -10,6 +10,8 @@ package xdsnames
 import (
 	"strconv"
 	"strings"
+
+	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 )
 
 // GatewayListener is the xDS Listener a meshfed east-west gateway asks its cluster's
@@ -18,7 +20,7 @@ import (
 const GatewayListener = "meshfed-eastwest"
 
 // GatewayPort is where east-west gateways listen (Istio's convention).
-const GatewayPort = 15443
+const GatewayPort = v1.DefaultGatewayPort
 
 // SNI is the TLS server name a client uses to reach port of hostname through an
 // east-west gateway: Istio's outbound_.<port>_._.<hostname>, so that an Envoy

@@ -7,21 +7,15 @@ import (
 	"slices"
 	"strings"
 
+	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/internal/etcd/model"
 )
 
 // Locality preferences, the values of model.Policy.LocalityPreference.
 const (
-	PreferZone   = "Zone"
-	PreferRegion = "Region"
-	PreferNone   = "None"
-)
-
-// The settings of a nil policy: the FailoverPolicy CRD's defaults.
-const (
-	DefaultPreference        = PreferZone
-	DefaultFallbackToAny     = true
-	DefaultMinHealthyPercent = 70
+	PreferZone   = string(v1.PreferZone)
+	PreferRegion = string(v1.PreferRegion)
+	PreferNone   = string(v1.PreferNone)
 )
 
 // Client is the locality of the client a Table is computed for.
@@ -223,9 +217,9 @@ func Prioritize(client Client, candidates []Candidate, policy *model.Policy) Tab
 	t := Table{
 		Client:            client,
 		Policy:            policy,
-		Preference:        DefaultPreference,
-		FallbackToAny:     DefaultFallbackToAny,
-		MinHealthyPercent: DefaultMinHealthyPercent,
+		Preference:        string(v1.DefaultLocalityPreference),
+		FallbackToAny:     v1.DefaultFallbackToAny,
+		MinHealthyPercent: v1.DefaultMinHealthyPercent,
 	}
 	if policy != nil {
 		switch policy.LocalityPreference {

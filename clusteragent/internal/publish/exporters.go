@@ -4,20 +4,14 @@ import (
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/meshfed/meshfed/internal/etcd/model"
 )
 
 // Reasons a Service is exported, the values of model.ServiceEndpoints.ExportedBy.
-// They are part of the keyspace API: never renamed.
 const (
-	// ExportedByGlobalService: a GlobalService on the hub selects the Service.
-	ExportedByGlobalService = "GlobalService"
-	// ExportedByServiceExport: an MCS ServiceExport of the same namespace and name
-	// exists in the member cluster.
-	ExportedByServiceExport = "ServiceExport"
+	ExportedByGlobalService = model.ExportedByGlobalService
+	ExportedByServiceExport = model.ExportedByServiceExport
 )
 
 // Exporters says why svc, a Service of cluster, is exported: the sorted reasons, or nil
@@ -48,7 +42,7 @@ func Exporters(svc *corev1.Service, cluster string, globals []model.GlobalServic
 	}
 	var out []string
 	for i := range globals {
-		if selects(&globals[i], svc, cluster) {
+		if model.Selects(&globals[i], cluster, svc.Namespace, svc.Name, svc.Labels) {
 			out = append(out, ExportedByGlobalService)
 			break
 		}
@@ -58,22 +52,4 @@ func Exporters(svc *corev1.Service, cluster string, globals []model.GlobalServic
 	}
 	slices.Sort(out)
 	return out
-}
-
-// selects reports whether gs selects svc of cluster.
-func selects(gs *model.GlobalService, svc *corev1.Service, cluster string) bool {
-	if len(gs.Clusters) > 0 && !slices.Contains(gs.Clusters, cluster) {
-		return false
-	}
-	if gs.Service == nil && gs.Selector == nil {
-		return gs.Namespace == svc.Namespace && gs.Name == svc.Name
-	}
-	if gs.Service != nil && gs.Service.Namespace == svc.Namespace && gs.Service.Name == svc.Name {
-		return true
-	}
-	if gs.Selector != nil && gs.Namespace == svc.Namespace {
-		sel, err := metav1.LabelSelectorAsSelector(gs.Selector)
-		return err == nil && sel.Matches(labels.Set(svc.Labels))
-	}
-	return false
 }

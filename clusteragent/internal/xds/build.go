@@ -6,6 +6,7 @@ import (
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 
+	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/internal/etcd/view"
 )
 
@@ -64,7 +65,7 @@ func serverListenersOf(c view.Cluster) []types.Resource {
 // east-west gateway's listener, clusters and load assignments, in target order. It is what the Server serves, without the server: for golden files, the
 // debug view and benchmarks.
 func Resources(self string, g Group, targets []Target) []types.Resource {
-	sh := buildShared(targets, nil, "", DefaultTrustDomain)
+	sh := buildShared(targets, nil, "", v1.DefaultTrustDomain)
 	out := append(append(append([]types.Resource{}, sh.listeners...), sh.routes...), sh.clusters...)
 	client := Client{Cluster: self, Region: g.Region, Zone: g.Zone}
 	for _, t := range targets {

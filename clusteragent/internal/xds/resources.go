@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/meshfed/meshfed/internal/xdsnames"
-
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -21,6 +19,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/meshfed/meshfed/internal/xdsnames"
 )
 
 // Resource names follow Istio's conventions, so that an Envoy sidecar or gateway
@@ -154,9 +154,6 @@ func edsCluster(hostname string, port uint32, trustDomain string) *clusterv3.Clu
 // define (e.g. grpc-go's file_watcher plugin) for meshfed's mTLS: its identity
 // certificate and key, and the mesh's trust bundle.
 const CertificateProvider = "meshfed"
-
-// DefaultTrustDomain is the SPIFFE trust domain when none is configured.
-const DefaultTrustDomain = "meshfed.local"
 
 // LocalityEndpoints is one locality's healthy endpoints with its place in the
 // priority table.

@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meshfed/meshfed/internal/xdsnames"
-
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -27,10 +25,12 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 
+	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/clusteragent/internal/locality"
 	"github.com/meshfed/meshfed/internal/etcd/keyspace"
 	"github.com/meshfed/meshfed/internal/etcd/model"
 	"github.com/meshfed/meshfed/internal/etcd/view"
+	"github.com/meshfed/meshfed/internal/xdsnames"
 )
 
 // Options configure a Server. Cluster and View are required.
@@ -46,7 +46,7 @@ type Options struct {
 	// the SNI).
 	MTLS bool
 	// TrustDomain is the SPIFFE trust domain servers' identities must belong to.
-	// Default DefaultTrustDomain.
+	// Default v1alpha1.DefaultTrustDomain.
 	TrustDomain string
 	// Addr is the gRPC listen address. Default ":15010".
 	Addr string
@@ -124,7 +124,7 @@ func New(opts Options) (*Server, error) {
 		opts.Addr = ":15010"
 	}
 	if opts.TrustDomain == "" {
-		opts.TrustDomain = DefaultTrustDomain
+		opts.TrustDomain = v1.DefaultTrustDomain
 	}
 	if opts.Debounce == 0 {
 		opts.Debounce = time.Millisecond

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/clusteragent/internal/locality"
 	"github.com/meshfed/meshfed/internal/etcd/model"
 	"github.com/meshfed/meshfed/internal/etcd/view"
@@ -83,11 +84,6 @@ type memoEntry struct {
 // NewMemo returns an empty Memo.
 func NewMemo() *Memo { return &Memo{entries: map[memoKey]memoEntry{}} }
 
-// DefaultPolicy is what a global service without a (resolvable) policy gets.
-var DefaultPolicy = model.Policy{
-	LocalityPreference: "Zone", FallbackToAny: true, MinHealthyPercent: 70,
-}
-
 // Targets computes every global service port's localities. It is pure: the same input
 // gives the same targets, sorted by hostname and port.
 func Targets(in Input) []Target {
@@ -144,13 +140,13 @@ func implicitExports(in Input, globals []model.GlobalService) []model.GlobalServ
 	for _, c := range in.Clusters {
 		for nn, s := range c.Services {
 			key := nn.String()
-			if explicit[key] || !slices.Contains(s.ExportedBy, "ServiceExport") {
+			if explicit[key] || !slices.Contains(s.ExportedBy, model.ExportedByServiceExport) {
 				continue
 			}
 			g := implicit[key]
 			if g == nil {
 				g = &model.GlobalService{Namespace: nn.Namespace, Name: nn.Name,
-					Hostname: nn.Name + "." + nn.Namespace + ".svc.clusterset.local",
+					Hostname: model.ClusterSetHostname(nn.Namespace, nn.Name),
 					Service:  &model.ServiceRef{Namespace: nn.Namespace, Name: nn.Name}}
 				implicit[key] = g
 			}
@@ -322,14 +318,14 @@ func freshness(in Input, c view.Cluster, policy *model.Policy) locality.State {
 		return locality.Fresh
 	}
 	if policy == nil {
-		policy = &DefaultPolicy
+		policy = model.DefaultPolicy()
 	}
 	demote, drop := policy.DemoteAfter.Duration, policy.DropAfter.Duration
 	if demote == 0 {
-		demote = 30 * time.Second
+		demote = v1.DefaultDemoteAfter
 	}
 	if drop == 0 {
-		drop = 10 * time.Minute
+		drop = v1.DefaultDropAfter
 	}
 	since := c.LastHeartbeat
 	if since.IsZero() || since.Before(in.Since) {

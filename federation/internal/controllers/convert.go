@@ -3,20 +3,12 @@ package controllers
 import (
 	"time"
 
-	"fmt"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	"k8s.io/utils/ptr"
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/internal/etcd/model"
 )
-
-// DefaultHostname is a GlobalService's hostname when its spec names none: the MCS
-// clusterset name.
-func DefaultHostname(namespace, name string) string {
-	return fmt.Sprintf("%s.%s.svc.clusterset.local", name, namespace)
-}
 
 // clusterInfo is the etcd record of a MeshCluster.
 func clusterInfo(mc *v1.MeshCluster) *model.ClusterInfo {
@@ -51,7 +43,7 @@ func globalService(gs *v1.GlobalService) *model.GlobalService {
 		Selector:  gs.Spec.Selector,
 	}
 	if rec.Hostname == "" {
-		rec.Hostname = DefaultHostname(gs.Namespace, gs.Name)
+		rec.Hostname = model.ClusterSetHostname(gs.Namespace, gs.Name)
 	}
 	switch {
 	case gs.Spec.Service != nil:
@@ -87,14 +79,14 @@ func policy(fp *v1.FailoverPolicy) *model.Policy {
 		Namespace:          fp.Namespace,
 		Name:               fp.Name,
 		LocalityPreference: string(s.LocalityPreference),
-		FallbackToAny:      ptr.Deref(s.FallbackToAny, true),
-		MinHealthyPercent:  ptr.Deref(s.MinHealthyPercent, 70),
-		FailbackHold:       ptr.Deref(s.FailbackHold, durationOf("30s")),
-		DemoteAfter:        ptr.Deref(s.StaleCluster.DemoteAfter, durationOf("30s")),
-		DropAfter:          ptr.Deref(s.StaleCluster.DropAfter, durationOf("10m")),
+		FallbackToAny:      ptr.Deref(s.FallbackToAny, v1.DefaultFallbackToAny),
+		MinHealthyPercent:  ptr.Deref(s.MinHealthyPercent, v1.DefaultMinHealthyPercent),
+		FailbackHold:       ptr.Deref(s.FailbackHold, metav1.Duration{Duration: v1.DefaultFailbackHold}),
+		DemoteAfter:        ptr.Deref(s.StaleCluster.DemoteAfter, metav1.Duration{Duration: v1.DefaultDemoteAfter}),
+		DropAfter:          ptr.Deref(s.StaleCluster.DropAfter, metav1.Duration{Duration: v1.DefaultDropAfter}),
 	}
 	if rec.LocalityPreference == "" {
-		rec.LocalityPreference = string(v1.PreferZone)
+		rec.LocalityPreference = string(v1.DefaultLocalityPreference)
 	}
 	for _, r := range s.Failover {
 		rule := model.FailoverRule{From: locality(r.From)}

@@ -16,8 +16,8 @@ import (
 func duration(d time.Duration) metav1.Duration { return metav1.Duration{Duration: d} }
 
 func TestDefaultHostname(t *testing.T) {
-	if got, want := DefaultHostname("shop", "cart"), "cart.shop.svc.clusterset.local"; got != want {
-		t.Fatalf("DefaultHostname = %q, want %q", got, want)
+	if got, want := model.ClusterSetHostname("shop", "cart"), "cart.shop.svc.clusterset.local"; got != want {
+		t.Fatalf("ClusterSetHostname = %q, want %q", got, want)
 	}
 }
 

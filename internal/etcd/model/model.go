@@ -72,7 +72,8 @@ type ServiceEndpoints struct {
 	Labels    map[string]string `json:"labels,omitempty"`
 	Ports     []ServicePort     `json:"ports"`
 	Endpoints []Endpoint        `json:"endpoints"`
-	// ExportedBy says why the service is exported: "GlobalService", "ServiceExport".
+	// ExportedBy says why the service is exported: ExportedByGlobalService,
+	// ExportedByServiceExport.
 	ExportedBy []string `json:"exportedBy,omitempty"`
 }
 

@@ -12,6 +12,14 @@ import (
 // namespace/name with the given labels in cluster. It is the one definition of
 // membership: agents use it to decide what to publish, and every reader of published
 // services uses it to group them by global service.
+//
+// g selects the Service when cluster is allowed (Clusters is empty or names it) and
+// either g's Service reference names it, or g's Selector matches its labels and it is
+// in g's namespace. As everywhere in Kubernetes, an empty selector matches every
+// Service of the namespace; an invalid one matches none. A g with neither reference
+// nor selector selects nothing: the hub resolves that default to a reference to the
+// Service of the GlobalService's own namespace and name, and Validate refuses such a
+// record.
 func Selects(g *GlobalService, cluster, namespace, name string, svcLabels map[string]string) bool {
 	if len(g.Clusters) > 0 && !slices.Contains(g.Clusters, cluster) {
 		return false
@@ -41,3 +49,10 @@ func validSelector(s *metav1.LabelSelector) error {
 
 // String returns namespace/name.
 func (g *GlobalService) String() string { return fmt.Sprintf("%s/%s", g.Namespace, g.Name) }
+
+// ClusterSetHostname is the MCS clusterset name of the Service namespace/name,
+// <name>.<namespace>.svc.clusterset.local: the hostname of a GlobalService whose spec
+// names none, and of the global service an MCS ServiceExport alone forms.
+func ClusterSetHostname(namespace, name string) string {
+	return name + "." + namespace + ".svc.clusterset.local"
+}

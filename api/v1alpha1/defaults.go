@@ -1,0 +1,34 @@
+package v1alpha1
+
+import "time"
+
+// The defaults of meshfed's API, each in one place: the CRDs say them in kubebuilder
+// default markers (the API server fills them in), and code that must resolve a default
+// itself (a record written before a default existed, a service with no policy, a
+// command-line flag) reads these constants. TestDefaultsMatchCRDs keeps the markers
+// and the constants equal.
+const (
+	// DefaultLocalityPreference is FailoverPolicySpec.LocalityPreference's default.
+	DefaultLocalityPreference = PreferZone
+	// DefaultFallbackToAny is FailoverPolicySpec.FallbackToAny's default.
+	DefaultFallbackToAny = true
+	// DefaultMinHealthyPercent is FailoverPolicySpec.MinHealthyPercent's default.
+	DefaultMinHealthyPercent = 70
+	// DefaultFailbackHold is FailoverPolicySpec.FailbackHold's default.
+	DefaultFailbackHold = 30 * time.Second
+	// DefaultDemoteAfter is StaleClusterPolicy.DemoteAfter's default.
+	DefaultDemoteAfter = 30 * time.Second
+	// DefaultDropAfter is StaleClusterPolicy.DropAfter's default.
+	DefaultDropAfter = 10 * time.Minute
+	// DefaultGatewayPort is GatewayAddress.Port's default: where east-west gateways
+	// listen (Istio's convention).
+	DefaultGatewayPort = 15443
+	// DefaultNetwork is MeshClusterSpec.Network's default: the network of a cluster
+	// that names none. Clusters on the same network reach each other's endpoints
+	// directly; others go through east-west gateways.
+	DefaultNetwork = "default"
+
+	// DefaultTrustDomain is the mesh's SPIFFE trust domain unless the hub and agents
+	// are given another (--trust-domain).
+	DefaultTrustDomain = "meshfed.local"
+)
