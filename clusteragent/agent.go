@@ -10,13 +10,17 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/errgroup"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 
+	"github.com/meshfed/meshfed/clusteragent/internal/publish"
 	"github.com/meshfed/meshfed/clusteragent/internal/xds"
 	"github.com/meshfed/meshfed/internal/creds/agentcreds"
 	"github.com/meshfed/meshfed/internal/creds/hubinfo"
@@ -133,20 +137,63 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("agent HTTP server: %w", err)
 	}
-	server := &http.Server{Handler: debugHandler(cluster, v, xdsServer.Explain), ReadHeaderTimeout: 10 * time.Second}
-	go server.Serve(listener)                         //nolint:errcheck // ends with Shutdown below
-	defer server.Shutdown(context.WithoutCancel(ctx)) //nolint:errcheck
-
-	done := make(chan error, 3)
-	go func() { done <- reader.Run(ctx) }()
-	go func() { done <- xdsServer.Run(ctx) }()
-	go func() { done <- lead(ctx, kube, opts, cluster, etcd, v, log) }()
+	server := &http.Server{Handler: debugHandler(cluster, v, xdsServer.Explain, registry()), ReadHeaderTimeout: 10 * time.Second}
 	log.Info("agent started", "identity", opts.Identity, "etcd", creds.Etcd.Endpoints, "http", listener.Addr().String())
-	err = <-done
+	return runAll(ctx, map[string]func(context.Context) error{
+		"import": reader.Run,
+		"xds":    xdsServer.Run,
+		"sync":   func(ctx context.Context) error { return lead(ctx, kube, opts, cluster, etcd, v, log) },
+		"http":   func(ctx context.Context) error { return serveHTTP(ctx, server, listener) },
+	})
+}
+
+// registry holds the agent's metrics: its own packages' and the Go runtime's and
+// process's, and no other component's.
+func registry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	kvstore.RegisterMetrics(reg)
+	publish.RegisterMetrics(reg)
+	xds.RegisterMetrics(reg)
+	return reg
+}
+
+// runAll runs every component until ctx is done or one of them fails; a failure
+// cancels the others. It returns once all have returned: nil if ctx ended them, the
+// first failure (named by its component) otherwise.
+func runAll(ctx context.Context, components map[string]func(context.Context) error) error {
+	g, gctx := errgroup.WithContext(ctx)
+	for name, run := range components {
+		g.Go(func() error {
+			err := run(gctx)
+			if err == nil && gctx.Err() == nil {
+				err = errors.New("stopped")
+			}
+			if err != nil && gctx.Err() == nil {
+				return fmt.Errorf("agent %s: %w", name, err)
+			}
+			return nil
+		})
+	}
+	err := g.Wait()
 	if ctx.Err() != nil {
 		return nil
 	}
 	return err
+}
+
+// serveHTTP serves until ctx is done, then shuts the server down.
+func serveHTTP(ctx context.Context, server *http.Server, l net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- server.Serve(l) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		server.Shutdown(context.WithoutCancel(ctx)) //nolint:errcheck // closing: nothing to do with its error
+		<-errc
+		return nil
+	}
 }
 
 // lead runs the sync side whenever this replica holds the Lease.

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/meshfed/meshfed/clusteragent/internal/xds"
 	"github.com/meshfed/meshfed/internal/etcd/model"
@@ -56,7 +56,7 @@ func Debug(cluster string, v *view.View, now time.Time) DebugView {
 // explainer answers /debug/explain: the xDS server's Explain.
 type explainer func(namespace, name, zone string) ([]xds.Explanation, error)
 
-func debugHandler(cluster string, v *view.View, explain explainer) http.Handler {
+func debugHandler(cluster string, v *view.View, explain explainer, metrics prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/explain", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
@@ -87,7 +87,7 @@ func debugHandler(cluster string, v *view.View, explain explainer) http.Handler 
 		}
 		w.Write([]byte("ok")) //nolint:errcheck
 	})
-	mux.Handle("/metrics", promhttp.HandlerFor(ctrlmetrics.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/debug/view", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)

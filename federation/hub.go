@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
@@ -19,6 +22,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
@@ -33,6 +37,7 @@ import (
 	"github.com/meshfed/meshfed/internal/etcd/kvstore"
 	"github.com/meshfed/meshfed/internal/etcd/model"
 	"github.com/meshfed/meshfed/internal/etcd/view"
+	"github.com/meshfed/meshfed/trust/meshca"
 )
 
 // caLifetime is the life of the embedded etcd's CA; its serving certificate is
@@ -131,6 +136,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 
+	registerMetrics.Do(func() { RegisterMetrics(ctrlmetrics.Registry) })
 	mgr, err := ctrl.NewManager(opts.KubeConfig, ctrl.Options{
 		Scheme:                  hubinfo.Scheme(),
 		Logger:                  log,
@@ -289,16 +295,14 @@ func writeFiles(dir string, files map[string][]byte) error {
 	return nil
 }
 
+// hostOf is the host (name or IP, without brackets or port) of an https URL the
+// embedded etcd serves on, for its certificate; "" for anything else.
 func hostOf(rawURL string) string {
-	rest, ok := strings.CutPrefix(rawURL, "https://")
-	if !ok {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme != "https" {
 		return ""
 	}
-	host := rest
-	if i := strings.LastIndex(rest, ":"); i > 0 {
-		host = rest[:i]
-	}
-	return strings.Trim(host, "[]")
+	return u.Hostname()
 }
 
 // hubConfig publishes the hub ConfigMap (package hubinfo) once the manager runs.
@@ -337,4 +341,19 @@ func errorLogger() *zap.Logger {
 		return zap.NewNop()
 	}
 	return log
+}
+
+// registerMetrics registers the hub's metrics once per process: controller-runtime's
+// manager serves its own registry, which is process-wide.
+var registerMetrics sync.Once
+
+// RegisterMetrics registers the hub's metrics with reg: its etcd store's, its
+// reconcilers', its CSR signer's and its mesh CA's, and no other component's. Run
+// registers them with controller-runtime's registry, which the manager serves next
+// to its own reconcile and work-queue metrics.
+func RegisterMetrics(reg prometheus.Registerer) {
+	kvstore.RegisterMetrics(reg)
+	controllers.RegisterMetrics(reg)
+	signer.RegisterMetrics(reg)
+	meshca.RegisterMetrics(reg)
 }

@@ -2,7 +2,6 @@ package meshca
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
-	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
 // Results of an intermediate CSR, the label of intermediateCSRs.
@@ -26,9 +25,12 @@ var (
 	}, []string{"secret"})
 )
 
-func init() {
+// RegisterMetrics registers the package's collectors with reg. The component that
+// runs this package calls it once on the registry it serves, so that each
+// component exports only its own metrics.
+func RegisterMetrics(reg prometheus.Registerer) {
 	for _, r := range []string{resultSigned, resultRefused, resultFailed} {
 		intermediateCSRs.WithLabelValues(r)
 	}
-	ctrlmetrics.Registry.MustRegister(intermediateCSRs, rootExpiry)
+	reg.MustRegister(intermediateCSRs, rootExpiry)
 }

@@ -2,7 +2,6 @@ package publish
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
 // Publish operations, the values of the "op" label of publishOpsTotal.
@@ -50,6 +49,9 @@ var (
 	}, []string{"cluster", "reason"})
 )
 
-func init() {
-	metrics.Registry.MustRegister(exportedServices, publishedEndpoints, publishOpsTotal, errorsTotal)
+// RegisterMetrics registers the package's collectors with reg. The component that
+// runs this package calls it once on the registry it serves, so that each
+// component exports only its own metrics.
+func RegisterMetrics(reg prometheus.Registerer) {
+	reg.MustRegister(exportedServices, publishedEndpoints, publishOpsTotal, errorsTotal)
 }

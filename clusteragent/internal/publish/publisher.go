@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
 	"k8s.io/client-go/kubernetes"
@@ -287,7 +289,7 @@ func (p *Publisher) serviceExportsServed(ctx context.Context) bool {
 		return false
 	}
 	gv := mcsv1alpha1.GroupVersion.String()
-	delay := discoveryRetryBase
+	backoff := wait.Backoff{Duration: discoveryRetryBase, Factor: 2, Jitter: 0.1, Cap: discoveryRetryMax, Steps: math.MaxInt32}
 	for {
 		list, err := p.opts.MCS.Discovery().ServerResourcesForGroupVersion(gv)
 		if err == nil || apierrors.IsNotFound(err) {
@@ -300,13 +302,13 @@ func (p *Publisher) serviceExportsServed(ctx context.Context) bool {
 			return false
 		}
 		errorsTotal.WithLabelValues(p.opts.Cluster, reasonDiscovery).Inc()
+		delay := backoff.Step()
 		p.log.Error(err, "Cannot tell whether the ServiceExport API is served, will retry", "groupVersion", gv, "after", delay)
 		select {
 		case <-ctx.Done():
 			return false
 		case <-time.After(delay):
 		}
-		delay = min(2*delay, discoveryRetryMax)
 	}
 }
 

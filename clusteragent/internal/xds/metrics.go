@@ -2,7 +2,6 @@ package xds
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
-	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
 var (
@@ -36,6 +35,9 @@ var (
 	}, []string{"type"})
 )
 
-func init() {
-	ctrlmetrics.Registry.MustRegister(buildLatency, ackLatency, rebuildDuration, pushBytes, gatewayDown, nacks)
+// RegisterMetrics registers the package's collectors with reg. The component that
+// runs this package calls it once on the registry it serves, so that each
+// component exports only its own metrics.
+func RegisterMetrics(reg prometheus.Registerer) {
+	reg.MustRegister(buildLatency, ackLatency, rebuildDuration, pushBytes, gatewayDown, nacks)
 }

@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
-	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
 var (
@@ -20,6 +19,9 @@ var (
 	})
 )
 
-func init() {
-	ctrlmetrics.Registry.MustRegister(clusterConnected, clusterEndpoints, orphansDeleted)
+// RegisterMetrics registers the package's collectors with reg. The component that
+// runs this package calls it once on the registry it serves, so that each
+// component exports only its own metrics.
+func RegisterMetrics(reg prometheus.Registerer) {
+	reg.MustRegister(clusterConnected, clusterEndpoints, orphansDeleted)
 }

@@ -15,7 +15,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
@@ -37,7 +36,9 @@ var decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Help: "Agents' etcd client CSRs reviewed by the hub, by decision (Approved, Denied).",
 }, []string{"decision"})
 
-func init() { ctrlmetrics.Registry.MustRegister(decisions) }
+// RegisterMetrics registers the package's collectors with reg. The component that
+// runs this package calls it once on the registry it serves.
+func RegisterMetrics(reg prometheus.Registerer) { reg.MustRegister(decisions) }
 
 // Reconciler approves and signs etcd client CSRs.
 type Reconciler struct {

@@ -2,7 +2,6 @@ package kvstore
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
 // Relist reasons, the values of the "reason" label of relistsTotal.
@@ -58,8 +57,11 @@ var (
 	}, []string{"writer", "op"})
 )
 
-func init() {
-	metrics.Registry.MustRegister(
+// RegisterMetrics registers the package's collectors with reg. The component that
+// runs this package calls it once on the registry it serves, so that each
+// component exports only its own metrics.
+func RegisterMetrics(reg prometheus.Registerer) {
+	reg.MustRegister(
 		decodeErrorsTotal,
 		relistsTotal,
 		writerQueueDepth,

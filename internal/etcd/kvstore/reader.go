@@ -160,7 +160,7 @@ func (r *Reader[T]) Run(ctx context.Context) error {
 	}
 	r.log = r.log.WithValues("prefix", r.opts.Prefix)
 
-	bo := backoff{base: r.opts.RetryBaseDelay, max: r.opts.RetryMaxDelay}
+	bo := newBackoff(r.opts.RetryBaseDelay, r.opts.RetryMaxDelay)
 	reason := "" // why the last list or watch ended; empty for the first list
 	for {
 		if reason != "" {
@@ -173,7 +173,7 @@ func (r *Reader[T]) Run(ctx context.Context) error {
 		if err != nil {
 			r.log.Error(err, "List failed, will retry")
 			reason = reasonListError
-			if !sleep(ctx, r.opts.Clock, bo.next()) {
+			if !sleep(ctx, r.opts.Clock, bo.Step()) {
 				return nil
 			}
 			continue
@@ -187,12 +187,12 @@ func (r *Reader[T]) Run(ctx context.Context) error {
 			return nil
 		}
 		if healthy {
-			bo.reset()
+			bo = newBackoff(r.opts.RetryBaseDelay, r.opts.RetryMaxDelay)
 		}
 		r.log.Info("Watch ended, re-listing", "reason", reason, "fromRevision", rev)
 		// Even a watch that fails at once must not turn into a tight
 		// list/watch loop, so every re-list waits at least RetryBaseDelay.
-		if !sleep(ctx, r.opts.Clock, bo.next()) {
+		if !sleep(ctx, r.opts.Clock, bo.Step()) {
 			return nil
 		}
 	}

@@ -485,7 +485,7 @@ func (w *Writer) writeMarker(ctx context.Context) error {
 // holdLease keeps a session open until ctx is done, replacing it whenever it
 // ends. The last session is left for Close to revoke or orphan.
 func (w *Writer) holdLease(ctx context.Context) {
-	bo := backoff{base: w.opts.RetryBaseDelay, max: w.opts.RetryMaxDelay}
+	bo := newBackoff(w.opts.RetryBaseDelay, w.opts.RetryMaxDelay)
 	for {
 		s, err := w.newSession(ctx)
 		if err != nil {
@@ -494,12 +494,12 @@ func (w *Writer) holdLease(ctx context.Context) {
 			}
 			writeErrorsTotal.WithLabelValues(w.opts.Name, opLease).Inc()
 			w.logger().Error(err, "Lease grant failed, will retry")
-			if !sleep(ctx, w.opts.Clock, bo.next()) {
+			if !sleep(ctx, w.opts.Clock, bo.Step()) {
 				return
 			}
 			continue
 		}
-		bo.reset()
+		bo = newBackoff(w.opts.RetryBaseDelay, w.opts.RetryMaxDelay)
 		w.adopt(s)
 
 		select {
