@@ -11,7 +11,6 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -19,6 +18,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/meshfed/meshfed/clusteragent/internal/publish"
 	"github.com/meshfed/meshfed/clusteragent/internal/xds"
@@ -147,15 +147,15 @@ func Run(ctx context.Context, opts Options) error {
 	})
 }
 
-// registry holds the agent's metrics: its own packages' and the Go runtime's and
-// process's, and no other component's.
-func registry() *prometheus.Registry {
+// registry holds the agent's metrics: its own packages', and no other component's,
+// beside controller-runtime's registry, which has the Go runtime's, the process's,
+// client-go's and the work queues' (the publisher's queue among them).
+func registry() prometheus.Gatherer {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	kvstore.RegisterMetrics(reg)
 	publish.RegisterMetrics(reg)
 	xds.RegisterMetrics(reg)
-	return reg
+	return prometheus.Gatherers{ctrlmetrics.Registry, reg}
 }
 
 // runAll runs every component until ctx is done or one of them fails; a failure

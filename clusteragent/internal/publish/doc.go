@@ -47,7 +47,7 @@
 //
 // # Metrics
 //
-// Registered in controller-runtime's metrics.Registry, all labelled by cluster:
+// Registered by RegisterMetrics with the agent's own registry, all labelled by cluster:
 // meshfed_agent_exported_services, meshfed_agent_published_endpoints,
 // meshfed_agent_publish_operations_total{op="upsert"|"delete"},
 // meshfed_agent_publish_errors_total{reason="encode"|"discovery"|"bad_key"}; and the

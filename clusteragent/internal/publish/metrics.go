@@ -17,8 +17,8 @@ const (
 	reasonBadKey    = "bad_key"
 )
 
-// Every collector has a "cluster" label: one process may run several agents (the
-// local sandbox does).
+// Every collector has a "cluster" label: one process may run several agents' publishers
+// (the tests do; the sandbox runs each agent as a process of its own).
 var (
 	exportedServices = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "meshfed",

@@ -10,6 +10,8 @@
 //	/meshfed/v1/clusters/<cluster>/heartbeat               liveness, lease-bound (agent)
 //	/meshfed/v1/clusters/<cluster>/services/<ns>/<name>    endpoints (agent)
 //	/meshfed/v1/clusters/<cluster>/synced                  initial publish done (agent)
+//	/meshfed/v1/clusters/<cluster>/intermediate-csr        intermediate CA request (agent)
+//	/meshfed/v1/clusters/<cluster>/intermediate            signed intermediate (hub)
 //	/meshfed/v1/global/services/<ns>/<name>                GlobalService (hub)
 //	/meshfed/v1/global/policies/<ns>/<name>                FailoverPolicy (hub)
 //	/meshfed/v1/trust/bundle                               trust bundle (hub)

@@ -31,8 +31,12 @@ func TestLoad(t *testing.T) {
 // TestCopiesMatchModule fails when crds/ is stale: go.mod moved to another cert-manager
 // version without `go generate ./trust/...`, or someone edited the copies.
 func TestCopiesMatchModule(t *testing.T) {
+	// Never skip: a drift check that cannot look is a check that passes blindly.
 	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("no go command to locate the cert-manager module")
+		t.Fatalf("the go command is needed to locate the cert-manager module: %v", err)
+	}
+	if out, err := exec.Command("go", "mod", "download", "github.com/cert-manager/cert-manager").CombinedOutput(); err != nil {
+		t.Fatalf("go mod download github.com/cert-manager/cert-manager: %v\n%s", err, out)
 	}
 	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}} {{.Version}}", "github.com/cert-manager/cert-manager").Output()
 	if err != nil {
@@ -40,7 +44,7 @@ func TestCopiesMatchModule(t *testing.T) {
 	}
 	dir, version, _ := strings.Cut(strings.TrimSpace(string(out)), " ")
 	if dir == "" {
-		t.Skip("cert-manager module not downloaded")
+		t.Fatalf("the cert-manager module %s has no directory in the module cache after go mod download", version)
 	}
 	if Version() != version {
 		t.Fatalf("copies are of cert-manager %s, go.mod pins %s: run go generate ./trust/...", Version(), version)
