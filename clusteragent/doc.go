@@ -4,7 +4,7 @@
 //
 // Run starts, in one process:
 //   - the import side, in every replica: a restartable list+watch of the hub's keyspace
-//     into a view.View (package internal/view), kept across hub outages, so a replica
+//     into a view.View (package internal/etcd/view), kept across hub outages, so a replica
 //     always serves its last known view;
 //   - the sync side, in the elected leader only (a Lease in the agent's namespace): the
 //     publisher (clusteragent/internal/publish), which writes this cluster's exported

@@ -30,6 +30,7 @@ import (
 	meshecho "github.com/meshfed/meshfed/internal/dev/echo"
 	"github.com/meshfed/meshfed/internal/dev/sandbox"
 	"github.com/meshfed/meshfed/internal/dev/testnet"
+	"github.com/meshfed/meshfed/internal/dev/testutil"
 	"github.com/meshfed/meshfed/trust"
 )
 
@@ -140,7 +141,7 @@ func TestCrossNetwork(t *testing.T) {
 	host := testnet.New(t, 4)
 	serverDir := filepath.Join(gamma.CertDir, "shop", "inventory")
 	clientDir := filepath.Join(alpha.CertDir, "shop", "frontend")
-	eventually(t, 2*time.Minute, "workload certificates issued from the mesh root", func() error {
+	testutil.Eventually(t, 2*time.Minute, "workload certificates issued from the mesh root", func() error {
 		for _, dir := range []string{serverDir, clientDir} {
 			if _, err := os.Stat(filepath.Join(dir, "tls.crt")); err != nil {
 				return err
@@ -148,6 +149,7 @@ func TestCrossNetwork(t *testing.T) {
 		}
 		return nil
 	})
+
 	clientCert, _ := os.ReadFile(filepath.Join(clientDir, "tls.crt"))
 	bundle, _ := os.ReadFile(filepath.Join(clientDir, "ca.crt"))
 	if v, err := trust.Verify(clientCert, bundle, "spiffe://meshfed.local/ns/shop/sa/frontend"); err != nil || v.Cluster != "alpha" {
@@ -198,7 +200,7 @@ func TestCrossNetwork(t *testing.T) {
 	conn := meshClient(t, alpha, alpha.Zones[0], target, clientDir)
 	lands := func(want string) {
 		t.Helper()
-		eventually(t, waitLong, "requests land on "+want, func() error {
+		testutil.Eventually(t, waitLong, "requests land on "+want, func() error {
 			for range 10 {
 				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 				server, peer, err := meshecho.CallPeer(cctx, conn)
@@ -212,11 +214,12 @@ func TestCrossNetwork(t *testing.T) {
 			}
 			return nil
 		})
+
 	}
 
 	t.Run("a service only in gamma, through gamma's gateway", func(t *testing.T) {
 		only := meshClient(t, alpha, alpha.Zones[0], "ledger.shop.svc.clusterset.local:8443", clientDir)
-		eventually(t, waitLong, "requests reach gamma's ledger", func() error {
+		testutil.Eventually(t, waitLong, "requests reach gamma's ledger", func() error {
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
 			server, peer, err := meshecho.CallPeer(cctx, only)
@@ -228,6 +231,7 @@ func TestCrossNetwork(t *testing.T) {
 			}
 			return nil
 		})
+
 	})
 	t.Run("through gamma's gateway with end-to-end mTLS", func(t *testing.T) {
 		lands("gamma")
@@ -237,7 +241,7 @@ func TestCrossNetwork(t *testing.T) {
 		lands("beta")
 		// Not only the client's own reconnect failure: alpha's agent probes gamma's
 		// gateway and takes gamma out of the load assignment.
-		eventually(t, waitLong, "gamma excluded in alpha's priority table", func() error {
+		testutil.Eventually(t, waitLong, "gamma excluded in alpha's priority table", func() error {
 			out, err := exec.CommandContext(ctx, meshfedctlBin(), "failover", "explain", "--service", "shop/inventory",
 				"--cluster", "alpha", "--zone", alpha.Zones[0], "--dir", s.Dir).CombinedOutput()
 			if err != nil {
@@ -250,6 +254,7 @@ func TestCrossNetwork(t *testing.T) {
 			}
 			return nil
 		})
+
 	})
 	t.Run("a foreign root is refused", func(t *testing.T) {
 		foreign, err := pki.NewCA("someone else's root", time.Hour)

@@ -23,6 +23,7 @@ import (
 	"github.com/meshfed/meshfed/internal/creds/register"
 	"github.com/meshfed/meshfed/internal/dev/sandbox"
 	"github.com/meshfed/meshfed/internal/dev/testnet"
+	"github.com/meshfed/meshfed/internal/dev/testutil"
 )
 
 const waitLong = 90 * time.Second
@@ -51,7 +52,7 @@ func TestFederation(t *testing.T) {
 		listen = append(listen, net.JoinHostPort(a.String(), "8080"))
 	}
 	host.Start(t, "echo", []string{meshfedTestBinary(t)}, echoEnv+"="+strings.Join(listen, ","))
-	eventually(t, 30*time.Second, "echo servers listening", func() error {
+	testutil.Eventually(t, 30*time.Second, "echo servers listening", func() error {
 		for _, a := range listen {
 			c, err := net.DialTimeout("tcp", a, time.Second)
 			if err != nil {
@@ -78,13 +79,14 @@ func TestFederation(t *testing.T) {
 	expect := func(what, cluster, key string, want *service, observers ...*sandbox.Cluster) {
 		t.Helper()
 		for _, o := range observers {
-			eventually(t, waitLong, what+" as seen by "+o.Name, func() error {
+			testutil.Eventually(t, waitLong, what+" as seen by "+o.Name, func() error {
 				v, err := agentView(ctx, o.AgentAddr)
 				if err != nil {
 					return err
 				}
 				return matches(v, cluster, key, want)
 			})
+
 		}
 	}
 
@@ -108,7 +110,7 @@ func TestFederation(t *testing.T) {
 
 	t.Run("exported by GlobalService", func(t *testing.T) {
 		expect("cart published", "beta", "shop/cart", cart, alpha, gamma)
-		eventually(t, waitLong, "hub status", func() error {
+		testutil.Eventually(t, waitLong, "hub status", func() error {
 			mc := &v1.MeshCluster{}
 			if err := hub.Get(ctx, client.ObjectKey{Name: "beta"}, mc); err != nil {
 				return err
@@ -125,6 +127,7 @@ func TestFederation(t *testing.T) {
 			}
 			return nil
 		})
+
 	})
 
 	t.Run("updates propagate", func(t *testing.T) {
@@ -238,7 +241,7 @@ func TestFederation(t *testing.T) {
 			t.Fatal(err)
 		}
 		s.StopAgent("gamma", syscall.SIGTERM)
-		eventually(t, waitLong, "gamma gone from alpha's and beta's views", func() error {
+		testutil.Eventually(t, waitLong, "gamma gone from alpha's and beta's views", func() error {
 			for _, o := range []*sandbox.Cluster{alpha, beta} {
 				v, err := agentView(ctx, o.AgentAddr)
 				if err != nil {
@@ -252,6 +255,7 @@ func TestFederation(t *testing.T) {
 			}
 			return nil
 		})
+
 		expect("beta's data intact", "beta", "shop/cart", cart, alpha)
 		if err := hub.Get(ctx, client.ObjectKey{Name: "gamma"}, &v1.MeshCluster{}); err == nil {
 			t.Error("MeshCluster gamma still exists")
@@ -288,7 +292,7 @@ func expectExactly(t *testing.T, ctx context.Context, observers []*sandbox.Clust
 
 func waitCondition(t *testing.T, ctx context.Context, hub client.Client, cluster, typ string, status metav1.ConditionStatus) {
 	t.Helper()
-	eventually(t, waitLong, fmt.Sprintf("%s %s=%s", cluster, typ, status), func() error {
+	testutil.Eventually(t, waitLong, fmt.Sprintf("%s %s=%s", cluster, typ, status), func() error {
 		mc := &v1.MeshCluster{}
 		if err := hub.Get(ctx, client.ObjectKey{Name: cluster}, mc); err != nil {
 			return err
@@ -299,6 +303,7 @@ func waitCondition(t *testing.T, ctx context.Context, hub client.Client, cluster
 		}
 		return nil
 	})
+
 }
 
 // testWriter sends progress lines to the test log.

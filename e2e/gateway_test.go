@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshfed/meshfed/internal/xdsnames"
-
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -23,6 +21,8 @@ import (
 	"github.com/meshfed/meshfed/internal/creds/pki"
 	"github.com/meshfed/meshfed/internal/dev/sandbox"
 	"github.com/meshfed/meshfed/internal/dev/testnet"
+	"github.com/meshfed/meshfed/internal/dev/testutil"
+	"github.com/meshfed/meshfed/internal/xdsnames"
 )
 
 // tlsEchoEnv makes the test binary an mTLS echo server: "addr" with the PEM files
@@ -139,7 +139,7 @@ func TestGatewayPassthrough(t *testing.T) {
 	}
 
 	sni := xdsnames.SNI("payments.pay.svc.clusterset.local", 8443)
-	eventually(t, waitLong, "mTLS through beta's gateway", func() error {
+	testutil.Eventually(t, waitLong, "mTLS through beta's gateway", func() error {
 		got, err := dial(sni)
 		if err != nil {
 			return err
@@ -149,6 +149,7 @@ func TestGatewayPassthrough(t *testing.T) {
 		}
 		return nil
 	})
+
 	if _, err := dial(xdsnames.SNI("nothing.pay.svc.clusterset.local", 8443)); err == nil {
 		t.Error("a connection for an unknown SNI was not closed")
 	}

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc"
 
@@ -122,23 +121,6 @@ func echo(addrs []string) {
 
 func meshfedBin() string    { return filepath.Join(bin, "meshfed") }
 func meshfedctlBin() string { return filepath.Join(bin, "meshfedctl") }
-
-// eventually polls check until it returns nil, failing the test with its last error
-// after timeout.
-func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after %s: %v", what, timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
 
 // agentView fetches an agent's /debug/view.
 func agentView(ctx context.Context, addr string) (*clusteragent.DebugView, error) {

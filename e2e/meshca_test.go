@@ -23,6 +23,7 @@ import (
 	"github.com/meshfed/meshfed/internal/creds/hubinfo"
 	"github.com/meshfed/meshfed/internal/creds/pki"
 	"github.com/meshfed/meshfed/internal/dev/sandbox"
+	"github.com/meshfed/meshfed/internal/dev/testutil"
 	"github.com/meshfed/meshfed/internal/etcd/etcdconn"
 	"github.com/meshfed/meshfed/internal/etcd/keyspace"
 	"github.com/meshfed/meshfed/trust"
@@ -49,7 +50,7 @@ func TestMeshCA(t *testing.T) {
 	for _, c := range s.Clusters {
 		kube := kubernetes.NewForConfigOrDie(c.Config())
 		var chain, bundle []byte
-		eventually(t, 2*time.Minute, c.Name+"'s intermediate signed and stored next to its key", func() error {
+		testutil.Eventually(t, 2*time.Minute, c.Name+"'s intermediate signed and stored next to its key", func() error {
 			sec, err := kube.CoreV1().Secrets(hubinfo.Namespace).Get(ctx, clusteragent.IntermediateSecret, metav1.GetOptions{})
 			if err != nil {
 				return err
@@ -68,11 +69,12 @@ func TestMeshCA(t *testing.T) {
 			bundle = []byte(cm.Data["ca.crt"])
 			return nil
 		})
+
 		id, err := trust.WorkloadID("meshfed.local", "shop", "frontend")
 		if err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, waitLong, c.Name+"'s workload certificate verifies against the bundle", func() error {
+		testutil.Eventually(t, waitLong, c.Name+"'s workload certificate verifies against the bundle", func() error {
 			leaf, err := os.ReadFile(filepath.Join(c.CertDir, "shop", "frontend", "tls.crt"))
 			if err != nil {
 				return err
@@ -86,11 +88,12 @@ func TestMeshCA(t *testing.T) {
 			}
 			return nil
 		})
+
 		inter, err := pki.ParseCert(chain)
 		if err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, waitLong, c.Name+"'s MeshCluster shows the intermediate's expiry", func() error {
+		testutil.Eventually(t, waitLong, c.Name+"'s MeshCluster shows the intermediate's expiry", func() error {
 			mc := &v1.MeshCluster{}
 			if err := hub.Get(ctx, client.ObjectKey{Name: c.Name}, mc); err != nil {
 				return err
@@ -103,6 +106,7 @@ func TestMeshCA(t *testing.T) {
 			}
 			return nil
 		})
+
 	}
 
 	out, err := exec.CommandContext(ctx, meshfedctlBin(), "trust", "check", "--dir", s.Dir).CombinedOutput()

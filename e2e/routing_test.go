@@ -23,6 +23,7 @@ import (
 	meshecho "github.com/meshfed/meshfed/internal/dev/echo"
 	"github.com/meshfed/meshfed/internal/dev/sandbox"
 	"github.com/meshfed/meshfed/internal/dev/testnet"
+	"github.com/meshfed/meshfed/internal/dev/testutil"
 )
 
 // proxyless dials a global service through a cluster's agent as a proxyless gRPC
@@ -64,13 +65,14 @@ func send(ctx context.Context, conn *grpc.ClientConn, n int) (map[string]int, in
 // landsOn waits until 20 calls in a row all land on want.
 func landsOn(t *testing.T, ctx context.Context, conn *grpc.ClientConn, want string) {
 	t.Helper()
-	eventually(t, waitLong, "every request lands on "+want, func() error {
+	testutil.Eventually(t, waitLong, "every request lands on "+want, func() error {
 		landed, failed := send(ctx, conn, 20)
 		if landed[want] != 20 {
 			return fmt.Errorf("landed %v, %d failed", landed, failed)
 		}
 		return nil
 	})
+
 }
 
 // TestLocalityRouting is issue 4's acceptance: proxyless gRPC clients in cluster alpha,
@@ -158,13 +160,14 @@ func TestLocalityRouting(t *testing.T) {
 	})
 	t.Run("cluster failover to the policy's target, not the rest of the region", func(t *testing.T) {
 		setReady("alpha", "", false)
-		eventually(t, waitLong, "requests land on gamma only", func() error {
+		testutil.Eventually(t, waitLong, "requests land on gamma only", func() error {
 			landed, failed := send(ctx, conn, 40)
 			if failed > 0 || landed["gamma/"+s.Cluster("gamma").Zones[0]]+landed["gamma/"+s.Cluster("gamma").Zones[1]] != 40 {
 				return fmt.Errorf("landed %v, %d failed", landed, failed)
 			}
 			return nil
 		})
+
 	})
 	t.Run("failback", func(t *testing.T) {
 		setReady("alpha", "", true)
@@ -205,7 +208,7 @@ func TestLocalityRouting(t *testing.T) {
 			t.Fatal(err)
 		}
 		splitConn := proxyless(t, alpha, a1, "split.shop.global:8080")
-		eventually(t, waitLong, "traffic split 60/40", func() error {
+		testutil.Eventually(t, waitLong, "traffic split 60/40", func() error {
 			landed, failed := send(ctx, splitConn, 2000)
 			east := landed["alpha/"+a1]
 			west := landed["gamma/"+s.Cluster("gamma").Zones[0]] + landed["gamma/"+s.Cluster("gamma").Zones[1]]
@@ -215,36 +218,39 @@ func TestLocalityRouting(t *testing.T) {
 			t.Logf("2000 requests: %d to alpha/%s (want 60%%), %d to eu-west (want 40%%)", east, a1, west)
 			return nil
 		})
+
 	})
 
 	t.Run("stale cluster demoted, then dropped", func(t *testing.T) {
 		setReady("alpha", "", false)
 		gamma := s.Cluster("gamma")
-		eventually(t, waitLong, "requests land on gamma", func() error {
+		testutil.Eventually(t, waitLong, "requests land on gamma", func() error {
 			landed, _ := send(ctx, conn, 20)
 			if landed["gamma/"+gamma.Zones[0]]+landed["gamma/"+gamma.Zones[1]] != 20 {
 				return fmt.Errorf("landed %v", landed)
 			}
 			return nil
 		})
+
 		s.StopAgent("gamma", syscall.SIGKILL) // its endpoints keep serving; its heartbeat lapses
 		landsOnAny(t, ctx, conn, "beta/"+s.Cluster("beta").Zones[0], "beta/"+s.Cluster("beta").Zones[1])
 		setReady("beta", "", false)
 		landsOnAny(t, ctx, conn, "gamma/"+gamma.Zones[0], "gamma/"+gamma.Zones[1]) // stale, but all that is left
-		eventually(t, waitLong, "gamma dropped after dropAfter: nothing left to route to", func() error {
+		testutil.Eventually(t, waitLong, "gamma dropped after dropAfter: nothing left to route to", func() error {
 			landed, failed := send(ctx, conn, 5)
 			if failed != 5 {
 				return fmt.Errorf("landed %v", landed)
 			}
 			return nil
 		})
+
 	})
 }
 
 // landsOnAny waits until 20 calls in a row land on the given backends only.
 func landsOnAny(t *testing.T, ctx context.Context, conn *grpc.ClientConn, want ...string) {
 	t.Helper()
-	eventually(t, waitLong, fmt.Sprintf("every request lands on %v", want), func() error {
+	testutil.Eventually(t, waitLong, fmt.Sprintf("every request lands on %v", want), func() error {
 		landed, failed := send(ctx, conn, 20)
 		n := 0
 		for _, w := range want {
@@ -255,4 +261,5 @@ func landsOnAny(t *testing.T, ctx context.Context, conn *grpc.ClientConn, want .
 		}
 		return nil
 	})
+
 }

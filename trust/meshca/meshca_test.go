@@ -14,6 +14,7 @@ import (
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -21,7 +22,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/wait"
-	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/meshfed/meshfed/internal/dev/localkube"
 	"github.com/meshfed/meshfed/trust"
@@ -459,6 +459,13 @@ func counter(t *testing.T, result string) float64 {
 	return metric(t, "meshfed_trust_intermediate_csrs_total", "result", result)
 }
 
+// metrics is the registry a component running the mesh CA would serve.
+var metrics = sync.OnceValue(func() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	meshca.RegisterMetrics(reg)
+	return reg
+})
+
 func gauge(t *testing.T, name, secret string) float64 {
 	t.Helper()
 	return metric(t, name, "secret", secret)
@@ -466,7 +473,7 @@ func gauge(t *testing.T, name, secret string) float64 {
 
 func metric(t *testing.T, name, label, value string) float64 {
 	t.Helper()
-	families, err := ctrlmetrics.Registry.Gather()
+	families, err := metrics().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -490,7 +497,7 @@ func metric(t *testing.T, name, label, value string) float64 {
 
 func gaugeCount(t *testing.T, name string) int {
 	t.Helper()
-	families, err := ctrlmetrics.Registry.Gather()
+	families, err := metrics().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}

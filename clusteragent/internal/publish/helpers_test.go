@@ -25,23 +25,6 @@ func testContext(t *testing.T) context.Context {
 	return ctx
 }
 
-// eventually polls cond until it reports true, failing the test with cond's last
-// explanation after waitFor.
-func eventually(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s: %s", waitFor, what, why)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // sinkOp is one call a recordingSink received.
 type sinkOp struct {
 	Op  string // "upsert", "delete", "synced"
@@ -49,7 +32,7 @@ type sinkOp struct {
 }
 
 // recordingSink stands in for the etcd writer (tested against real etcd in
-// internal/kvstore): it keeps the state its calls describe, and every call.
+// internal/etcd/kvstore): it keeps the state its calls describe, and every call.
 type recordingSink struct {
 	// view is told about every change, as a real view would see it in etcd; calls
 	// before it was opened are recorded as early.
@@ -130,7 +113,7 @@ func (s *recordingSink) get(t *testing.T, key string) *model.ServiceEndpoints {
 	return rec.(*model.ServiceEndpoints)
 }
 
-// fakeView stands in for the view of the hub's etcd (tested in internal/view).
+// fakeView stands in for the view of the hub's etcd (tested in internal/etcd/view).
 type fakeView struct {
 	mu        sync.Mutex
 	globals   []model.GlobalService

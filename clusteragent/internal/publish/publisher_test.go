@@ -11,7 +11,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshfed/meshfed/internal/dev/localkube"
+	"github.com/meshfed/meshfed/internal/dev/testutil"
 	"github.com/meshfed/meshfed/internal/etcd/keyspace"
 	"github.com/meshfed/meshfed/internal/etcd/model"
 	"github.com/meshfed/meshfed/internal/kube/crds"
@@ -244,10 +245,11 @@ func TestPublisher(t *testing.T) {
 		view.open()
 		sink := newRecordingSink(view)
 		startPublisher(t, Options{Cluster: probe, Kube: m.kube, MCS: m.mcs, Sink: sink, View: view, Logger: testLogger(t)})
-		eventually(t, "the first pass", func() (bool, string) {
+		testutil.Eventually(t, waitFor, "the first pass", testutil.Check(func() (bool, string) {
 			return sink.synced() != nil, "not synced"
-		})
-		if got := testutil.ToFloat64(errorsTotal.WithLabelValues(probe, reasonDiscovery)); got != 0 {
+		}))
+
+		if got := promtest.ToFloat64(errorsTotal.WithLabelValues(probe, reasonDiscovery)); got != 0 {
 			t.Errorf("discovery errors = %v, want 0: a missing API is not an error", got)
 		}
 		want := []string{keyspace.ServiceEndpoints(probe, ns, "cart"), keyspace.ServiceEndpoints(probe, ns, "web")}
@@ -266,8 +268,8 @@ func TestPublisher(t *testing.T) {
 	// another cluster, which must never be touched.
 	foreign := keyspace.ServiceEndpoints("west-1", ns, "cart")
 	// Counters are package-level: only what this Publisher adds counts.
-	upserts0 := testutil.ToFloat64(publishOpsTotal.WithLabelValues(cluster, opUpsert))
-	deletes0 := testutil.ToFloat64(publishOpsTotal.WithLabelValues(cluster, opDelete))
+	upserts0 := promtest.ToFloat64(publishOpsTotal.WithLabelValues(cluster, opUpsert))
+	deletes0 := promtest.ToFloat64(publishOpsTotal.WithLabelValues(cluster, opDelete))
 	view := newFakeView(globals, []string{key("cart"), key("gone"), foreign})
 	sink := newRecordingSink(view)
 	p := startPublisher(t, Options{Cluster: cluster, Kube: m.kube, MCS: m.mcs, Sink: sink, View: view, Logger: testLogger(t), ResyncPeriod: -1})
@@ -284,7 +286,7 @@ func TestPublisher(t *testing.T) {
 			t.Fatalf("published before the view synced: %v", ops)
 		}
 		view.open()
-		eventually(t, "the first pass", func() (bool, string) { return sink.synced() != nil, "not synced" })
+		testutil.Eventually(t, waitFor, "the first pass", testutil.Check(func() (bool, string) { return sink.synced() != nil, "not synced" }))
 
 		ops, early := sink.calls()
 		if len(early) > 0 {
@@ -319,10 +321,10 @@ func TestPublisher(t *testing.T) {
 			t.Errorf("cart ports = %v, want %v", rec.Ports, want)
 		}
 
-		if got := testutil.ToFloat64(exportedServices.WithLabelValues(cluster)); got != 3 {
+		if got := promtest.ToFloat64(exportedServices.WithLabelValues(cluster)); got != 3 {
 			t.Errorf("exported services gauge = %v, want 3", got)
 		}
-		if got := testutil.ToFloat64(publishedEndpoints.WithLabelValues(cluster)); got != 5 {
+		if got := promtest.ToFloat64(publishedEndpoints.WithLabelValues(cluster)); got != 5 {
 			t.Errorf("endpoints gauge = %v, want 5", got)
 		}
 	})
@@ -420,13 +422,13 @@ func TestPublisher(t *testing.T) {
 				t.Errorf("call outside the cluster's prefix: %v", op)
 			}
 		}
-		if got := testutil.ToFloat64(exportedServices.WithLabelValues(cluster)); got != 2 {
+		if got := promtest.ToFloat64(exportedServices.WithLabelValues(cluster)); got != 2 {
 			t.Errorf("exported services gauge = %v, want 2", got)
 		}
-		if got := testutil.ToFloat64(publishOpsTotal.WithLabelValues(cluster, opDelete)) - deletes0; got != float64(countOps(ops, "delete")) {
+		if got := promtest.ToFloat64(publishOpsTotal.WithLabelValues(cluster, opDelete)) - deletes0; got != float64(countOps(ops, "delete")) {
 			t.Errorf("delete counter grew by %v, sink saw %d", got, countOps(ops, "delete"))
 		}
-		if got := testutil.ToFloat64(publishOpsTotal.WithLabelValues(cluster, opUpsert)) - upserts0; got != float64(countOps(ops, "upsert")) {
+		if got := promtest.ToFloat64(publishOpsTotal.WithLabelValues(cluster, opUpsert)) - upserts0; got != float64(countOps(ops, "upsert")) {
 			t.Errorf("upsert counter grew by %v, sink saw %d", got, countOps(ops, "upsert"))
 		}
 	})
@@ -445,7 +447,7 @@ func checkRecord(t *testing.T, sink *recordingSink, name string, exportedBy []st
 // waitRecord waits until the record of shop/<name> is as given.
 func waitRecord(t *testing.T, sink *recordingSink, name string, exportedBy []string, endpoints ...string) {
 	t.Helper()
-	eventually(t, "the record of "+name, func() (bool, string) { return recordIs(t, sink, name, exportedBy, endpoints) })
+	testutil.Eventually(t, waitFor, "the record of "+name, testutil.Check(func() (bool, string) { return recordIs(t, sink, name, exportedBy, endpoints) }))
 }
 
 func recordIs(t *testing.T, sink *recordingSink, name string, exportedBy, endpoints []string) (bool, string) {
@@ -457,9 +459,10 @@ func recordIs(t *testing.T, sink *recordingSink, name string, exportedBy, endpoi
 
 func waitDeleted(t *testing.T, sink *recordingSink, key string) {
 	t.Helper()
-	eventually(t, "deletion of "+key, func() (bool, string) {
+	testutil.Eventually(t, waitFor, "deletion of "+key, testutil.Check(func() (bool, string) {
 		return !slices.Contains(sink.keys(), key), fmt.Sprintf("sink holds %v", sink.keys())
-	})
+	}))
+
 }
 
 // countOps counts the calls of kind op, to key if one is given.

@@ -15,6 +15,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/meshfed/meshfed/internal/dev/testutil"
 )
 
 // helperEnv makes the test binary act as an owner process that starts a control plane,
@@ -83,15 +85,16 @@ func TestNoProcessOutlivesItsOwner(t *testing.T) {
 				cmd.Process.Kill()
 			}
 			cmd.Wait()
-			deadline := time.Now().Add(30 * time.Second)
-			for alive(etcdPID) || alive(apiPID) {
-				if time.Now().After(deadline) {
-					syscall.Kill(etcdPID, syscall.SIGKILL)
-					syscall.Kill(apiPID, syscall.SIGKILL)
-					t.Fatalf("etcd (%d) or kube-apiserver (%d) outlived its owner", etcdPID, apiPID)
+			t.Cleanup(func() { // in case they outlive it: the test fails, the machine stays clean
+				syscall.Kill(etcdPID, syscall.SIGKILL)
+				syscall.Kill(apiPID, syscall.SIGKILL)
+			})
+			testutil.Eventually(t, 30*time.Second, "etcd and kube-apiserver to die with their owner", func() error {
+				if alive(etcdPID) || alive(apiPID) {
+					return fmt.Errorf("etcd (%d) or kube-apiserver (%d) outlived its owner", etcdPID, apiPID)
 				}
-				time.Sleep(50 * time.Millisecond)
-			}
+				return nil
+			})
 		})
 	}
 }

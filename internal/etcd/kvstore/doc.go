@@ -60,7 +60,8 @@
 //
 // # Metrics
 //
-// Collectors are registered once, in controller-runtime's metrics.Registry:
+// RegisterMetrics registers the collectors with the registry of the component that
+// runs the store (the hub's, an agent's):
 // meshfed_kvstore_decode_errors_total{prefix},
 // meshfed_kvstore_relists_total{prefix,reason},
 // meshfed_kvstore_writer_queue_depth{writer},

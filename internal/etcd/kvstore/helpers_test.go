@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
 
+	"github.com/meshfed/meshfed/internal/dev/testutil"
 	"github.com/meshfed/meshfed/internal/etcd/embedetcd"
 )
 
@@ -71,23 +72,6 @@ func newClient(t *testing.T, endpoint string) *clientv3.Client {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
-}
-
-// eventually polls cond until it reports true, failing the test with cond's
-// last explanation after waitFor.
-func eventually(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s: %s", waitFor, what, why)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // groundTruth returns every key/value under prefix, straight from etcd.
@@ -201,27 +185,14 @@ func (r *recorder) duplicates() []string {
 // waitMirrors waits until rec holds exactly the ground truth under prefix.
 func waitMirrors(t *testing.T, rec *recorder, c *clientv3.Client, prefix string) {
 	t.Helper()
-	eventually(t, "observer to mirror etcd", func() (bool, string) {
+	testutil.Eventually(t, waitFor, "observer to mirror etcd", testutil.Check(func() (bool, string) {
 		d := diff(rec.snapshot(), groundTruth(t, c, prefix))
 		return d == "", d
-	})
+	}))
+
 }
 
 func decodeString(_ string, value []byte) (string, error) { return string(value), nil }
-
-// runReader starts r and stops it (checking it returned nil) at cleanup.
-func runReader[T any](t *testing.T, r *Reader[T]) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("reader Run: %v", err)
-		}
-	})
-}
 
 // proxy is a TCP proxy between a client and etcd that a test can cut (close
 // every connection and refuse new ones) and restore: a network partition the

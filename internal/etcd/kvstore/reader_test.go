@@ -8,9 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/meshfed/meshfed/internal/dev/testutil"
 )
 
 // newStringReader returns a Reader of prefix through c that records into a
@@ -70,7 +72,7 @@ func TestReaderSurvivesDisconnect(t *testing.T) {
 	seed(t, direct, prefix, 10)
 
 	r, rec := newStringReader(t, viaProxy, prefix, 0)
-	runReader(t, r)
+	testutil.Run(t, "reader", r.Run)
 	waitMirrors(t, rec, direct, prefix)
 
 	if n := px.Cut(); n == 0 {
@@ -109,9 +111,9 @@ func TestReaderRelistsAfterCompaction(t *testing.T) {
 
 	// A small page size makes the re-list span several pages.
 	r, rec := newStringReader(t, viaProxy, prefix, 3)
-	runReader(t, r)
+	testutil.Run(t, "reader", r.Run)
 	waitMirrors(t, rec, direct, prefix)
-	relists := func() float64 { return testutil.ToFloat64(relistsTotal.WithLabelValues(prefix, reasonCompacted)) }
+	relists := func() float64 { return promtest.ToFloat64(relistsTotal.WithLabelValues(prefix, reasonCompacted)) }
 	before := relists()
 
 	px.Cut()
@@ -126,10 +128,11 @@ func TestReaderRelistsAfterCompaction(t *testing.T) {
 	px.Restore()
 
 	waitMirrors(t, rec, direct, prefix)
-	eventually(t, "a re-list after compaction", func() (bool, string) {
+	testutil.Eventually(t, waitFor, "a re-list after compaction", testutil.Check(func() (bool, string) {
 		got := relists() - before
 		return got >= 1, fmt.Sprintf("%v compaction re-lists", got)
-	})
+	}))
+
 	if d := rec.duplicates(); len(d) > 0 {
 		t.Fatalf("delivered more than once: %v", d)
 	}
@@ -151,9 +154,9 @@ func TestReaderPaginatedList(t *testing.T) {
 	const prefix = "/test/pages/"
 	seed(t, direct, prefix, 25)
 	r, rec := newStringReader(t, direct, prefix, 4)
-	runReader(t, r)
+	testutil.Run(t, "reader", r.Run)
 	waitMirrors(t, rec, direct, prefix)
-	eventually(t, "OnSynced", func() (bool, string) { return rec.syncs() >= 1, "not synced" })
+	testutil.Eventually(t, waitFor, "OnSynced", testutil.Check(func() (bool, string) { return rec.syncs() >= 1, "not synced" }))
 
 	// The watch picks up where the list left off.
 	mustPut(t, direct, prefix+"k99", "v0-k99")
@@ -207,17 +210,18 @@ func TestReaderSkipsMalformedValues(t *testing.T) {
 		t.Fatalf("NewReader: %v", err)
 	}
 	// Counters are process-wide: count from here (tests may run with -count).
-	base := testutil.ToFloat64(decodeErrorsTotal.WithLabelValues(prefix))
-	decodeErrors := func() float64 { return testutil.ToFloat64(decodeErrorsTotal.WithLabelValues(prefix)) - base }
-	runReader(t, r)
+	base := promtest.ToFloat64(decodeErrorsTotal.WithLabelValues(prefix))
+	decodeErrors := func() float64 { return promtest.ToFloat64(decodeErrorsTotal.WithLabelValues(prefix)) - base }
+	testutil.Run(t, "reader", r.Run)
 
 	want := map[string]string{prefix + "a": "1", prefix + "b": "2"}
 	expect := func(what string, errors float64) {
 		t.Helper()
-		eventually(t, what, func() (bool, string) {
+		testutil.Eventually(t, waitFor, what, testutil.Check(func() (bool, string) {
 			d := diff(state.snapshot(), want)
 			return d == "" && decodeErrors() == errors, fmt.Sprintf("state diff %q, %v decode errors (want %v)", d, decodeErrors(), errors)
-		})
+		}))
+
 	}
 	expect("initial list without the malformed key", 1)
 
@@ -237,9 +241,10 @@ func TestReaderSkipsMalformedValues(t *testing.T) {
 	}
 	px.Restore()
 	want[prefix+"c"] = "3"
-	eventually(t, "re-list", func() (bool, string) {
+	testutil.Eventually(t, waitFor, "re-list", testutil.Check(func() (bool, string) {
 		return state.syncs() >= 2, fmt.Sprintf("%d syncs", state.syncs())
-	})
+	}))
+
 	expect("re-list keeps the good value of a malformed key", 2)
 
 	mustPut(t, direct, prefix+"a", `{"port":10}`)
@@ -300,7 +305,7 @@ func TestReaderBacksOffOnListErrors(t *testing.T) {
 	if err != nil {
 		t.Fatalf("NewReader: %v", err)
 	}
-	runReader(t, r)
+	testutil.Run(t, "reader", r.Run)
 
 	attempt := func(n int) {
 		t.Helper()
@@ -320,7 +325,7 @@ func TestReaderBacksOffOnListErrors(t *testing.T) {
 	}
 	waitTimer := func() {
 		t.Helper()
-		eventually(t, "reader to wait on the clock", func() (bool, string) { return clk.HasWaiters(), "no timer" })
+		testutil.Eventually(t, waitFor, "reader to wait on the clock", testutil.Check(func() (bool, string) { return clk.HasWaiters(), "no timer" }))
 	}
 
 	attempt(1)

@@ -10,9 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/meshfed/meshfed/internal/dev/testutil"
 )
 
 // countingKV wraps a real client, counting writes and failing chosen ones.
@@ -144,7 +146,7 @@ func TestWriterRetriesFailedWrites(t *testing.T) {
 	const key = "/test/retry/k"
 	kv := &countingKV{KV: direct, failPuts: map[string]int{key: 3}}
 	w := newWriter(t, WriterOptions{Client: kv})
-	errorsBefore := testutil.ToFloat64(writeErrorsTotal.WithLabelValues(t.Name(), opPut))
+	errorsBefore := promtest.ToFloat64(writeErrorsTotal.WithLabelValues(t.Name(), opPut))
 	startWriter(t, w)
 
 	w.Upsert(key, []byte("v"))
@@ -152,7 +154,7 @@ func TestWriterRetriesFailedWrites(t *testing.T) {
 	if got := groundTruth(t, direct, key)[key]; got != "v" {
 		t.Fatalf("etcd holds %q after retries", got)
 	}
-	if n := testutil.ToFloat64(writeErrorsTotal.WithLabelValues(t.Name(), opPut)) - errorsBefore; n != 3 {
+	if n := promtest.ToFloat64(writeErrorsTotal.WithLabelValues(t.Name(), opPut)) - errorsBefore; n != 3 {
 		t.Fatalf("%v write errors counted, want 3", n)
 	}
 }
@@ -404,14 +406,15 @@ func TestWriterSurvivesPartition(t *testing.T) {
 	px.Cut()
 	w.Delete(prefix + "k1")
 	w.Upsert(prefix+"k3", []byte("v3"))
-	eventually(t, "the lease to expire while cut off", func() (bool, string) {
+	testutil.Eventually(t, waitFor, "the lease to expire while cut off", testutil.Check(func() (bool, string) {
 		got := groundTruth(t, direct, prefix)
 		return len(got) == 0, fmt.Sprintf("still present: %v", got)
-	})
+	}))
+
 	px.Restore()
 
 	want := map[string]string{prefix + "k2": "v2", prefix + "k3": "v3"}
-	eventually(t, "the desired state under a new lease", func() (bool, string) {
+	testutil.Eventually(t, waitFor, "the desired state under a new lease", testutil.Check(func() (bool, string) {
 		got := groundTruth(t, direct, prefix)
 		if _, ok := got[marker]; !ok {
 			return false, fmt.Sprintf("no marker yet: %v", got)
@@ -419,7 +422,8 @@ func TestWriterSurvivesPartition(t *testing.T) {
 		delete(got, marker)
 		d := diff(got, want)
 		return d == "", d
-	})
+	}))
+
 	lease := leaseOf(t, direct, marker)
 	for k := range want {
 		if got := leaseOf(t, direct, k); got != lease || got == 0 {
