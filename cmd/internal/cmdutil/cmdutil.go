@@ -1,5 +1,3 @@
-// Package cmdutil holds what meshfed's commands share: logging flags, kubeconfig
-// loading and signal handling.
 package cmdutil
 
 import (

@@ -1,7 +1,3 @@
-// Package echo is the backend meshfed's tests and sandbox route to: a gRPC server that
-// answers grpc.testing.TestService/UnaryCall (grpc-go's interop service) with its own
-// identity, e.g. "alpha/us-east-a/10.250.3.2:8080", so a client can tell where each
-// request landed.
 package echo
 
 import (
