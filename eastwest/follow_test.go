@@ -419,4 +419,3 @@ func TestFollowXDSResubscribesAfterReconnect(t *testing.T) {
 		}
 	}
 }
-
