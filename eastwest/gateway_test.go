@@ -551,7 +551,7 @@ func TestShutdownDrains(t *testing.T) {
 	sni, svc := uniqueSNI(t.Name())
 	b := newBackend(t, "b1")
 	gw, addr := startGateway(t, Options{}, Routes{sni: {b.addr()}})
-	health := httptest.NewServer(gw.Handler())
+	health := httptest.NewServer(gw.Handler(nil))
 	defer health.Close()
 	if code := httpStatus(t, health.URL+"/readyz"); code != http.StatusOK {
 		t.Fatalf("/readyz = %d before draining", code)
