@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/meshfed/meshfed/internal/dev/testutil"
 )
 
 // TestThousandConcurrentTunnels holds 1,000 mTLS tunnels open through one gateway at
@@ -80,5 +82,5 @@ func TestThousandConcurrentTunnels(t *testing.T) {
 	if got := counter(svc, resultOK); got != n {
 		t.Errorf("connections_total{ok} = %v, want %d", got, n)
 	}
-	eventually(t, 30*time.Second, "every tunnel to end", func() bool { return activeCount(svc) == 0 })
+	testutil.Eventually(t, 30*time.Second, "every tunnel to end", testutil.Check(func() (bool, string) { return activeCount(svc) == 0, "" }))
 }

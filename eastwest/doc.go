@@ -38,19 +38,28 @@
 //
 // The configuration comes from outside: the agent's xDS (a Listener whose filter
 // chains match server_names and whose tcp_proxy names a cluster, plus that cluster's
-// ClusterLoadAssignment) becomes Routes through FromXDS, a pure translator; the
-// caller hands them to SetRoutes.
+// ClusterLoadAssignment) becomes Routes through FromXDS, a pure translator, and
+// SetRoutes applies them. FollowXDS does this over ADS (eastwest/internal/adsclient):
+//   - An xDS response is ACKed only once its routes are in use (FromXDS accepted it
+//     and SetRoutes took it), or, for load assignments that arrive before any
+//     listener, once they are kept for it. Anything else is NACKed with the reason,
+//     and the routes and the accepted xDS state stay as they were.
+//   - Responses of types the gateway did not subscribe to are ignored.
 //
-// A typical main:
+// Metrics: the collectors are package variables, registered nowhere until
+// RegisterMetrics; the process registers them in its own registry and serves that
+// one with Handler, so no other component's metrics mix with the gateway's.
+//
+// Run is what `meshfed gateway` runs (its flags only fill RunOptions): a Gateway, its
+// own metrics registry, Handler on the health port, FollowXDS, and a bounded drain
+// when its context ends. A main that wants more control does the same by hand:
 //
 //	gw, err := eastwest.New(eastwest.Options{Logger: log})
-//	go http.ListenAndServe(":15021", gw.Handler()) // /healthz, /readyz, /metrics
+//	reg := prometheus.NewRegistry()
+//	eastwest.RegisterMetrics(reg)
+//	go http.ListenAndServe(":15021", gw.Handler(reg)) // /healthz, /readyz, /metrics
+//	go gw.FollowXDS(ctx, "agent:15010", nodeID, log)  // routes from the agent
 //	go gw.ListenAndServe()
-//	for update := range xdsUpdates {
-//		routes, err := eastwest.FromXDS(update.Listener, update.Assignments)
-//		// on error: NACK, keep the current table
-//		gw.SetRoutes(routes)
-//	}
 //	// on SIGTERM:
 //	gw.BeginDrain()         // /readyz fails; still accepting while load balancers notice
 //	time.Sleep(drainDelay)

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
 // ErrClosed is returned by Serve and ListenAndServe once Shutdown or Close was called.
@@ -240,9 +240,10 @@ func (g *Gateway) Ready() error {
 }
 
 // Handler serves /healthz (always 200 while the process runs), /readyz (Ready:
-// 200, or 503 with the reason) and /metrics (controller-runtime's registry, where
-// this package's collectors are), for the gateway's health and metrics port.
-func (g *Gateway) Handler() http.Handler {
+// 200, or 503 with the reason) and /metrics (what metrics gathers: the registry the
+// process registered this package's collectors in with RegisterMetrics; nil serves
+// no /metrics), for the gateway's health and metrics port.
+func (g *Gateway) Handler(metrics prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok")) //nolint:errcheck
@@ -254,6 +255,8 @@ func (g *Gateway) Handler() http.Handler {
 		}
 		w.Write([]byte("ok")) //nolint:errcheck
 	})
-	mux.Handle("/metrics", promhttp.HandlerFor(ctrlmetrics.Registry, promhttp.HandlerOpts{}))
+	if metrics != nil {
+		mux.Handle("/metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
+	}
 	return mux
 }

@@ -24,7 +24,9 @@ import (
 
 	"github.com/meshfed/meshfed/internal/xdsnames"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/meshfed/meshfed/internal/dev/testutil"
 )
 
 // testPKI is a mesh CA and the identities the tests use, SPIFFE style: the client
@@ -213,14 +215,15 @@ func startGateway(t testing.TB, opts Options, routes Routes) (*Gateway, string) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- gw.Serve(ln) }()
-	t.Cleanup(func() {
-		gw.Close() //nolint:errcheck
-		if err := <-served; !errors.Is(err, ErrClosed) {
-			t.Errorf("Serve returned %v, want ErrClosed", err)
+	// Serve ends with the Close below: cleanups run last-registered first, so Close
+	// runs before Run's cleanup waits for Serve.
+	testutil.Run(t, "gateway", func(context.Context) error {
+		if err := gw.Serve(ln); !errors.Is(err, ErrClosed) {
+			return fmt.Errorf("Serve returned %v, want ErrClosed", err)
 		}
+		return nil
 	})
+	t.Cleanup(func() { gw.Close() }) //nolint:errcheck
 	return gw, ln.Addr().String()
 }
 
@@ -324,29 +327,27 @@ func rawHello(t testing.TB, cfg *tls.Config) []byte {
 
 // metrics reads counters and gauges of the package's collectors.
 func counter(service, result string) float64 {
-	return testutil.ToFloat64(connectionsTotal.WithLabelValues(service, result))
+	return promtestutil.ToFloat64(connectionsTotal.WithLabelValues(service, result))
 }
 func errorCount(reason string) float64 {
-	return testutil.ToFloat64(errorsTotal.WithLabelValues(reason))
+	return promtestutil.ToFloat64(errorsTotal.WithLabelValues(reason))
 }
 func activeCount(service string) float64 {
-	return testutil.ToFloat64(activeConnections.WithLabelValues(service))
+	return promtestutil.ToFloat64(activeConnections.WithLabelValues(service))
 }
 func byteCount(service, dir string) float64 {
-	return testutil.ToFloat64(bytesTotal.WithLabelValues(service, dir))
+	return promtestutil.ToFloat64(bytesTotal.WithLabelValues(service, dir))
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), within)
-	defer cancel()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		case <-time.After(5 * time.Millisecond):
+// listenerClosed is a condition for testutil.Eventually: nothing accepts on addr.
+func listenerClosed(addr string) func() error {
+	return func() error {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return nil
 		}
+		c.Close()
+		return fmt.Errorf("%s still accepts connections", addr)
 	}
 }
 

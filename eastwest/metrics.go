@@ -2,7 +2,6 @@ package eastwest
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
-	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
 // Results of a client connection, the "result" label of connections_total; every
@@ -44,8 +43,10 @@ const (
 	directionToClient  = "to_client"  // from the local endpoint back to the remote client
 )
 
-// Collectors are package-level and registered in controller-runtime's registry, like
-// every meshfed component's; several Gateways in one process share them. The service
+// Collectors are package-level, so several Gateways in one process share them, and
+// registered nowhere until RegisterMetrics: the process that runs a gateway registers
+// them in its own registry and serves that one (Handler), so no other component's
+// metrics leak into the gateway's /metrics, nor the gateway's into theirs. The service
 // label is hostname:port of a configured route (see SNI), or empty while a connection
 // has not matched one: nothing a client sends becomes a label value.
 var (
@@ -91,8 +92,10 @@ var (
 	})
 )
 
-func init() {
-	ctrlmetrics.Registry.MustRegister(connectionsTotal, activeConnections, openConnections, bytesTotal,
+// RegisterMetrics registers the gateway's collectors in reg. Call it once per
+// registry; it panics if they are already registered there.
+func RegisterMetrics(reg prometheus.Registerer) {
+	reg.MustRegister(connectionsTotal, activeConnections, openConnections, bytesTotal,
 		errorsTotal, peekDuration, routesConfigured, draining)
 }
 

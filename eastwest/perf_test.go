@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshfed/meshfed/internal/dev/testutil"
 )
 
 // The harness: raw TCP backends and clients that start with a real ClientHello (so
@@ -361,8 +363,11 @@ func TestTunnelSplicesAndKeepsBytes(t *testing.T) {
 	if got.n != int64(len(hello)+total) || got.sum != want {
 		t.Fatalf("sink got %d bytes (digest match %v), want %d", got.n, got.sum == want, len(hello)+total)
 	}
-	eventually(t, 5*time.Second, "bytes_total to count every byte", func() bool {
-		return byteCount(svc, directionToBackend) == float64(len(hello)+total)
+	testutil.Eventually(t, 5*time.Second, "bytes_total to count every byte", func() error {
+		if got := byteCount(svc, directionToBackend); got != float64(len(hello)+total) {
+			return fmt.Errorf("bytes_total{to_backend} = %v, want %d", got, len(hello)+total)
+		}
+		return nil
 	})
 	if procErr != nil {
 		t.Logf("splice not checked: %v", procErr)

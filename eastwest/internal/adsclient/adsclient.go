@@ -1,16 +1,11 @@
-// Package adsclient is a small state-of-the-world ADS client: it keeps one stream to
-// an xDS server open, subscribes to resources by type and name, acknowledges what it
-// receives, and hands every response to its caller. meshfed's east-west gateway uses it
-// to take its configuration from its cluster's agent, as an Envoy gateway would.
-//
-// It reconnects with backoff and resubscribes after every reconnect; an update always
-// carries the complete set of the type's subscribed resources the server sent.
 package adsclient
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -18,40 +13,62 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/go-logr/logr"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/anypb"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
-// Update is one response: every resource of a type, by name.
+// Update is one response of a subscribed type: every resource of the type the server
+// sent, in its order.
 type Update struct {
 	TypeURL   string
-	Resources map[string]*anypb.Any
+	Version   string
+	Resources []*anypb.Any
+}
+
+// Handler applies an update. Returning nil ACKs it; returning an error NACKs it with
+// the error's message, and the caller must then still be in the state it was in
+// before the update. It is called on Run's goroutine, one update at a time; it may
+// call Subscribe.
+type Handler func(ctx context.Context, u Update) error
+
+// Reconnection backoff: the first retry after 100ms, doubling up to 10s; a stream
+// that lived longer than resetAfter starts the sequence over.
+const (
+	initialBackoff = 100 * time.Millisecond
+	maxBackoff     = 10 * time.Second
+	resetAfter     = 10 * time.Second
+)
+
+func newBackoff() wait.Backoff {
+	return wait.Backoff{Duration: initialBackoff, Factor: 2, Jitter: 0.1, Steps: math.MaxInt32, Cap: maxBackoff}
 }
 
 // Client is an ADS client. Create it with New, start it with Run.
 type Client struct {
 	target string
 	node   *corev3.Node
+	handle Handler
 	log    logr.Logger
 
 	mu      sync.Mutex
-	subs    map[string][]string // type URL -> names
-	changed chan struct{}
-	updates chan Update
+	subs    map[string][]string // type URL -> names, sorted
+	changed chan struct{}       // a subscription changed since the stream last looked
 }
 
 // New returns a client of the xDS server at target (host:port, insecure gRPC) that
-// identifies as node.
-func New(target string, node *corev3.Node, log logr.Logger) *Client {
-	return &Client{target: target, node: node, log: log, subs: map[string][]string{},
-		changed: make(chan struct{}, 1), updates: make(chan Update, 16)}
+// identifies as node and hands every response of a subscribed type to handle.
+func New(target string, node *corev3.Node, handle Handler, log logr.Logger) *Client {
+	return &Client{target: target, node: node, handle: handle, log: log,
+		subs: map[string][]string{}, changed: make(chan struct{}, 1)}
 }
 
-// Updates delivers every response.
-func (c *Client) Updates() <-chan Update { return c.updates }
-
-// Subscribe sets the names of a type to watch (nil: none).
+// Subscribe sets the names of a type to watch (nil: none; a type never given names
+// is not subscribed to). It never blocks: the stream sends the new subscription when
+// it next can.
 func (c *Client) Subscribe(typeURL string, names []string) {
 	names = slices.Sorted(slices.Values(names))
 	c.mu.Lock()
@@ -67,36 +84,62 @@ func (c *Client) Subscribe(typeURL string, names []string) {
 	}
 }
 
-// Run keeps the stream open until ctx is done.
+// Run keeps a stream open, reconnecting as needed, until ctx is done; then it
+// returns nil.
 func (c *Client) Run(ctx context.Context) error {
 	conn, err := grpc.NewClient(c.target, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return fmt.Errorf("ads client: %w", err)
 	}
 	defer conn.Close()
-	backoff := 100 * time.Millisecond
+	ads := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
+	backoff := newBackoff()
 	for ctx.Err() == nil {
 		start := time.Now()
-		err := c.stream(ctx, discoveryv3.NewAggregatedDiscoveryServiceClient(conn))
+		err := c.stream(ctx, ads)
 		if ctx.Err() != nil {
 			break
 		}
-		if time.Since(start) > 10*time.Second {
-			backoff = 100 * time.Millisecond
+		if time.Since(start) > resetAfter {
+			backoff = newBackoff()
 		}
-		c.log.Info("xDS stream ended; reconnecting", "server", c.target, "error", fmt.Sprint(err), "after", backoff)
+		after := backoff.Step()
+		c.log.Info("xDS stream ended; reconnecting", "server", c.target, "error", fmt.Sprint(err), "after", after)
+		t := time.NewTimer(after)
 		select {
 		case <-ctx.Done():
-		case <-time.After(backoff):
+		case <-t.C:
 		}
-		backoff = min(2*backoff, 10*time.Second)
+		t.Stop()
 	}
 	return nil
 }
 
+// typeState is what one stream knows of one type.
 type typeState struct {
-	version, nonce string
-	sent           []string
+	version string   // of the last response the Handler accepted
+	nonce   string   // of the last response received
+	sent    []string // names of the last request
+}
+
+// session is one stream's state. Only the goroutine running stream touches it.
+type session struct {
+	stream    discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+	types     map[string]*typeState
+	nodeSent  bool
+	localNode *corev3.Node
+}
+
+// send sends a request for st, with the node on the stream's first request.
+func (s *session) send(typeURL string, st *typeState, errorDetail *statuspb.Status) error {
+	req := &discoveryv3.DiscoveryRequest{
+		TypeUrl: typeURL, ResourceNames: st.sent, VersionInfo: st.version, ResponseNonce: st.nonce,
+		ErrorDetail: errorDetail,
+	}
+	if !s.nodeSent {
+		req.Node, s.nodeSent = s.localNode, true
+	}
+	return s.stream.Send(req)
 }
 
 func (c *Client) stream(ctx context.Context, ads discoveryv3.AggregatedDiscoveryServiceClient) error {
@@ -106,53 +149,12 @@ func (c *Client) stream(ctx context.Context, ads discoveryv3.AggregatedDiscovery
 	if err != nil {
 		return err
 	}
-	var mu sync.Mutex
-	state := map[string]*typeState{}
-	first := true
-	// send is called from both goroutines; mu also serializes stream.Send, which is
-	// not safe for concurrent use.
-	send := func(typeURL string, names []string, ack *discoveryv3.DiscoveryResponse) error {
-		mu.Lock()
-		defer mu.Unlock()
-		st := state[typeURL]
-		if st == nil {
-			st = &typeState{}
-			state[typeURL] = st
-		}
-		if ack != nil {
-			st.version, st.nonce = ack.GetVersionInfo(), ack.GetNonce()
-		}
-		st.sent = names
-		req := &discoveryv3.DiscoveryRequest{TypeUrl: typeURL, ResourceNames: names, VersionInfo: st.version, ResponseNonce: st.nonce}
-		if first {
-			req.Node, first = c.node, false
-		}
-		return stream.Send(req)
-	}
-	resubscribe := func() error {
-		c.mu.Lock()
-		subs := make(map[string][]string, len(c.subs))
-		for t, n := range c.subs {
-			subs[t] = n
-		}
-		c.mu.Unlock()
-		for typeURL, names := range subs {
-			mu.Lock()
-			st := state[typeURL]
-			same := st != nil && slices.Equal(st.sent, names)
-			mu.Unlock()
-			if same {
-				continue
-			}
-			if err := send(typeURL, names, nil); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	if err := resubscribe(); err != nil {
-		return err
-	}
+	s := &session{stream: stream, types: map[string]*typeState{}, localNode: c.node}
+
+	// The receiver only receives; handling, answering and subscribing happen below,
+	// on one goroutine, so that every response is answered in order and requests are
+	// never sent concurrently.
+	responses := make(chan *discoveryv3.DiscoveryResponse)
 	errc := make(chan error, 1)
 	go func() {
 		for {
@@ -161,50 +163,79 @@ func (c *Client) stream(ctx context.Context, ads discoveryv3.AggregatedDiscovery
 				errc <- err
 				return
 			}
-			u := Update{TypeURL: resp.GetTypeUrl(), Resources: map[string]*anypb.Any{}}
-			for _, r := range resp.GetResources() {
-				u.Resources[nameOf(r)] = r
-			}
 			select {
-			case c.updates <- u:
+			case responses <- resp:
 			case <-ctx.Done():
-				errc <- ctx.Err()
-				return
-			}
-			mu.Lock()
-			names := state[resp.GetTypeUrl()].sent
-			mu.Unlock()
-			if err := send(resp.GetTypeUrl(), names, resp); err != nil {
-				errc <- err
 				return
 			}
 		}
 	}()
+
+	if err := c.resubscribe(s); err != nil {
+		return err
+	}
 	for {
 		select {
 		case err := <-errc:
 			return err
+		case <-ctx.Done():
+			return ctx.Err()
 		case <-c.changed:
-			if err := resubscribe(); err != nil {
+			if err := c.resubscribe(s); err != nil {
 				return err
 			}
-		case <-ctx.Done():
-			return errors.Join(ctx.Err())
+		case resp := <-responses:
+			if err := c.answer(ctx, s, resp); err != nil {
+				return err
+			}
 		}
 	}
 }
 
-// nameOf reads the name field every xDS resource has.
-func nameOf(r *anypb.Any) string {
-	m, err := r.UnmarshalNew()
+// resubscribe sends a request for every type whose names differ from what the
+// stream last asked for.
+func (c *Client) resubscribe(s *session) error {
+	c.mu.Lock()
+	subs := maps.Clone(c.subs)
+	c.mu.Unlock()
+	for _, typeURL := range slices.Sorted(maps.Keys(subs)) {
+		names := subs[typeURL]
+		st := s.types[typeURL]
+		if st != nil && slices.Equal(st.sent, names) {
+			continue
+		}
+		if st == nil {
+			st = &typeState{}
+			s.types[typeURL] = st
+		}
+		st.sent = names
+		if err := s.send(typeURL, st, nil); err != nil {
+			return fmt.Errorf("subscribe to %s: %w", typeURL, err)
+		}
+	}
+	return nil
+}
+
+// answer hands resp to the Handler and ACKs or NACKs it by the result.
+func (c *Client) answer(ctx context.Context, s *session, resp *discoveryv3.DiscoveryResponse) error {
+	typeURL := resp.GetTypeUrl()
+	st := s.types[typeURL]
+	if st == nil {
+		c.log.Info("Ignoring an xDS response of a type not subscribed", "typeURL", typeURL,
+			"version", resp.GetVersionInfo(), "nonce", resp.GetNonce())
+		return nil
+	}
+	err := c.handle(ctx, Update{TypeURL: typeURL, Version: resp.GetVersionInfo(), Resources: resp.GetResources()})
+	if ctx.Err() != nil {
+		return errors.Join(ctx.Err(), err)
+	}
+	st.nonce = resp.GetNonce()
 	if err != nil {
-		return ""
+		c.log.Error(err, "xDS response rejected (NACK)", "typeURL", typeURL,
+			"version", resp.GetVersionInfo(), "nonce", resp.GetNonce(), "keptVersion", st.version)
+		return s.send(typeURL, st, &statuspb.Status{Code: int32(codes.InvalidArgument), Message: err.Error()})
 	}
-	if n, ok := m.(interface{ GetName() string }); ok && n.GetName() != "" {
-		return n.GetName()
-	}
-	if n, ok := m.(interface{ GetClusterName() string }); ok {
-		return n.GetClusterName()
-	}
-	return ""
+	st.version = resp.GetVersionInfo()
+	c.log.V(1).Info("xDS response accepted (ACK)", "typeURL", typeURL, "version", st.version, "nonce", st.nonce)
+	return s.send(typeURL, st, nil)
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"golang.org/x/crypto/cryptobyte"
 )
 
 // Sizes from RFC 8446 (TLS 1.3) and RFC 5246 (TLS 1.2).
@@ -125,49 +127,54 @@ func Read(r io.Reader, max int) (raw []byte, h Hello, err error) {
 // Parse parses one ClientHello handshake message: the 4-byte handshake header
 // (type 1, 24-bit length) followed by exactly that many bytes of body.
 func Parse(msg []byte) (Hello, error) {
-	s := reader(msg)
-	typ, ok := s.u8()
-	if !ok || typ != handshakeTypeClient {
+	s := cryptobyte.String(msg)
+	var (
+		typ  uint8
+		body cryptobyte.String
+	)
+	if !s.ReadUint8(&typ) || typ != handshakeTypeClient {
 		return Hello{}, fmt.Errorf("%w: not a ClientHello message", ErrMalformed)
 	}
-	body, ok := s.vec24()
-	if !ok || !s.empty() {
+	if !s.ReadUint24LengthPrefixed(&body) || !s.Empty() {
 		return Hello{}, fmt.Errorf("%w: handshake length does not match the message", ErrMalformed)
 	}
 	return parseBody(body)
 }
 
-func parseBody(b reader) (Hello, error) {
+func parseBody(b cryptobyte.String) (Hello, error) {
 	malformed := func(what string) (Hello, error) {
 		return Hello{}, fmt.Errorf("%w: %s", ErrMalformed, what)
 	}
-	if !b.skip(2 + 32) { // legacy_version, random
+	if !b.Skip(2 + 32) { // legacy_version, random
 		return malformed("short ClientHello")
 	}
-	if sid, ok := b.vec8(); !ok || len(sid) > 32 {
+	var sid, cs, cm cryptobyte.String
+	if !b.ReadUint8LengthPrefixed(&sid) || len(sid) > 32 {
 		return malformed("bad legacy_session_id")
 	}
-	if cs, ok := b.vec16(); !ok || len(cs) < 2 || len(cs)%2 != 0 {
+	if !b.ReadUint16LengthPrefixed(&cs) || len(cs) < 2 || len(cs)%2 != 0 {
 		return malformed("bad cipher_suites")
 	}
-	if cm, ok := b.vec8(); !ok || len(cm) < 1 {
+	if !b.ReadUint8LengthPrefixed(&cm) || len(cm) < 1 {
 		return malformed("bad legacy_compression_methods")
 	}
-	if b.empty() {
+	if b.Empty() {
 		return Hello{}, nil // no extensions at all (allowed before TLS 1.3): no SNI
 	}
-	exts, ok := b.vec16()
-	if !ok || !b.empty() {
+	var exts cryptobyte.String
+	if !b.ReadUint16LengthPrefixed(&exts) || !b.Empty() {
 		return malformed("bad extensions length")
 	}
 	var (
 		h    Hello
 		seen extensionSet
 	)
-	for !exts.empty() {
-		typ, ok1 := exts.u16()
-		data, ok2 := exts.vec16()
-		if !ok1 || !ok2 {
+	for !exts.Empty() {
+		var (
+			typ  uint16
+			data cryptobyte.String
+		)
+		if !exts.ReadUint16(&typ) || !exts.ReadUint16LengthPrefixed(&data) {
 			return malformed("truncated extension")
 		}
 		if !seen.add(typ) {
@@ -187,19 +194,21 @@ func parseBody(b reader) (Hello, error) {
 
 // parseServerName parses the server_name extension (RFC 6066 §3) and returns its
 // host_name, lower-cased.
-func parseServerName(data reader) (string, error) {
+func parseServerName(data cryptobyte.String) (string, error) {
 	malformed := func(what string) (string, error) {
 		return "", fmt.Errorf("%w: server_name: %s", ErrMalformed, what)
 	}
-	list, ok := data.vec16()
-	if !ok || !data.empty() || list.empty() {
+	var list cryptobyte.String
+	if !data.ReadUint16LengthPrefixed(&list) || !data.Empty() || list.Empty() {
 		return malformed("bad server_name_list")
 	}
 	var host []byte
-	for !list.empty() {
-		typ, ok1 := list.u8()
-		name, ok2 := list.vec16()
-		if !ok1 || !ok2 {
+	for !list.Empty() {
+		var (
+			typ  uint8
+			name cryptobyte.String
+		)
+		if !list.ReadUint8(&typ) || !list.ReadUint16LengthPrefixed(&name) {
 			return malformed("truncated entry")
 		}
 		if typ != serverNameTypeHostName {
@@ -243,69 +252,4 @@ func (s *extensionSet) add(t uint16) bool {
 	}
 	s[w] |= bit
 	return true
-}
-
-// reader is a cursor over TLS's length-prefixed vectors.
-type reader []byte
-
-func (r *reader) empty() bool { return len(*r) == 0 }
-
-func (r *reader) skip(n int) bool {
-	if len(*r) < n {
-		return false
-	}
-	*r = (*r)[n:]
-	return true
-}
-
-func (r *reader) u8() (byte, bool) {
-	if len(*r) < 1 {
-		return 0, false
-	}
-	v := (*r)[0]
-	*r = (*r)[1:]
-	return v, true
-}
-
-func (r *reader) u16() (uint16, bool) {
-	if len(*r) < 2 {
-		return 0, false
-	}
-	v := uint16((*r)[0])<<8 | uint16((*r)[1])
-	*r = (*r)[2:]
-	return v, true
-}
-
-func (r *reader) bytes(n int) (reader, bool) {
-	if len(*r) < n {
-		return nil, false
-	}
-	v := (*r)[:n:n]
-	*r = (*r)[n:]
-	return v, true
-}
-
-func (r *reader) vec8() (reader, bool) {
-	n, ok := r.u8()
-	if !ok {
-		return nil, false
-	}
-	return r.bytes(int(n))
-}
-
-func (r *reader) vec16() (reader, bool) {
-	n, ok := r.u16()
-	if !ok {
-		return nil, false
-	}
-	return r.bytes(int(n))
-}
-
-func (r *reader) vec24() (reader, bool) {
-	if len(*r) < 3 {
-		return nil, false
-	}
-	n := int((*r)[0])<<16 | int((*r)[1])<<8 | int((*r)[2])
-	*r = (*r)[3:]
-	return r.bytes(n)
 }

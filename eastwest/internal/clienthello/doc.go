@@ -15,4 +15,7 @@
 // The parser is strict where the TLS specifications are (record and handshake framing,
 // vector lengths, duplicate extensions, one host_name, no trailing bytes) and lenient
 // where clients differ (legacy version numbers, unknown extensions and name types).
+// Record framing is read by hand (it comes off the connection record by record);
+// the handshake message is parsed with golang.org/x/crypto/cryptobyte, whose
+// length-prefixed reads never go past the bytes they were given.
 package clienthello
