@@ -43,6 +43,24 @@ const (
 	resetAfter     = 10 * time.Second
 )
 
+// NACK pacing: a server that answers a NACK by sending the refused configuration
+// again at once (go-control-plane's SnapshotCache does, since the NACK carries an
+// older version) would otherwise spin with the client. The first NACK of a refused
+// run goes out at once; the next ones wait firstNACKDelay, doubling up to
+// maxNACKDelay, until a response of the type is accepted.
+const (
+	firstNACKDelay = 500 * time.Millisecond
+	maxNACKDelay   = 30 * time.Second
+)
+
+// nackDelay is how long the refusals-th refusal in a row waits before its NACK.
+func nackDelay(refusals int) time.Duration {
+	if refusals <= 1 {
+		return 0
+	}
+	return min(firstNACKDelay<<min(refusals-2, 16), maxNACKDelay)
+}
+
 func newBackoff() wait.Backoff {
 	return wait.Backoff{Duration: initialBackoff, Factor: 2, Jitter: 0.1, Steps: math.MaxInt32, Cap: maxBackoff}
 }
@@ -120,6 +138,10 @@ type typeState struct {
 	version string   // of the last response the Handler accepted
 	nonce   string   // of the last response received
 	sent    []string // names of the last request
+
+	refusals int              // responses refused in a row
+	nack     *statuspb.Status // a NACK waiting for nackDue; nil when none
+	nackDue  time.Time
 }
 
 // session is one stream's state. Only the goroutine running stream touches it.
@@ -174,8 +196,15 @@ func (c *Client) stream(ctx context.Context, ads discoveryv3.AggregatedDiscovery
 	if err := c.resubscribe(s); err != nil {
 		return err
 	}
+	nackTimer := time.NewTimer(time.Hour)
+	defer nackTimer.Stop()
 	for {
+		armNACKs(s, nackTimer)
 		select {
+		case <-nackTimer.C:
+			if err := sendDueNACKs(s); err != nil {
+				return err
+			}
 		case err := <-errc:
 			return err
 		case <-ctx.Done():
@@ -231,11 +260,50 @@ func (c *Client) answer(ctx context.Context, s *session, resp *discoveryv3.Disco
 	}
 	st.nonce = resp.GetNonce()
 	if err != nil {
+		st.refusals++
+		delay := nackDelay(st.refusals)
 		c.log.Error(err, "xDS response rejected (NACK)", "typeURL", typeURL,
-			"version", resp.GetVersionInfo(), "nonce", resp.GetNonce(), "keptVersion", st.version)
-		return s.send(typeURL, st, &statuspb.Status{Code: int32(codes.InvalidArgument), Message: err.Error()})
+			"version", resp.GetVersionInfo(), "nonce", resp.GetNonce(), "keptVersion", st.version, "nackAfter", delay)
+		status := &statuspb.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
+		if delay == 0 {
+			return s.send(typeURL, st, status)
+		}
+		st.nack, st.nackDue = status, time.Now().Add(delay)
+		return nil
 	}
+	st.refusals, st.nack = 0, nil
 	st.version = resp.GetVersionInfo()
 	c.log.V(1).Info("xDS response accepted (ACK)", "typeURL", typeURL, "version", st.version, "nonce", st.nonce)
 	return s.send(typeURL, st, nil)
+}
+
+// armNACKs sets t to fire when the earliest paced NACK is due (or not at all).
+func armNACKs(s *session, t *time.Timer) {
+	t.Stop()
+	var due time.Time
+	for _, st := range s.types {
+		if st.nack != nil && (due.IsZero() || st.nackDue.Before(due)) {
+			due = st.nackDue
+		}
+	}
+	if !due.IsZero() {
+		t.Reset(time.Until(due))
+	}
+}
+
+// sendDueNACKs sends every paced NACK whose time has come.
+func sendDueNACKs(s *session) error {
+	now := time.Now()
+	for _, typeURL := range slices.Sorted(maps.Keys(s.types)) {
+		st := s.types[typeURL]
+		if st.nack == nil || st.nackDue.After(now) {
+			continue
+		}
+		nack := st.nack
+		st.nack = nil
+		if err := s.send(typeURL, st, nack); err != nil {
+			return err
+		}
+	}
+	return nil
 }
