@@ -2,8 +2,12 @@ package xds
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
-	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 )
+
+// The collectors are package-level because every Server of a process measures into
+// the same series; they are registered by the component that runs the server
+// (RegisterMetrics), never at init, so that a process exports only the metrics of
+// the components it runs.
 
 var (
 	buildLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -36,6 +40,8 @@ var (
 	}, []string{"type"})
 )
 
-func init() {
-	ctrlmetrics.Registry.MustRegister(buildLatency, ackLatency, rebuildDuration, pushBytes, gatewayDown, nacks)
+// RegisterMetrics registers the xDS server's collectors with reg. Call it once per
+// registry: registering twice panics.
+func RegisterMetrics(reg prometheus.Registerer) {
+	reg.MustRegister(buildLatency, ackLatency, rebuildDuration, pushBytes, gatewayDown, nacks)
 }
