@@ -3,6 +3,7 @@ package xds_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -153,4 +154,31 @@ func TestExplainListsEveryExclusion(t *testing.T) {
 		t.Logf("explain:\n%s", e.Text)
 		return nil
 	})
+}
+
+// TestTargetsExcluded: the member clusters that serve a port nothing are listed with
+// their reason, and only those: a cluster without a member Service is not.
+func TestTargetsExcluded(t *testing.T) {
+	v := newWorld(t).v
+	// delta has a member Service but is not registered (no ClusterInfo).
+	v.OnUpsert(keyspace.ServiceEndpoints("delta", "shop", "cart"), &model.ServiceEndpoints{Namespace: "shop", Name: "cart",
+		Ports: []model.ServicePort{{Name: "grpc", Port: 8080}}})
+	// beta's member Service has the port but no endpoints.
+	v.OnUpsert(keyspace.ServiceEndpoints("beta", "shop", "cart"), &model.ServiceEndpoints{Namespace: "shop", Name: "cart",
+		Ports: []model.ServicePort{{Name: "grpc", Port: 8080}}})
+	// epsilon is registered, without a member Service.
+	v.OnUpsert(keyspace.ClusterInfo("epsilon"), &model.ClusterInfo{Name: "epsilon", Region: "us-east", Network: "default"})
+	now := time.Now()
+	targets := xds.Targets(xds.Input{Self: "alpha", Clusters: v.Clusters(), Globals: v.GlobalServices(), Since: now, Now: now})
+	got := map[string]string{}
+	for _, x := range targets[0].Excluded {
+		got[x.Cluster+"/"+x.Zone] = x.Reason
+	}
+	want := map[string]string{
+		"beta/":  `Service shop/cart has no endpoints on port "grpc"`,
+		"delta/": "cluster not registered",
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("excluded %v, want %v", got, want)
+	}
 }
