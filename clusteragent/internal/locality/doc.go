@@ -3,7 +3,10 @@
 // over between them, and with which weights it balances inside one priority. The xDS
 // server turns a Table into an EDS ClusterLoadAssignment (one LocalityLbEndpoints per
 // Entry, priority and load_balancing_weight as given); `meshfedctl failover explain`
-// prints it with Table.String. docs/failover.md explains the rules to operators.
+// prints it with Table.String. The xds package (xds.Table) refines the reason of a
+// locality it withheld and adds to Excluded the member clusters that had no candidate
+// at all; Prioritize itself only ever excludes its input. docs/failover.md explains
+// the rules to operators.
 //
 // Prioritize is the whole package: a pure function of the client's locality, the
 // service's candidate localities with their endpoint counts and cluster state, and the

@@ -640,7 +640,11 @@ func (p pattern) matches(region, zone string) bool {
 	return false
 }
 
-func compareLocality(a, b Locality) int {
+func compareLocality(a, b Locality) int { return a.Compare(b) }
+
+// Compare orders localities by cluster, zone, region and network: the order of a
+// Table's entries within a tier and of Table.Excluded.
+func (a Locality) Compare(b Locality) int {
 	return cmp.Or(
 		cmp.Compare(a.Cluster, b.Cluster),
 		cmp.Compare(a.Zone, b.Zone),

@@ -52,15 +52,22 @@ func BenchmarkTargets(b *testing.B) {
 	}
 }
 
-// BenchmarkSnapshot: the same fleet, every resource (listeners, routes, clusters and
-// 100 load assignments with their priority tables) for one locality of proxies.
+// BenchmarkSnapshot: the same fleet, the whole snapshot the server sets for one
+// locality of proxies (listeners, routes, clusters and 100 load assignments with
+// their priority tables), checked.
 func BenchmarkSnapshot(b *testing.B) {
-	_, in := fleet(100, 100, 10)
+	v, in := fleet(100, 100, 10)
 	targets := xds.Targets(in)
+	s, err := xds.New(xds.Options{Cluster: "c000", View: v, MTLS: true})
+	if err != nil {
+		b.Fatal(err)
+	}
 	g := xds.Group{Region: "region-0", Zone: "c000-a"}
 	b.ReportAllocs()
 	for b.Loop() {
-		xds.Resources("c000", g, targets)
+		if _, err := s.BuildSnapshot(g, targets); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 

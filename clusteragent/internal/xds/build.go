@@ -6,7 +6,6 @@ import (
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 
-	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/internal/etcd/view"
 )
 
@@ -56,23 +55,6 @@ func serverListenersOf(c view.Cluster) []types.Resource {
 	slices.SortFunc(names, strings.Compare)
 	for _, n := range names {
 		out = append(out, byName[n])
-	}
-	return out
-}
-
-// Resources builds, for a group of proxies in cluster self, every resource of the
-// targets: the client listeners, routes, clusters and load assignments, and the
-// east-west gateway's listener, clusters and load assignments, in target order. It is what the Server serves, without the server: for golden files, the
-// debug view and benchmarks.
-func Resources(self string, g Group, targets []Target) []types.Resource {
-	sh := buildShared(targets, nil, "", v1.DefaultTrustDomain)
-	out := append(append(append([]types.Resource{}, sh.listeners...), sh.routes...), sh.clusters...)
-	client := Client{Cluster: self, Region: g.Region, Zone: g.Zone}
-	for _, t := range targets {
-		out = append(out, loadAssignment(t.Hostname, t.Port, Prioritize(client, t)))
-	}
-	for _, t := range targets {
-		out = append(out, gatewayAssignment(self, t))
 	}
 	return out
 }

@@ -8,15 +8,31 @@
 // named outbound|<port>||<hostname>, whose localities carry the priorities and weights
 // that package locality computes for the proxy's own locality. For every endpoint of
 // this cluster it also serves the Listener a proxyless gRPC server on that address asks
-// for.
+// for, and this cluster's east-west gateway gets its SNI listener, clusters and load
+// assignments.
+//
+// The path from view to proxy is: Targets (the view's global service ports with their
+// localities and the member clusters that serve them nothing, pure), the failback hold
+// (localities that recovered too recently are withheld), then per group of proxies
+// Table (package locality's priority table, with every exclusion explained) and the
+// load assignment made from it. Explain runs the same Table on the targets of the last
+// rebuild, so what it prints is what was served. There is no second assembly path: the
+// golden files pin the snapshot the server sets.
 //
 // Invariants:
 //   - Proxies are grouped by locality (region and zone from their node): each group
-//     shares one snapshot, so cost grows with localities, not with proxies.
-//   - A snapshot is built whole, checked with Consistent and ValidateAll, and only then
-//     set: a proxy never gets a resource that fails validation, or a route to a cluster
+//     shares one snapshot, so cost grows with localities, not with proxies. The node
+//     hash is pure; streams join and leave their group in the stream callbacks.
+//   - A snapshot is built whole, checked (our own consistency check, which follows
+//     API listeners' RDS references, and ValidateAll), and only then set: a proxy never gets a resource that fails validation, or a route to a cluster
 //     it cannot resolve.
 //   - Versions move per resource type: an endpoint change pushes load assignments, not
-//     listeners, routes or clusters.
-//   - Building is pure (Targets, Build); only Server does I/O.
+//     listeners, routes or clusters. A change that only alters an explanation (a
+//     reason) pushes nothing.
+//   - Every member cluster of a global service either has localities in a port's
+//     table or is listed as excluded from it with a reason.
+//   - Building is pure (Targets, Table, Prioritize); only Server does I/O, and which of
+//     its goroutines owns which field is written on Server.
+//   - The package registers no metrics at init: the component running the server calls
+//     RegisterMetrics on its registry.
 package xds

@@ -73,6 +73,7 @@ func (f *failback) apply(targets []Target, now time.Time) ([]Target, time.Time) 
 			locs := append([]Locality(nil), t.Localities...)
 			for _, j := range held {
 				locs[j].Healthy = nil
+				locs[j].Withheld = "failback hold until " + f.healthy[holdKey{listener, locs[j].Cluster, locs[j].Zone}].Add(hold).UTC().Format(time.RFC3339)
 			}
 			out[i].Localities = locs
 		}

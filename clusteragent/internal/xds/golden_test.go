@@ -2,10 +2,13 @@ package xds_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -23,7 +26,7 @@ var update = flag.Bool("update", false, "rewrite the golden files")
 
 // reference is the reference topology of docs/failover.md: three clusters in two
 // regions, two zones each, one global service with two endpoints per zone.
-func reference() []xds.Target {
+func reference() *view.View {
 	v := view.New(view.Options{})
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i, c := range []struct{ name, region string }{{"alpha", "us-east"}, {"beta", "us-east"}, {"gamma", "eu-west"}} {
@@ -43,34 +46,56 @@ func reference() []xds.Target {
 	v.OnUpsert(keyspace.GlobalService("shop", "cart"), &model.GlobalService{Namespace: "shop", Name: "cart",
 		Hostname: "cart.shop.svc.clusterset.local", Service: &model.ServiceRef{Namespace: "shop", Name: "cart"},
 		Ports: []model.GlobalPort{{Name: "grpc", Port: 8080, Protocol: "GRPC"}}})
-	return xds.Targets(xds.Input{Self: "alpha", Clusters: v.Clusters(), Globals: v.GlobalServices(), Since: now, Now: now})
+	v.OnSynced()
+	return v
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
 
-// TestGolden pins the exact resources a proxy in alpha/us-east-a gets for the reference
-// topology, and checks that every one passes Envoy's proto validation.
+// TestGolden pins the exact snapshot the server sets for the proxies in
+// alpha/us-east-a for the reference topology (every resource of every type, sorted by
+// type and name), with mTLS on and off, and checks that every resource passes Envoy's
+// proto validation.
 func TestGolden(t *testing.T) {
-	resources := xds.Resources("alpha", xds.Group{Region: "us-east", Zone: "us-east-a"}, reference())
-	var out bytes.Buffer
-	for _, r := range resources {
-		if err := r.(interface{ ValidateAll() error }).ValidateAll(); err != nil {
-			t.Errorf("%T fails validation: %v", r, err)
-		}
-		out.WriteString(render(t, r))
-	}
-	path := filepath.Join("testdata", "reference.golden.json")
-	if *update {
-		if err := os.WriteFile(path, out.Bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -run TestGolden -update to create it)", err)
-	}
-	if !bytes.Equal(out.Bytes(), want) {
-		t.Errorf("resources differ from %s (run with -update if the change is intended):\n%s", path, out.String())
+	for name, mtls := range map[string]bool{"reference": true, "reference-plaintext": false} {
+		t.Run(name, func(t *testing.T) {
+			s, err := xds.New(xds.Options{Cluster: "alpha", View: reference(), MTLS: mtls})
+			if err != nil {
+				t.Fatal(err)
+			}
+			g := xds.Group{Region: "us-east", Zone: "us-east-a"}
+			if err := s.Rebuild(context.Background(), time.Date(2026, 1, 1, 0, 0, 1, 0, time.UTC), g); err != nil {
+				t.Fatal(err)
+			}
+			snap, err := s.Snapshot(g)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			for _, typ := range []types.ResponseType{types.Listener, types.Route, types.Cluster, types.Endpoint} {
+				items := snap.Resources[typ].Items
+				for _, n := range slices.Sorted(maps.Keys(items)) {
+					r := items[n].Resource
+					if err := r.(interface{ ValidateAll() error }).ValidateAll(); err != nil {
+						t.Errorf("%s fails validation: %v", n, err)
+					}
+					out.WriteString(render(t, r))
+				}
+			}
+			path := filepath.Join("testdata", name+".golden.json")
+			if *update {
+				if err := os.WriteFile(path, out.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test -run TestGolden -update to create it)", err)
+			}
+			if !bytes.Equal(out.Bytes(), want) {
+				t.Errorf("resources differ from %s (run with -update if the change is intended):\n%s", path, out.String())
+			}
+		})
 	}
 }
 

@@ -4,6 +4,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// The collectors are package-level because every Server of a process measures into
+// the same series; they are registered by the component that runs the server
+// (RegisterMetrics), never at init, so that a process exports only the metrics of
+// the components it runs.
+
 var (
 	buildLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: "meshfed", Subsystem: "xds", Name: "change_to_push_seconds",
@@ -35,9 +40,8 @@ var (
 	}, []string{"type"})
 )
 
-// RegisterMetrics registers the package's collectors with reg. The component that
-// runs this package calls it once on the registry it serves, so that each
-// component exports only its own metrics.
+// RegisterMetrics registers the xDS server's collectors with reg. Call it once per
+// registry: registering twice panics.
 func RegisterMetrics(reg prometheus.Registerer) {
 	reg.MustRegister(buildLatency, ackLatency, rebuildDuration, pushBytes, gatewayDown, nacks)
 }

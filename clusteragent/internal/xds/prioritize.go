@@ -1,15 +1,23 @@
 package xds
 
 import (
+	"slices"
+
 	"github.com/meshfed/meshfed/clusteragent/internal/locality"
 )
 
 // Client is a proxy's locality; its cluster is always this agent's.
 type Client = locality.Client
 
-// Table is the priority table a client gets for a target (package locality).
+// Table is the priority table a client gets for a target (package locality), with
+// every exclusion explained: a locality whose endpoints were withheld (unreachable
+// gateways, failback hold) is excluded for that reason, and the target's member
+// clusters that serve it nothing (Target.Excluded) are excluded too. The server builds
+// load assignments from this table and explanations print it, so that what is
+// explained is what is served.
 func Table(c Client, t Target) locality.Table {
 	candidates := make([]locality.Candidate, len(t.Localities))
+	withheld := false
 	for i, l := range t.Localities {
 		candidates[i] = locality.Candidate{
 			Locality: locality.Locality{Cluster: l.Cluster, Region: l.Region, Zone: l.Zone, Network: l.Network},
@@ -17,13 +25,45 @@ func Table(c Client, t Target) locality.Table {
 			Healthy:  uint32(len(l.Healthy)),
 			Total:    uint32(l.Total),
 		}
+		withheld = withheld || l.Withheld != ""
 	}
-	return locality.Prioritize(c, candidates, t.Policy)
+	table := locality.Prioritize(c, candidates, t.Policy)
+	if !withheld && len(t.Excluded) == 0 {
+		return table
+	}
+	// Localities are one per cluster and zone (localitiesOf), so the key is unique.
+	type key struct{ cluster, zone string }
+	why := make(map[key]string, len(t.Localities))
+	for _, l := range t.Localities {
+		if l.Withheld != "" {
+			why[key{l.Cluster, l.Zone}] = l.Withheld
+		}
+	}
+	excluded := slices.Clone(table.Excluded)
+	for i, e := range excluded {
+		if w := why[key{e.Cluster, e.Zone}]; w != "" && e.Healthy == 0 {
+			excluded[i].Reason = w
+		}
+	}
+	for _, x := range t.Excluded {
+		excluded = append(excluded, locality.Entry{
+			Candidate: locality.Candidate{Locality: locality.Locality{Cluster: x.Cluster, Region: x.Region, Zone: x.Zone}},
+			Reason:    x.Reason,
+		})
+	}
+	slices.SortStableFunc(excluded, func(a, b locality.Entry) int { return a.Locality.Compare(b.Locality) })
+	table.Excluded = excluded
+	return table
 }
 
 // Prioritize places a target's localities, with their endpoints, in the client's
 // priority table.
 func Prioritize(c Client, t Target) []LocalityEndpoints {
+	return place(Table(c, t), t)
+}
+
+// place gives the entries of a target's table their endpoints.
+func place(table locality.Table, t Target) []LocalityEndpoints {
 	type key struct{ cluster, zone string }
 	endpoints := make(map[key][]Endpoint, len(t.Localities))
 	for _, l := range t.Localities {
@@ -35,7 +75,7 @@ func Prioritize(c Client, t Target) []LocalityEndpoints {
 		endpoints[k] = append(endpoints[k], l.Healthy...)
 	}
 	var out []LocalityEndpoints
-	for p, entries := range Table(c, t).Priorities {
+	for p, entries := range table.Priorities {
 		for _, e := range entries {
 			out = append(out, LocalityEndpoints{
 				Region: e.Region, Zone: e.Zone, Cluster: e.Cluster,

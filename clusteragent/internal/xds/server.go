@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"reflect"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -63,27 +64,54 @@ type Options struct {
 }
 
 // Server serves xDS from the view. Create it with New, start it with Run.
+//
+// Who owns what. Three kinds of goroutines touch a Server: Run's loop (which alone
+// calls rebuild), go-control-plane's stream goroutines (the callbacks, and the cache
+// calling groupHash), and callers of Addr and Explain (the agent's debug handlers).
+//   - opts, log, cache, since, wake and probe are set by New and only read after.
+//   - Run's loop owns targets, shared, built, version, hold, memo and holdEnd: no
+//     other goroutine reads or writes them, so they need no lock.
+//   - mu guards groups, streams, changed, pending, served and lis. The stream
+//     callbacks write groups and streams (a stream joins its group on its first
+//     request and leaves it when it closes) and delete from pending; Run's loop
+//     reads groups, writes changed, pending and served; poke (any goroutine) writes
+//     changed; Explain and Addr only read.
+//   - served is the targets of the last rebuild, set whole and never mutated after:
+//     Explain computes from it what the proxies were sent.
+//
+// A group stays in groups when its last stream closes, with its snapshot; freeing
+// it (a group whose streams count dropped to 0) is for the loop to do, since it owns
+// built and sets snapshots.
 type Server struct {
 	opts  Options
 	log   logr.Logger
 	cache cachev3.SnapshotCache
 	since time.Time
+	wake  chan struct{} // a change or a new group; buffered 1
+	probe *prober
 
-	wake chan struct{} // a change or a new group; buffered 1
-
-	mu      sync.Mutex
-	groups  map[string]Group      // groups with proxies, by key
-	built   map[string]*built     // last snapshot per group
-	changed time.Time             // earliest change not yet in a snapshot
-	pending map[string]pendingAck // by group key
-	shared  *sharedResources
+	// Owned by Run's loop.
 	targets []Target
+	shared  *sharedResources
+	built   map[string]*built // last snapshot per group
 	version uint64
 	hold    *failback
-	probe   *prober
 	memo    *Memo
 	holdEnd time.Time // when the earliest failback hold ends; zero if none
+
+	mu      sync.Mutex
+	groups  map[string]*groupState // groups with proxies, by key
+	streams map[int64]string       // open streams' group keys, by stream ID
+	changed time.Time              // earliest change not yet in a snapshot
+	pending map[string]pendingAck  // by group key
+	served  []Target               // what the last rebuild built snapshots from
 	lis     net.Listener
+}
+
+// groupState is a group and how many open streams its proxies hold.
+type groupState struct {
+	Group
+	streams int
 }
 
 // Group is the proxies of one locality of this cluster.
@@ -92,6 +120,11 @@ type Group struct {
 }
 
 func (g Group) key() string { return g.Region + "/" + g.Zone }
+
+// groupOf is the group of a proxy: its node's region and zone.
+func groupOf(node *corev3.Node) Group {
+	return Group{Region: node.GetLocality().GetRegion(), Zone: node.GetLocality().GetZone()}
+}
 
 // pendingAck is a pushed version whose ACK is awaited, and when the change it carries
 // was seen.
@@ -139,33 +172,66 @@ func New(opts Options) (*Server, error) {
 		opts.ProbeTimeout = time.Second
 	}
 	s := &Server{opts: opts, log: opts.Logger, since: time.Now(), wake: make(chan struct{}, 1),
-		groups: map[string]Group{}, built: map[string]*built{}, pending: map[string]pendingAck{}, hold: newFailback(), memo: NewMemo()}
+		groups: map[string]*groupState{}, streams: map[int64]string{}, built: map[string]*built{},
+		pending: map[string]pendingAck{}, hold: newFailback(), memo: NewMemo()}
 	if s.log.GetSink() == nil {
 		s.log = logr.Discard()
 	}
-	s.cache = cachev3.NewSnapshotCache(false, groupHash{s}, nil)
+	s.cache = cachev3.NewSnapshotCache(false, groupHash{}, nil)
 	s.probe = newProber(opts.ProbeInterval, opts.ProbeTimeout, func() { s.poke(time.Now()) })
 	return s, nil
 }
 
-// groupHash maps a proxy to its group, and registers groups as proxies appear.
-type groupHash struct{ s *Server }
+// groupHash maps a proxy to its group's snapshot. It is pure: the cache calls it on
+// every request, and groups are registered by the stream callbacks (join).
+type groupHash struct{}
 
-func (h groupHash) ID(node *corev3.Node) string {
-	g := Group{Region: node.GetLocality().GetRegion(), Zone: node.GetLocality().GetZone()}
-	h.s.mu.Lock()
-	_, known := h.s.groups[g.key()]
-	if !known {
-		h.s.groups[g.key()] = g
+func (groupHash) ID(node *corev3.Node) string { return groupOf(node).key() }
+
+// join registers stream id with its proxy's group, once per stream, and schedules a
+// rebuild when the group is new so that its first snapshot is set. go-control-plane
+// calls OnStreamRequest before it asks the cache for the request's snapshot.
+func (s *Server) join(id int64, node *corev3.Node) {
+	g := groupOf(node)
+	s.mu.Lock()
+	if _, ok := s.streams[id]; ok {
+		s.mu.Unlock()
+		return
 	}
-	h.s.mu.Unlock()
-	if !known {
+	s.streams[id] = g.key()
+	isNew := s.addGroup(g)
+	s.mu.Unlock()
+	if isNew {
 		if g.Zone == "" {
-			h.s.log.Info("proxy without a zone: it gets its region's, else the default, priorities", "node", node.GetId(), "region", g.Region)
+			s.log.Info("proxy without a zone: it gets its region's, else the default, priorities", "node", node.GetId(), "region", g.Region)
 		}
-		h.s.poke(time.Now())
+		s.poke(time.Now())
 	}
-	return g.key()
+}
+
+// addGroup counts one more stream of g and reports whether g is new. s.mu is held.
+func (s *Server) addGroup(g Group) bool {
+	gs, ok := s.groups[g.key()]
+	if !ok {
+		gs = &groupState{Group: g}
+		s.groups[g.key()] = gs
+	}
+	gs.streams++
+	return !ok
+}
+
+// leave forgets stream id. Its group keeps its snapshot (see Server).
+func (s *Server) leave(id int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key, ok := s.streams[id]
+	if !ok {
+		return // closed before its first request
+	}
+	delete(s.streams, id)
+	if gs := s.groups[key]; gs != nil {
+		gs.streams--
+	}
 }
 
 // poke schedules a rebuild for a change seen at t.
@@ -242,7 +308,7 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		case <-s.wake:
 			time.Sleep(s.opts.Debounce)
-			if err := s.rebuild(ctx); err != nil {
+			if err := s.rebuild(ctx, time.Now()); err != nil {
 				s.log.Error(err, "rebuild xDS snapshots")
 			}
 		}
@@ -273,14 +339,13 @@ func (s *Server) input(now time.Time) Input {
 
 // rebuild recomputes targets and, for every group, the load assignments whose target
 // changed, and sets the snapshots.
-func (s *Server) rebuild(ctx context.Context) error {
-	start := time.Now()
+func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 	s.mu.Lock()
 	changed := s.changed
 	s.changed = time.Time{}
 	groups := make([]Group, 0, len(s.groups))
 	for _, g := range s.groups {
-		groups = append(groups, g)
+		groups = append(groups, g.Group)
 	}
 	s.mu.Unlock()
 
@@ -298,6 +363,9 @@ func (s *Server) rebuild(ctx context.Context) error {
 		shared = buildShared(targets, s.serverListeners(), strconv.FormatUint(s.version, 10), td)
 	}
 	s.targets, s.shared = targets, shared
+	s.mu.Lock()
+	s.served = targets
+	s.mu.Unlock()
 
 	var errs []error
 	pushed := 0
@@ -350,13 +418,13 @@ func (s *Server) buildGroup(g Group, targets []Target, shared *sharedResources, 
 	for _, t := range targets {
 		name := ClusterName(t.Hostname, t.Port)
 		if prev != nil {
-			if old, ok := prev.inputs[name]; ok && reflect.DeepEqual(old, t) {
+			if old, ok := prev.inputs[name]; ok && sameServed(old, t) {
 				next.cla[name], next.inputs[name] = prev.cla[name], old
 				continue
 			}
 		}
 		dirty = true
-		next.cla[name] = loadAssignment(t.Hostname, t.Port, Prioritize(client, t))
+		next.cla[name] = loadAssignment(t.Hostname, t.Port, place(Table(client, t), t))
 		next.inputs[name] = t
 	}
 	// The gateway's assignments follow the client ones' inputs: rebuilt when dirty.
@@ -384,6 +452,19 @@ func (s *Server) buildGroup(g Group, targets []Target, shared *sharedResources, 
 	}
 	next.version = strconv.FormatUint(next.eds, 10)
 	return next, dirty
+}
+
+// sameServed reports whether two versions of a target give every client the same
+// load assignment: they differ at most in what only explanations read (Excluded,
+// Withheld), so a change of reason alone pushes nothing.
+func sameServed(a, b Target) bool {
+	return a.Namespace == b.Namespace && a.Name == b.Name && a.Hostname == b.Hostname && a.Port == b.Port &&
+		reflect.DeepEqual(a.Policy, b.Policy) &&
+		slices.EqualFunc(a.Localities, b.Localities, func(x, y Locality) bool {
+			return x.Cluster == y.Cluster && x.Region == y.Region && x.Zone == y.Zone && x.Network == y.Network &&
+				x.State == y.State && x.Total == y.Total &&
+				slices.Equal(x.Healthy, y.Healthy) && slices.Equal(x.Gateways, y.Gateways)
+		})
 }
 
 func prevGateway(prev *built, sni string) (types.Resource, bool) {
@@ -440,7 +521,8 @@ func check(snap *cachev3.Snapshot, targets []Target) error {
 
 func (s *Server) callbacks() serverv3.Callbacks {
 	return serverv3.CallbackFuncs{
-		StreamRequestFunc: func(_ int64, req *discoverygrpc.DiscoveryRequest) error {
+		StreamRequestFunc: func(id int64, req *discoverygrpc.DiscoveryRequest) error {
+			s.join(id, req.GetNode())
 			// An ACK of load assignments closes the change-to-proxy measurement.
 			if req.GetTypeUrl() != resourcev3.EndpointType || req.GetResponseNonce() == "" || req.GetErrorDetail() != nil {
 				if req.GetErrorDetail() != nil {
@@ -449,7 +531,7 @@ func (s *Server) callbacks() serverv3.Callbacks {
 				}
 				return nil
 			}
-			key := Group{Region: req.GetNode().GetLocality().GetRegion(), Zone: req.GetNode().GetLocality().GetZone()}.key()
+			key := groupOf(req.GetNode()).key()
 			s.mu.Lock()
 			p, ok := s.pending[key]
 			if ok && p.version == req.GetVersionInfo() {
@@ -461,39 +543,62 @@ func (s *Server) callbacks() serverv3.Callbacks {
 			}
 			return nil
 		},
+		StreamClosedFunc: func(id int64, _ *corev3.Node) { s.leave(id) },
 		StreamResponseFunc: func(_ context.Context, _ int64, _ *discoverygrpc.DiscoveryRequest, resp *discoverygrpc.DiscoveryResponse) {
 			pushBytes.WithLabelValues(resp.GetTypeUrl()).Observe(float64(proto.Size(resp)))
 		},
 	}
 }
 
-// Explanation is the priority table of one port of a global service.
+// Explanation is the priority table of one port of a global service, as served.
 type Explanation struct {
 	Hostname string         `json:"hostname"`
 	Port     uint32         `json:"port"`
 	Table    locality.Table `json:"-"`
+	// Excluded is every cluster, or zone of one, that has a member Service of the
+	// global service and gets none of this port's traffic, with the reason: Table's
+	// Excluded entries.
+	Excluded []Excluded `json:"excluded"`
 	// Text is Table rendered for humans.
 	Text string `json:"text"`
 }
 
+// Excluded is one exclusion of an Explanation. Zone is "" when the whole cluster is.
+type Excluded struct {
+	Cluster string `json:"cluster"`
+	Region  string `json:"region,omitempty"`
+	Zone    string `json:"zone,omitempty"`
+	Reason  string `json:"reason"`
+}
+
 // Explain returns, for every port of the global service namespace/name, the priority
-// table a proxy of this cluster in zone gets now, and why.
+// table a proxy of this cluster in zone was last sent, and why. It is computed as the
+// proxies' load assignments are (Table, from the targets of the last rebuild, after
+// failback holds and gateway probes), whether or not a proxy of that zone is
+// connected.
 func (s *Server) Explain(namespace, name, zone string) ([]Explanation, error) {
 	region := ""
 	if c, ok := s.opts.View.Cluster(s.opts.Cluster); ok && c.Info != nil {
 		region = c.Info.Region
 	}
+	s.mu.Lock()
+	served := s.served
+	s.mu.Unlock()
 	client := Client{Cluster: s.opts.Cluster, Region: region, Zone: zone}
 	var out []Explanation
-	for _, t := range Targets(s.input(time.Now())) {
+	for _, t := range served {
 		if t.Namespace != namespace || t.Name != name {
 			continue
 		}
 		table := Table(client, t)
-		out = append(out, Explanation{Hostname: t.Hostname, Port: t.Port, Table: table, Text: table.String()})
+		e := Explanation{Hostname: t.Hostname, Port: t.Port, Table: table, Text: table.String(), Excluded: []Excluded{}}
+		for _, x := range table.Excluded {
+			e.Excluded = append(e.Excluded, Excluded{Cluster: x.Cluster, Region: x.Region, Zone: x.Zone, Reason: x.Reason})
+		}
+		out = append(out, e)
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("no global service %s/%s in this agent's view", namespace, name)
+		return nil, fmt.Errorf("no global service %s/%s in what this agent's xDS server serves", namespace, name)
 	}
 	return out, nil
 }

@@ -2,6 +2,7 @@ package xds_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/meshfed/meshfed/clusteragent/internal/xds"
 	"github.com/meshfed/meshfed/internal/dev/echo"
+	"github.com/meshfed/meshfed/internal/dev/testutil"
 	"github.com/meshfed/meshfed/internal/etcd/keyspace"
 	"github.com/meshfed/meshfed/internal/etcd/model"
 	"github.com/meshfed/meshfed/internal/etcd/view"
@@ -125,60 +127,43 @@ func landing(ctx context.Context, conn *grpc.ClientConn, n int) (map[string]int,
 	return out, nil
 }
 
-// eventuallyAll waits until every one of n requests lands on want.
+// eventuallyAll waits until every one of 20 requests lands on want.
 func eventuallyAll(t *testing.T, ctx context.Context, conn *grpc.ClientConn, want string) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		got, err := landing(ctx, conn, 20)
-		if err == nil && got[want] == 20 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("requests did not all land on %s: %v (err %v)", want, got, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	eventuallyAllOf(t, ctx, conn, want)
 }
 
 // eventuallyAllOf waits until every one of 20 requests lands on one of want.
 func eventuallyAllOf(t *testing.T, ctx context.Context, conn *grpc.ClientConn, want ...string) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testutil.Eventually(t, 60*time.Second, fmt.Sprintf("requests to all land on %v", want), func() error {
 		got, err := landing(ctx, conn, 20)
 		n := 0
 		for _, w := range want {
 			n += got[w]
 		}
-		if err == nil && n == 20 {
-			return
+		if err != nil || n != 20 {
+			return fmt.Errorf("landed %v (err %v)", got, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("requests did not all land on %v: %v (err %v)", want, got, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
+// startServer runs an xDS server for cluster until the test ends, and waits until it
+// listens.
 func startServer(t *testing.T, w *world, cluster string) *xds.Server {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
 	s, err := xds.New(xds.Options{Cluster: cluster, View: w.v, Addr: "127.0.0.1:0", Logger: testr.New(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("xds server: %v", err)
+	testutil.Run(t, "xds server", s.Run)
+	testutil.Eventually(t, 10*time.Second, "the xDS server to listen", func() error {
+		if s.Addr() == "" {
+			return errors.New("no address yet")
 		}
+		return nil
 	})
-	for s.Addr() == "" {
-		time.Sleep(10 * time.Millisecond)
-	}
 	return s
 }
 

@@ -22,6 +22,18 @@ type Target struct {
 	Port            uint32
 	Policy          *model.Policy // nil: the default policy
 	Localities      []Locality
+	// Excluded are the member clusters (or zones of them) that serve this port
+	// nothing before any priority is computed, each with its reason: they never
+	// reach Localities. Only explanations read it (see Table); what is served
+	// depends on Localities alone.
+	Excluded []Exclusion
+}
+
+// Exclusion is a cluster, or one zone of it (Zone set), whose member Service of a
+// global service contributes nothing to one of its ports, and why.
+type Exclusion struct {
+	Cluster, Region, Zone string
+	Reason                string
 }
 
 // Locality is one cluster's zone serving a Target.
@@ -34,6 +46,10 @@ type Locality struct {
 	// Gateways, for a cluster on another network, are its east-west gateways: the
 	// addresses a client sends the locality's traffic to, weighted by Healthy.
 	Gateways []Endpoint
+	// Withheld, when set, is why Healthy was emptied although the locality has ready
+	// endpoints (its gateways are unreachable, a failback hold): the reason an
+	// explanation gives for its exclusion. It never changes what is served.
+	Withheld string
 }
 
 // Input is what targets are computed from: a consistent read of the view.
@@ -79,6 +95,7 @@ type memoEntry struct {
 	port     model.GlobalPort
 	clusters []string
 	out      []Locality
+	excluded []Exclusion
 }
 
 // NewMemo returns an empty Memo.
@@ -109,7 +126,9 @@ func Targets(in Input) []Target {
 		for _, gp := range g.Ports {
 			t := &Target{Namespace: g.Namespace, Name: g.Name, Hostname: g.Hostname, Port: uint32(gp.Port), Policy: policy}
 			for _, c := range in.Clusters {
-				t.Localities = append(t.Localities, in.Memo.localities(in, network, c, g, gp, policy)...)
+				locs, excluded := in.Memo.localities(in, network, c, g, gp, policy)
+				t.Localities = append(t.Localities, locs...)
+				t.Excluded = append(t.Excluded, excluded...)
 			}
 			add(t)
 		}
@@ -167,7 +186,7 @@ func implicitExports(in Input, globals []model.GlobalService) []model.GlobalServ
 }
 
 // localities is localitiesOf through the memo (m may be nil).
-func (m *Memo) localities(in Input, network string, c view.Cluster, g *model.GlobalService, gp model.GlobalPort, policy *model.Policy) []Locality {
+func (m *Memo) localities(in Input, network string, c view.Cluster, g *model.GlobalService, gp model.GlobalPort, policy *model.Policy) ([]Locality, []Exclusion) {
 	if m == nil || g.Service == nil || c.Info == nil {
 		return localitiesOf(in, network, c, g, gp, policy)
 	}
@@ -189,11 +208,11 @@ func (m *Memo) localities(in Input, network string, c view.Cluster, g *model.Glo
 	if old, ok := m.entries[key]; ok && old.record == e.record && old.info == e.info && old.state == e.state &&
 		old.service == e.service && old.port == e.port && slices.Equal(old.gateways, e.gateways) &&
 		slices.Equal(old.clusters, e.clusters) {
-		return old.out
+		return old.out, old.excluded
 	}
-	e.out = localitiesOf(in, network, c, g, gp, policy)
+	e.out, e.excluded = localitiesOf(in, network, c, g, gp, policy)
 	m.entries[key] = e
-	return e.out
+	return e.out, e.excluded
 }
 
 // sweep forgets entries the last call did not use.
@@ -209,30 +228,54 @@ func (m *Memo) sweep() {
 	m.seen = nil
 }
 
-// localitiesOf returns cluster c's localities serving global port gp of g.
-func localitiesOf(in Input, network string, c view.Cluster, g *model.GlobalService, gp model.GlobalPort, policy *model.Policy) []Locality {
-	if c.Info == nil {
-		return nil // not registered (yet, or any more): nothing to route to
+// localitiesOf returns cluster c's localities serving global port gp of g, and the
+// member Services of c that serve it nothing, with the reason.
+func localitiesOf(in Input, network string, c view.Cluster, g *model.GlobalService, gp model.GlobalPort, policy *model.Policy) ([]Locality, []Exclusion) {
+	var excluded []Exclusion
+	exclude := func(zone, reason string) {
+		region := ""
+		if c.Info != nil {
+			region = c.Info.Region
+		}
+		excluded = append(excluded, Exclusion{Cluster: c.Name, Region: region, Zone: zone, Reason: reason})
 	}
-	state := freshness(in, c, policy)
-	if state == locality.Dropped {
-		return nil
+	// A whole cluster that serves nothing is listed once, if it has a member at all.
+	var whole string
+	state := locality.Fresh
+	switch {
+	case c.Info == nil:
+		whole = "cluster not registered" // (not yet, or not any more): nothing to route to
+	default:
+		if state = freshness(in, c, policy); state == locality.Dropped {
+			whole = "dropped cluster: no heartbeat for longer than dropAfter"
+		}
 	}
-	gateways, remote := gatewaysOf(in, network, c)
+	var gateways []Endpoint
+	remote := false
+	if whole == "" {
+		gateways, remote = gatewaysOf(in, network, c)
+	}
 	zones := map[string]*Locality{}
 	for nn, s := range members(c, g) {
 		if !model.Selects(g, c.Name, nn.Namespace, nn.Name, s.Labels) {
 			continue
 		}
+		if whole != "" {
+			exclude("", whole)
+			return nil, excluded
+		}
 		sp, ok := model.MemberPort(s, gp)
 		if !ok {
+			exclude("", "Service "+nn.String()+" has "+noPort(gp))
 			continue
 		}
+		n := 0
 		for _, e := range s.Endpoints {
 			port, ok := model.PortOf(e, sp)
 			if !ok {
 				continue
 			}
+			n++
 			l := zones[e.Zone]
 			if l == nil {
 				l = &Locality{Cluster: c.Name, Region: c.Info.Region, Zone: e.Zone, Network: c.Info.Network, State: state}
@@ -243,13 +286,20 @@ func localitiesOf(in Input, network string, c view.Cluster, g *model.GlobalServi
 				l.Healthy = append(l.Healthy, Endpoint{Address: e.Address, Port: port})
 			}
 		}
+		if n == 0 {
+			exclude("", "Service "+nn.String()+" has no endpoints on port "+strconv.Quote(sp.Name))
+		}
 	}
 	out := make([]Locality, 0, len(zones))
 	for _, l := range zones {
 		if remote {
 			l.Gateways = gateways
-			if len(gateways) == 0 {
+			if len(gateways) == 0 && len(l.Healthy) > 0 {
 				l.Healthy = nil // no way in: every endpoint behind it is unreachable
+				l.Withheld = "no reachable east-west gateway"
+				if len(c.Info.Gateways) > 0 {
+					l.Withheld = "east-west gateway unreachable (probe failed)"
+				}
 			}
 		}
 		slices.SortFunc(l.Healthy, func(a, b Endpoint) int {
@@ -261,7 +311,15 @@ func localitiesOf(in Input, network string, c view.Cluster, g *model.GlobalServi
 		out = append(out, *l)
 	}
 	slices.SortFunc(out, func(a, b Locality) int { return strings.Compare(a.Zone, b.Zone) })
-	return out
+	return out, excluded
+}
+
+// noPort says which port a member Service lacks, by the rule of model.MemberPort.
+func noPort(gp model.GlobalPort) string {
+	if gp.Name != "" {
+		return "no port named " + strconv.Quote(gp.Name)
+	}
+	return "no port " + strconv.Itoa(int(gp.Port))
 }
 
 // members yields the cluster's services that g may select: the one it names, or those
