@@ -31,7 +31,7 @@ type Options struct {
 }
 
 // EventSource is the reporting controller of the hub's Events.
-const EventSource = "meshfed-hub"
+const EventSource = "meshfed.io/hub"
 
 // Setup registers the reconcilers and the Collector with mgr.
 func Setup(mgr ctrl.Manager, opts Options) error {
