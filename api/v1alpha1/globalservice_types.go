@@ -122,11 +122,34 @@ type GlobalServiceStatus struct {
 	// +optional
 	ReadyEndpoints int32 `json:"readyEndpoints"`
 
-	// Clusters lists the endpoints per cluster and locality.
+	// Clusters lists the endpoints per cluster and locality. Only endpoints that serve
+	// at least one of the global ports count: those are what clients are sent to.
 	// +listType=map
 	// +listMapKey=cluster
 	// +optional
 	Clusters []ClusterEndpoints `json:"clusters,omitempty"`
+
+	// Excluded lists the clusters whose selected Service does not serve a global
+	// port, one entry per cluster and port, with the reason: clients are not routed
+	// to the cluster on that port.
+	// +listType=map
+	// +listMapKey=cluster
+	// +listMapKey=port
+	// +optional
+	Excluded []ExcludedCluster `json:"excluded,omitempty"`
+}
+
+// ExcludedCluster is a cluster that serves none of a global port's traffic.
+type ExcludedCluster struct {
+	// Cluster is the MeshCluster's name.
+	Cluster string `json:"cluster"`
+	// Port is the global port's number.
+	Port int32 `json:"port"`
+	// Reason is why, in CamelCase: PortNotFound.
+	Reason string `json:"reason"`
+	// Message says why in words.
+	// +optional
+	Message string `json:"message,omitempty"`
 }
 
 // ClusterEndpoints counts one cluster's endpoints of a global service.

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -39,6 +40,7 @@ import (
 	"github.com/meshfed/meshfed/federation/internal/etcdsec"
 	"github.com/meshfed/meshfed/internal/creds/hubinfo"
 	"github.com/meshfed/meshfed/internal/dev/localkube"
+	"github.com/meshfed/meshfed/internal/dev/testutil"
 	"github.com/meshfed/meshfed/internal/etcd/embedetcd"
 	"github.com/meshfed/meshfed/internal/etcd/keyspace"
 	"github.com/meshfed/meshfed/internal/etcd/kvstore"
@@ -158,22 +160,6 @@ func (e *hubEnv) startManager() (stop func()) {
 	return stop
 }
 
-// eventually polls cond until it holds, failing with its last explanation after waitFor.
-func eventually(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s: %s", waitFor, what, why)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // all reports the first of problems that is not "".
 func all(problems ...string) (bool, string) {
 	for _, p := range problems {
@@ -204,6 +190,33 @@ func finalized(o client.Object) string {
 	return ""
 }
 
+// waitEvent waits for an Event of the hub's (EventSource) with type typ and reason on o.
+func (e *hubEnv) waitEvent(t *testing.T, o client.Object, typ, reason string) {
+	t.Helper()
+	// Events of cluster-scoped objects go to the default namespace.
+	namespace := o.GetNamespace()
+	if namespace == "" {
+		namespace = metav1.NamespaceDefault
+	}
+	testutil.Eventually(t, waitFor, fmt.Sprintf("%s Event %s on %s", typ, reason, o.GetName()), func() error {
+		list := &eventsv1.EventList{}
+		if err := e.kube.List(e.ctx, list, client.InNamespace(namespace)); err != nil {
+			return err
+		}
+		var seen []string
+		for _, ev := range list.Items {
+			if ev.Regarding.Name != o.GetName() || ev.ReportingController != EventSource {
+				continue
+			}
+			if ev.Type == typ && ev.Reason == reason && ev.Action == eventAction && ev.Note != "" {
+				return nil
+			}
+			seen = append(seen, ev.Type+"/"+ev.Reason)
+		}
+		return fmt.Errorf("events on %s: %v", o.GetName(), seen)
+	})
+}
+
 func (e *hubEnv) create(t *testing.T, o client.Object) {
 	t.Helper()
 	if err := e.kube.Create(e.ctx, o); err != nil {
@@ -231,12 +244,12 @@ func update[O client.Object](t *testing.T, e *hubEnv, o O, change func(O)) {
 func waitObject[O client.Object](t *testing.T, e *hubEnv, o O, what string, cond func(O) (bool, string)) {
 	t.Helper()
 	key := client.ObjectKeyFromObject(o)
-	eventually(t, what, func() (bool, string) {
+	testutil.Eventually(t, waitFor, what, testutil.Check(func() (bool, string) {
 		if err := e.kube.Get(e.ctx, key, o); err != nil {
 			return false, err.Error()
 		}
 		return cond(o)
-	})
+	}))
 }
 
 // deleteAndWait deletes o and waits until it is gone, finalizer handled.
@@ -245,13 +258,13 @@ func (e *hubEnv) deleteAndWait(t *testing.T, o client.Object) {
 	if err := e.kube.Delete(e.ctx, o); err != nil {
 		t.Fatalf("delete %T %s: %v", o, o.GetName(), err)
 	}
-	eventually(t, fmt.Sprintf("%T %s to go", o, o.GetName()), func() (bool, string) {
+	testutil.Eventually(t, waitFor, fmt.Sprintf("%T %s to go", o, o.GetName()), testutil.Check(func() (bool, string) {
 		err := e.kube.Get(e.ctx, client.ObjectKeyFromObject(o), o)
 		if apierrors.IsNotFound(err) {
 			return true, ""
 		}
 		return false, fmt.Sprintf("still there (finalizers %v, err %v)", o.GetFinalizers(), err)
-	})
+	}))
 }
 
 func (e *hubEnv) put(t *testing.T, key string, rec model.Record, opts ...clientv3.OpOption) {
@@ -282,7 +295,7 @@ func (e *hubEnv) dump(t *testing.T, prefix string) map[string]string {
 // waitRecord waits until etcd holds at key exactly want, as model.Decode reads it.
 func (e *hubEnv) waitRecord(t *testing.T, key string, want model.Record) {
 	t.Helper()
-	eventually(t, "record at "+key, func() (bool, string) {
+	testutil.Eventually(t, waitFor, "record at "+key, testutil.Check(func() (bool, string) {
 		resp, err := e.etcd.Get(e.ctx, key)
 		if err != nil {
 			return false, err.Error()
@@ -298,17 +311,17 @@ func (e *hubEnv) waitRecord(t *testing.T, key string, want model.Record) {
 			return false, "(-want +got):\n" + diff
 		}
 		return true, ""
-	})
+	}))
 }
 
 // waitGone waits until nothing is stored under prefix (a single key is its own prefix
 // here: no key of the layout is a prefix of another).
 func (e *hubEnv) waitGone(t *testing.T, prefix string) {
 	t.Helper()
-	eventually(t, prefix+" to be deleted", func() (bool, string) {
+	testutil.Eventually(t, waitFor, prefix+" to be deleted", testutil.Check(func() (bool, string) {
 		left := e.dump(t, prefix)
 		return len(left) == 0, fmt.Sprintf("still stored: %v", slices.Sorted(maps.Keys(left)))
-	})
+	}))
 }
 
 // etcdUser reports whether the cluster's etcd user exists and holds its role, and
@@ -460,10 +473,10 @@ func TestReconcilers(t *testing.T) {
 		if got := e.dump(t, keyspace.ClusterServices("keep-10")); len(got) != 1 {
 			t.Errorf("keep-10's published services = %v, want the one published before the start", got)
 		}
-		eventually(t, "keep-10's etcd user", func() (bool, string) {
+		testutil.Eventually(t, waitFor, "keep-10's etcd user", testutil.Check(func() (bool, string) {
 			u, r := e.etcdUser(t, "keep-10")
 			return u && r, fmt.Sprintf("user with role %v, role %v", u, r)
-		})
+		}))
 	})
 
 	east := meshCluster("east-1", "us-east", "us-east-1a", "us-east-1b")
@@ -472,6 +485,9 @@ func TestReconcilers(t *testing.T) {
 	eastCart := serviceEndpoints(ns, "cart", nil,
 		endpoint("10.0.0.1", "us-east-1a", true), endpoint("10.0.0.2", "us-east-1b", true), endpoint("10.0.0.3", "us-east-1b", false))
 	eastWeb := serviceEndpoints(ns, "web", map[string]string{"tier": "front"}, endpoint("10.0.1.1", "us-east-1a", true))
+	// The frontends' global port is 443, unnamed: east-1's web serves it by number.
+	eastWeb.Ports = append(eastWeb.Ports, model.ServicePort{Port: 443})
+	eastWeb.Endpoints[0].Ports = append(eastWeb.Endpoints[0].Ports, model.EndpointPort{Port: 8443})
 
 	step("MeshCluster", func(t *testing.T) {
 		e.create(t, east)
@@ -482,9 +498,9 @@ func TestReconcilers(t *testing.T) {
 		waitObject(t, e, east, "east-1 registered", func(mc *v1.MeshCluster) (bool, string) {
 			gen, s := mc.Generation, mc.Status
 			return all(finalized(mc),
-				cond(s.Conditions, v1.ConditionRegistered, metav1.ConditionTrue, "Registered", gen),
-				cond(s.Conditions, v1.ConditionConnected, metav1.ConditionFalse, "NoHeartbeat", gen),
-				cond(s.Conditions, v1.ConditionSynced, metav1.ConditionFalse, "NotSynced", gen),
+				cond(s.Conditions, v1.ConditionRegistered, metav1.ConditionTrue, v1.ReasonRegistered, gen),
+				cond(s.Conditions, v1.ConditionConnected, metav1.ConditionFalse, v1.ReasonNoHeartbeat, gen),
+				cond(s.Conditions, v1.ConditionSynced, metav1.ConditionFalse, v1.ReasonNotSynced, gen),
 				observed(s.ObservedGeneration, gen),
 				counts(s, 0, 0))
 		})
@@ -509,9 +525,9 @@ func TestReconcilers(t *testing.T) {
 			waitObject(t, e, east, "conditions of the new generation", func(mc *v1.MeshCluster) (bool, string) {
 				s := mc.Status
 				return all(observed(s.ObservedGeneration, gen),
-					cond(s.Conditions, v1.ConditionRegistered, metav1.ConditionTrue, "Registered", gen),
-					cond(s.Conditions, v1.ConditionConnected, metav1.ConditionFalse, "NoHeartbeat", gen),
-					cond(s.Conditions, v1.ConditionSynced, metav1.ConditionFalse, "NotSynced", gen))
+					cond(s.Conditions, v1.ConditionRegistered, metav1.ConditionTrue, v1.ReasonRegistered, gen),
+					cond(s.Conditions, v1.ConditionConnected, metav1.ConditionFalse, v1.ReasonNoHeartbeat, gen),
+					cond(s.Conditions, v1.ConditionSynced, metav1.ConditionFalse, v1.ReasonNotSynced, gen))
 			})
 		})
 
@@ -524,7 +540,7 @@ func TestReconcilers(t *testing.T) {
 			e.put(t, keyspace.ClusterHeartbeat("east-1"), &model.Heartbeat{Time: beat, TTL: 60, Agent: "agent-east"}, clientv3.WithLease(lease.ID))
 			waitObject(t, e, east, "Connected", func(mc *v1.MeshCluster) (bool, string) {
 				s := mc.Status
-				if p := cond(s.Conditions, v1.ConditionConnected, metav1.ConditionTrue, "HeartbeatLive", mc.Generation); p != "" {
+				if p := cond(s.Conditions, v1.ConditionConnected, metav1.ConditionTrue, v1.ReasonHeartbeatLive, mc.Generation); p != "" {
 					return false, p
 				}
 				if msg := meta.FindStatusCondition(s.Conditions, v1.ConditionConnected).Message; !strings.Contains(msg, "agent-east") {
@@ -535,12 +551,13 @@ func TestReconcilers(t *testing.T) {
 				}
 				return true, ""
 			})
+			e.waitEvent(t, east, corev1.EventTypeNormal, v1.ReasonHeartbeatLive)
 		})
 
 		t.Run("agent synced", func(t *testing.T) {
 			e.put(t, keyspace.ClusterSynced("east-1"), &model.Synced{SyncedAt: time.Now()})
 			waitObject(t, e, east, "Synced", func(mc *v1.MeshCluster) (bool, string) {
-				return all(cond(mc.Status.Conditions, v1.ConditionSynced, metav1.ConditionTrue, "Synced", mc.Generation))
+				return all(cond(mc.Status.Conditions, v1.ConditionSynced, metav1.ConditionTrue, v1.ReasonSynced, mc.Generation))
 			})
 		})
 
@@ -556,11 +573,12 @@ func TestReconcilers(t *testing.T) {
 			}
 			waitObject(t, e, east, "Connected=False", func(mc *v1.MeshCluster) (bool, string) {
 				s := mc.Status
-				return all(cond(s.Conditions, v1.ConditionConnected, metav1.ConditionFalse, "HeartbeatLapsed", mc.Generation),
-					cond(s.Conditions, v1.ConditionSynced, metav1.ConditionTrue, "Synced", mc.Generation),
-					cond(s.Conditions, v1.ConditionRegistered, metav1.ConditionTrue, "Registered", mc.Generation),
+				return all(cond(s.Conditions, v1.ConditionConnected, metav1.ConditionFalse, v1.ReasonHeartbeatLapsed, mc.Generation),
+					cond(s.Conditions, v1.ConditionSynced, metav1.ConditionTrue, v1.ReasonSynced, mc.Generation),
+					cond(s.Conditions, v1.ConditionRegistered, metav1.ConditionTrue, v1.ReasonRegistered, mc.Generation),
 					counts(s, 2, 4))
 			})
+			e.waitEvent(t, east, corev1.EventTypeWarning, v1.ReasonHeartbeatLapsed)
 		})
 	})
 
@@ -619,10 +637,11 @@ func TestReconcilers(t *testing.T) {
 			gen := gs.Generation
 			return all(finalized(gs),
 				observed(gs.Status.ObservedGeneration, gen),
-				cond(gs.Status.Conditions, v1.ConditionAccepted, metav1.ConditionTrue, "Accepted", gen),
-				cond(gs.Status.Conditions, v1.ConditionResolvedRefs, metav1.ConditionFalse, "PolicyNotFound", gen),
+				cond(gs.Status.Conditions, v1.ConditionAccepted, metav1.ConditionTrue, v1.ReasonAccepted, gen),
+				cond(gs.Status.Conditions, v1.ConditionResolvedRefs, metav1.ConditionFalse, v1.ReasonPolicyNotFound, gen),
 				gsStatus(gs, "cart.shop.svc.clusterset.local", 3, cartClusters))
 		})
+		e.waitEvent(t, cart, corev1.EventTypeWarning, v1.ReasonPolicyNotFound)
 
 		e.create(t, frontends)
 		e.waitRecord(t, keyspace.GlobalService(ns, "frontends"), &model.GlobalService{Namespace: ns, Name: "frontends",
@@ -631,8 +650,8 @@ func TestReconcilers(t *testing.T) {
 		waitObject(t, e, frontends, "frontends' status", func(gs *v1.GlobalService) (bool, string) {
 			gen := gs.Generation
 			return all(finalized(gs),
-				cond(gs.Status.Conditions, v1.ConditionAccepted, metav1.ConditionTrue, "Accepted", gen),
-				cond(gs.Status.Conditions, v1.ConditionResolvedRefs, metav1.ConditionTrue, "ResolvedRefs", gen),
+				cond(gs.Status.Conditions, v1.ConditionAccepted, metav1.ConditionTrue, v1.ReasonAccepted, gen),
+				cond(gs.Status.Conditions, v1.ConditionResolvedRefs, metav1.ConditionTrue, v1.ReasonResolvedRefs, gen),
 				gsStatus(gs, "web.example.internal", 1,
 					[]v1.ClusterEndpoints{{Cluster: "east-1", Localities: []v1.LocalityEndpoints{loc("us-east", "us-east-1a", 1, 1)}}}))
 		})
@@ -646,8 +665,8 @@ func TestReconcilers(t *testing.T) {
 			gen := cart.Generation
 			waitObject(t, e, cart, "conditions of the new generation", func(gs *v1.GlobalService) (bool, string) {
 				return all(observed(gs.Status.ObservedGeneration, gen),
-					cond(gs.Status.Conditions, v1.ConditionAccepted, metav1.ConditionTrue, "Accepted", gen),
-					cond(gs.Status.Conditions, v1.ConditionResolvedRefs, metav1.ConditionFalse, "PolicyNotFound", gen))
+					cond(gs.Status.Conditions, v1.ConditionAccepted, metav1.ConditionTrue, v1.ReasonAccepted, gen),
+					cond(gs.Status.Conditions, v1.ConditionResolvedRefs, metav1.ConditionFalse, v1.ReasonPolicyNotFound, gen))
 			})
 		})
 
@@ -678,7 +697,7 @@ func TestReconcilers(t *testing.T) {
 		e.waitRecord(t, keyspace.Policy(ns, "cart-failover"), failoverRecord)
 		waitObject(t, e, failover, "UnknownCluster", func(fp *v1.FailoverPolicy) (bool, string) {
 			gen := fp.Generation
-			if p := cond(fp.Status.Conditions, v1.ConditionResolvedRefs, metav1.ConditionFalse, "UnknownCluster", gen); p != "" {
+			if p := cond(fp.Status.Conditions, v1.ConditionResolvedRefs, metav1.ConditionFalse, v1.ReasonUnknownCluster, gen); p != "" {
 				return false, p
 			}
 			msg := meta.FindStatusCondition(fp.Status.Conditions, v1.ConditionResolvedRefs).Message
@@ -686,18 +705,20 @@ func TestReconcilers(t *testing.T) {
 				return false, fmt.Sprintf("ResolvedRefs message %q should name south-1 and only it", msg)
 			}
 			return all(finalized(fp), observed(fp.Status.ObservedGeneration, gen),
-				cond(fp.Status.Conditions, v1.ConditionAccepted, metav1.ConditionTrue, "Accepted", gen))
+				cond(fp.Status.Conditions, v1.ConditionAccepted, metav1.ConditionTrue, v1.ReasonAccepted, gen))
 		})
+		e.waitEvent(t, failover, corev1.EventTypeWarning, v1.ReasonUnknownCluster)
 
 		// The GlobalService naming the policy now resolves it.
 		waitObject(t, e, cart, "cart's policy reference resolved", func(gs *v1.GlobalService) (bool, string) {
-			return all(cond(gs.Status.Conditions, v1.ConditionResolvedRefs, metav1.ConditionTrue, "ResolvedRefs", gs.Generation))
+			return all(cond(gs.Status.Conditions, v1.ConditionResolvedRefs, metav1.ConditionTrue, v1.ReasonResolvedRefs, gs.Generation))
 		})
 
 		e.create(t, south)
 		waitObject(t, e, failover, "references resolved after south-1 registered", func(fp *v1.FailoverPolicy) (bool, string) {
-			return all(cond(fp.Status.Conditions, v1.ConditionResolvedRefs, metav1.ConditionTrue, "ResolvedRefs", fp.Generation))
+			return all(cond(fp.Status.Conditions, v1.ConditionResolvedRefs, metav1.ConditionTrue, v1.ReasonResolvedRefs, fp.Generation))
 		})
+		e.waitEvent(t, failover, corev1.EventTypeNormal, v1.ReasonResolvedRefs)
 
 		t.Run("update", func(t *testing.T) {
 			update(t, e, failover, func(fp *v1.FailoverPolicy) {
@@ -709,9 +730,62 @@ func TestReconcilers(t *testing.T) {
 			gen := failover.Generation
 			waitObject(t, e, failover, "conditions of the new generation", func(fp *v1.FailoverPolicy) (bool, string) {
 				return all(observed(fp.Status.ObservedGeneration, gen),
-					cond(fp.Status.Conditions, v1.ConditionAccepted, metav1.ConditionTrue, "Accepted", gen),
-					cond(fp.Status.Conditions, v1.ConditionResolvedRefs, metav1.ConditionTrue, "ResolvedRefs", gen))
+					cond(fp.Status.Conditions, v1.ConditionAccepted, metav1.ConditionTrue, v1.ReasonAccepted, gen),
+					cond(fp.Status.Conditions, v1.ConditionResolvedRefs, metav1.ConditionTrue, v1.ReasonResolvedRefs, gen))
 			})
+		})
+	})
+
+	// Status shows what is served: a cluster that renamed the port serves nothing of
+	// it, and a rule that matches no registered locality is reported.
+	step("status tells the truth", func(t *testing.T) {
+		t.Run("a port renamed in one cluster", func(t *testing.T) {
+			cartClusters := []v1.ClusterEndpoints{
+				{Cluster: "east-1", Localities: []v1.LocalityEndpoints{loc("us-east", "us-east-1a", 1, 1), loc("us-east", "us-east-1b", 1, 2)}},
+				{Cluster: "west-1", Localities: []v1.LocalityEndpoints{loc("us-west", "", 0, 1), loc("us-west", "us-west-1a", 2, 2)}},
+			}
+			served := serviceEndpoints(ns, "cart", nil,
+				endpoint("10.1.0.1", "us-west-1a", true), endpoint("10.1.0.2", "", false), endpoint("10.1.0.3", "us-west-1a", true))
+			renamed := serviceEndpoints(ns, "cart", nil,
+				endpoint("10.1.0.1", "us-west-1a", true), endpoint("10.1.0.2", "", false), endpoint("10.1.0.3", "us-west-1a", true))
+			renamed.Ports[0].Name = "web"
+			for i := range renamed.Endpoints {
+				renamed.Endpoints[i].Ports[0].Name = "web"
+			}
+			e.put(t, keyspace.ServiceEndpoints("west-1", ns, "cart"), renamed)
+			waitObject(t, e, cart, "west-1 excluded from cart", func(gs *v1.GlobalService) (bool, string) {
+				i := slices.IndexFunc(gs.Status.Excluded, func(x v1.ExcludedCluster) bool { return x.Cluster == "west-1" && x.Port == 80 })
+				if i < 0 || gs.Status.Excluded[i].Reason != v1.ReasonPortNotFound {
+					return false, fmt.Sprintf("excluded %+v, want west-1 port 80 PortNotFound", gs.Status.Excluded)
+				}
+				return all(gsStatus(gs, "cart.shop.svc.clusterset.local", 2, cartClusters[:1]))
+			})
+			e.put(t, keyspace.ServiceEndpoints("west-1", ns, "cart"), served)
+			waitObject(t, e, cart, "west-1 back in cart", func(gs *v1.GlobalService) (bool, string) {
+				if slices.ContainsFunc(gs.Status.Excluded, func(x v1.ExcludedCluster) bool { return x.Cluster == "west-1" && x.Port == 80 }) {
+					return false, fmt.Sprintf("excluded %+v still lists west-1 port 80", gs.Status.Excluded)
+				}
+				return all(gsStatus(gs, "cart.shop.svc.clusterset.local", 4, cartClusters))
+			})
+		})
+
+		t.Run("a distribute rule matching nothing", func(t *testing.T) {
+			spread := &v1.FailoverPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "spread"}, Spec: v1.FailoverPolicySpec{
+				Distribute: []v1.DistributeRule{{From: "us-east", To: []v1.WeightedLocality{{Locality: "us-east", Weight: 50}, {Locality: "eu-west/*", Weight: 50}}}},
+			}}
+			e.create(t, spread)
+			waitObject(t, e, spread, "UnmatchedLocality", func(fp *v1.FailoverPolicy) (bool, string) {
+				if p := cond(fp.Status.Conditions, v1.ConditionResolvedRefs, metav1.ConditionFalse, v1.ReasonUnmatchedLocality, fp.Generation); p != "" {
+					return false, p
+				}
+				if msg := meta.FindStatusCondition(fp.Status.Conditions, v1.ConditionResolvedRefs).Message; !strings.Contains(msg, `to "eu-west/*"`) {
+					return false, fmt.Sprintf("ResolvedRefs message %q does not name the destination", msg)
+				}
+				return true, ""
+			})
+			e.waitEvent(t, spread, corev1.EventTypeWarning, v1.ReasonUnmatchedLocality)
+			e.deleteAndWait(t, spread)
+			e.waitGone(t, keyspace.Policy(ns, "spread"))
 		})
 	})
 
@@ -722,7 +796,7 @@ func TestReconcilers(t *testing.T) {
 		e.deleteAndWait(t, failover)
 		e.waitGone(t, keyspace.Policy(ns, "cart-failover"))
 		waitObject(t, e, cart, "cart's policy reference broken again", func(gs *v1.GlobalService) (bool, string) {
-			return all(cond(gs.Status.Conditions, v1.ConditionResolvedRefs, metav1.ConditionFalse, "PolicyNotFound", gs.Generation))
+			return all(cond(gs.Status.Conditions, v1.ConditionResolvedRefs, metav1.ConditionFalse, v1.ReasonPolicyNotFound, gs.Generation))
 		})
 
 		e.deleteAndWait(t, east)

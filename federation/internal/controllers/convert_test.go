@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -243,12 +244,73 @@ func TestUnknownClusters(t *testing.T) {
 	}
 }
 
+// A rule whose localities match no registered cluster applies to no client, or sends
+// its share of traffic nowhere: ResolvedRefs says so, naming the rule and the locality.
+func TestResolvedRefs(t *testing.T) {
+	mc := func(name, region string, zones ...v1.LocalityName) v1.MeshCluster {
+		return v1.MeshCluster{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.MeshClusterSpec{Region: v1.LocalityName(region), Zones: zones}}
+	}
+	registered := []v1.MeshCluster{mc("east-1", "us-east", "us-east-1a", "us-east-1b"), mc("west-1", "us-west", "us-west-1a")}
+	dist := func(from string, to ...string) model.DistributeRule {
+		r := model.DistributeRule{From: from}
+		for _, l := range to {
+			r.To = append(r.To, model.WeightedLocality{Locality: l, Weight: int32(100 / len(to))})
+		}
+		return r
+	}
+	tests := map[string]struct {
+		policy  model.Policy
+		status  metav1.ConditionStatus
+		reason  string
+		mention []string // in the message
+	}{
+		"no rules": {status: metav1.ConditionTrue, reason: v1.ReasonResolvedRefs},
+		"distribute over registered localities": {
+			policy: model.Policy{Distribute: []model.DistributeRule{
+				dist("us-east/us-east-1a", "us-east/us-east-1b", "us-west"), dist("us-west/*", "*"), dist("*", "us-east/*")}},
+			status: metav1.ConditionTrue, reason: v1.ReasonResolvedRefs,
+		},
+		"distribute source matching nothing": {
+			policy: model.Policy{Distribute: []model.DistributeRule{dist("us-east", "us-west"), dist("eu-west/*", "us-east")}},
+			status: metav1.ConditionFalse, reason: v1.ReasonUnmatchedLocality, mention: []string{`distribute[1]`, `from "eu-west/*"`},
+		},
+		"distribute destination in an unlisted zone": {
+			policy: model.Policy{Distribute: []model.DistributeRule{dist("us-east", "us-west/us-west-1z", "us-east")}},
+			status: metav1.ConditionFalse, reason: v1.ReasonUnmatchedLocality, mention: []string{`distribute[0]`, `to "us-west/us-west-1z"`},
+		},
+		"failover region matching nothing": {
+			policy: model.Policy{Failover: []model.FailoverRule{{From: model.Locality{Region: "us-east"},
+				To: []model.Locality{{Region: "eu-west"}, {Cluster: "west-1"}}}}},
+			status: metav1.ConditionFalse, reason: v1.ReasonUnmatchedLocality, mention: []string{`failover[0] region "eu-west"`},
+		},
+		"unknown cluster wins, both named": {
+			policy: model.Policy{Failover: []model.FailoverRule{{From: model.Locality{Region: "ap-south"},
+				To: []model.Locality{{Cluster: "south-1"}}}}},
+			status: metav1.ConditionFalse, reason: v1.ReasonUnknownCluster, mention: []string{"south-1", `"ap-south"`},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got := resolvedRefs(&tc.policy, registered)
+			if got.Type != v1.ConditionResolvedRefs || got.Status != tc.status || got.Reason != tc.reason {
+				t.Fatalf("resolvedRefs = %s/%s/%s (%q), want %s/%s/%s", got.Type, got.Status, got.Reason, got.Message,
+					v1.ConditionResolvedRefs, tc.status, tc.reason)
+			}
+			for _, m := range tc.mention {
+				if !strings.Contains(got.Message, m) {
+					t.Errorf("message %q does not mention %s", got.Message, m)
+				}
+			}
+		})
+	}
+}
+
 func TestEndpointsOf(t *testing.T) {
 	ep := func(addr, zone string, ready bool) model.Endpoint {
-		return model.Endpoint{Address: addr, Zone: zone, Ready: ready, Serving: ready}
+		return model.Endpoint{Address: addr, Zone: zone, Ready: ready, Serving: ready, Ports: []model.EndpointPort{{Name: "http", Port: 8080}}}
 	}
 	svc := func(ns, name string, labels map[string]string, eps ...model.Endpoint) *model.ServiceEndpoints {
-		return &model.ServiceEndpoints{Namespace: ns, Name: name, Labels: labels, Endpoints: eps}
+		return &model.ServiceEndpoints{Namespace: ns, Name: name, Labels: labels, Endpoints: eps, Ports: []model.ServicePort{{Name: "http", Port: 80}}}
 	}
 	cluster := func(name, region string, services ...*model.ServiceEndpoints) view.Cluster {
 		c := view.Cluster{Name: name, Services: map[view.NamespacedName]*model.ServiceEndpoints{}}
@@ -259,6 +321,14 @@ func TestEndpointsOf(t *testing.T) {
 			c.Services[view.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = s
 		}
 		return c
+	}
+	// renamed renames s's port http, on the Service and its endpoints.
+	renamed := func(s *model.ServiceEndpoints, name string) *model.ServiceEndpoints {
+		s.Ports[0].Name = name
+		for i := range s.Endpoints {
+			s.Endpoints[i].Ports = []model.EndpointPort{{Name: name, Port: 8080}}
+		}
+		return s
 	}
 	front := map[string]string{"tier": "front"}
 	// Clusters as View.Clusters returns them: sorted by name.
@@ -277,15 +347,18 @@ func TestEndpointsOf(t *testing.T) {
 		// Publishes nothing the global services select.
 		cluster("north-1", "ca-central", svc("shop", "db", nil, ep("10.3.0.1", "z", true))),
 	}
-	cart := &model.GlobalService{Namespace: "shop", Name: "cart", Service: &model.ServiceRef{Namespace: "shop", Name: "cart"}}
+	// Every global service has a port, as the API requires: the member ports' name.
+	http := []model.GlobalPort{{Name: "http", Port: 80, Protocol: "TCP"}}
+	cart := &model.GlobalService{Namespace: "shop", Name: "cart", Service: &model.ServiceRef{Namespace: "shop", Name: "cart"}, Ports: http}
 	loc := func(region, zone string, ready, total int32) v1.LocalityEndpoints {
 		return v1.LocalityEndpoints{Region: region, Zone: zone, Ready: ready, Total: total}
 	}
 	tests := map[string]struct {
-		g         *model.GlobalService
-		clusters  []view.Cluster
-		want      []v1.ClusterEndpoints
-		wantReady int32
+		g            *model.GlobalService
+		clusters     []view.Cluster
+		want         []v1.ClusterEndpoints
+		wantExcluded []v1.ExcludedCluster
+		wantReady    int32
 	}{
 		"service ref across clusters, zones sorted": {
 			g: cart, clusters: clusters,
@@ -297,7 +370,7 @@ func TestEndpointsOf(t *testing.T) {
 			wantReady: 4,
 		},
 		"clusters restriction": {
-			g:        &model.GlobalService{Namespace: "shop", Name: "cart", Service: &model.ServiceRef{Namespace: "shop", Name: "cart"}, Clusters: []string{"west-1", "south-1"}},
+			g:        &model.GlobalService{Namespace: "shop", Name: "cart", Service: &model.ServiceRef{Namespace: "shop", Name: "cart"}, Clusters: []string{"west-1", "south-1"}, Ports: http},
 			clusters: clusters,
 			want: []v1.ClusterEndpoints{
 				{Cluster: "west-1", Localities: []v1.LocalityEndpoints{loc("us-west", "", 0, 1), loc("us-west", "us-west-1a", 1, 1)}},
@@ -305,13 +378,13 @@ func TestEndpointsOf(t *testing.T) {
 			wantReady: 1,
 		},
 		"service in another namespace": {
-			g:         &model.GlobalService{Namespace: "shop", Name: "cart", Service: &model.ServiceRef{Namespace: "store", Name: "cart"}},
+			g:         &model.GlobalService{Namespace: "shop", Name: "cart", Service: &model.ServiceRef{Namespace: "store", Name: "cart"}, Ports: http},
 			clusters:  clusters,
 			want:      []v1.ClusterEndpoints{{Cluster: "east-1", Localities: []v1.LocalityEndpoints{loc("us-east", "us-east-1a", 1, 1)}}},
 			wantReady: 1,
 		},
 		"selector": {
-			g:        &model.GlobalService{Namespace: "shop", Name: "frontends", Selector: &metav1.LabelSelector{MatchLabels: front}},
+			g:        &model.GlobalService{Namespace: "shop", Name: "frontends", Selector: &metav1.LabelSelector{MatchLabels: front}, Ports: http},
 			clusters: clusters,
 			want: []v1.ClusterEndpoints{
 				{Cluster: "east-1", Localities: []v1.LocalityEndpoints{loc("us-east", "us-east-1a", 1, 1)}},
@@ -320,7 +393,7 @@ func TestEndpointsOf(t *testing.T) {
 			wantReady: 1,
 		},
 		"selector matching several services adds them up": {
-			g:        &model.GlobalService{Namespace: "shop", Name: "all", Selector: &metav1.LabelSelector{}, Clusters: []string{"east-1"}},
+			g:        &model.GlobalService{Namespace: "shop", Name: "all", Selector: &metav1.LabelSelector{}, Clusters: []string{"east-1"}, Ports: http},
 			clusters: clusters,
 			want: []v1.ClusterEndpoints{
 				{Cluster: "east-1", Localities: []v1.LocalityEndpoints{loc("us-east", "us-east-1a", 2, 2), loc("us-east", "us-east-1b", 1, 2)}},
@@ -328,19 +401,53 @@ func TestEndpointsOf(t *testing.T) {
 			wantReady: 3,
 		},
 		"nothing selected": {
-			g: &model.GlobalService{Namespace: "shop", Name: "x", Service: &model.ServiceRef{Namespace: "shop", Name: "missing"}}, clusters: clusters,
+			g: &model.GlobalService{Namespace: "shop", Name: "x", Service: &model.ServiceRef{Namespace: "shop", Name: "missing"}, Ports: http}, clusters: clusters,
 			want: nil, wantReady: 0,
 		},
 		"no clusters": {g: cart, clusters: nil, want: nil, wantReady: 0},
+		// The agents route port 80 by the member port named http (model.MemberPort):
+		// west-1 renamed it, so it serves nothing of cart and must not be counted.
+		"a port renamed in one cluster excludes that cluster": {
+			g: cart,
+			clusters: []view.Cluster{
+				cluster("east-1", "us-east", svc("shop", "cart", nil, ep("10.0.0.1", "us-east-1a", true))),
+				cluster("west-1", "us-west", renamed(svc("shop", "cart", nil, ep("10.1.0.1", "us-west-1a", true)), "web")),
+			},
+			want:      []v1.ClusterEndpoints{{Cluster: "east-1", Localities: []v1.LocalityEndpoints{loc("us-east", "us-east-1a", 1, 1)}}},
+			wantReady: 1,
+			wantExcluded: []v1.ExcludedCluster{{Cluster: "west-1", Port: 80, Reason: v1.ReasonPortNotFound,
+				Message: `shop/cart has no port named "http": clients are not routed to this cluster on port 80`}},
+		},
+		// An endpoint without the port (a slice that lacks it) serves nothing of it.
+		"an endpoint without the port is not counted": {
+			g: cart,
+			clusters: []view.Cluster{cluster("east-1", "us-east", svc("shop", "cart", nil,
+				ep("10.0.0.1", "us-east-1a", true), model.Endpoint{Address: "10.0.0.2", Zone: "us-east-1a", Ready: true, Serving: true}))},
+			want:      []v1.ClusterEndpoints{{Cluster: "east-1", Localities: []v1.LocalityEndpoints{loc("us-east", "us-east-1a", 1, 1)}}},
+			wantReady: 1,
+		},
+		// A cluster serving one global port of two counts, and is excluded from the other.
+		"a cluster serving one port of two": {
+			g: &model.GlobalService{Namespace: "shop", Name: "cart", Service: &model.ServiceRef{Namespace: "shop", Name: "cart"},
+				Ports: append([]model.GlobalPort{{Port: 9090, Protocol: "GRPC"}}, http...)},
+			clusters:  []view.Cluster{cluster("east-1", "us-east", svc("shop", "cart", nil, ep("10.0.0.1", "us-east-1a", true)))},
+			want:      []v1.ClusterEndpoints{{Cluster: "east-1", Localities: []v1.LocalityEndpoints{loc("us-east", "us-east-1a", 1, 1)}}},
+			wantReady: 1,
+			wantExcluded: []v1.ExcludedCluster{{Cluster: "east-1", Port: 9090, Reason: v1.ReasonPortNotFound,
+				Message: `shop/cart has no port numbered 9090: clients are not routed to this cluster on port 9090`}},
+		},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			got, ready := endpointsOf(tc.g, tc.clusters)
+			got, excluded, ready := endpointsOf(tc.g, tc.clusters)
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("endpointsOf clusters mismatch (-want +got):\n%s", diff)
 			}
 			if ready != tc.wantReady {
 				t.Errorf("endpointsOf ready = %d, want %d", ready, tc.wantReady)
+			}
+			if diff := cmp.Diff(tc.wantExcluded, excluded); diff != "" {
+				t.Errorf("endpointsOf excluded mismatch (-want +got):\n%s", diff)
 			}
 		})
 	}

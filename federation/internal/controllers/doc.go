@@ -9,5 +9,17 @@
 // (deletes that happened while the hub was down, finalizers removed by hand), so etcd
 // converges to the CRDs after any restart.
 //
+// Status tells what is served, computed by the rules the agents route by: a
+// GlobalService counts only endpoints serving one of its ports (model.MemberPort,
+// model.PortOf) and lists the clusters excluded from a port; a FailoverPolicy's
+// ResolvedRefs is False when a rule names an unregistered cluster or a locality no
+// registered cluster matches (model.ParsePattern). Every reconciler ends in the same
+// two helpers, setConditions (stamped with the generation) and writeStatus (write only
+// if changed). Condition types and reasons are the constants of api/v1alpha1.
+//
+// Events go out only for transitions an operator acts on (Connected lost or regained,
+// ResolvedRefs going False or back), and only after the status holding the transition
+// was written, so a repeated reconcile repeats no Event.
+//
 // The hub's etcd is the only store written here; member clusters are never contacted.
 package controllers

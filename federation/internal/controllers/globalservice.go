@@ -6,10 +6,9 @@ import (
 	"slices"
 	"strings"
 
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -25,6 +24,13 @@ type GlobalServiceReconciler struct {
 	Client client.Client
 	KV     KV
 	View   *view.View
+	// Events, if set, hears of ResolvedRefs going False (PolicyNotFound) and back.
+	Events events.EventRecorder
+}
+
+// refsEvents are the GlobalService and FailoverPolicy transitions an operator hears of.
+var refsEvents = map[string]func(*metav1.Condition, metav1.Condition) bool{
+	v1.ConditionResolvedRefs: problemOrRecovery,
 }
 
 // Reconcile converges one GlobalService.
@@ -39,18 +45,18 @@ func (r *GlobalServiceReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	}
 
 	rec := globalService(gs)
-	accepted := metav1.Condition{Type: v1.ConditionAccepted, Status: metav1.ConditionTrue, Reason: "Accepted",
+	accepted := metav1.Condition{Type: v1.ConditionAccepted, Status: metav1.ConditionTrue, Reason: v1.ReasonAccepted,
 		Message: "written to the hub's etcd"}
 	err := putRecord(ctx, r.KV, key, rec)
 	if err != nil {
-		accepted.Status, accepted.Reason, accepted.Message = metav1.ConditionFalse, "EtcdError", err.Error()
+		accepted.Status, accepted.Reason, accepted.Message = metav1.ConditionFalse, v1.ReasonEtcdError, err.Error()
 	}
-	refs := metav1.Condition{Type: v1.ConditionResolvedRefs, Status: metav1.ConditionTrue, Reason: "ResolvedRefs",
+	refs := metav1.Condition{Type: v1.ConditionResolvedRefs, Status: metav1.ConditionTrue, Reason: v1.ReasonResolvedRefs,
 		Message: "every referenced object exists"}
 	if rec.Policy != "" {
 		fp := &v1.FailoverPolicy{}
 		if gerr := r.Client.Get(ctx, client.ObjectKey{Namespace: gs.Namespace, Name: rec.Policy}, fp); apierrors.IsNotFound(gerr) {
-			refs.Status, refs.Reason = metav1.ConditionFalse, "PolicyNotFound"
+			refs.Status, refs.Reason = metav1.ConditionFalse, v1.ReasonPolicyNotFound
 			refs.Message = fmt.Sprintf("FailoverPolicy %s/%s does not exist; clients use the default locality preference", gs.Namespace, rec.Policy)
 		} else if gerr != nil {
 			return ctrl.Result{}, gerr
@@ -63,16 +69,13 @@ func (r *GlobalServiceReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	status := gs.Status.DeepCopy()
 	status.ObservedGeneration = gs.Generation
 	status.Hostname = rec.Hostname
-	status.Clusters, status.ReadyEndpoints = endpointsOf(rec, r.View.Clusters())
-	for _, c := range []metav1.Condition{accepted, refs} {
-		c.ObservedGeneration = gs.Generation
-		meta.SetStatusCondition(&status.Conditions, c)
-	}
-	if !equality.Semantic.DeepEqual(status, &gs.Status) {
-		gs.Status = *status
-		if uerr := r.Client.Status().Update(ctx, gs); uerr != nil && !apierrors.IsConflict(uerr) {
-			return ctrl.Result{}, uerr
-		}
+	status.Clusters, status.Excluded, status.ReadyEndpoints = endpointsOf(rec, r.View.Clusters())
+	setConditions(&status.Conditions, gs.Generation, accepted, refs)
+	news := transitions(gs.Status.Conditions, status.Conditions, refsEvents)
+	if wrote, uerr := writeStatus(ctx, r.Client, gs, &gs.Status, status); uerr != nil {
+		return ctrl.Result{}, uerr
+	} else if wrote {
+		announce(r.Events, gs, news)
 	}
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("write global service %s/%s: %w", gs.Namespace, gs.Name, err)
@@ -81,9 +84,12 @@ func (r *GlobalServiceReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 }
 
 // endpointsOf counts, per cluster and zone, the published endpoints the global service
-// selects.
-func endpointsOf(g *model.GlobalService, clusters []view.Cluster) ([]v1.ClusterEndpoints, int32) {
+// selects that serve at least one of its ports (model.MemberPort and model.PortOf, as
+// the agents route), and lists the clusters excluded from a port because no selected
+// Service there has it. Clusters and exclusions are in the order of clusters.
+func endpointsOf(g *model.GlobalService, clusters []view.Cluster) ([]v1.ClusterEndpoints, []v1.ExcludedCluster, int32) {
 	var out []v1.ClusterEndpoints
+	var excluded []v1.ExcludedCluster
 	var ready int32
 	for _, c := range clusters {
 		region := ""
@@ -91,11 +97,26 @@ func endpointsOf(g *model.GlobalService, clusters []view.Cluster) ([]v1.ClusterE
 			region = c.Info.Region
 		}
 		zones := map[string]*v1.LocalityEndpoints{}
+		served := make([]bool, len(g.Ports))      // per global port: some selected Service has it
+		lacking := make([][]string, len(g.Ports)) // per global port: the selected Services without it
 		for nn, s := range c.Services {
 			if !model.Selects(g, c.Name, nn.Namespace, nn.Name, s.Labels) {
 				continue
 			}
+			var ports []model.ServicePort
+			for i, gp := range g.Ports {
+				sp, ok := model.MemberPort(s, gp)
+				if !ok {
+					lacking[i] = append(lacking[i], nn.Namespace+"/"+nn.Name)
+					continue
+				}
+				served[i] = true
+				ports = append(ports, sp)
+			}
 			for _, e := range s.Endpoints {
+				if !slices.ContainsFunc(ports, func(sp model.ServicePort) bool { _, ok := model.PortOf(e, sp); return ok }) {
+					continue // serves no global port: no client is sent to it
+				}
 				z := zones[e.Zone]
 				if z == nil {
 					z = &v1.LocalityEndpoints{Region: region, Zone: e.Zone}
@@ -108,6 +129,15 @@ func endpointsOf(g *model.GlobalService, clusters []view.Cluster) ([]v1.ClusterE
 				}
 			}
 		}
+		for i, gp := range g.Ports {
+			if served[i] || len(lacking[i]) == 0 {
+				continue
+			}
+			slices.Sort(lacking[i])
+			excluded = append(excluded, v1.ExcludedCluster{Cluster: c.Name, Port: gp.Port, Reason: v1.ReasonPortNotFound,
+				Message: fmt.Sprintf("%s %s no port %s: clients are not routed to this cluster on port %d",
+					strings.Join(lacking[i], ", "), plural(len(lacking[i]), "has", "have"), portName(gp), gp.Port)})
+		}
 		if len(zones) == 0 {
 			continue
 		}
@@ -118,5 +148,20 @@ func endpointsOf(g *model.GlobalService, clusters []view.Cluster) ([]v1.ClusterE
 		slices.SortFunc(ce.Localities, func(a, b v1.LocalityEndpoints) int { return strings.Compare(a.Zone, b.Zone) })
 		out = append(out, ce)
 	}
-	return out, ready
+	return out, excluded, ready
+}
+
+// portName is how the member port serving gp is looked for (model.MemberPort).
+func portName(gp model.GlobalPort) string {
+	if gp.Name != "" {
+		return fmt.Sprintf("named %q", gp.Name)
+	}
+	return fmt.Sprintf("numbered %d", gp.Port)
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }

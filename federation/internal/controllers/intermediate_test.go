@@ -6,6 +6,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/internal/creds/pki"
 	"github.com/meshfed/meshfed/internal/etcd/model"
 	"github.com/meshfed/meshfed/internal/etcd/view"
@@ -33,15 +34,15 @@ func TestIntermediateCondition(t *testing.T) {
 	}{
 		"mesh CA not in use": {cluster: view.Cluster{}, now: cert.NotBefore},
 		"pending": {cluster: view.Cluster{IntermediateCSR: &model.IntermediateCSR{}}, now: cert.NotBefore,
-			wantSet: true, wantStatus: metav1.ConditionFalse, wantReason: "Pending"},
+			wantSet: true, wantStatus: metav1.ConditionFalse, wantReason: v1.ReasonIntermediatePending},
 		"valid": {cluster: view.Cluster{Intermediate: signed}, now: cert.NotBefore.Add(life / 2),
-			wantSet: true, wantStatus: metav1.ConditionTrue, wantReason: "Valid"},
+			wantSet: true, wantStatus: metav1.ConditionTrue, wantReason: v1.ReasonIntermediateValid},
 		"expiring": {cluster: view.Cluster{Intermediate: signed}, now: cert.NotAfter.Add(-life / 4),
-			wantSet: true, wantStatus: metav1.ConditionFalse, wantReason: "Expiring"},
+			wantSet: true, wantStatus: metav1.ConditionFalse, wantReason: v1.ReasonIntermediateExpiring},
 		"expired": {cluster: view.Cluster{Intermediate: signed}, now: cert.NotAfter.Add(time.Second),
-			wantSet: true, wantStatus: metav1.ConditionFalse, wantReason: "Expired"},
+			wantSet: true, wantStatus: metav1.ConditionFalse, wantReason: v1.ReasonIntermediateExpired},
 		"garbage": {cluster: view.Cluster{Intermediate: &model.Intermediate{Chain: "x"}}, now: cert.NotBefore,
-			wantSet: true, wantStatus: metav1.ConditionFalse, wantReason: "Invalid"},
+			wantSet: true, wantStatus: metav1.ConditionFalse, wantReason: v1.ReasonIntermediateInvalid},
 	} {
 		t.Run(name, func(t *testing.T) {
 			cond, set := intermediateCondition(tc.cluster, tc.now, 7)

@@ -5,10 +5,9 @@ import (
 	"fmt"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/equality"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -42,6 +41,13 @@ type MeshClusterReconciler struct {
 	Auth   etcdsec.Auth
 	View   *view.View
 	Clock  clock.PassiveClock
+	// Events, if set, hears of Connected lost and regained.
+	Events events.EventRecorder
+}
+
+// clusterEvents are the MeshCluster transitions an operator hears of.
+var clusterEvents = map[string]func(*metav1.Condition, metav1.Condition) bool{
+	v1.ConditionConnected: becameOrStoppedTrue,
 }
 
 // Reconcile converges one MeshCluster.
@@ -65,14 +71,14 @@ func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		return ctrl.Result{}, err
 	}
 
-	registered := metav1.Condition{Type: v1.ConditionRegistered, Status: metav1.ConditionTrue, Reason: "Registered",
+	registered := metav1.Condition{Type: v1.ConditionRegistered, Status: metav1.ConditionTrue, Reason: v1.ReasonRegistered,
 		Message: "etcd user, role and registration record are in place"}
 	err := etcdsec.EnsureCluster(ctx, r.Auth, name)
 	if err == nil {
 		err = putRecord(ctx, r.KV, keyspace.ClusterInfo(name), clusterInfo(mc))
 	}
 	if err != nil {
-		registered.Status, registered.Reason, registered.Message = metav1.ConditionFalse, "EtcdError", err.Error()
+		registered.Status, registered.Reason, registered.Message = metav1.ConditionFalse, v1.ReasonEtcdError, err.Error()
 	}
 
 	if !r.View.HasSynced() && err == nil {
@@ -82,14 +88,13 @@ func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	status := mc.Status.DeepCopy()
 	status.ObservedGeneration = mc.Generation
-	registered.ObservedGeneration = mc.Generation
-	meta.SetStatusCondition(&status.Conditions, registered)
+	setConditions(&status.Conditions, mc.Generation, registered)
 	requeue := r.agentStatus(mc, status)
-	if !equality.Semantic.DeepEqual(status, &mc.Status) {
-		mc.Status = *status
-		if uerr := r.Client.Status().Update(ctx, mc); uerr != nil && !apierrors.IsConflict(uerr) {
-			return ctrl.Result{}, uerr
-		}
+	news := transitions(mc.Status.Conditions, status.Conditions, clusterEvents)
+	if wrote, uerr := writeStatus(ctx, r.Client, mc, &mc.Status, status); uerr != nil {
+		return ctrl.Result{}, uerr
+	} else if wrote {
+		announce(r.Events, mc, news)
 	}
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("register cluster %q: %w", name, err)
@@ -102,14 +107,14 @@ func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 func (r *MeshClusterReconciler) agentStatus(mc *v1.MeshCluster, status *v1.MeshClusterStatus) time.Duration {
 	gen := mc.Generation
 	connected := metav1.Condition{Type: v1.ConditionConnected, Status: metav1.ConditionFalse, ObservedGeneration: gen,
-		Reason: "NoHeartbeat", Message: "the cluster's agent has not written a heartbeat"}
+		Reason: v1.ReasonNoHeartbeat, Message: "the cluster's agent has not written a heartbeat"}
 	synced := metav1.Condition{Type: v1.ConditionSynced, Status: metav1.ConditionFalse, ObservedGeneration: gen,
-		Reason: "NotSynced", Message: "the cluster's agent has not completed its initial publish"}
+		Reason: v1.ReasonNotSynced, Message: "the cluster's agent has not completed its initial publish"}
 	c, ok := r.View.Cluster(mc.Name)
 	var requeue time.Duration
 	if ok {
 		if c.Connected() {
-			connected.Status, connected.Reason = metav1.ConditionTrue, "HeartbeatLive"
+			connected.Status, connected.Reason = metav1.ConditionTrue, v1.ReasonHeartbeatLive
 			connected.Message = fmt.Sprintf("agent %s holds a heartbeat lease", c.Heartbeat.Agent)
 			last := status.LastHeartbeatTime
 			if last == nil || c.LastHeartbeat.Sub(last.Time) >= heartbeatStatusPeriod {
@@ -117,12 +122,12 @@ func (r *MeshClusterReconciler) agentStatus(mc *v1.MeshCluster, status *v1.MeshC
 			}
 			requeue = heartbeatStatusPeriod
 		} else if !c.LastHeartbeat.IsZero() {
-			connected.Reason = "HeartbeatLapsed"
+			connected.Reason = v1.ReasonHeartbeatLapsed
 			connected.Message = fmt.Sprintf("the agent's heartbeat lease expired; last heartbeat seen %s ago",
 				r.Clock.Since(c.LastHeartbeat).Round(time.Second))
 		}
 		if c.Synced != nil {
-			synced.Status, synced.Reason, synced.Message = metav1.ConditionTrue, "Synced", "the agent completed its initial publish"
+			synced.Status, synced.Reason, synced.Message = metav1.ConditionTrue, v1.ReasonSynced, "the agent completed its initial publish"
 		}
 		total, _ := c.Endpoints()
 		status.ExportedServices, status.ExportedEndpoints = int32(len(c.Services)), int32(total)
@@ -165,20 +170,20 @@ func intermediateCondition(c view.Cluster, now time.Time, gen int64) (metav1.Con
 	case c.Intermediate == nil && c.IntermediateCSR == nil:
 		return cond, false
 	case c.Intermediate == nil:
-		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, "Pending", "the agent's CSR waits for the hub's mesh CA"
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, v1.ReasonIntermediatePending, "the agent's CSR waits for the hub's mesh CA"
 	default:
 		chain, err := pki.ParseCert([]byte(c.Intermediate.Chain))
 		switch {
 		case err != nil:
-			cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, "Invalid", err.Error()
+			cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, v1.ReasonIntermediateInvalid, err.Error()
 		case !now.Before(chain.NotAfter):
-			cond.Status, cond.Reason = metav1.ConditionFalse, "Expired"
+			cond.Status, cond.Reason = metav1.ConditionFalse, v1.ReasonIntermediateExpired
 			cond.Message = "the intermediate expired at " + chain.NotAfter.UTC().Format(time.RFC3339) + ": workload certificates can no longer be issued"
 		case trust.NeedsRenewal(chain, now):
-			cond.Status, cond.Reason = metav1.ConditionFalse, "Expiring"
+			cond.Status, cond.Reason = metav1.ConditionFalse, v1.ReasonIntermediateExpiring
 			cond.Message = "the intermediate expires at " + chain.NotAfter.UTC().Format(time.RFC3339) + " and has not been renewed: is the agent running?"
 		default:
-			cond.Status, cond.Reason = metav1.ConditionTrue, "Valid"
+			cond.Status, cond.Reason = metav1.ConditionTrue, v1.ReasonIntermediateValid
 			cond.Message = "signed by the mesh root, expires " + chain.NotAfter.UTC().Format(time.RFC3339)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -24,15 +25,24 @@ type Options struct {
 	Auth  etcdsec.Auth
 	View  *view.View
 	Clock clock.PassiveClock
+	// Events records the reconcilers' Events; nil: the manager's recorder for
+	// EventSource.
+	Events events.EventRecorder
 }
+
+// EventSource is the reporting controller of the hub's Events.
+const EventSource = "meshfed.io/hub"
 
 // Setup registers the reconcilers and the Collector with mgr.
 func Setup(mgr ctrl.Manager, opts Options) error {
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
+	if opts.Events == nil {
+		opts.Events = mgr.GetEventRecorder(EventSource)
+	}
 	c := mgr.GetClient()
-	clusters := &MeshClusterReconciler{Client: c, KV: opts.KV, Auth: opts.Auth, View: opts.View, Clock: opts.Clock}
+	clusters := &MeshClusterReconciler{Client: c, KV: opts.KV, Auth: opts.Auth, View: opts.View, Clock: opts.Clock, Events: opts.Events}
 	err := ctrl.NewControllerManagedBy(mgr).For(&v1.MeshCluster{}).Named("meshcluster").
 		WatchesRawSource(viewSource(opts.View, func(_ context.Context, k keyspace.Key) []reconcile.Request {
 			if k.Cluster == "" {
@@ -45,7 +55,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		return err
 	}
 
-	services := &GlobalServiceReconciler{Client: c, KV: opts.KV, View: opts.View}
+	services := &GlobalServiceReconciler{Client: c, KV: opts.KV, View: opts.View, Events: opts.Events}
 	err = ctrl.NewControllerManagedBy(mgr).For(&v1.GlobalService{}).Named("globalservice").
 		// A policy appearing or going changes the ResolvedRefs of the services naming it.
 		Watches(&v1.FailoverPolicy{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
@@ -68,7 +78,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		return err
 	}
 
-	policies := &FailoverPolicyReconciler{Client: c, KV: opts.KV}
+	policies := &FailoverPolicyReconciler{Client: c, KV: opts.KV, Events: opts.Events}
 	err = ctrl.NewControllerManagedBy(mgr).For(&v1.FailoverPolicy{}).Named("failoverpolicy").
 		// Registering or removing a cluster changes which policy references resolve.
 		Watches(&v1.MeshCluster{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {

@@ -12,4 +12,6 @@
 // that MeshCluster (a SubjectAccessReview). Certificates are client-only and live at
 // most MaxLifetime. Whoever approved a CSR, the signer signs only common names that are
 // clusters' etcd users (never etcd's root). CSRs for other signers are never touched.
+// Every denial is also a Warning Event (reason Denied) on the CSR, recorded once: a
+// denial is final, so the CSR is never reviewed again.
 package signer

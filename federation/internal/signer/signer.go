@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -40,10 +41,18 @@ var decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
 // runs this package calls it once on the registry it serves.
 func RegisterMetrics(reg prometheus.Registerer) { reg.MustRegister(decisions) }
 
+// EventSource is the reporting controller of the signer's Events: the signer's name.
+const EventSource = SignerName
+
+// eventReasonDenied is the reason of the Warning Event on a denied CSR.
+const eventReasonDenied = "Denied"
+
 // Reconciler approves and signs etcd client CSRs.
 type Reconciler struct {
 	Client client.Client
 	CA     *pki.CA
+	// Events hears of every denial, on the CSR; Setup sets the manager's recorder if nil.
+	Events events.EventRecorder
 
 	// apiReader reads around Client's cache; Setup sets it.
 	apiReader client.Reader
@@ -52,6 +61,9 @@ type Reconciler struct {
 // Setup registers the signer with mgr.
 func (r *Reconciler) Setup(mgr ctrl.Manager) error {
 	r.apiReader = mgr.GetAPIReader()
+	if r.Events == nil {
+		r.Events = mgr.GetEventRecorder(EventSource)
+	}
 	ours := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		csr, ok := o.(*certificatesv1.CertificateSigningRequest)
 		return ok && csr.Spec.SignerName == SignerName
@@ -89,6 +101,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			return ctrl.Result{}, err
 		}
 		decisions.WithLabelValues(string(cond.Type)).Inc()
+		if reason != "" && r.Events != nil {
+			// A denial is final and happens once per CSR: whoever waits on the CSR
+			// (meshfedctl cluster join) sees why in kubectl describe.
+			r.Events.Eventf(csr, nil, corev1.EventTypeWarning, eventReasonDenied, "Review", "%s", reason)
+		}
 		log.Info("reviewed etcd client CSR", "csr", csr.Name, "decision", cond.Type, "reason", cond.Message)
 		return ctrl.Result{}, nil // the update brings the CSR back for signing
 	}

@@ -41,6 +41,7 @@ import (
 	"github.com/meshfed/meshfed/internal/creds/hubinfo"
 	"github.com/meshfed/meshfed/internal/creds/pki"
 	"github.com/meshfed/meshfed/internal/dev/localkube"
+	"github.com/meshfed/meshfed/internal/dev/testutil"
 	"github.com/meshfed/meshfed/internal/kube/kubeapply"
 )
 
@@ -478,6 +479,27 @@ var requestCSRs = rbacv1.PolicyRule{
 }
 
 // Every reason to deny, each with a message that tells the requester what is wrong.
+// wantDeniedEvent waits for the signer's Warning Event on the CSR, saying why. The
+// signer runs with the shipped RBAC, so this also checks that it may record Events.
+func wantDeniedEvent(t *testing.T, csrName, want string) {
+	t.Helper()
+	kube := kubeClient(t, hub.Config)
+	testutil.Eventually(t, waitFor, "Denied Event on CSR "+csrName, func() error {
+		// Events of cluster-scoped objects go to the default namespace.
+		list, err := kube.EventsV1().Events(metav1.NamespaceDefault).List(testContext(t), metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, ev := range list.Items {
+			if ev.Regarding.Kind == "CertificateSigningRequest" && ev.Regarding.Name == csrName && ev.ReportingController == signer.EventSource &&
+				ev.Type == corev1.EventTypeWarning && ev.Reason == "Denied" && strings.Contains(ev.Note, want) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no Denied Event among %d in %s", len(list.Items), metav1.NamespaceDefault)
+	})
+}
+
 func TestSignerDenies(t *testing.T) {
 	ca := newCA(t)
 	startSigner(t, ca)
@@ -528,6 +550,7 @@ func TestSignerDenies(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			csr := createCSR(t, tc.as, tc.req)
 			wantDenied(t, waitDecided(t, csr.Name), tc.want)
+			wantDeniedEvent(t, csr.Name, tc.want)
 		})
 	}
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -73,7 +74,7 @@ func Collect(ctx context.Context, hub client.Client, now time.Time, withServices
 		if hb := mc.Status.LastHeartbeatTime; hb != nil {
 			row.HeartbeatAge = now.Sub(hb.Time).Round(time.Second).String()
 		}
-		if c := meta.FindStatusCondition(mc.Status.Conditions, v1.ConditionConnected); c != nil && c.Status != "True" {
+		if c := meta.FindStatusCondition(mc.Status.Conditions, v1.ConditionConnected); c != nil && c.Status != metav1.ConditionTrue {
 			row.Message = c.Message
 		}
 		r.Clusters = append(r.Clusters, row)

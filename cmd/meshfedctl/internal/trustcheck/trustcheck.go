@@ -2,23 +2,32 @@
 // that the trust bundle the cluster really serves (its meshfed-trust-bundle
 // ConfigMap) holds exactly the hub's active roots, and that the intermediate its agent
 // holds chains to one of them, names the cluster and is not due for renewal.
+//
+// Invariant: a check never passes without verifying something, and never passes over
+// a registered cluster in silence. Every MeshCluster on the hub gets a row; one
+// without a kubeconfig to reach it is "not checked" (with what the hub alone knows of
+// its intermediate) and fails the check, as does a check with no cluster at all.
 package trustcheck
 
 import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/clusteragent"
 	"github.com/meshfed/meshfed/internal/creds/hubinfo"
 	"github.com/meshfed/meshfed/trust"
@@ -39,10 +48,22 @@ type Result struct {
 	// Intermediate: "ok, expires …", or why not.
 	Intermediate string
 	OK           bool
+	// Checked: the cluster was reached and checked. A registered cluster without a
+	// kubeconfig is not.
+	Checked bool
 }
 
-// Check checks every member against the hub's roots.
+// Check checks every member against the hub's roots, and lists every cluster
+// registered on the hub that is not among members as not checked.
 func Check(ctx context.Context, hub *rest.Config, members []Member, now time.Time) ([]Result, error) {
+	kube, err := hubinfo.NewClient(hub)
+	if err != nil {
+		return nil, err
+	}
+	registered := &v1.MeshClusterList{}
+	if err := kube.List(ctx, registered); err != nil {
+		return nil, fmt.Errorf("list the hub's MeshClusters: %w", err)
+	}
 	ca, err := meshca.NewClient(hub)
 	if err != nil {
 		return nil, err
@@ -59,11 +80,59 @@ func Check(ctx context.Context, hub *rest.Config, members []Member, now time.Tim
 	for _, m := range members {
 		out = append(out, checkMember(ctx, m, roots, rootsPEM, now))
 	}
-	return out, nil
+	return append(out, Unchecked(registered.Items, members)...), nil
+}
+
+// Unchecked are the results of the registered clusters that are not among members:
+// not checked, so not OK, with the hub's own view of their intermediate (the
+// MeshCluster's IntermediateCA condition), sorted by name.
+func Unchecked(registered []v1.MeshCluster, members []Member) []Result {
+	var out []Result
+	for _, mc := range registered {
+		if slices.ContainsFunc(members, func(m Member) bool { return m.Name == mc.Name }) {
+			continue
+		}
+		r := Result{Cluster: mc.Name, Bundle: "not checked: no kubeconfig for the cluster (--cluster " + mc.Name + "=KUBECONFIG)",
+			Intermediate: "hub: no IntermediateCA condition"}
+		if c := meta.FindStatusCondition(mc.Status.Conditions, v1.ConditionIntermediateCA); c != nil {
+			r.Intermediate = fmt.Sprintf("hub: %s (%s)", c.Reason, c.Message)
+		}
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b Result) int { return strings.Compare(a.Cluster, b.Cluster) })
+	return out
+}
+
+// Verdict is the check's outcome: nil only when at least one cluster was checked and
+// every result is OK. Nothing verified is a failure, never a pass.
+func Verdict(results []Result) error {
+	if len(results) == 0 {
+		return errors.New("trust check verified nothing: no cluster is registered on the hub and none was given")
+	}
+	var unchecked, failed int
+	for _, r := range results {
+		switch {
+		case !r.Checked:
+			unchecked++
+		case !r.OK:
+			failed++
+		}
+	}
+	switch {
+	case unchecked == len(results):
+		return fmt.Errorf("trust check verified nothing: none of the %d registered clusters was reached; pass --cluster NAME=KUBECONFIG for each (or --dir)", unchecked)
+	case failed > 0 && unchecked > 0:
+		return fmt.Errorf("trust check failed for %d clusters, and %d were not checked", failed, unchecked)
+	case failed > 0:
+		return errors.New("trust check failed")
+	case unchecked > 0:
+		return fmt.Errorf("trust check incomplete: %d registered clusters were not checked; pass --cluster NAME=KUBECONFIG for each", unchecked)
+	}
+	return nil
 }
 
 func checkMember(ctx context.Context, m Member, roots []*x509.Certificate, rootsPEM []byte, now time.Time) Result {
-	r := Result{Cluster: m.Name}
+	r := Result{Cluster: m.Name, Checked: true}
 	kube, err := kubernetes.NewForConfig(m.Config)
 	if err != nil {
 		r.Bundle = err.Error()

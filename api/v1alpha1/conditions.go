@@ -1,0 +1,90 @@
+package v1alpha1
+
+// Condition types and reasons of meshfed's objects: the one place they are spelled.
+// Conditions are []metav1.Condition, stamped with the object's generation; the hub
+// writes them and meshfedctl reads them, both through these names.
+const (
+	// ConditionAccepted (GlobalService, FailoverPolicy): the object is valid and the
+	// hub has written it to etcd.
+	ConditionAccepted = "Accepted"
+	// ConditionResolvedRefs (GlobalService, FailoverPolicy): every object and
+	// locality this one names exists.
+	ConditionResolvedRefs = "ResolvedRefs"
+
+	// ConditionRegistered (MeshCluster): the hub has written the cluster's
+	// registration and credentials.
+	ConditionRegistered = "Registered"
+	// ConditionConnected (MeshCluster): the cluster's agent holds a live heartbeat lease.
+	ConditionConnected = "Connected"
+	// ConditionSynced (MeshCluster): the cluster's agent has completed its initial publish.
+	ConditionSynced = "Synced"
+	// ConditionIntermediateCA (MeshCluster): the cluster's intermediate CA is signed
+	// and not due for renewal (reason Expiring when a third or less of its life is
+	// left, Expired after it). Set only when the hub runs the mesh CA.
+	ConditionIntermediateCA = "IntermediateCA"
+)
+
+// Reasons of Accepted and Registered.
+const (
+	// ReasonAccepted: Accepted is True.
+	ReasonAccepted = "Accepted"
+	// ReasonRegistered: Registered is True.
+	ReasonRegistered = "Registered"
+	// ReasonEtcdError: the hub could not write the object to its etcd.
+	ReasonEtcdError = "EtcdError"
+)
+
+// Reasons of ResolvedRefs.
+const (
+	// ReasonResolvedRefs: ResolvedRefs is True.
+	ReasonResolvedRefs = "ResolvedRefs"
+	// ReasonPolicyNotFound: a GlobalService names a FailoverPolicy that does not exist.
+	ReasonPolicyNotFound = "PolicyNotFound"
+	// ReasonUnknownCluster: a FailoverPolicy's failover rules name clusters that are
+	// not registered.
+	ReasonUnknownCluster = "UnknownCluster"
+	// ReasonUnmatchedLocality: a FailoverPolicy rule names a region or locality
+	// pattern that no registered cluster is in, so the rule applies to no client or
+	// sends traffic nowhere. When clusters are unknown too, ReasonUnknownCluster wins
+	// and the message names both.
+	ReasonUnmatchedLocality = "UnmatchedLocality"
+)
+
+// Reasons of Connected.
+const (
+	// ReasonHeartbeatLive: Connected is True.
+	ReasonHeartbeatLive = "HeartbeatLive"
+	// ReasonNoHeartbeat: the agent has never written a heartbeat.
+	ReasonNoHeartbeat = "NoHeartbeat"
+	// ReasonHeartbeatLapsed: the agent's heartbeat lease expired.
+	ReasonHeartbeatLapsed = "HeartbeatLapsed"
+)
+
+// Reasons of Synced.
+const (
+	// ReasonSynced: Synced is True.
+	ReasonSynced = "Synced"
+	// ReasonNotSynced: the agent has not completed its initial publish.
+	ReasonNotSynced = "NotSynced"
+)
+
+// Reasons of IntermediateCA.
+const (
+	// ReasonIntermediateValid: IntermediateCA is True.
+	ReasonIntermediateValid = "Valid"
+	// ReasonIntermediatePending: the agent's CSR waits for the mesh CA.
+	ReasonIntermediatePending = "Pending"
+	// ReasonIntermediateInvalid: the published chain does not parse.
+	ReasonIntermediateInvalid = "Invalid"
+	// ReasonIntermediateExpiring: due for renewal and not renewed.
+	ReasonIntermediateExpiring = "Expiring"
+	// ReasonIntermediateExpired: expired; workload certificates can no longer be issued.
+	ReasonIntermediateExpired = "Expired"
+)
+
+// Reasons a cluster serves none of a global port's traffic (GlobalServiceStatus.Excluded).
+const (
+	// ReasonPortNotFound: the cluster's Service has no port of the global port's name
+	// (or number, for an unnamed global port), so clients never reach the cluster on it.
+	ReasonPortNotFound = "PortNotFound"
+)
