@@ -29,6 +29,7 @@ import (
 	"github.com/meshfed/meshfed/internal/etcd/kvstore"
 	"github.com/meshfed/meshfed/internal/etcd/model"
 	"github.com/meshfed/meshfed/internal/etcd/view"
+	"github.com/meshfed/meshfed/internal/xdsnames"
 )
 
 // Options configure the agent. KubeConfig is required.
@@ -62,6 +63,13 @@ type Options struct {
 	Logger                                    logr.Logger
 }
 
+// Defaults of Options.
+const (
+	DefaultHTTPAddr     = ":9092"
+	DefaultXDSAddr      = ":" + xdsnames.AgentXDSPort
+	DefaultHeartbeatTTL = 15 * time.Second
+)
+
 func (o *Options) setDefaults() error {
 	if o.KubeConfig == nil {
 		return errors.New("agent: KubeConfig is required")
@@ -77,13 +85,13 @@ func (o *Options) setDefaults() error {
 		o.Identity = host
 	}
 	if o.HTTPAddr == "" {
-		o.HTTPAddr = ":9092"
+		o.HTTPAddr = DefaultHTTPAddr
 	}
 	if o.XDSAddr == "" {
-		o.XDSAddr = ":15010"
+		o.XDSAddr = DefaultXDSAddr
 	}
 	if o.HeartbeatTTL == 0 {
-		o.HeartbeatTTL = 15 * time.Second
+		o.HeartbeatTTL = DefaultHeartbeatTTL
 	}
 	if o.LeaseDuration == 0 {
 		o.LeaseDuration = 15 * time.Second

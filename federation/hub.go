@@ -88,12 +88,19 @@ type Options struct {
 	Logger logr.Logger
 }
 
+// Defaults of Options.
+const (
+	DefaultEtcdListenURL = "https://127.0.0.1:2379"
+	DefaultMetricsAddr   = ":9090"
+	DefaultHealthAddr    = ":9091"
+)
+
 func (o *Options) setDefaults() error {
 	if o.KubeConfig == nil || o.DataDir == "" {
 		return errors.New("hub: KubeConfig and DataDir are required")
 	}
 	if o.EtcdListenURL == "" {
-		o.EtcdListenURL = "https://127.0.0.1:2379"
+		o.EtcdListenURL = DefaultEtcdListenURL
 	}
 	if len(o.EtcdAdvertiseURLs) == 0 {
 		o.EtcdAdvertiseURLs = []string{o.EtcdListenURL}
@@ -102,10 +109,10 @@ func (o *Options) setDefaults() error {
 		}
 	}
 	if o.MetricsAddr == "" {
-		o.MetricsAddr = ":9090"
+		o.MetricsAddr = DefaultMetricsAddr
 	}
 	if o.HealthAddr == "" {
-		o.HealthAddr = ":9091"
+		o.HealthAddr = DefaultHealthAddr
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/meshfed/meshfed/cmd/internal/cmdutil"
 	"github.com/meshfed/meshfed/eastwest"
+	"github.com/meshfed/meshfed/internal/xdsnames"
 )
 
 func gatewayCommand() *cobra.Command {
@@ -13,7 +14,7 @@ func gatewayCommand() *cobra.Command {
 		opts eastwest.RunOptions
 	)
 	cmd := &cobra.Command{
-		Use:   "gateway --xds-server AGENT:15010",
+		Use:   "gateway --xds-server AGENT:" + xdsnames.AgentXDSPort,
 		Short: "Run a cluster's east-west gateway: SNI passthrough to local endpoints, configured over xDS by the agent",
 		RunE: func(*cobra.Command, []string) error {
 			log, err := logs.Logger()
@@ -28,8 +29,7 @@ func gatewayCommand() *cobra.Command {
 	}
 	f := cmd.Flags()
 	logs.AddFlags(f)
-	// The agent's xDS port (clusteragent's default XDSAddr), on the gateway's host.
-	f.StringVar(&opts.XDSServer, "xds-server", "127.0.0.1:15010", "the cluster agent's xDS address")
+	f.StringVar(&opts.XDSServer, "xds-server", "127.0.0.1:"+xdsnames.AgentXDSPort, "the cluster agent's xDS address")
 	f.StringVar(&opts.NodeID, "node-id", "", "xDS node id (default eastwest~<hostname>)")
 	f.StringVar(&opts.Gateway.Address, "listen", eastwest.DefaultAddress, "where to accept cross-network connections")
 	f.StringVar(&opts.HTTPAddress, "http-addr", eastwest.DefaultHTTPAddress, "address of /healthz, /readyz and /metrics")

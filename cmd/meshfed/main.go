@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"os"
-	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
@@ -13,6 +12,7 @@ import (
 	"github.com/meshfed/meshfed/clusteragent"
 	"github.com/meshfed/meshfed/cmd/internal/cmdutil"
 	"github.com/meshfed/meshfed/federation"
+	"github.com/meshfed/meshfed/trust"
 )
 
 func main() {
@@ -67,7 +67,7 @@ func hubCommand() *cobra.Command {
 	logs.AddFlags(f)
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the hub's API server (default: in-cluster)")
 	f.StringVar(&opts.DataDir, "data-dir", "/var/lib/meshfed", "directory for the embedded etcd's data and the hub's etcd CA")
-	f.StringVar(&opts.EtcdListenURL, "etcd-listen-url", "https://127.0.0.1:2379", "where the embedded etcd serves clients")
+	f.StringVar(&opts.EtcdListenURL, "etcd-listen-url", federation.DefaultEtcdListenURL, "where the embedded etcd serves clients")
 	f.StringSliceVar(&opts.EtcdAdvertiseURLs, "etcd-advertise-urls", nil, "etcd URLs agents use (default: --etcd-listen-url, or --etcd-endpoints)")
 	f.StringSliceVar(&opts.EtcdServerNames, "etcd-server-names", nil, "extra DNS names or IPs for the embedded etcd's certificate")
 	f.StringSliceVar(&opts.EtcdEndpoints, "etcd-endpoints", nil, "external etcd endpoints; replaces the embedded etcd")
@@ -76,8 +76,8 @@ func hubCommand() *cobra.Command {
 	f.StringVar(&opts.EtcdKeyFile, "etcd-key-file", "", "external etcd: key of that client certificate")
 	f.StringVar(&opts.EtcdClientCACertFile, "etcd-client-ca-cert-file", "", "external etcd: CA it trusts for client certificates, to sign agents'")
 	f.StringVar(&opts.EtcdClientCAKeyFile, "etcd-client-ca-key-file", "", "external etcd: key of that CA")
-	f.StringVar(&opts.MetricsAddr, "metrics-addr", ":9090", "Prometheus metrics address; 0 disables")
-	f.StringVar(&opts.HealthAddr, "health-addr", ":9091", "health probe address; 0 disables")
+	f.StringVar(&opts.MetricsAddr, "metrics-addr", federation.DefaultMetricsAddr, "Prometheus metrics address; 0 disables")
+	f.StringVar(&opts.HealthAddr, "health-addr", federation.DefaultHealthAddr, "health probe address; 0 disables")
 	f.BoolVar(&opts.LeaderElection, "leader-elect", false, "elect a leader among hub replicas")
 	f.BoolVar(&opts.MeshCA, "mesh-ca", false, "run the mesh CA: cert-manager's controllers in-process, the root as a CA ClusterIssuer, "+
 		"clusters' intermediate CSRs signed")
@@ -106,14 +106,14 @@ func agentCommand() *cobra.Command {
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the member cluster (default: in-cluster)")
 	f.StringVar(&opts.Namespace, "namespace", "meshfed-system", "namespace of the credentials Secret and the leader Lease")
 	f.StringVar(&opts.Identity, "identity", "", "this replica's stable name (default: host name)")
-	f.StringVar(&opts.HTTPAddr, "http-addr", ":9092", "address of /healthz, /readyz, /metrics and /debug/view")
-	f.StringVar(&opts.XDSAddr, "xds-addr", ":15010", "address of the xDS (ADS) server for the cluster's proxies")
+	f.StringVar(&opts.HTTPAddr, "http-addr", clusteragent.DefaultHTTPAddr, "address of /healthz, /readyz, /metrics and /debug/view")
+	f.StringVar(&opts.XDSAddr, "xds-addr", clusteragent.DefaultXDSAddr, "address of the xDS (ADS) server for the cluster's proxies")
 	f.StringVar(&opts.WorkloadCerts.Dir, "workload-cert-dir", "", "issue workload certificates from the cluster's intermediate into DIR/<ns>/<sa>/")
 	f.StringSliceVar(&opts.WorkloadCerts.Identities, "workload-identities", nil, "identities to issue workload certificates for, <namespace>/<serviceAccount>")
-	f.DurationVar(&opts.WorkloadCerts.Lifetime, "workload-cert-lifetime", 24*time.Hour, "lifetime of workload certificates")
+	f.DurationVar(&opts.WorkloadCerts.Lifetime, "workload-cert-lifetime", trust.DefaultWorkloadLifetime, "lifetime of workload certificates")
 	f.BoolVar(&opts.MTLS, "mtls", false, "send proxies mTLS settings (SNI, certificate provider \"meshfed\", SPIFFE SAN matcher): "+
 		"their bootstraps must define the provider; needed to reach clusters on other networks")
 	f.StringVar(&opts.TrustDomain, "trust-domain", v1.DefaultTrustDomain, "SPIFFE trust domain of the mesh")
-	f.DurationVar(&opts.HeartbeatTTL, "heartbeat-ttl", 15*time.Second, "lease of the heartbeat: how soon the federation notices a dead agent")
+	f.DurationVar(&opts.HeartbeatTTL, "heartbeat-ttl", clusteragent.DefaultHeartbeatTTL, "lease of the heartbeat: how soon the federation notices a dead agent")
 	return cmd
 }

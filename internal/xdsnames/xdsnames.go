@@ -12,6 +12,10 @@ import (
 // cluster of local endpoints (tcp_proxy). FromXDS reads it.
 const GatewayListener = "meshfed-eastwest"
 
+// AgentXDSPort is where a cluster's agent serves xDS (ADS) to its proxies and its
+// east-west gateway.
+const AgentXDSPort = "15010"
+
 // GatewayPort is where east-west gateways listen (Istio's convention).
 const GatewayPort = v1.DefaultGatewayPort
 

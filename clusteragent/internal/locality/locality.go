@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strings"
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/internal/etcd/model"
@@ -202,7 +201,7 @@ type item struct {
 
 // target is a parsed distribute destination with its running sums.
 type target struct {
-	pattern
+	model.Pattern
 	weight  uint64 // percentage × distributeScale
 	healthy uint64 // healthy endpoints of the fresh localities it takes
 	cum     uint64 // of healthy, handed out so far
@@ -253,11 +252,11 @@ func Prioritize(client Client, candidates []Candidate, policy *model.Policy) Tab
 	if t.Distribute != nil {
 		targets = make([]target, len(t.Distribute.To))
 		for i, to := range t.Distribute.To {
-			targets[i].pattern = parsePattern(to.Locality)
+			targets[i].Pattern = model.ParsePattern(to.Locality)
 			if to.Weight > 0 {
 				targets[i].weight = uint64(to.Weight) * distributeScale
 			} else {
-				targets[i].spec = -1 // a weightless destination takes nothing
+				targets[i].Spec = -1 // a weightless destination takes nothing
 			}
 		}
 	}
@@ -487,7 +486,7 @@ func tierReason(tr *tier, fo *model.FailoverRule, targets []target, pattern int3
 	case kindDistribute:
 		tg := &targets[pattern]
 		if tg.reason == "" {
-			tg.reason = fmt.Sprintf("distribute %d%% to %s", tg.weight/distributeScale, tg.raw)
+			tg.reason = fmt.Sprintf("distribute %d%% to %s", tg.weight/distributeScale, tg.Raw)
 		}
 		return tg.reason
 	}
@@ -579,9 +578,9 @@ func matchDistribute(c Client, rules []model.DistributeRule) *model.DistributeRu
 	var best *model.DistributeRule
 	bestSpec := -1
 	for i := range rules {
-		p := parsePattern(rules[i].From)
-		if p.spec > bestSpec && p.matches(c.Region, c.Zone) {
-			best, bestSpec = &rules[i], p.spec
+		p := model.ParsePattern(rules[i].From)
+		if p.Spec > bestSpec && p.Matches(c.Region, c.Zone) {
+			best, bestSpec = &rules[i], p.Spec
 		}
 	}
 	return best
@@ -592,52 +591,11 @@ func matchDistribute(c Client, rules []model.DistributeRule) *model.DistributeRu
 func bestTarget(targets []target, l *Locality) int32 {
 	best, bestSpec := int32(-1), -1
 	for i := range targets {
-		if targets[i].spec > bestSpec && targets[i].matches(l.Region, l.Zone) {
-			best, bestSpec = int32(i), targets[i].spec
+		if targets[i].Spec > bestSpec && targets[i].Matches(l.Region, l.Zone) {
+			best, bestSpec = int32(i), targets[i].Spec
 		}
 	}
 	return best
-}
-
-// pattern is a parsed locality pattern: "*", "<region>", "<region>/*" or
-// "<region>/<zone>".
-type pattern struct {
-	raw          string
-	region, zone string
-	// spec is the specificity: 0 "*", 1 "<region>", 2 "<region>/*", 3
-	// "<region>/<zone>"; -1 for a malformed pattern, which matches nothing.
-	spec int
-}
-
-func parsePattern(s string) pattern {
-	p := pattern{raw: s, spec: -1}
-	region, zone, hasZone := strings.Cut(s, "/")
-	switch {
-	case s == "*":
-		p.spec = 0
-	case region == "" || region == "*" || strings.Contains(zone, "/"):
-	case !hasZone:
-		p.region, p.spec = region, 1
-	case zone == "*":
-		p.region, p.spec = region, 2
-	case zone != "":
-		p.region, p.zone, p.spec = region, zone, 3
-	}
-	return p
-}
-
-// matches reports whether a locality in region and zone matches p. "*" in the zone
-// position matches any zone, an unknown one too.
-func (p pattern) matches(region, zone string) bool {
-	switch p.spec {
-	case 0:
-		return true
-	case 1, 2:
-		return region == p.region
-	case 3:
-		return region == p.region && zone == p.zone
-	}
-	return false
 }
 
 func compareLocality(a, b Locality) int { return a.Compare(b) }

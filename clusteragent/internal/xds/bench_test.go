@@ -58,7 +58,7 @@ func BenchmarkTargets(b *testing.B) {
 func BenchmarkSnapshot(b *testing.B) {
 	v, in := fleet(100, 100, 10)
 	targets := xds.Targets(in)
-	s, err := xds.New(xds.Options{Cluster: "c000", View: v, MTLS: true})
+	s, err := xds.New(xds.Options{Cluster: "c000", View: v, Addr: "127.0.0.1:0", MTLS: true})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -59,7 +59,7 @@ func itoa(i int) string { return strconv.Itoa(i) }
 func TestGolden(t *testing.T) {
 	for name, mtls := range map[string]bool{"reference": true, "reference-plaintext": false} {
 		t.Run(name, func(t *testing.T) {
-			s, err := xds.New(xds.Options{Cluster: "alpha", View: reference(), MTLS: mtls})
+			s, err := xds.New(xds.Options{Cluster: "alpha", View: reference(), Addr: "127.0.0.1:0", MTLS: mtls})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -49,7 +49,7 @@ type Options struct {
 	// TrustDomain is the SPIFFE trust domain servers' identities must belong to.
 	// Default v1alpha1.DefaultTrustDomain.
 	TrustDomain string
-	// Addr is the gRPC listen address. Default ":15010".
+	// Addr is the gRPC listen address. Required.
 	Addr string
 	// Debounce is how long a change waits for more before snapshots are rebuilt.
 	// Default 1ms: bursts coalesce, single changes go out at once.
@@ -150,11 +150,8 @@ type sharedResources struct {
 
 // New returns a Server.
 func New(opts Options) (*Server, error) {
-	if opts.Cluster == "" || opts.View == nil {
-		return nil, errors.New("xds: Options.Cluster and Options.View are required")
-	}
-	if opts.Addr == "" {
-		opts.Addr = ":15010"
+	if opts.Cluster == "" || opts.View == nil || opts.Addr == "" {
+		return nil, errors.New("xds: Options.Cluster, Options.View and Options.Addr are required")
 	}
 	if opts.TrustDomain == "" {
 		opts.TrustDomain = v1.DefaultTrustDomain

@@ -1,8 +1,6 @@
 package controllers
 
 import (
-	"time"
-
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -107,12 +105,4 @@ func policy(fp *v1.FailoverPolicy) *model.Policy {
 
 func locality(l v1.LocalitySelector) model.Locality {
 	return model.Locality{Region: string(l.Region), Cluster: string(l.Cluster)}
-}
-
-func durationOf(s string) metav1.Duration {
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		panic(err)
-	}
-	return metav1.Duration{Duration: d}
 }

@@ -7,6 +7,7 @@ import "strings"
 // pattern matches: the agents' priorities and the hub's check that a rule matches a
 // registered locality must agree on it.
 type Pattern struct {
+	Raw          string // as written
 	Region, Zone string
 	// Spec is the specificity: 0 "*", 1 "<region>", 2 "<region>/*", 3
 	// "<region>/<zone>"; -1 for a malformed pattern, which matches nothing.
@@ -15,7 +16,7 @@ type Pattern struct {
 
 // ParsePattern parses a locality pattern; a malformed one has Spec -1.
 func ParsePattern(s string) Pattern {
-	p := Pattern{Spec: -1}
+	p := Pattern{Raw: s, Spec: -1}
 	region, zone, hasZone := strings.Cut(s, "/")
 	switch {
 	case s == "*":

@@ -48,6 +48,9 @@ type ServiceRow struct {
 	Clusters  int    `json:"clusters"`
 	Ready     int32  `json:"readyEndpoints"`
 	Policy    string `json:"policy,omitempty"`
+	// Excluded are the clusters the hub left out of the service, with the reason
+	// (the GlobalService's status.excluded).
+	Excluded []v1.ExcludedCluster `json:"excluded,omitempty"`
 }
 
 // Collect reads the report from the hub's API server.
@@ -86,7 +89,7 @@ func Collect(ctx context.Context, hub client.Client, now time.Time, withServices
 		}
 		for _, gs := range services.Items {
 			row := ServiceRow{Namespace: gs.Namespace, Name: gs.Name, Hostname: gs.Status.Hostname,
-				Clusters: len(gs.Status.Clusters), Ready: gs.Status.ReadyEndpoints}
+				Clusters: len(gs.Status.Clusters), Ready: gs.Status.ReadyEndpoints, Excluded: gs.Status.Excluded}
 			if gs.Spec.FailoverPolicyRef != nil {
 				row.Policy = gs.Spec.FailoverPolicyRef.Name
 			}
@@ -133,6 +136,23 @@ func (r *Report) Print(w io.Writer, format string) error {
 		for _, s := range r.GlobalServices {
 			fmt.Fprintf(tw, "%s/%s\t%s\t%d\t%d\t%s\n", s.Namespace, s.Name, s.Hostname, s.Clusters, s.Ready, s.Policy)
 		}
+		printExcluded(tw, r.GlobalServices)
 	}
 	return tw.Flush()
+}
+
+// printExcluded lists, under the services, every cluster a service leaves out and why;
+// nothing when none is.
+func printExcluded(w io.Writer, services []ServiceRow) {
+	header := false
+	for _, s := range services {
+		for _, e := range s.Excluded {
+			if !header {
+				fmt.Fprintln(w)
+				fmt.Fprintln(w, "EXCLUDED\tCLUSTER\tPORT\tREASON\tMESSAGE")
+				header = true
+			}
+			fmt.Fprintf(w, "%s/%s\t%s\t%d\t%s\t%s\n", s.Namespace, s.Name, e.Cluster, e.Port, e.Reason, e.Message)
+		}
+	}
 }

@@ -299,3 +299,18 @@ func isClusterList(l client.ObjectList) bool {
 	_, ok := l.(*v1.MeshClusterList)
 	return ok
 }
+
+// A service that leaves a cluster out says which and why, under the services.
+func TestPrintExcluded(t *testing.T) {
+	r := sampleReport()
+	r.GlobalServices[0].Excluded = []v1.ExcludedCluster{{Cluster: "beta", Port: 8080, Reason: "PortNotFound",
+		Message: `Service shop/cart has no port named "http"`}}
+	var buf bytes.Buffer
+	if err := r.Print(&buf, "table"); err != nil {
+		t.Fatal(err)
+	}
+	want := "shop/cart  beta     8080  PortNotFound  Service shop/cart has no port named \"http\""
+	if !strings.Contains(buf.String(), "EXCLUDED") || !strings.Contains(buf.String(), want) {
+		t.Fatalf("table lacks the excluded cluster:\n%s", buf.String())
+	}
+}

@@ -126,7 +126,7 @@ func Verdict(results []Result) error {
 	case failed > 0:
 		return errors.New("trust check failed")
 	case unchecked > 0:
-		return fmt.Errorf("trust check incomplete: %d registered clusters were not checked; pass --cluster NAME=KUBECONFIG for each", unchecked)
+		return fmt.Errorf("trust check incomplete: registered clusters not checked: %d; pass --cluster NAME=KUBECONFIG for each", unchecked)
 	}
 	return nil
 }

@@ -24,7 +24,7 @@ func TestVerdict(t *testing.T) {
 		"registered clusters, none reached": {[]Result{unchecked, {Cluster: "d"}}, "verified nothing: none of the 2 registered clusters was reached"},
 		"every cluster checked and ok":      {[]Result{ok}, ""},
 		"one failed":                        {[]Result{ok, bad}, "trust check failed"},
-		"one not checked":                   {[]Result{ok, unchecked}, "1 registered clusters were not checked"},
+		"one not checked":                   {[]Result{ok, unchecked}, "registered clusters not checked: 1"},
 		"failed and not checked":            {[]Result{bad, unchecked}, "failed for 1 clusters, and 1 were not checked"},
 	}
 	for name, tc := range tests {
