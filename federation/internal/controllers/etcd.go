@@ -6,7 +6,9 @@ import (
 	"fmt"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/internal/etcd/model"
 )
 
@@ -41,4 +43,16 @@ func deleteKey(ctx context.Context, kv KV, key string, opts ...clientv3.OpOption
 		return fmt.Errorf("delete %s: %w", key, err)
 	}
 	return nil
+}
+
+// writeRecord puts rec at key (putRecord) and returns the Accepted condition that says
+// how it went, with putRecord's error.
+func writeRecord(ctx context.Context, kv KV, key string, rec model.Record) (metav1.Condition, error) {
+	accepted := metav1.Condition{Type: v1.ConditionAccepted, Status: metav1.ConditionTrue, Reason: v1.ReasonAccepted,
+		Message: "written to the hub's etcd"}
+	err := putRecord(ctx, kv, key, rec)
+	if err != nil {
+		accepted.Status, accepted.Reason, accepted.Message = metav1.ConditionFalse, v1.ReasonEtcdError, err.Error()
+	}
+	return accepted, err
 }

@@ -39,12 +39,7 @@ func (r *FailoverPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	}
 
 	rec := policy(fp)
-	accepted := metav1.Condition{Type: v1.ConditionAccepted, Status: metav1.ConditionTrue, Reason: v1.ReasonAccepted,
-		Message: "written to the hub's etcd"}
-	err := putRecord(ctx, r.KV, key, rec)
-	if err != nil {
-		accepted.Status, accepted.Reason, accepted.Message = metav1.ConditionFalse, v1.ReasonEtcdError, err.Error()
-	}
+	accepted, err := writeRecord(ctx, r.KV, key, rec)
 	clusters := &v1.MeshClusterList{}
 	if lerr := r.Client.List(ctx, clusters); lerr != nil {
 		return ctrl.Result{}, lerr

@@ -45,12 +45,7 @@ func (r *GlobalServiceReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	}
 
 	rec := globalService(gs)
-	accepted := metav1.Condition{Type: v1.ConditionAccepted, Status: metav1.ConditionTrue, Reason: v1.ReasonAccepted,
-		Message: "written to the hub's etcd"}
-	err := putRecord(ctx, r.KV, key, rec)
-	if err != nil {
-		accepted.Status, accepted.Reason, accepted.Message = metav1.ConditionFalse, v1.ReasonEtcdError, err.Error()
-	}
+	accepted, err := writeRecord(ctx, r.KV, key, rec)
 	refs := metav1.Condition{Type: v1.ConditionResolvedRefs, Status: metav1.ConditionTrue, Reason: v1.ReasonResolvedRefs,
 		Message: "every referenced object exists"}
 	if rec.Policy != "" {
