@@ -1,0 +1,73 @@
+package main
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+// TestNoComponentRegistersMetricsGlobally: the binary links the hub, the agent and the
+// gateway, and each must export only its own metrics. So no package may register a
+// meshfed metric in a process-wide registry as it is loaded; each component registers
+// its packages' metrics (RegisterMetrics) with the registry it serves when it runs.
+func TestNoComponentRegistersMetricsGlobally(t *testing.T) {
+	for name, g := range map[string]prometheus.Gatherer{
+		"controller-runtime's registry": ctrlmetrics.Registry,
+		"prometheus's default registry": prometheus.DefaultGatherer,
+	} {
+		families, err := g.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range families {
+			if strings.HasPrefix(f.GetName(), "meshfed_") {
+				t.Errorf("%s holds %s at start: register it in RegisterMetrics, not at init", name, f.GetName())
+			}
+		}
+	}
+}
+
+// TestNoInitRegistersMetrics backs the test above for metric vectors, which a
+// registry gathers nothing of until a label value is used: no package's init may
+// register collectors.
+func TestNoInitRegistersMetrics(t *testing.T) {
+	root := filepath.Join("..", "..")
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == "testdata" || strings.HasPrefix(d.Name(), ".")) && path != root {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), path, nil, 0)
+		if err != nil {
+			return err
+		}
+		for _, decl := range f.Decls {
+			fn, ok := decl.(*ast.FuncDecl)
+			if !ok || fn.Name.Name != "init" || fn.Recv != nil {
+				continue
+			}
+			ast.Inspect(fn.Body, func(n ast.Node) bool {
+				if sel, ok := n.(*ast.SelectorExpr); ok && strings.Contains(sel.Sel.Name, "Register") {
+					t.Errorf("%s: init calls %s: register metrics in RegisterMetrics instead", path, sel.Sel.Name)
+				}
+				return true
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
