@@ -10,6 +10,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/meshfed/meshfed/clusteragent/internal/locality"
 	"github.com/meshfed/meshfed/clusteragent/internal/xds"
@@ -89,7 +90,8 @@ func TestExplainDuringFailbackHold(t *testing.T) {
 // TestExplainListsEveryExclusion: every cluster with a member Service of the global
 // service that contributes nothing is listed as excluded, with its reason.
 func TestExplainListsEveryExclusion(t *testing.T) {
-	w := newWorld(t)
+	clk := clocktesting.NewFakeClock(time.Now())
+	w := newWorldAt(t, clk)
 	// beta renamed the port: it serves nothing of the global port "grpc".
 	renamed := *w.records["beta"]
 	renamed.Ports = []model.ServicePort{{Name: "grpc-v2", Port: 8080}}
@@ -104,7 +106,8 @@ func TestExplainListsEveryExclusion(t *testing.T) {
 	w.put(keyspace.ClusterInfo("gamma"), &model.ClusterInfo{Name: "gamma", Region: "eu-west",
 		Zones: []string{"eu-west-1a", "eu-west-1b"}, Network: "net-g",
 		Gateways: []model.Gateway{{Address: "127.0.0.1", Port: 1}}})
-	// delta's heartbeat lapsed longer than dropAfter ago.
+	// delta never wrote a heartbeat; the others do (below), after the server has run
+	// for longer than dropAfter.
 	w.put(keyspace.ClusterInfo("delta"), &model.ClusterInfo{Name: "delta", Region: "us-east",
 		Zones: []string{"us-east-1e"}, Network: "default"})
 	w.put(keyspace.ServiceEndpoints("delta", "shop", "cart"), &model.ServiceEndpoints{Namespace: "shop", Name: "cart",
@@ -112,13 +115,17 @@ func TestExplainListsEveryExclusion(t *testing.T) {
 			Zone: "us-east-1e", Ready: true, Ports: []model.EndpointPort{{Name: "grpc", Port: 8080}}}}})
 	w.put(keyspace.Policy("shop", "quick"), &model.Policy{Namespace: "shop", Name: "quick",
 		LocalityPreference: "Zone", FallbackToAny: true, MinHealthyPercent: 70,
-		DemoteAfter: metav1.Duration{Duration: time.Millisecond}, DropAfter: metav1.Duration{Duration: 2 * time.Millisecond}})
+		DemoteAfter: metav1.Duration{Duration: time.Minute}, DropAfter: metav1.Duration{Duration: 2 * time.Minute}})
 	w.put(keyspace.GlobalService("shop", "cart"), &model.GlobalService{Namespace: "shop", Name: "cart",
 		Hostname: "cart.shop.svc.clusterset.local", Service: &model.ServiceRef{Namespace: "shop", Name: "cart"},
 		Ports: []model.GlobalPort{{Name: "grpc", Port: 8080, Protocol: "GRPC"}}, Policy: "quick"})
 	// alpha's second zone has no ready endpoint.
 	w.setReady("alpha", "us-east-1b", false)
 	s := startServer(t, w, "alpha")
+	clk.Step(3 * time.Minute)
+	for _, c := range []string{"alpha", "beta", "gamma"} {
+		w.put(keyspace.ClusterHeartbeat(c), &model.Heartbeat{Time: clk.Now(), TTL: 15, Agent: c})
+	}
 
 	want := map[string]string{ // cluster/zone -> reason; zone "" for a whole cluster
 		"beta/":            `no port named "grpc"`,

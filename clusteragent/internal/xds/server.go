@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
+	"k8s.io/utils/clock"
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/clusteragent/internal/locality"
@@ -54,13 +55,16 @@ type Options struct {
 	// Debounce is how long a change waits for more before snapshots are rebuilt.
 	// Default 1ms: bursts coalesce, single changes go out at once.
 	Debounce time.Duration
-	// Refresh re-evaluates cluster freshness (stale, dropped) this often while a
-	// cluster is disconnected, and ends failback holds at this resolution. Default 1s.
+	// Refresh re-evaluates cluster freshness (stale, dropped) this often, rebuilding
+	// only when a state changed, and ends failback holds at this resolution. Default 1s.
 	Refresh time.Duration
 	// ProbeInterval and ProbeTimeout pace the probes of remote clusters' east-west
 	// gateways. Defaults 2s and 1s.
 	ProbeInterval, ProbeTimeout time.Duration
-	Logger                      logr.Logger
+	// Clock judges freshness and failback holds; it must be the View's. Default: the
+	// real clock.
+	Clock  clock.PassiveClock
+	Logger logr.Logger
 }
 
 // Server serves xDS from the view. Create it with New, start it with Run.
@@ -98,6 +102,7 @@ type Server struct {
 	hold    *failback
 	memo    *Memo
 	holdEnd time.Time // when the earliest failback hold ends; zero if none
+	fresh   string    // FreshnessStates of the last rebuild
 
 	mu      sync.Mutex
 	groups  map[string]*groupState // groups with proxies, by key
@@ -168,7 +173,10 @@ func New(opts Options) (*Server, error) {
 	if opts.ProbeTimeout == 0 {
 		opts.ProbeTimeout = time.Second
 	}
-	s := &Server{opts: opts, log: opts.Logger, since: time.Now(), wake: make(chan struct{}, 1),
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	s := &Server{opts: opts, log: opts.Logger, since: opts.Clock.Now(), wake: make(chan struct{}, 1),
 		groups: map[string]*groupState{}, streams: map[int64]string{}, built: map[string]*built{},
 		pending: map[string]pendingAck{}, hold: newFailback(), memo: NewMemo()}
 	if s.log.GetSink() == nil {
@@ -299,9 +307,10 @@ func (s *Server) Run(ctx context.Context) error {
 			return nil
 		case err := <-errc:
 			return fmt.Errorf("xds: serve: %w", err)
-		case now := <-refresh.C:
-			if s.anyDisconnected() || (!s.holdEnd.IsZero() && !now.Before(s.holdEnd)) {
-				s.poke(now)
+		case <-refresh.C:
+			now := s.opts.Clock.Now()
+			if s.freshnessChanged(now) || (!s.holdEnd.IsZero() && !now.Before(s.holdEnd)) {
+				s.poke(time.Now())
 			}
 		case <-s.wake:
 			time.Sleep(s.opts.Debounce)
@@ -312,13 +321,10 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 }
 
-func (s *Server) anyDisconnected() bool {
-	for _, c := range s.opts.View.Clusters() {
-		if c.Name != s.opts.Cluster && !c.Connected() {
-			return true
-		}
-	}
-	return false
+// freshnessChanged reports whether some cluster's freshness differs from what the
+// last rebuild used: a heartbeat that changes no freshness state costs no rebuild.
+func (s *Server) freshnessChanged(now time.Time) bool {
+	return FreshnessStates(s.input(now), s.opts.View.Policies()) != s.fresh
 }
 
 // input reads the view.
@@ -330,7 +336,7 @@ func (s *Server) input(now time.Time) Input {
 			p, _ := v.Policy(ns, name)
 			return p
 		},
-		Since: s.since, Now: now, GatewayUp: s.probe.up,
+		Since: s.since, Now: now, GatewayUp: s.probe.up, Offline: v.Offline,
 	}
 }
 
@@ -346,9 +352,11 @@ func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 	}
 	s.mu.Unlock()
 
-	in := s.input(start)
+	now := s.opts.Clock.Now()
+	in := s.input(now)
+	s.fresh = FreshnessStates(in, s.opts.View.Policies())
 	in.Memo = s.memo // only this goroutine uses it
-	targets, holdEnd := s.hold.apply(Targets(in), start)
+	targets, holdEnd := s.hold.apply(Targets(in), now)
 	s.holdEnd = holdEnd
 	shared := s.shared
 	if shared == nil || !sameServices(s.targets, targets) {

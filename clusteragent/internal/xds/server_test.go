@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	grpcxds "google.golang.org/grpc/xds"
+	"k8s.io/utils/clock"
 
 	"github.com/meshfed/meshfed/clusteragent/internal/xds"
 	"github.com/meshfed/meshfed/internal/dev/echo"
@@ -25,13 +26,18 @@ import (
 // world is a federation held in a view, with a real gRPC backend per endpoint.
 type world struct {
 	t        *testing.T
+	clock    clock.PassiveClock // the view's and the server's
 	v        *view.View
 	backends map[string]string // "cluster/zone/i" -> address
 	records  map[string]*model.ServiceEndpoints
 }
 
-func newWorld(t *testing.T) *world {
-	w := &world{t: t, v: view.New(view.Options{}), backends: map[string]string{}, records: map[string]*model.ServiceEndpoints{}}
+func newWorld(t *testing.T) *world { return newWorldAt(t, clock.RealClock{}) }
+
+// newWorldAt is newWorld on clk: heartbeats are seen, and freshness judged, at its time.
+func newWorldAt(t *testing.T, clk clock.PassiveClock) *world {
+	w := &world{t: t, clock: clk, v: view.New(view.Options{Clock: clk}), backends: map[string]string{},
+		records: map[string]*model.ServiceEndpoints{}}
 	// Every cluster has zones of its own, as the sandbox's do.
 	for _, c := range []struct{ name, region, z1, z2 string }{
 		{"alpha", "us-east", "us-east-1a", "us-east-1b"}, {"beta", "us-east", "us-east-1c", "us-east-1d"},
@@ -153,7 +159,7 @@ func eventuallyAllOf(t *testing.T, ctx context.Context, conn *grpc.ClientConn, w
 // listens.
 func startServer(t *testing.T, w *world, cluster string) *xds.Server {
 	t.Helper()
-	s, err := xds.New(xds.Options{Cluster: cluster, View: w.v, Addr: "127.0.0.1:0", Logger: testr.New(t)})
+	s, err := xds.New(xds.Options{Cluster: cluster, View: w.v, Addr: "127.0.0.1:0", Clock: w.clock, Logger: testr.New(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

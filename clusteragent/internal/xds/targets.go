@@ -63,6 +63,9 @@ type Input struct {
 	// treated as having lapsed then.
 	Since time.Time
 	Now   time.Time
+	// Offline returns how much of [from, to] the hub could not be read; nil: none.
+	// Heartbeats lapse only while the hub can be read.
+	Offline func(from, to time.Time) time.Duration
 	// GatewayUp says whether a remote cluster's gateway answers probes; nil: all do.
 	GatewayUp func(addr netip.AddrPort) bool
 	// Memo, if set, reuses localities computed by an earlier call (see Memo).
@@ -370,30 +373,75 @@ func selfNetwork(in Input) string {
 	return ""
 }
 
-// stateOf judges a cluster's freshness under the policy's demote and drop times.
+// freshness judges a cluster by how long its heartbeat has not been seen written,
+// counting only the time the hub could be read, under the policy's demote and drop
+// times. It does not ask whether the heartbeat key still exists: its lease outlives
+// the last write by up to a TTL, longer than a short demoteAfter. Agents write their
+// heartbeat often enough for every policy's demoteAfter (see the agent's
+// heartbeat interval), so a live cluster is never judged stale.
 func freshness(in Input, c view.Cluster, policy *model.Policy) locality.State {
-	if c.Name == in.Self || c.Connected() {
+	if c.Name == in.Self {
 		return locality.Fresh
 	}
-	if policy == nil {
-		policy = model.DefaultPolicy()
-	}
-	demote, drop := policy.DemoteAfter.Duration, policy.DropAfter.Duration
-	if demote == 0 {
-		demote = v1.DefaultDemoteAfter
-	}
-	if drop == 0 {
-		drop = v1.DefaultDropAfter
-	}
+	demote, drop := staleTimes(policy)
 	since := c.LastHeartbeat
 	if since.IsZero() || since.Before(in.Since) {
 		since = in.Since
 	}
-	switch lapsed := in.Now.Sub(since); {
+	lapsed := in.Now.Sub(since)
+	if in.Offline != nil {
+		lapsed -= in.Offline(since, in.Now)
+	}
+	switch {
 	case lapsed >= drop:
 		return locality.Dropped
 	case lapsed >= demote:
 		return locality.Stale
 	}
 	return locality.Fresh
+}
+
+// staleTimes are the policy's demoteAfter and dropAfter, with the defaults for a nil
+// policy or unset fields.
+func staleTimes(policy *model.Policy) (demote, drop time.Duration) {
+	if policy == nil {
+		policy = model.DefaultPolicy()
+	}
+	demote, drop = policy.DemoteAfter.Duration, policy.DropAfter.Duration
+	if demote == 0 {
+		demote = v1.DefaultDemoteAfter
+	}
+	if drop == 0 {
+		drop = v1.DefaultDropAfter
+	}
+	return demote, drop
+}
+
+// FreshnessStates is every other cluster's freshness under each distinct pair of
+// stale times among policies and the default, in a canonical form: the server
+// rebuilds when it changes, a timer rather than a rebuild per heartbeat.
+func FreshnessStates(in Input, policies []*model.Policy) string {
+	timings := []*model.Policy{nil}
+	seen := map[[2]time.Duration]bool{}
+	for _, p := range append([]*model.Policy{nil}, policies...) {
+		demote, drop := staleTimes(p)
+		if !seen[[2]time.Duration{demote, drop}] {
+			seen[[2]time.Duration{demote, drop}] = true
+			if p != nil {
+				timings = append(timings, p)
+			}
+		}
+	}
+	var b strings.Builder
+	for _, c := range in.Clusters {
+		if c.Name == in.Self {
+			continue
+		}
+		b.WriteString(c.Name)
+		for _, p := range timings {
+			b.WriteByte(byte('0' + freshness(in, c, p)))
+		}
+		b.WriteByte(';')
+	}
+	return b.String()
 }

@@ -54,22 +54,38 @@ func (c *Cluster) Endpoints() (total, ready int) {
 
 // Options configure a View.
 type Options struct {
-	// Clock stamps heartbeats as seen. Default: the real clock.
+	// Clock stamps heartbeats as seen, and the hub's outages. Default: the real clock.
 	Clock clock.PassiveClock
+	// Self is the cluster of the agent that holds the View, whose services may come
+	// from its own informers (LocalUpsert); "" for the hub's View.
+	Self string
 }
 
 // View is the in-memory federation. Create it with New.
 type View struct {
 	clock clock.PassiveClock
+	self  string
 
 	mu       sync.RWMutex
 	clusters map[string]*Cluster
 	globals  map[NamespacedName]*model.GlobalService
 	policies map[NamespacedName]*model.Policy
 	bundle   *model.TrustBundle
-	synced   chan struct{} // closed after the first complete list
+	synced   chan struct{} // closed after the first complete list, or a restore
+	live     chan struct{} // closed after the first complete list of the store itself
 	subs     map[int]func(keyspace.Key)
 	nextSub  int
+
+	// restored holds the keys a Restore loaded that no list or event of the store
+	// has confirmed since; the first complete list removes what is left.
+	restored map[string]struct{}
+	restore  Restored
+
+	// local holds the services of Self from its own informers; nil until LocalSynced.
+	local        map[NamespacedName]*model.ServiceEndpoints
+	localPending map[NamespacedName]*model.ServiceEndpoints
+
+	contact contact
 }
 
 // New returns an empty View.
@@ -78,12 +94,17 @@ func New(opts Options) *View {
 		opts.Clock = clock.RealClock{}
 	}
 	return &View{
-		clock:    opts.Clock,
-		clusters: map[string]*Cluster{},
-		globals:  map[NamespacedName]*model.GlobalService{},
-		policies: map[NamespacedName]*model.Policy{},
-		synced:   make(chan struct{}),
-		subs:     map[int]func(keyspace.Key){},
+		clock:        opts.Clock,
+		self:         opts.Self,
+		clusters:     map[string]*Cluster{},
+		globals:      map[NamespacedName]*model.GlobalService{},
+		policies:     map[NamespacedName]*model.Policy{},
+		synced:       make(chan struct{}),
+		live:         make(chan struct{}),
+		subs:         map[int]func(keyspace.Key){},
+		restored:     map[string]struct{}{},
+		localPending: map[NamespacedName]*model.ServiceEndpoints{},
+		contact:      initialContact(opts),
 	}
 }
 
@@ -108,7 +129,9 @@ func (v *View) OnUpsert(key string, rec model.Record) {
 	if err != nil {
 		return // model.Decode parsed it already; unreachable
 	}
-	v.apply(k, rec)
+	v.mu.Lock()
+	delete(v.restored, key)
+	v.apply(k, rec, true)
 }
 
 // OnDelete implements kvstore.Observer.
@@ -117,43 +140,80 @@ func (v *View) OnDelete(key string) {
 	if err != nil {
 		return
 	}
-	v.apply(k, nil)
+	v.mu.Lock()
+	delete(v.restored, key)
+	v.apply(k, nil, true)
 }
 
-// OnSynced implements kvstore.Observer.
+// OnSynced implements kvstore.Observer: the store has been listed completely. What a
+// Restore loaded and the list did not confirm is gone from the store, and goes.
 func (v *View) OnSynced() {
 	v.mu.Lock()
-	select {
-	case <-v.synced:
-	default:
-		close(v.synced)
+	stale := make([]string, 0, len(v.restored))
+	for key := range v.restored {
+		stale = append(stale, key)
 	}
+	slices.Sort(stale)
+	v.mu.Unlock()
+	for _, key := range stale {
+		v.OnDelete(key)
+	}
+	v.mu.Lock()
+	closeOnce(v.synced)
+	closeOnce(v.live)
 	v.mu.Unlock()
 }
 
-// WaitSynced blocks until the View holds a complete list of the store, or ctx is done.
-func (v *View) WaitSynced(ctx context.Context) error {
+func closeOnce(c chan struct{}) {
 	select {
-	case <-v.synced:
+	case <-c:
+	default:
+		close(c)
+	}
+}
+
+// WaitSynced blocks until the View holds a complete view of the federation, live from
+// the store or restored from a snapshot (Restore), or ctx is done. It is what serving
+// needs.
+func (v *View) WaitSynced(ctx context.Context) error {
+	return wait(ctx, v.synced)
+}
+
+// HasSynced reports whether the View holds a complete view, live or restored.
+func (v *View) HasSynced() bool { return closed(v.synced) }
+
+// WaitLive blocks until the View holds a complete list of the store itself, or ctx is
+// done. It is what writing to the store needs (pruning what is published, say): a
+// restored view may lack what was written after its snapshot.
+func (v *View) WaitLive(ctx context.Context) error {
+	return wait(ctx, v.live)
+}
+
+// HasLive reports whether a complete list of the store has arrived.
+func (v *View) HasLive() bool { return closed(v.live) }
+
+func wait(ctx context.Context, c chan struct{}) error {
+	select {
+	case <-c:
 		return nil
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	}
 }
 
-// HasSynced reports whether the first complete list has arrived.
-func (v *View) HasSynced() bool {
+func closed(c chan struct{}) bool {
 	select {
-	case <-v.synced:
+	case <-c:
 		return true
 	default:
 		return false
 	}
 }
 
-// apply stores rec at k, or deletes k when rec is nil.
-func (v *View) apply(k keyspace.Key, rec model.Record) {
-	v.mu.Lock()
+// apply stores rec at k, or deletes k when rec is nil, and tells the subscribers. The
+// caller holds v.mu; apply releases it. seen says whether a heartbeat record was seen
+// written now (not restored).
+func (v *View) apply(k keyspace.Key, rec model.Record, seen bool) {
 	nn := NamespacedName{k.Namespace, k.Name}
 	switch k.Kind {
 	case keyspace.KindGlobalService:
@@ -170,10 +230,15 @@ func (v *View) apply(k keyspace.Key, rec model.Record) {
 		}
 	case keyspace.KindClusterInfo, keyspace.KindClusterHeartbeat, keyspace.KindClusterSynced, keyspace.KindServiceEndpoints,
 		keyspace.KindIntermediateCSR, keyspace.KindIntermediate:
-		v.applyCluster(k, nn, rec)
+		v.applyCluster(k, nn, rec, seen)
 	case keyspace.KindTrustBundle:
 		v.bundle, _ = rec.(*model.TrustBundle)
 	}
+	v.notify(k)
+}
+
+// notify releases v.mu and calls every subscriber with k.
+func (v *View) notify(k keyspace.Key) {
 	subs := make([]func(keyspace.Key), 0, len(v.subs))
 	for _, fn := range v.subs {
 		subs = append(subs, fn)
@@ -184,7 +249,7 @@ func (v *View) apply(k keyspace.Key, rec model.Record) {
 	}
 }
 
-func (v *View) applyCluster(k keyspace.Key, nn NamespacedName, rec model.Record) {
+func (v *View) applyCluster(k keyspace.Key, nn NamespacedName, rec model.Record, seen bool) {
 	c := v.clusters[k.Cluster]
 	if c == nil {
 		if rec == nil {
@@ -198,7 +263,7 @@ func (v *View) applyCluster(k keyspace.Key, nn NamespacedName, rec model.Record)
 		c.Info, _ = rec.(*model.ClusterInfo)
 	case keyspace.KindClusterHeartbeat:
 		c.Heartbeat, _ = rec.(*model.Heartbeat)
-		if rec != nil {
+		if rec != nil && seen {
 			c.LastHeartbeat = v.clock.Now()
 		}
 	case keyspace.KindClusterSynced:
@@ -220,24 +285,32 @@ func (v *View) applyCluster(k keyspace.Key, nn NamespacedName, rec model.Record)
 	}
 }
 
-// Cluster returns a copy of what the View knows of a cluster.
+// Cluster returns a copy of what the View knows of a cluster. The services of Self
+// are those of its own informers once LocalSynced was called.
 func (v *View) Cluster(name string) (Cluster, bool) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	c, ok := v.clusters[name]
 	if !ok {
-		return Cluster{}, false
+		if name != v.self || v.local == nil {
+			return Cluster{}, false
+		}
+		c = &Cluster{Name: name}
 	}
-	return c.copy(), true
+	return v.copyOf(c), true
 }
 
-// Clusters returns copies of every cluster, sorted by name.
+// Clusters returns copies of every cluster, sorted by name; Self's services as
+// Cluster says.
 func (v *View) Clusters() []Cluster {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	out := make([]Cluster, 0, len(v.clusters))
+	out := make([]Cluster, 0, len(v.clusters)+1)
 	for _, c := range v.clusters {
-		out = append(out, c.copy())
+		out = append(out, v.copyOf(c))
+	}
+	if _, ok := v.clusters[v.self]; !ok && v.self != "" && v.local != nil {
+		out = append(out, v.copyOf(&Cluster{Name: v.self}))
 	}
 	slices.SortFunc(out, func(a, b Cluster) int { return strings.Compare(a.Name, b.Name) })
 	return out
@@ -284,7 +357,8 @@ func (v *View) Policies() []*model.Policy {
 	return out
 }
 
-// PublishedServices returns the etcd keys of a cluster's published services.
+// PublishedServices returns the etcd keys of a cluster's published services, as the
+// store holds them (never Self's informers' view).
 func (v *View) PublishedServices(cluster string) []string {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
@@ -300,10 +374,15 @@ func (v *View) PublishedServices(cluster string) []string {
 	return out
 }
 
-func (c *Cluster) copy() Cluster {
+// copyOf copies c, with Self's services from the informers when they are synced.
+func (v *View) copyOf(c *Cluster) Cluster {
 	out := *c
-	out.Services = make(map[NamespacedName]*model.ServiceEndpoints, len(c.Services))
-	for k, s := range c.Services {
+	services := c.Services
+	if c.Name == v.self && v.local != nil {
+		services = v.local
+	}
+	out.Services = make(map[NamespacedName]*model.ServiceEndpoints, len(services))
+	for k, s := range services {
 		out.Services[k] = s
 	}
 	return out
