@@ -378,7 +378,20 @@ func fragment(t *testing.T, s *embedetcd.Server, c *clientv3.Client, keep map[st
 	if _, err := c.Compact(ctx(t), resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
 		t.Fatalf("compact: %v", err)
 	}
-	return dbStatus(t, c, s)
+	// bbolt frees the compacted pages only at a later commit, once no read
+	// transaction can still see them: write until it does.
+	var st *clientv3.StatusResponse
+	testutil.Eventually(t, 10*time.Second, "compacted pages reported free", func() error {
+		if _, err := c.Put(ctx(t), "/commit", "x"); err != nil {
+			return err
+		}
+		st = dbStatus(t, c, s)
+		if st.DbSizeInUse > st.DbSize/4 {
+			return fmt.Errorf("db %s, in use %s", mib(st.DbSize), mib(st.DbSizeInUse))
+		}
+		return nil
+	})
+	return st
 }
 
 // Defragmentation runs when the free pages pass both thresholds, not before: the
