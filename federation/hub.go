@@ -27,6 +27,7 @@ import (
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/federation/internal/controllers"
+	"github.com/meshfed/meshfed/federation/internal/etcdmaint"
 	"github.com/meshfed/meshfed/federation/internal/etcdsec"
 	"github.com/meshfed/meshfed/federation/internal/signer"
 	"github.com/meshfed/meshfed/internal/creds/hubinfo"
@@ -43,6 +44,18 @@ import (
 // caLifetime is the life of the embedded etcd's CA; its serving certificate is
 // reissued at every start.
 const caLifetime = 10 * 365 * 24 * time.Hour
+
+// Defaults of the hub's etcd upkeep (docs/operations.md, "The hub's etcd").
+const (
+	// DefaultEtcdCompactionInterval is kube-apiserver's: a watcher that falls
+	// at most this far behind resumes without a re-list.
+	DefaultEtcdCompactionInterval = 5 * time.Minute
+	DefaultEtcdQuotaBytes         = embedetcd.DefaultQuotaBytes
+	DefaultEtcdMaxRequestBytes    = embedetcd.DefaultMaxRequestBytes
+	DefaultEtcdDefragMinFreeBytes = etcdmaint.DefaultDefragMinFreeBytes
+	DefaultEtcdDefragMinRatio     = etcdmaint.DefaultDefragMinRatio
+	DefaultEtcdCheckInterval      = etcdmaint.DefaultCheckInterval
+)
 
 // Options configure the hub. KubeConfig and DataDir are required.
 type Options struct {
@@ -71,6 +84,23 @@ type Options struct {
 	EtcdKeyFile          string
 	EtcdClientCACertFile string
 	EtcdClientCAKeyFile  string
+
+	// The hub's etcd upkeep. EtcdQuotaBytes and EtcdMaxRequestBytes limit the
+	// embedded etcd (an external one has its own flags); defaults
+	// DefaultEtcdQuotaBytes (2 GiB) and DefaultEtcdMaxRequestBytes (1.5 MiB).
+	// History older than EtcdCompactionInterval is compacted, by the embedded
+	// etcd itself or by the hub's leader for an external one; default
+	// DefaultEtcdCompactionInterval (5m). A member is defragmented when its
+	// free pages reach both EtcdDefragMinFreeBytes and EtcdDefragMinRatio of
+	// its database; defaults 100 MiB and 0.5. Every EtcdCheckInterval the
+	// leader reads the members' status and alarms and recovers from NOSPACE;
+	// default DefaultEtcdCheckInterval (30s).
+	EtcdQuotaBytes         int64
+	EtcdMaxRequestBytes    uint
+	EtcdCompactionInterval time.Duration
+	EtcdDefragMinFreeBytes int64
+	EtcdDefragMinRatio     float64
+	EtcdCheckInterval      time.Duration
 
 	// MetricsAddr serves Prometheus metrics; "0" disables. Default ":9090".
 	MetricsAddr string
@@ -107,6 +137,9 @@ func (o *Options) setDefaults() error {
 		if len(o.EtcdEndpoints) > 0 {
 			o.EtcdAdvertiseURLs = o.EtcdEndpoints
 		}
+	}
+	if o.EtcdCompactionInterval <= 0 {
+		o.EtcdCompactionInterval = DefaultEtcdCompactionInterval
 	}
 	if o.MetricsAddr == "" {
 		o.MetricsAddr = DefaultMetricsAddr
@@ -174,6 +207,9 @@ func Run(ctx context.Context, opts Options) error {
 			return err
 		}
 	}
+	if err := addEtcdMaintenance(mgr, conn, &opts); err != nil {
+		return err
+	}
 	advertise := &hubConfig{client: mgr.GetClient(), endpoints: opts.EtcdAdvertiseURLs, ca: conn.serverCA}
 	if err := mgr.Add(advertise); err != nil {
 		return err
@@ -182,12 +218,39 @@ func Run(ctx context.Context, opts Options) error {
 	return mgr.Start(ctx)
 }
 
+// addEtcdMaintenance adds the loop that compacts (external etcd only: the
+// embedded one compacts itself), defragments and recovers the hub's etcd from
+// NOSPACE, on the leading replica. Its Events are about the hub's ConfigMap.
+func addEtcdMaintenance(mgr manager.Manager, conn *etcdConn, opts *Options) error {
+	o := etcdmaint.Options{
+		Client:             conn.client,
+		Endpoints:          conn.endpoints,
+		CheckInterval:      opts.EtcdCheckInterval,
+		DefragMinFreeBytes: opts.EtcdDefragMinFreeBytes,
+		DefragMinRatio:     opts.EtcdDefragMinRatio,
+		Recorder:           mgr.GetEventRecorder("meshfed-hub"),
+		Regarding: &corev1.ObjectReference{
+			APIVersion: "v1", Kind: "ConfigMap", Namespace: hubinfo.Namespace, Name: hubinfo.ConfigMapName,
+		},
+		Logger: opts.Logger.WithName("etcd-maintenance"),
+	}
+	if conn.server == nil {
+		o.CompactInterval = opts.EtcdCompactionInterval
+	}
+	m, err := etcdmaint.New(o)
+	if err != nil {
+		return err
+	}
+	return mgr.Add(m)
+}
+
 // etcdConn is the hub's root connection to its etcd.
 type etcdConn struct {
-	client   *clientv3.Client
-	serverCA []byte  // PEM CA that etcd's serving certificate chains to
-	clientCA *pki.CA // the CA etcd trusts for client certificates
-	server   *embedetcd.Server
+	client    *clientv3.Client
+	endpoints []string // every member's client URL
+	serverCA  []byte   // PEM CA that etcd's serving certificate chains to
+	clientCA  *pki.CA  // the CA etcd trusts for client certificates
+	server    *embedetcd.Server
 }
 
 func (c *etcdConn) close() {
@@ -228,7 +291,10 @@ func connectEtcd(ctx context.Context, opts *Options) (*etcdConn, error) {
 				CertFile: filepath.Join(dir, "etcd-server.crt"), KeyFile: filepath.Join(dir, "etcd-server.key"),
 				TrustedCAFile: filepath.Join(dir, "ca.crt"), ClientCertAuth: true,
 			},
-			Logger: opts.Logger.WithName("etcd"),
+			QuotaBackendBytes:       opts.EtcdQuotaBytes,
+			MaxRequestBytes:         opts.EtcdMaxRequestBytes,
+			AutoCompactionRetention: opts.EtcdCompactionInterval,
+			Logger:                  opts.Logger.WithName("etcd"),
 			// etcd logs every auth request at warn: keep its errors only.
 			ZapLogger: errorLogger(),
 		})
@@ -269,7 +335,7 @@ func connectEtcd(ctx context.Context, opts *Options) (*etcdConn, error) {
 		}
 		return nil, fmt.Errorf("connect to hub etcd: %w", err)
 	}
-	conn.client = client
+	conn.client, conn.endpoints = client, endpoints
 	return conn, nil
 }
 
@@ -355,12 +421,13 @@ func errorLogger() *zap.Logger {
 var registerMetrics sync.Once
 
 // RegisterMetrics registers the hub's metrics with reg: its etcd store's, its
-// reconcilers', its CSR signer's and its mesh CA's, and no other component's. Run
-// registers them with controller-runtime's registry, which the manager serves next
-// to its own reconcile and work-queue metrics.
+// reconcilers', its CSR signer's, its mesh CA's and its etcd maintenance's, and no
+// other component's. Run registers them with controller-runtime's registry, which
+// the manager serves next to its own reconcile and work-queue metrics.
 func RegisterMetrics(reg prometheus.Registerer) {
 	kvstore.RegisterMetrics(reg)
 	controllers.RegisterMetrics(reg)
 	signer.RegisterMetrics(reg)
 	meshca.RegisterMetrics(reg)
+	etcdmaint.RegisterMetrics(reg)
 }

@@ -76,6 +76,18 @@ func hubCommand() *cobra.Command {
 	f.StringVar(&opts.EtcdKeyFile, "etcd-key-file", "", "external etcd: key of that client certificate")
 	f.StringVar(&opts.EtcdClientCACertFile, "etcd-client-ca-cert-file", "", "external etcd: CA it trusts for client certificates, to sign agents'")
 	f.StringVar(&opts.EtcdClientCAKeyFile, "etcd-client-ca-key-file", "", "external etcd: key of that CA")
+	f.Int64Var(&opts.EtcdQuotaBytes, "etcd-quota-bytes", federation.DefaultEtcdQuotaBytes,
+		"embedded etcd: database size at which etcd raises NOSPACE and refuses writes (at most 8 GiB)")
+	f.UintVar(&opts.EtcdMaxRequestBytes, "etcd-max-request-bytes", federation.DefaultEtcdMaxRequestBytes,
+		"embedded etcd: largest request (one key and value) etcd accepts")
+	f.DurationVar(&opts.EtcdCompactionInterval, "etcd-compaction-interval", federation.DefaultEtcdCompactionInterval,
+		"compact etcd history older than this: the embedded etcd compacts itself, the leading hub compacts an external one")
+	f.Int64Var(&opts.EtcdDefragMinFreeBytes, "etcd-defrag-min-free-bytes", federation.DefaultEtcdDefragMinFreeBytes,
+		"defragment an etcd member once its free pages reach this size and --etcd-defrag-min-ratio")
+	f.Float64Var(&opts.EtcdDefragMinRatio, "etcd-defrag-min-ratio", federation.DefaultEtcdDefragMinRatio,
+		"defragment an etcd member once this share of its database is free pages and --etcd-defrag-min-free-bytes")
+	f.DurationVar(&opts.EtcdCheckInterval, "etcd-check-interval", federation.DefaultEtcdCheckInterval,
+		"how often the leading hub reads etcd's size and alarms, defragments and recovers from NOSPACE")
 	f.StringVar(&opts.MetricsAddr, "metrics-addr", federation.DefaultMetricsAddr, "Prometheus metrics address; 0 disables")
 	f.StringVar(&opts.HealthAddr, "health-addr", federation.DefaultHealthAddr, "health probe address; 0 disables")
 	f.BoolVar(&opts.LeaderElection, "leader-elect", false, "elect a leader among hub replicas")

@@ -15,6 +15,12 @@
 //     servers can run in one process.
 //   - Data lives in Options.DataDir: a server restarted on the same directory has
 //     the same keys and revisions.
+//   - A server always runs with an explicit backend quota and request size
+//     limit (etcd's defaults unless Options say otherwise), and compacts its
+//     own history only when Options.AutoCompactionRetention is set. This
+//     package never compacts, defragments or disarms alarms itself: the
+//     hub's maintenance loop (federation/internal/etcdmaint) does, through a
+//     client, the same way for an embedded and an external etcd.
 //   - etcd's own logs go to a zap logger at "warn" unless Options say otherwise;
 //     this package's few lifecycle logs go to the logr logger.
 //

@@ -19,6 +19,14 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
+// Defaults of the server's limits: etcd's own, written down so that the hub
+// states what it runs with.
+const (
+	DefaultQuotaBytes      int64 = 2 << 30 // 2 GiB
+	DefaultMaxRequestBytes uint  = 3 << 19 // 1.5 MiB
+	maxQuotaBytes          int64 = 8 << 30 // etcd warns above this
+)
+
 // Options configures Start. The zero value of every field but DataDir is
 // usable; setDefaults documents what it means.
 type Options struct {
@@ -47,10 +55,23 @@ type Options struct {
 	// Default 60s: a first start on a slow disk can take several seconds.
 	ReadyTimeout time.Duration
 
-	// AutoCompactionRetention, when non-zero, compacts history older than it
-	// (etcd's "periodic" mode). Readers must re-list after compaction, which
-	// kvstore.Reader does. Default 0: no automatic compaction.
+	// AutoCompactionRetention, when non-zero, has etcd compact history older
+	// than it (etcd's "periodic" mode: every retention period it compacts to
+	// the revision it had one period before). Readers must re-list after
+	// compaction, which kvstore.Reader does. Default 0: no automatic
+	// compaction, history grows forever — right for tests, never for a hub.
 	AutoCompactionRetention time.Duration
+
+	// QuotaBackendBytes is the size the database file may reach before etcd
+	// raises the NOSPACE alarm and refuses every write but deletes until the
+	// alarm is disarmed. The database file counts free pages too, so
+	// fragmentation uses quota. Default DefaultQuotaBytes (etcd's own
+	// default, made explicit).
+	QuotaBackendBytes int64
+
+	// MaxRequestBytes bounds one client request (a Put's key and value, a
+	// Txn). Default DefaultMaxRequestBytes (etcd's own default).
+	MaxRequestBytes uint
 
 	// UnsafeNoFsync disables fsync. Only for tests: a crash loses data.
 	UnsafeNoFsync bool
@@ -76,10 +97,30 @@ type TLS struct {
 
 // setDefaults fills unset fields and checks the rest: Name "meshfed",
 // ClientURL "http://127.0.0.1:0" ("https" with ClientTLS), PeerURL
-// "http://127.0.0.1:0", ReadyTimeout 60s, ZapLogger at warn level to stderr.
+// "http://127.0.0.1:0", ReadyTimeout 60s, QuotaBackendBytes
+// DefaultQuotaBytes, MaxRequestBytes DefaultMaxRequestBytes, ZapLogger at warn
+// level to stderr.
 func (o *Options) setDefaults() error {
 	if o.DataDir == "" {
 		return errors.New("embedetcd: Options.DataDir is required")
+	}
+	if o.QuotaBackendBytes == 0 {
+		o.QuotaBackendBytes = DefaultQuotaBytes
+	}
+	if o.MaxRequestBytes == 0 {
+		o.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	// etcd itself only warns about these; a hub that cannot hold one request
+	// in its quota, or a quota etcd's bbolt handles badly, is a configuration
+	// error worth refusing at start.
+	if o.QuotaBackendBytes < 0 || o.QuotaBackendBytes > maxQuotaBytes {
+		return fmt.Errorf("embedetcd: QuotaBackendBytes %d out of range (0, %d]", o.QuotaBackendBytes, maxQuotaBytes)
+	}
+	if int64(o.MaxRequestBytes) >= o.QuotaBackendBytes {
+		return fmt.Errorf("embedetcd: MaxRequestBytes %d must be below QuotaBackendBytes %d", o.MaxRequestBytes, o.QuotaBackendBytes)
+	}
+	if o.AutoCompactionRetention < 0 {
+		return fmt.Errorf("embedetcd: AutoCompactionRetention %s is negative", o.AutoCompactionRetention)
 	}
 	if o.Name == "" {
 		o.Name = "meshfed"
@@ -188,6 +229,8 @@ func start(ctx context.Context, opts Options, clientURL, peerURL url.URL) (*Serv
 	cfg.UnsafeNoFsync = opts.UnsafeNoFsync
 	// The v3 HTTP/JSON gateway dials the server from inside; meshfed speaks gRPC only.
 	cfg.EnableGRPCGateway = false
+	cfg.QuotaBackendBytes = opts.QuotaBackendBytes
+	cfg.MaxRequestBytes = opts.MaxRequestBytes
 	if opts.AutoCompactionRetention > 0 {
 		cfg.AutoCompactionMode = embed.CompactorModePeriodic
 		cfg.AutoCompactionRetention = opts.AutoCompactionRetention.String()
@@ -217,7 +260,9 @@ func start(ctx context.Context, opts Options, clientURL, peerURL url.URL) (*Serv
 	for _, u := range e.Config().AdvertiseClientUrls {
 		s.endpoints = append(s.endpoints, u.String())
 	}
-	s.log.Info("embedded etcd ready", "name", opts.Name, "dataDir", opts.DataDir, "endpoints", s.endpoints)
+	s.log.Info("embedded etcd ready", "name", opts.Name, "dataDir", opts.DataDir, "endpoints", s.endpoints,
+		"quotaBytes", opts.QuotaBackendBytes, "maxRequestBytes", opts.MaxRequestBytes,
+		"autoCompactionRetention", opts.AutoCompactionRetention.String())
 	return s, nil
 }
 

@@ -9,6 +9,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -17,9 +19,12 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
+
+	"github.com/meshfed/meshfed/internal/dev/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -254,5 +259,115 @@ func TestSchemeMustMatchTLS(t *testing.T) {
 	o.ClientTLS = &TLS{CertFile: "x", KeyFile: "y"}
 	if _, err := Start(ctx(t), o); err == nil {
 		t.Error("http with ClientTLS accepted")
+	}
+}
+
+// The quota and request limit reach etcd: Status reports the quota, and a
+// request over the limit is refused.
+func TestLimits(t *testing.T) {
+	o := testOptions(t, t.TempDir())
+	o.QuotaBackendBytes = 64 << 20
+	o.MaxRequestBytes = 64 << 10
+	s, err := Start(ctx(t), o)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	defer s.Close()
+	c, err := s.Client()
+	if err != nil {
+		t.Fatalf("Client: %v", err)
+	}
+	defer c.Close()
+	st, err := c.Status(ctx(t), s.Endpoints()[0])
+	if err != nil {
+		t.Fatalf("Status: %v", err)
+	}
+	if st.DbSizeQuota != o.QuotaBackendBytes {
+		t.Errorf("quota = %d, want %d", st.DbSizeQuota, o.QuotaBackendBytes)
+	}
+	if _, err := c.Put(ctx(t), "/small", strings.Repeat("x", 32<<10)); err != nil {
+		t.Errorf("Put under the request limit: %v", err)
+	}
+	if _, err := c.Put(ctx(t), "/big", strings.Repeat("x", 128<<10)); !errors.Is(err, rpctypes.ErrRequestTooLarge) {
+		t.Errorf("Put over the request limit: err = %v, want %v", err, rpctypes.ErrRequestTooLarge)
+	}
+}
+
+// Without Options the limits are etcd's defaults, stated explicitly.
+func TestDefaultLimits(t *testing.T) {
+	s, err := Start(ctx(t), testOptions(t, t.TempDir()))
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	defer s.Close()
+	c, err := s.Client()
+	if err != nil {
+		t.Fatalf("Client: %v", err)
+	}
+	defer c.Close()
+	st, err := c.Status(ctx(t), s.Endpoints()[0])
+	if err != nil {
+		t.Fatalf("Status: %v", err)
+	}
+	if st.DbSizeQuota != DefaultQuotaBytes {
+		t.Errorf("quota = %d, want %d", st.DbSizeQuota, DefaultQuotaBytes)
+	}
+}
+
+func TestLimitsChecked(t *testing.T) {
+	for name, mutate := range map[string]func(*Options){
+		"quota over 8 GiB":          func(o *Options) { o.QuotaBackendBytes = 9 << 30 },
+		"negative quota":            func(o *Options) { o.QuotaBackendBytes = -1 },
+		"request larger than quota": func(o *Options) { o.QuotaBackendBytes = 1 << 20; o.MaxRequestBytes = 2 << 20 },
+		"negative retention":        func(o *Options) { o.AutoCompactionRetention = -time.Second },
+	} {
+		t.Run(name, func(t *testing.T) {
+			o := testOptions(t, t.TempDir())
+			mutate(&o)
+			if s, err := Start(ctx(t), o); err == nil {
+				s.Close()
+				t.Fatal("Start accepted it")
+			}
+		})
+	}
+}
+
+// With AutoCompactionRetention etcd compacts its own history: a read at a
+// revision older than the retention fails with ErrCompacted, the latest
+// values stay.
+func TestAutoCompaction(t *testing.T) {
+	o := testOptions(t, t.TempDir())
+	o.AutoCompactionRetention = time.Second
+	s, err := Start(ctx(t), o)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	defer s.Close()
+	c, err := s.Client()
+	if err != nil {
+		t.Fatalf("Client: %v", err)
+	}
+	defer c.Close()
+	first, err := c.Put(ctx(t), "/k", "v1")
+	if err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	// etcd's periodic compactor compacts to a revision it sampled a
+	// retention ago, so writes must keep coming for it to move on.
+	n := 1
+	testutil.Eventually(t, 30*time.Second, "etcd compacted the first revision", func() error {
+		n++
+		if _, err := c.Put(ctx(t), "/k", fmt.Sprintf("v%d", n)); err != nil {
+			return err
+		}
+		_, err := c.Get(ctx(t), "/k", clientv3.WithRev(first.Header.Revision))
+		if !errors.Is(err, rpctypes.ErrCompacted) {
+			return fmt.Errorf("Get at revision %d: err = %v, want ErrCompacted", first.Header.Revision, err)
+		}
+		return nil
+	})
+	resp, err := c.Get(ctx(t), "/k")
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != fmt.Sprintf("v%d", n) {
+		t.Fatalf("latest value = %v, %v; want v%d", resp, err, n)
 	}
 }
