@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	mcsclient "sigs.k8s.io/mcs-api/pkg/client/clientset/versioned"
 
 	"github.com/meshfed/meshfed/clusteragent/internal/publish"
 	"github.com/meshfed/meshfed/clusteragent/internal/xds"
@@ -128,7 +129,15 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer etcd.Close()
 
-	v := view.New(view.Options{})
+	v := view.New(view.Options{Self: cluster})
+	// Before the hub's store: a replica that starts during a hub outage serves the
+	// last view its cluster saved.
+	restoreSnapshot(ctx, kube, opts.Namespace, v, log.WithName("snapshot"))
+	mcs, err := mcsclient.NewForConfig(opts.KubeConfig)
+	if err != nil {
+		return err
+	}
+	deps := publishDeps{kube: kube, mcs: mcs}
 	reader, err := kvstore.NewReader(kvstore.ReaderOptions[model.Record]{
 		Client: etcd, Prefix: keyspace.Root, Decode: model.Decode, Observer: v, Logger: log.WithName("import"),
 	})
@@ -149,9 +158,13 @@ func Run(ctx context.Context, opts Options) error {
 	log.Info("agent started", "identity", opts.Identity, "etcd", creds.Etcd.Endpoints, "http", listener.Addr().String())
 	return runAll(ctx, map[string]func(context.Context) error{
 		"import": reader.Run,
-		"xds":    xdsServer.Run,
-		"sync":   func(ctx context.Context) error { return lead(ctx, kube, opts, cluster, etcd, v, log) },
-		"http":   func(ctx context.Context) error { return serveHTTP(ctx, server, listener) },
+		"hub":    func(ctx context.Context) error { return watchHub(ctx, etcd, cluster, v, log.WithName("hub")) },
+		"local": func(ctx context.Context) error {
+			return publishLocal(ctx, opts, cluster, deps, v, log.WithName("local"))
+		},
+		"xds":  xdsServer.Run,
+		"sync": func(ctx context.Context) error { return lead(ctx, kube, deps, opts, cluster, etcd, v, log) },
+		"http": func(ctx context.Context) error { return serveHTTP(ctx, server, listener) },
 	})
 }
 
@@ -163,6 +176,7 @@ func registry() prometheus.Gatherer {
 	kvstore.RegisterMetrics(reg)
 	publish.RegisterMetrics(reg)
 	xds.RegisterMetrics(reg)
+	registerAgentMetrics(reg)
 	return prometheus.Gatherers{ctrlmetrics.Registry, reg}
 }
 
@@ -205,7 +219,7 @@ func serveHTTP(ctx context.Context, server *http.Server, l net.Listener) error {
 }
 
 // lead runs the sync side whenever this replica holds the Lease.
-func lead(ctx context.Context, kube kubernetes.Interface, opts Options, cluster string, etcd *clientv3.Client, v *view.View, log logr.Logger) error {
+func lead(ctx context.Context, kube kubernetes.Interface, deps publishDeps, opts Options, cluster string, etcd *clientv3.Client, v *view.View, log logr.Logger) error {
 	lock := &resourcelock.LeaseLock{
 		LeaseMeta:  metav1.ObjectMeta{Namespace: opts.Namespace, Name: "meshfed-agent"},
 		Client:     kube.CoordinationV1(),
@@ -222,7 +236,7 @@ func lead(ctx context.Context, kube kubernetes.Interface, opts Options, cluster 
 			Callbacks: leaderelection.LeaderCallbacks{
 				OnStartedLeading: func(ctx context.Context) {
 					log.Info("leading: publishing this cluster")
-					syncCluster(ctx, kube, opts, cluster, etcd, v, log)
+					syncCluster(ctx, deps, opts, cluster, etcd, v, log)
 				},
 				OnStoppedLeading: func() { log.Info("stopped leading") },
 			},

@@ -18,8 +18,16 @@ import (
 
 // DebugView is the JSON of /debug/view: the agent's imported view.
 type DebugView struct {
-	Cluster        string                `json:"cluster"`
-	Synced         bool                  `json:"synced"`
+	Cluster string `json:"cluster"`
+	// Synced: the agent holds a complete view, live or restored, and serves it.
+	Synced bool `json:"synced"`
+	// Source is where the view comes from: "live" (the hub's etcd), "restored" (the
+	// snapshot of an earlier run, until the hub answers) or "none".
+	Source string `json:"source"`
+	// Restored describes the snapshot while Source is "restored".
+	Restored *view.Restored `json:"restored,omitempty"`
+	// HubReachable: the agent can read the hub's etcd now.
+	HubReachable   bool                  `json:"hubReachable"`
 	Clusters       []DebugCluster        `json:"clusters"`
 	GlobalServices []model.GlobalService `json:"globalServices"`
 	Policies       []*model.Policy       `json:"policies"`
@@ -38,7 +46,13 @@ type DebugCluster struct {
 
 // Debug returns the view as DebugView.
 func Debug(cluster string, v *view.View, now time.Time) DebugView {
-	out := DebugView{Cluster: cluster, Synced: v.HasSynced(), GlobalServices: v.GlobalServices(), Policies: v.Policies()}
+	out := DebugView{Cluster: cluster, Synced: v.HasSynced(), Source: "none", HubReachable: v.HubReachable(),
+		GlobalServices: v.GlobalServices(), Policies: v.Policies()}
+	if restored, serving := v.RestoredFrom(); serving {
+		out.Source, out.Restored = "restored", &restored
+	} else if v.HasLive() {
+		out.Source = "live"
+	}
 	for _, c := range v.Clusters() {
 		dc := DebugCluster{Name: c.Name, Info: c.Info, Connected: c.Connected(), Synced: c.Synced != nil, Services: []*model.ServiceEndpoints{}}
 		if !c.LastHeartbeat.IsZero() {

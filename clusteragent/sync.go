@@ -21,9 +21,9 @@ import (
 const syncRetry = 2 * time.Second
 
 // syncCluster runs the sync side until ctx is done, starting it again after failures.
-func syncCluster(ctx context.Context, kube kubernetes.Interface, opts Options, cluster string, etcd *clientv3.Client, v *view.View, log logr.Logger) {
+func syncCluster(ctx context.Context, deps publishDeps, opts Options, cluster string, etcd *clientv3.Client, v *view.View, log logr.Logger) {
 	for {
-		err := syncOnce(ctx, kube, opts, cluster, etcd, v, log)
+		err := syncOnce(ctx, deps, opts, cluster, etcd, v, log)
 		if ctx.Err() != nil {
 			return
 		}
@@ -36,7 +36,13 @@ func syncCluster(ctx context.Context, kube kubernetes.Interface, opts Options, c
 	}
 }
 
-func syncOnce(ctx context.Context, kube kubernetes.Interface, opts Options, cluster string, etcd *clientv3.Client, v *view.View, log logr.Logger) error {
+// publishDeps are the member cluster's clients a Publisher reads with.
+type publishDeps struct {
+	kube kubernetes.Interface
+	mcs  mcsclient.Interface
+}
+
+func syncOnce(ctx context.Context, deps publishDeps, opts Options, cluster string, etcd *clientv3.Client, v *view.View, log logr.Logger) error {
 	services, err := kvstore.NewWriter(kvstore.WriterOptions{
 		Name: "services", Client: etcd, SyncedKey: keyspace.ClusterSynced(cluster), Logger: log.WithName("services"),
 	})
@@ -53,12 +59,8 @@ func syncOnce(ctx context.Context, kube kubernetes.Interface, opts Options, clus
 		return err
 	}
 	defer heartbeat.Close()
-	mcs, err := mcsclient.NewForConfig(opts.KubeConfig)
-	if err != nil {
-		return err
-	}
 	pub, err := publish.New(publish.Options{
-		Cluster: cluster, Kube: kube, MCS: mcs, Sink: services, View: publishView{v, cluster},
+		Cluster: cluster, Kube: deps.kube, MCS: deps.mcs, Sink: services, View: publishView{v, cluster},
 		// The publisher names the cluster in its own log lines.
 		Logger: opts.Logger.WithName("publish"),
 	})
@@ -72,7 +74,7 @@ func syncOnce(ctx context.Context, kube kubernetes.Interface, opts Options, clus
 	})
 	defer unsubscribe()
 
-	ts := &trustSync{cluster: cluster, namespace: opts.Namespace, kube: kube, view: v, sink: services,
+	ts := &trustSync{cluster: cluster, namespace: opts.Namespace, kube: deps.kube, view: v, sink: services,
 		workloads: opts.WorkloadCerts, log: log.WithName("trust")}
 
 	g, ctx := errgroup.WithContext(ctx)
@@ -80,14 +82,13 @@ func syncOnce(ctx context.Context, kube kubernetes.Interface, opts Options, clus
 	g.Go(func() error { return services.Run(ctx) })
 	g.Go(func() error { return heartbeat.Run(ctx) })
 	g.Go(func() error { return pub.Run(ctx) })
-	g.Go(func() error { return beat(ctx, heartbeat, cluster, opts) })
+	g.Go(func() error { return beat(ctx, heartbeat, cluster, opts, v) })
+	g.Go(func() error { return saveSnapshots(ctx, deps.kube, opts.Namespace, v, log.WithName("snapshot")) })
 	return g.Wait()
 }
 
-// beat rewrites the heartbeat every third of its TTL, so that readers see it fresh.
-func beat(ctx context.Context, w *kvstore.Writer, cluster string, opts Options) error {
-	ticker := time.NewTicker(opts.HeartbeatTTL / 3)
-	defer ticker.Stop()
+// beat rewrites the heartbeat every heartbeatInterval, so that readers see it fresh.
+func beat(ctx context.Context, w *kvstore.Writer, cluster string, opts Options, v *view.View) error {
 	key := keyspace.ClusterHeartbeat(cluster)
 	for {
 		value, err := model.Encode(&model.Heartbeat{Time: time.Now().UTC(), TTL: int64(opts.HeartbeatTTL / time.Second), Agent: opts.Identity})
@@ -98,17 +99,20 @@ func beat(ctx context.Context, w *kvstore.Writer, cluster string, opts Options) 
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-ticker.C:
+		case <-time.After(heartbeatInterval(opts.HeartbeatTTL, v.Policies())):
 		}
 	}
 }
 
-// publishView adapts the View to what the publisher reads.
+// publishView is what the hub's Publisher reads: a live view of the hub's etcd, as
+// it prunes what the store holds and a restored view may lack the latest keys.
 type publishView struct {
 	*view.View
 	cluster string
 }
 
 func (p publishView) PublishedServices() []string { return p.View.PublishedServices(p.cluster) }
+
+func (p publishView) WaitSynced(ctx context.Context) error { return p.View.WaitLive(ctx) }
 
 var _ publish.View = publishView{}

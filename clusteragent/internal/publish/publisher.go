@@ -81,6 +81,10 @@ type Options struct {
 	// Logger receives the Publisher's logs. Default: logr.FromContextOrDiscard of
 	// the context passed to Run.
 	Logger logr.Logger
+	// Local marks the Publisher that feeds the agent's own View (every replica runs
+	// one, so that the cluster's own proxies see its changes without the hub) rather
+	// than the hub: it keeps out of the publish metrics and logs its decisions at V(1).
+	Local bool
 	// ResyncPeriod is how often every Service is re-evaluated, and keys no longer
 	// exported are pruned, even without events: a safety net, as events already
 	// drive every change. Default 10 minutes; negative disables it.
@@ -190,7 +194,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	queue := workqueue.NewTypedRateLimitingQueueWithConfig(
 		workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),
-		workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "publish-" + p.opts.Cluster},
+		workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: p.queueName()},
 	)
 	p.mu.Lock()
 	p.queue = queue
@@ -453,11 +457,11 @@ func (p *Publisher) publish(key string, svc *corev1.Service, exportedBy []string
 	p.published[key] = published{value: value, endpoints: len(rec.Endpoints)}
 	p.endpoints += len(rec.Endpoints) - prev.endpoints
 	p.updateGauges()
-	publishOpsTotal.WithLabelValues(p.opts.Cluster, opUpsert).Inc()
+	p.countOp(opUpsert)
 	if existed {
 		p.log.V(1).Info("Service updated", "key", key, "endpoints", len(rec.Endpoints))
 	} else {
-		p.log.Info("Service exported", "key", key, "exportedBy", rec.ExportedBy, "endpoints", len(rec.Endpoints))
+		p.decisionLog().Info("Service exported", "key", key, "exportedBy", rec.ExportedBy, "endpoints", len(rec.Endpoints))
 	}
 	return true, nil
 }
@@ -476,13 +480,37 @@ func (p *Publisher) delete(key string) {
 	p.endpoints -= p.published[key].endpoints
 	delete(p.published, key)
 	p.updateGauges()
-	publishOpsTotal.WithLabelValues(p.opts.Cluster, opDelete).Inc()
-	p.log.Info("Service unexported", "key", key)
+	p.countOp(opDelete)
+	p.decisionLog().Info("Service unexported", "key", key)
 }
 
 func (p *Publisher) updateGauges() {
+	if p.opts.Local {
+		return
+	}
 	exportedServices.WithLabelValues(p.opts.Cluster).Set(float64(len(p.published)))
 	publishedEndpoints.WithLabelValues(p.opts.Cluster).Set(float64(p.endpoints))
+}
+
+func (p *Publisher) countOp(op string) {
+	if !p.opts.Local {
+		publishOpsTotal.WithLabelValues(p.opts.Cluster, op).Inc()
+	}
+}
+
+// decisionLog logs what is exported: once per cluster, by the hub's Publisher.
+func (p *Publisher) decisionLog() logr.Logger {
+	if p.opts.Local {
+		return p.log.V(1)
+	}
+	return p.log
+}
+
+func (p *Publisher) queueName() string {
+	if p.opts.Local {
+		return "publish-local-" + p.opts.Cluster
+	}
+	return "publish-" + p.opts.Cluster
 }
 
 // hasServiceExport reports whether a ServiceExport of nn exists and is not being
