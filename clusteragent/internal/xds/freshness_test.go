@@ -34,7 +34,7 @@ func TestFreshness(t *testing.T) {
 		"key still there, last write older than demoteAfter": {view.Cluster{Name: "b", Heartbeat: live, LastHeartbeat: t0}, quick,
 			t0.Add(11 * time.Second), nil, locality.Stale},
 		"key gone, older than dropAfter": {view.Cluster{Name: "b", LastHeartbeat: t0}, quick, t0.Add(61 * time.Second), nil, locality.Dropped},
-		"default policy": {view.Cluster{Name: "b", LastHeartbeat: t0}, nil, t0.Add(31 * time.Second), nil, locality.Stale},
+		"default policy":                 {view.Cluster{Name: "b", LastHeartbeat: t0}, nil, t0.Add(31 * time.Second), nil, locality.Stale},
 		// This agent could not read the hub for 100s: that says nothing about b.
 		"lapse during a hub outage does not count": {view.Cluster{Name: "b", Heartbeat: live, LastHeartbeat: t0}, quick,
 			t0.Add(105 * time.Second), outage(t0.Add(time.Second), t0.Add(101*time.Second)), locality.Fresh},
@@ -43,7 +43,7 @@ func TestFreshness(t *testing.T) {
 		"an outage that lasts freezes": {view.Cluster{Name: "b", LastHeartbeat: t0}, quick,
 			t0.Add(time.Hour), outage(t0.Add(time.Second), t0.Add(2*time.Hour)), locality.Fresh},
 		"never seen: lapsed since the agent started": {view.Cluster{Name: "b"}, quick, t0.Add(11 * time.Second), nil, locality.Stale},
-		"self is always fresh": {view.Cluster{Name: "a"}, quick, t0.Add(time.Hour), nil, locality.Fresh},
+		"self is always fresh":                       {view.Cluster{Name: "a"}, quick, t0.Add(time.Hour), nil, locality.Fresh},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
