@@ -31,7 +31,8 @@ type agent struct {
 func startAgent(t *testing.T, c *clientv3.Client, prefix string) *agent {
 	t.Helper()
 	a := &agent{prefix: prefix, marker: prefix + "agent/synced", heartbeat: prefix + "agent/heartbeat"}
-	a.services = newWriter(t, WriterOptions{Name: t.Name() + "/services", Client: c, SyncedKey: a.marker, CheckInterval: storeCheck})
+	a.services = newWriter(t, WriterOptions{Name: t.Name() + "/services", Client: c, SyncedKey: a.marker, CheckInterval: storeCheck,
+		OwnedPrefixes: []string{prefix + "agent/services/"}})
 	a.beat = newWriter(t, WriterOptions{Name: t.Name() + "/heartbeat", Client: c, LeaseTTL: 2 * time.Second, CheckInterval: storeCheck})
 	a.services.Upsert(prefix+"agent/services/a", []byte("a1"))
 	a.services.Upsert(prefix+"agent/services/b", []byte("b1"))
@@ -152,6 +153,7 @@ func TestStoreRestoredFromBackup(t *testing.T) {
 	mustDelete(t, direct, prefix+"hub/k01")
 	mustPut(t, direct, prefix+"hub/k10", "after-backup")
 	a.services.Upsert(prefix+"agent/services/a", []byte("a2"))
+	a.services.Delete(prefix + "agent/services/b") // the backup brings it back
 	a.services.Upsert(prefix+"agent/services/c", []byte("c1"))
 	flush(t, a.services)
 	waitMirrors(t, a.rec, direct, prefix)
@@ -170,7 +172,7 @@ func TestStoreRestoredFromBackup(t *testing.T) {
 	mustPut(t, direct, prefix+"hub/k02", "after-restore")
 
 	want := map[string]string{
-		prefix + "agent/services/a": "a2", prefix + "agent/services/b": "b1", prefix + "agent/services/c": "c1",
+		prefix + "agent/services/a": "a2", prefix + "agent/services/c": "c1",
 		a.heartbeat: "beat",
 	}
 	a.waitPublished(t, direct, want)

@@ -52,6 +52,14 @@ type WriterOptions struct {
 	// Empty: MarkSynced writes nothing and only releases WaitSynced.
 	SyncedKey string
 
+	// OwnedPrefixes are prefixes the Writer owns whole: no one else writes
+	// under them. After finding that the store was restored from a backup
+	// (or replaced), the Writer deletes every key under them that it does not
+	// hold, as a backup brings back keys deleted since. Default none: the
+	// Writer never deletes a key it was not told about. Pruning runs with
+	// the store check, so it needs CheckInterval.
+	OwnedPrefixes []string
+
 	// WriteTimeout bounds one etcd request. Default 10s.
 	WriteTimeout time.Duration
 	// RetryBaseDelay is the first delay before retrying a failed write (per
@@ -138,6 +146,9 @@ type Writer struct {
 	// is sure to lack.
 	store storeID
 	last  lastWrite
+	// prunePending says OwnedPrefixes are to be cleared of keys the Writer
+	// does not hold, after a republish.
+	prunePending bool
 	// lease is the lease to bind keys to; clientv3.NoLease without LeaseTTL,
 	// and also while a lease is being (re)acquired.
 	lease   clientv3.LeaseID
@@ -269,6 +280,11 @@ func (w *Writer) requestMarkerLocked() {
 		if !w.isWrittenLocked(key, e) {
 			w.barrier[key] = e.version
 		}
+	}
+	if w.prunePending {
+		// The keys a prune will delete are not known yet: the marker waits
+		// for the prune, then for them.
+		w.barrier[pruneBarrier] = 0
 	}
 	if !w.markerPending {
 		w.markerPending = true
@@ -667,6 +683,8 @@ func (w *Writer) observeLocked(hdr *etcdserverpb.ResponseHeader) *concurrency.Se
 // new one and adopts it.
 func (w *Writer) republishLocked(why string) *concurrency.Session {
 	writerRepublishesTotal.WithLabelValues(w.opts.Name, why).Inc()
+	// The check loop prunes; without it there is no prune to wait for.
+	w.prunePending = len(w.opts.OwnedPrefixes) > 0 && w.opts.CheckInterval > 0
 	w.gen++
 	w.written = map[string][]byte{}
 	w.last = lastWrite{}
@@ -704,6 +722,9 @@ func (w *Writer) checkLoop(ctx context.Context) {
 		}
 		if err := w.check(ctx); err != nil && ctx.Err() == nil {
 			w.logger().V(1).Info("Store check failed, will retry", "error", err.Error())
+		}
+		if err := w.prune(ctx); err != nil && ctx.Err() == nil {
+			w.logger().Error(err, "Pruning owned prefixes failed, will retry")
 		}
 	}
 }
@@ -748,3 +769,58 @@ func (w *Writer) check(ctx context.Context) error {
 	w.endSession(s)
 	return nil
 }
+
+// prune, when a republish asked for it, queues the delete of every key under
+// OwnedPrefixes that the Writer does not hold, before the marker.
+func (w *Writer) prune(ctx context.Context) error {
+	w.mu.Lock()
+	pending := w.prunePending
+	w.mu.Unlock()
+	if !pending {
+		return nil
+	}
+	var stray []string
+	for _, prefix := range w.opts.OwnedPrefixes {
+		var resp *clientv3.GetResponse
+		err := w.timed(ctx, opCheck, func(ctx context.Context) error {
+			var err error
+			resp, err = w.opts.Client.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("list owned prefix %q: %w", prefix, err)
+		}
+		for _, kv := range resp.Kvs {
+			stray = append(stray, string(kv.Key))
+		}
+	}
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	defer w.releaseMarkerLocked()
+	defer delete(w.barrier, pruneBarrier)
+	w.prunePending = false
+	var deleted []string
+	for _, key := range stray {
+		if _, ok := w.desired[key]; ok || key == w.opts.SyncedKey {
+			continue
+		}
+		w.version++
+		w.desired[key] = &entry{deleted: true, version: w.version}
+		if w.markerPending {
+			w.barrier[key] = w.version
+		}
+		deleted = append(deleted, key)
+	}
+	for _, key := range deleted {
+		w.queue.Add(key)
+	}
+	if len(deleted) > 0 {
+		w.log.Info("Deleting keys the store holds but the Writer does not", "keys", len(deleted), "first", deleted[0])
+	}
+	return nil
+}
+
+// pruneBarrier holds the marker back until a pending prune has run; no real
+// key is empty.
+const pruneBarrier = ""
