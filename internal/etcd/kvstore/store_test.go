@@ -100,6 +100,7 @@ func TestStoreReplaced(t *testing.T) {
 	relists := promtest.ToFloat64(relistsTotal.WithLabelValues(prefix, reasonClusterChanged))
 
 	e.replaceStore()
+	back := time.Now()
 	if id := clusterID(t, direct); id == oldID {
 		t.Fatalf("the new store has the old cluster ID %x", id)
 	}
@@ -112,6 +113,7 @@ func TestStoreReplaced(t *testing.T) {
 	a.waitPublished(t, direct, want)
 	waitSynced(t, a.services)
 	waitMirrors(t, a.rec, direct, prefix)
+	t.Logf("converged %s after the new store answered", time.Since(back).Round(time.Millisecond))
 	if got := a.rec.snapshot()[prefix+"hub/k01"]; got != "" {
 		t.Fatalf("the reader kept hub/k01=%q from the old store", got)
 	}
@@ -161,6 +163,7 @@ func TestStoreRestoredFromBackup(t *testing.T) {
 
 	e.stop()
 	e.start(backup)
+	back := time.Now()
 	if id := clusterID(t, direct); id != oldID {
 		t.Fatalf("the restored store has cluster ID %x, not the backup's %x", id, oldID)
 	}
@@ -178,6 +181,7 @@ func TestStoreRestoredFromBackup(t *testing.T) {
 	a.waitPublished(t, direct, want)
 	waitSynced(t, a.services)
 	waitMirrors(t, a.rec, direct, prefix)
+	t.Logf("converged %s after the restored store answered", time.Since(back).Round(time.Millisecond))
 	got := a.rec.snapshot()
 	for key, value := range map[string]string{"hub/k00": "after-restore", "hub/k01": "v0-k01", "hub/k02": "after-restore", "hub/k10": ""} {
 		if got[prefix+key] != value {
