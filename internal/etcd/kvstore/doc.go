@@ -87,8 +87,8 @@
 //     stream, any Err()), the Reader re-lists: every key it knows is stale until
 //     the new list sees it; keys the list returns are delivered only if their
 //     ModRevision (or, in another history, their value) changed; keys still
-//     stale once the list is complete are
-//     deleted; then OnSynced, then a new watch. So after a reconnect the
+//     stale once the list is complete are deleted; then OnSynced, then a new
+//     watch. So after a reconnect the
 //     Observer holds exactly the store's state: no change lost, and no
 //     (key, ModRevision) of one history delivered twice.
 //   - A value Decode rejects is skipped, logged with its key, and counted in
