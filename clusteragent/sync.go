@@ -43,8 +43,12 @@ type publishDeps struct {
 }
 
 func syncOnce(ctx context.Context, deps publishDeps, opts Options, cluster string, etcd *clientv3.Client, v *view.View, log logr.Logger) error {
+	// The publisher is the only writer of the cluster's services: after a hub
+	// store restored from a backup, services deleted since come back, and the
+	// writer deletes them.
 	services, err := kvstore.NewWriter(kvstore.WriterOptions{
 		Name: "services", Client: etcd, SyncedKey: keyspace.ClusterSynced(cluster), Logger: log.WithName("services"),
+		OwnedPrefixes: []string{keyspace.ClusterServices(cluster)},
 	})
 	if err != nil {
 		return err

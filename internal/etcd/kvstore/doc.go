@@ -26,7 +26,57 @@
 //     is set (every bound key disappears at once), and otherwise leaves it to
 //     expire after LeaseTTL (a successor can take the keys over without readers
 //     seeing them vanish).
-//   - A Writer never reads or deletes keys it was not told about.
+//   - A Writer never reads or deletes keys it was not told about, except
+//     under Options.OwnedPrefixes (see below).
+//   - Failed lease grants are retried at most RetryMaxDelay (default 2s)
+//     apart; a grant, like every request, waits for the connection up to
+//     WriteTimeout, so the lease comes back as soon as etcd and the client's
+//     connection do (etcdconn reconnects at least every second).
+//
+// # A store that comes back different
+//
+// The hub's etcd may come back as another history: a new cluster (its disk
+// lost, a new external etcd), or the same cluster restored from a backup, its
+// revisions back where the backup left them. The client reconnects and
+// resumes watches by itself without telling anyone, so a Reader would go on
+// waiting for revisions the new history reaches much later (or never
+// carries), and a Writer would believe its keys written. Both track the
+// store's identity (storeID: cluster ID and highest revision seen, from every
+// response header) and take any of these as proof of another history:
+//
+//   - another cluster ID;
+//   - a revision lower than one already seen (a header, or a list);
+//   - for a Reader, a key listed or watched at an older ModRevision than the
+//     one it processed, or at the same ModRevision with another value (the
+//     Reader keeps a hash of each key's value);
+//   - for a Writer, its latest write (put or delete) missing, or the key at
+//     another ModRevision, when read back.
+//
+// Readers check the store every CheckInterval (default 5s: one single-key Get
+// per watching Reader) while they watch; Writers read back their latest write
+// as often (one single-key Get per Writer that has written). Both then
+// converge without a restart:
+//
+//   - The Reader ends its watch and re-lists. The re-list delivers every key
+//     whose (ModRevision, value) differs from what the Observer holds (a lower
+//     ModRevision included), prunes the rest, and replaces the Reader's
+//     revision bookkeeping with the new history's, so no state of the old
+//     history swallows a later event: the Observer holds exactly the new
+//     store. A version that already reached the Observer with the same value
+//     is not delivered again.
+//   - The Writer forgets what it had written and rewrites every desired key,
+//     the synced marker after all of them (WaitSynced blocks again until
+//     then). With a lease it drops the session without revoking it and
+//     rewrites everything under a newly granted lease. With OwnedPrefixes it
+//     then deletes every key under them that it does not hold (a backup
+//     brings back keys deleted since), before the marker.
+//
+// These are counted in meshfed_kvstore_relists_total{reason} (cluster_changed,
+// revision_backwards, history_differs) and
+// meshfed_kvstore_writer_republishes_total{reason} (the same, and write_lost).
+// What a check cannot see: a new cluster with the same cluster ID (same
+// member name, peer URLs and token) whose revision has overtaken the old one
+// before the check ran, with none of the Writer's or Reader's keys touched.
 //
 // # Reader invariants
 //
@@ -36,17 +86,19 @@
 //   - When the watch fails (compaction, lost leader, closed or cancelled
 //     stream, any Err()), the Reader re-lists: every key it knows is stale until
 //     the new list sees it; keys the list returns are delivered only if their
-//     ModRevision changed; keys still stale once the list is complete are
-//     deleted; then OnSynced, then a new watch. So after a reconnect the
+//     ModRevision (or, in another history, their value) changed; keys still
+//     stale once the list is complete are deleted; then OnSynced, then a new
+//     watch. So after a reconnect the
 //     Observer holds exactly the store's state: no change lost, and no
-//     (key, ModRevision) delivered twice.
+//     (key, ModRevision) of one history delivered twice.
 //   - A value Decode rejects is skipped, logged with its key, and counted in
 //     meshfed_kvstore_decode_errors_total; the Observer keeps the last good
 //     value of that key, and the key is not pruned by a re-list.
 //   - Watches require a leader (clientv3.WithRequireLeader): a member cut off
 //     from its cluster ends the watch instead of serving stale data forever.
-//   - Failed lists are retried with exponential backoff; the Reader never
-//     busy-loops and never exits before its context is done.
+//   - Failed lists are retried with exponential backoff capped at
+//     RetryMaxDelay (default 2s); the Reader never busy-loops and never exits
+//     before its context is done.
 //   - Observer methods are called from the Run goroutine only, one at a time,
 //     in revision order. They must not block for long: the Reader does not read
 //     ahead while the Observer works.
@@ -66,5 +118,6 @@
 // meshfed_kvstore_relists_total{prefix,reason},
 // meshfed_kvstore_writer_queue_depth{writer},
 // meshfed_kvstore_write_errors_total{writer,op},
+// meshfed_kvstore_writer_republishes_total{writer,reason},
 // meshfed_kvstore_write_duration_seconds{writer,op}.
 package kvstore

@@ -7,6 +7,8 @@ import (
 	"maps"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -291,4 +293,93 @@ func (p *proxy) close() {
 	p.listener.Close()
 	p.Cut()
 	p.wg.Wait()
+}
+
+// restartableEtcd is a real etcd that a test stops and starts again on the same
+// client address: with the same data (a restart), with none (the disk was
+// lost), or with a copy of its data taken earlier (a restore from a backup).
+// Clients keep their address and reconnect to whichever store answers there.
+type restartableEtcd struct {
+	t         *testing.T
+	clientURL string
+	peerURL   string
+	dir       string
+	srv       *embedetcd.Server
+}
+
+// startRestartableEtcd starts an etcd on a fixed loopback client address.
+func startRestartableEtcd(t *testing.T) *restartableEtcd {
+	t.Helper()
+	e := &restartableEtcd{t: t, clientURL: freeURL(t), peerURL: freeURL(t)}
+	e.start(t.TempDir())
+	t.Cleanup(func() {
+		if e.srv != nil {
+			e.srv.Close()
+		}
+	})
+	return e
+}
+
+// freeURL returns an http URL on a loopback port that is free right now.
+func freeURL(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("find a free port: %v", err)
+	}
+	defer l.Close()
+	return "http://" + l.Addr().String()
+}
+
+// start starts etcd with the data in dir; an empty dir makes a new cluster.
+func (e *restartableEtcd) start(dir string) {
+	e.t.Helper()
+	srv, err := embedetcd.Start(testContext(e.t), embedetcd.Options{
+		DataDir:       dir,
+		ClientURL:     e.clientURL,
+		PeerURL:       e.peerURL,
+		UnsafeNoFsync: true,
+		ZapLogger:     zap.NewNop(),
+	})
+	if err != nil {
+		e.t.Fatalf("start etcd in %s: %v", dir, err)
+	}
+	e.srv, e.dir = srv, dir
+}
+
+// stop stops etcd; its data stays in e.dir.
+func (e *restartableEtcd) stop() {
+	e.srv.Close()
+	e.srv = nil
+}
+
+// backup copies the data of the stopped etcd, as a volume snapshot would, and
+// returns the copy's directory.
+func (e *restartableEtcd) backup() string {
+	e.t.Helper()
+	dst := filepath.Join(e.t.TempDir(), "backup")
+	if err := os.CopyFS(dst, os.DirFS(e.dir)); err != nil {
+		e.t.Fatalf("copy %s: %v", e.dir, err)
+	}
+	return dst
+}
+
+// replaceStore stops etcd and starts a new, empty cluster on the same client
+// address. The new member has another peer URL, so another member and cluster
+// ID, as a new external cluster or a hub that lost its disk would.
+func (e *restartableEtcd) replaceStore() {
+	e.t.Helper()
+	e.stop()
+	e.peerURL = freeURL(e.t)
+	e.start(e.t.TempDir())
+}
+
+// clusterID returns the ID of the cluster that answers c now.
+func clusterID(t *testing.T, c *clientv3.Client) uint64 {
+	t.Helper()
+	resp, err := c.Get(testContext(t), "/any")
+	if err != nil {
+		t.Fatalf("get: %v", err)
+	}
+	return resp.Header.ClusterId
 }

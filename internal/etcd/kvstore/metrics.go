@@ -10,13 +10,30 @@ const (
 	reasonWatchError  = "watch_error"
 	reasonWatchClosed = "watch_closed"
 	reasonListError   = "list_error"
+	// The store is another history than the one read or written before: a
+	// new cluster, one restored from a backup, or a key's history rewritten.
+	reasonClusterChanged    = "cluster_changed"
+	reasonRevisionBackwards = "revision_backwards"
+	reasonHistoryDiffers    = "history_differs"
+	// The Writer's latest write is gone from the store (writer only).
+	reasonWriteLost = "write_lost"
 )
+
+// storeChanged says reason is one of a store recreated or restored.
+func storeChanged(reason string) bool {
+	switch reason {
+	case reasonClusterChanged, reasonRevisionBackwards, reasonHistoryDiffers, reasonWriteLost:
+		return true
+	}
+	return false
+}
 
 // Write operations, the values of the "op" label of the writer metrics.
 const (
 	opPut    = "put"
 	opDelete = "delete"
 	opLease  = "lease"
+	opCheck  = "check"
 )
 
 var (
@@ -48,6 +65,13 @@ var (
 		Help:      "Failed etcd writes (each is retried), by operation.",
 	}, []string{"writer", "op"})
 
+	writerRepublishesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "meshfed",
+		Subsystem: "kvstore",
+		Name:      "writer_republishes_total",
+		Help:      "Times a writer found the store had lost its keys (recreated or restored from a backup) and rewrote every key, by the signal that showed it.",
+	}, []string{"writer", "reason"})
+
 	writeDurationSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "meshfed",
 		Subsystem: "kvstore",
@@ -66,6 +90,7 @@ func RegisterMetrics(reg prometheus.Registerer) {
 		relistsTotal,
 		writerQueueDepth,
 		writeErrorsTotal,
+		writerRepublishesTotal,
 		writeDurationSeconds,
 	)
 }

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"k8s.io/utils/clock"
@@ -78,12 +80,20 @@ type ReaderOptions[T any] struct {
 	// Logger receives the Reader's logs. Default: logr.FromContextOrDiscard of
 	// the context passed to Run.
 	Logger logr.Logger
-	// Clock times retries. Default: the real clock.
-	Clock clock.Clock
+	// Clock times retries and store checks. Default: the real clock.
+	Clock clock.WithTicker
 	// RetryBaseDelay is the first delay before a re-list, doubled after each
-	// failure up to RetryMaxDelay. Defaults 100ms and 30s.
+	// failure up to RetryMaxDelay. Defaults 100ms and 2s: a list waits for an
+	// unreachable etcd by itself (up to ListTimeout), so a longer pause only
+	// delays the first list after etcd is back.
 	RetryBaseDelay time.Duration
 	RetryMaxDelay  time.Duration
+	// CheckInterval is how often a watching Reader asks the store for its
+	// identity (cluster ID, revision). The client resumes a broken watch on
+	// its own, silently, and a store recreated or restored from a backup
+	// serves the resumed watch from the wrong place; this check is how the
+	// Reader notices. Default 5s; negative disables it.
+	CheckInterval time.Duration
 	// ListTimeout bounds one complete list (all pages). Default 60s.
 	ListTimeout time.Duration
 	// PageSize is the number of keys fetched per page of a list. Default 1000.
@@ -99,7 +109,10 @@ func (o *ReaderOptions[T]) setDefaults() {
 		o.RetryBaseDelay = 100 * time.Millisecond
 	}
 	if o.RetryMaxDelay <= 0 {
-		o.RetryMaxDelay = 30 * time.Second
+		o.RetryMaxDelay = 2 * time.Second
+	}
+	if o.CheckInterval == 0 {
+		o.CheckInterval = 5 * time.Second
 	}
 	o.RetryMaxDelay = max(o.RetryMaxDelay, o.RetryBaseDelay)
 	if o.ListTimeout <= 0 {
@@ -120,6 +133,10 @@ type Reader[T any] struct {
 	// known is the state of every key the Reader has processed, owned by the
 	// Run goroutine.
 	known map[string]*keyState
+	// store is the history known refers to, owned by the Run goroutine.
+	store storeID
+	// seed hashes values (keyState.hash).
+	seed maphash.Seed
 }
 
 // keyState is what a Reader remembers of one key.
@@ -127,6 +144,10 @@ type keyState struct {
 	// modRev is the ModRevision of the latest version of the key that was
 	// processed, decoded or not: the guard against delivering a version twice.
 	modRev int64
+	// hash is the hash of that version's value. In another history (a store
+	// restored from a backup) a ModRevision can come back with another
+	// value; the hash tells them apart.
+	hash uint64
 	// delivered says the Observer holds a (good) value for the key, so its
 	// deletion must be delivered.
 	delivered bool
@@ -145,7 +166,7 @@ func NewReader[T any](opts ReaderOptions[T]) (*Reader[T], error) {
 		return nil, errors.New("kvstore: ReaderOptions.Observer is required")
 	}
 	opts.setDefaults()
-	return &Reader[T]{opts: opts, known: map[string]*keyState{}}, nil
+	return &Reader[T]{opts: opts, known: map[string]*keyState{}, seed: maphash.MakeSeed()}, nil
 }
 
 // Run lists and watches the prefix until ctx is done, then returns nil. It
@@ -166,9 +187,14 @@ func (r *Reader[T]) Run(ctx context.Context) error {
 		if reason != "" {
 			relistsTotal.WithLabelValues(r.opts.Prefix, reason).Inc()
 		}
-		rev, err := r.list(ctx)
+		rev, changed, err := r.list(ctx)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if changed != "" && !storeChanged(reason) {
+			// Found by the list itself (the watch had not noticed): counted
+			// as a re-list of its own, for the store change it is.
+			relistsTotal.WithLabelValues(r.opts.Prefix, changed).Inc()
 		}
 		if err != nil {
 			r.log.Error(err, "List failed, will retry")
@@ -178,7 +204,7 @@ func (r *Reader[T]) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		r.log.V(1).Info("Listed prefix", "revision", rev, "keys", len(r.known))
+		r.log.V(1).Info("Listed prefix", "revision", rev, "keys", len(r.known), "clusterID", fmt.Sprintf("%x", r.store.clusterID))
 		r.opts.Observer.OnSynced()
 
 		var healthy bool
@@ -199,8 +225,9 @@ func (r *Reader[T]) Run(ctx context.Context) error {
 }
 
 // list delivers the prefix's state at one revision and prunes what it lacks.
-// It returns that revision, to watch from.
-func (r *Reader[T]) list(ctx context.Context) (int64, error) {
+// It returns that revision, to watch from, and, if the list showed the store
+// to be another history than the one the Reader knew, why (a relist reason).
+func (r *Reader[T]) list(ctx context.Context) (rev int64, changed string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, r.opts.ListTimeout)
 	defer cancel()
 
@@ -210,7 +237,6 @@ func (r *Reader[T]) list(ctx context.Context) (int64, error) {
 	// a partial list may still exist.
 	seen := make(map[string]struct{}, len(r.known))
 	from, end := r.opts.Prefix, clientv3.GetPrefixRangeEnd(r.opts.Prefix)
-	var rev int64
 	for {
 		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(r.opts.PageSize)}
 		if rev != 0 {
@@ -218,14 +244,24 @@ func (r *Reader[T]) list(ctx context.Context) (int64, error) {
 		}
 		resp, err := r.opts.Client.Get(ctx, from, opts...)
 		if err != nil {
-			return 0, fmt.Errorf("list %q at revision %d: %w", r.opts.Prefix, rev, err)
+			return 0, changed, fmt.Errorf("list %q at revision %d: %w", r.opts.Prefix, rev, err)
 		}
 		if rev == 0 {
 			rev = resp.Header.Revision
+			// A list at a revision older than one already seen, or from
+			// another cluster, is the first sign of a store that was
+			// recreated or restored (the watch may have gone on waiting for
+			// revisions that the new history reaches much later).
+			if why := r.observe(resp.Header); why != "" {
+				changed = why
+			}
 		}
 		for _, kv := range resp.Kvs {
 			seen[string(kv.Key)] = struct{}{}
-			r.upsert(string(kv.Key), kv.Value, kv.ModRevision)
+			if r.upsert(string(kv.Key), kv.Value, kv.ModRevision) && changed == "" {
+				changed = reasonHistoryDiffers
+				r.log.Info("A key's history differs from the one seen before: the store was replaced or restored", "key", string(kv.Key), "modRevision", kv.ModRevision)
+			}
 		}
 		if !resp.More || len(resp.Kvs) == 0 {
 			break
@@ -237,7 +273,27 @@ func (r *Reader[T]) list(ctx context.Context) (int64, error) {
 			r.delete(key, 0)
 		}
 	}
-	return rev, nil
+	if changed != "" {
+		// Every key now holds what the new history holds (upsert compares
+		// values, not only revisions, for a key whose revision did not
+		// grow), and the watch starts from this list: nothing of the old
+		// history is left to swallow the new one's events.
+		r.store = storeID{clusterID: r.store.clusterID, rev: rev}
+	}
+	return rev, changed, nil
+}
+
+// observe checks a response header against the history the Reader knows; see
+// storeID.observe. It logs a change.
+func (r *Reader[T]) observe(hdr *etcdserverpb.ResponseHeader) string {
+	before := r.store
+	why := r.store.observe(hdr)
+	if why != "" {
+		r.log.Info("The store is not the one read before, re-listing from scratch", "reason", why,
+			"clusterID", fmt.Sprintf("%x", before.clusterID), "revision", before.rev,
+			"newClusterID", fmt.Sprintf("%x", r.store.clusterID), "newRevision", r.store.rev)
+	}
+	return why
 }
 
 // watch applies changes after rev until the watch ends or ctx is done. It
@@ -254,7 +310,29 @@ func (r *Reader[T]) watch(ctx context.Context, rev int64) (reason string, health
 	}()
 
 	wch := r.opts.Client.Watch(ctx, r.opts.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
-	for resp := range wch {
+	var tick <-chan time.Time
+	if r.opts.CheckInterval > 0 {
+		t := r.opts.Clock.NewTicker(r.opts.CheckInterval)
+		defer t.Stop()
+		tick = t.C()
+	}
+	for {
+		var resp clientv3.WatchResponse
+		var ok bool
+		select {
+		case resp, ok = <-wch:
+		case <-tick:
+			if why := r.check(ctx); why != "" {
+				return why, healthy
+			}
+			continue
+		}
+		if !ok {
+			break
+		}
+		if why := r.observe(&resp.Header); why != "" {
+			return why, healthy
+		}
 		if resp.CompactRevision != 0 {
 			r.log.Info("Watch position compacted", "compactRevision", resp.CompactRevision)
 			return reasonCompacted, healthy
@@ -269,7 +347,12 @@ func (r *Reader[T]) watch(ctx context.Context, rev int64) (reason string, health
 			key := string(ev.Kv.Key)
 			switch ev.Type {
 			case mvccpb.PUT:
-				r.upsert(key, ev.Kv.Value, ev.Kv.ModRevision)
+				if r.upsert(key, ev.Kv.Value, ev.Kv.ModRevision) {
+					// Delivered, but a watch from this history cannot be
+					// trusted to hold what came before: list it whole.
+					r.log.Info("A key's history differs from the one seen before: the store was replaced or restored", "key", key, "modRevision", ev.Kv.ModRevision)
+					return reasonHistoryDiffers, healthy
+				}
 			case mvccpb.DELETE:
 				r.delete(key, ev.Kv.ModRevision)
 			}
@@ -281,17 +364,44 @@ func (r *Reader[T]) watch(ctx context.Context, rev int64) (reason string, health
 	return reasonWatchClosed, healthy
 }
 
-// upsert processes one version of a key, at most once per (key, modRev).
-func (r *Reader[T]) upsert(key string, value []byte, modRev int64) {
+// check asks the store for its identity (the cheapest read: one key, the
+// prefix itself) and returns why it is not the history being watched, or "".
+// A failed check says nothing: the watch is left to the client to resume, and
+// the next check tries again.
+func (r *Reader[T]) check(ctx context.Context) string {
+	timeout := min(r.opts.CheckInterval, r.opts.ListTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	resp, err := r.opts.Client.Get(ctx, r.opts.Prefix, clientv3.WithKeysOnly())
+	if err != nil {
+		if ctx.Err() == nil {
+			r.log.V(1).Info("Store check failed, will retry", "error", err.Error())
+		}
+		return ""
+	}
+	return r.observe(resp.Header)
+}
+
+// upsert processes one version of a key, at most once per (key, modRev) in
+// one history. It reports whether that version contradicts the one seen
+// before (an older ModRevision, or the same with another value): then the
+// store is another history, and the version is delivered all the same.
+func (r *Reader[T]) upsert(key string, value []byte, modRev int64) (differs bool) {
+	h := maphash.Bytes(r.seed, value)
 	st := r.known[key]
-	if st != nil && st.modRev >= modRev {
-		return // this version (or a newer one) was already processed
+	if st != nil {
+		switch {
+		case st.modRev == modRev && st.hash == h:
+			return false // this version was already processed
+		case st.modRev > modRev || st.modRev == modRev:
+			differs = true
+		}
 	}
 	if st == nil {
 		st = &keyState{}
 		r.known[key] = st
 	}
-	st.modRev = modRev
+	st.modRev, st.hash = modRev, h
 
 	v, err := r.opts.Decode(key, value)
 	if err != nil {
@@ -300,10 +410,11 @@ func (r *Reader[T]) upsert(key string, value []byte, modRev int64) {
 		// counted once.
 		decodeErrorsTotal.WithLabelValues(r.opts.Prefix).Inc()
 		r.log.Error(err, "Skipping malformed value, keeping the last good one", "key", key, "modRevision", modRev, "hasGoodValue", st.delivered)
-		return
+		return differs
 	}
 	st.delivered = true
 	r.opts.Observer.OnUpsert(key, v)
+	return differs
 }
 
 // delete forgets key and tells the Observer if it held a value for it. modRev

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"k8s.io/client-go/util/workqueue"
@@ -18,10 +19,12 @@ import (
 )
 
 // KV is the part of the etcd client a Writer writes with. *clientv3.Client
-// satisfies it.
+// satisfies it. Get only reads keys the Writer wrote, to check that the store
+// still holds them.
 type KV interface {
 	Put(ctx context.Context, key, val string, opts ...clientv3.OpOption) (*clientv3.PutResponse, error)
 	Delete(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.DeleteResponse, error)
+	Get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error)
 }
 
 // WriterOptions configures a Writer. Client is required; setDefaults documents
@@ -49,13 +52,28 @@ type WriterOptions struct {
 	// Empty: MarkSynced writes nothing and only releases WaitSynced.
 	SyncedKey string
 
+	// OwnedPrefixes are prefixes the Writer owns whole: no one else writes
+	// under them. After finding that the store was restored from a backup
+	// (or replaced), the Writer deletes every key under them that it does not
+	// hold, as a backup brings back keys deleted since. Default none: the
+	// Writer never deletes a key it was not told about. Pruning runs with
+	// the store check, so it needs CheckInterval.
+	OwnedPrefixes []string
+
 	// WriteTimeout bounds one etcd request. Default 10s.
 	WriteTimeout time.Duration
 	// RetryBaseDelay is the first delay before retrying a failed write (per
 	// key) or lease grant, doubled per failure up to RetryMaxDelay. Defaults
-	// 100ms and 30s.
+	// 100ms and 2s: a request to an unreachable etcd already waits up to
+	// WriteTimeout for the connection, so a longer pause only delays the
+	// first write after etcd is back (a lapsed heartbeat demotes a cluster).
 	RetryBaseDelay time.Duration
 	RetryMaxDelay  time.Duration
+	// CheckInterval is how often the Writer checks that the store still holds
+	// its latest write, so that a store recreated or restored from a backup
+	// is republished (see the package doc). Default 5s; negative disables the
+	// check (writes' response headers are still watched).
+	CheckInterval time.Duration
 	// Clock times retries and write latency, and stamps the synced marker.
 	// Default: the real clock.
 	Clock clock.WithTicker
@@ -87,9 +105,12 @@ func (o *WriterOptions) setDefaults() error {
 		o.RetryBaseDelay = 100 * time.Millisecond
 	}
 	if o.RetryMaxDelay <= 0 {
-		o.RetryMaxDelay = 30 * time.Second
+		o.RetryMaxDelay = 2 * time.Second
 	}
 	o.RetryMaxDelay = max(o.RetryMaxDelay, o.RetryBaseDelay)
+	if o.CheckInterval == 0 {
+		o.CheckInterval = 5 * time.Second
+	}
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}
 	}
@@ -117,8 +138,17 @@ type Writer struct {
 	written map[string][]byte
 	// version counts updates; each entry records the version it was set at.
 	version uint64
-	// gen counts leases; a write begun under an older one does not count.
+	// gen counts leases and stores; a write begun under an older one does not
+	// count.
 	gen uint64
+	// store is the etcd history the Writer's knowledge (written) refers to;
+	// last is its latest write there, the one a recreated or restored store
+	// is sure to lack.
+	store storeID
+	last  lastWrite
+	// prunePending says OwnedPrefixes are to be cleared of keys the Writer
+	// does not hold, after a republish.
+	prunePending bool
 	// lease is the lease to bind keys to; clientv3.NoLease without LeaseTTL,
 	// and also while a lease is being (re)acquired.
 	lease   clientv3.LeaseID
@@ -148,6 +178,14 @@ type entry struct {
 	value   []byte
 	deleted bool
 	version uint64
+}
+
+// lastWrite is a write as the store recorded it: key held a value put at
+// revision rev, or was deleted (absent) as of rev.
+type lastWrite struct {
+	key     string
+	rev     int64
+	deleted bool
 }
 
 // NewWriter checks opts and returns a Writer that queues updates but writes
@@ -243,6 +281,11 @@ func (w *Writer) requestMarkerLocked() {
 			w.barrier[key] = e.version
 		}
 	}
+	if w.prunePending {
+		// The keys a prune will delete are not known yet: the marker waits
+		// for the prune, then for them.
+		w.barrier[pruneBarrier] = 0
+	}
 	if !w.markerPending {
 		w.markerPending = true
 		select {
@@ -307,6 +350,9 @@ func (w *Writer) Run(ctx context.Context) error {
 		for w.processNext(ctx) {
 		}
 	})
+	if w.opts.CheckInterval > 0 {
+		wg.Go(func() { w.checkLoop(ctx) })
+	}
 	if w.opts.LeaseTTL > 0 {
 		w.holdLease(ctx)
 	} else {
@@ -368,7 +414,7 @@ func (w *Writer) write(ctx context.Context, key string) error {
 		return nil
 	}
 	if w.isWrittenLocked(key, e) {
-		w.doneLocked(key, e.version, gen, e.value, false)
+		w.doneLocked(key, e.version, gen, e.value, false, nil)
 		w.mu.Unlock()
 		return nil
 	}
@@ -379,22 +425,34 @@ func (w *Writer) write(ctx context.Context, key string) error {
 	if deleted {
 		op = opDelete
 	}
+	var hdr *etcdserverpb.ResponseHeader
 	err := w.timed(ctx, op, func(ctx context.Context) error {
-		var err error
 		if deleted {
-			_, err = w.opts.Client.Delete(ctx, key)
+			resp, err := w.opts.Client.Delete(ctx, key)
+			if err != nil {
+				return err
+			}
+			hdr = resp.Header
 		} else {
-			_, err = w.opts.Client.Put(ctx, key, string(value), clientv3.WithLease(lease))
+			resp, err := w.opts.Client.Put(ctx, key, string(value), clientv3.WithLease(lease))
+			if err != nil {
+				return err
+			}
+			hdr = resp.Header
 		}
-		return err
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("%s %q: %w", op, key, err)
 	}
 
 	w.mu.Lock()
-	w.doneLocked(key, version, gen, value, deleted)
+	// A header from another store makes everything known so far stale (gen
+	// moves on), this write included: it is queued again with all the others.
+	s := w.observeLocked(hdr)
+	w.doneLocked(key, version, gen, value, deleted, hdr)
 	w.mu.Unlock()
+	w.endSession(s)
 	return nil
 }
 
@@ -422,11 +480,15 @@ func (w *Writer) isWrittenLocked(key string, e *entry) bool {
 
 // doneLocked records that key reached version in etcd under lease generation
 // gen, and releases the marker if that was the last key it waited for.
-func (w *Writer) doneLocked(key string, version, gen uint64, value []byte, deleted bool) {
+func (w *Writer) doneLocked(key string, version, gen uint64, value []byte, deleted bool, hdr *etcdserverpb.ResponseHeader) {
 	if gen != w.gen {
-		// The lease changed while writing: the key was bound to a dead lease
-		// and has been queued again under the new one.
+		// The lease or the store changed while writing: the key was bound to
+		// a dead lease or written to a store left behind, and has been queued
+		// again.
 		return
+	}
+	if hdr != nil {
+		w.last = lastWrite{key: key, rev: hdr.Revision, deleted: deleted}
 	}
 	if deleted {
 		delete(w.written, key)
@@ -462,8 +524,12 @@ func (w *Writer) writeMarker(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("encode synced marker: %w", err)
 	}
+	var hdr *etcdserverpb.ResponseHeader
 	err = w.timed(ctx, opPut, func(ctx context.Context) error {
-		_, err := w.opts.Client.Put(ctx, w.opts.SyncedKey, string(value), clientv3.WithLease(lease))
+		resp, err := w.opts.Client.Put(ctx, w.opts.SyncedKey, string(value), clientv3.WithLease(lease))
+		if err == nil {
+			hdr = resp.Header
+		}
 		return err
 	})
 	if err != nil {
@@ -471,9 +537,14 @@ func (w *Writer) writeMarker(ctx context.Context) error {
 	}
 
 	w.mu.Lock()
+	s := w.observeLocked(hdr)
+	defer w.endSession(s)
 	defer w.mu.Unlock()
-	// A MarkSynced or lease change during the write set a new barrier; the
-	// marker is written again once that clears.
+	if gen == w.gen {
+		w.last = lastWrite{key: w.opts.SyncedKey, rev: hdr.Revision}
+	}
+	// A MarkSynced, lease change or store change during the write set a new
+	// barrier; the marker is written again once that clears.
 	if gen == w.gen && seq == w.markerSeq && w.markerPending {
 		w.markerPending = false
 		close(w.syncedCh)
@@ -589,3 +660,167 @@ func (w *Writer) Close() error {
 	})
 	return w.closeErr
 }
+
+// observeLocked checks a response header against the store the Writer knows
+// and republishes everything if it comes from another history. It returns the
+// session to end (outside the lock), if any.
+func (w *Writer) observeLocked(hdr *etcdserverpb.ResponseHeader) *concurrency.Session {
+	before := w.store
+	why := w.store.observe(hdr)
+	if why == "" {
+		return nil
+	}
+	w.log.Info("The store is not the one written to before, republishing every key", "reason", why,
+		"clusterID", fmt.Sprintf("%x", before.clusterID), "revision", before.rev,
+		"newClusterID", fmt.Sprintf("%x", w.store.clusterID), "newRevision", w.store.rev)
+	return w.republishLocked(why)
+}
+
+// republishLocked forgets what the store was known to hold and queues every
+// desired key again, the marker (if asked for) behind them. Under a lease, it
+// also returns the session to end: a recreated store lacks the lease, and a
+// restored one holds it with keys it should not have; holdLease then grants a
+// new one and adopts it.
+func (w *Writer) republishLocked(why string) *concurrency.Session {
+	writerRepublishesTotal.WithLabelValues(w.opts.Name, why).Inc()
+	// The check loop prunes; without it there is no prune to wait for.
+	w.prunePending = len(w.opts.OwnedPrefixes) > 0 && w.opts.CheckInterval > 0
+	w.gen++
+	w.written = map[string][]byte{}
+	w.last = lastWrite{}
+	for key := range w.desired {
+		w.queue.Add(key)
+	}
+	if w.syncRequested {
+		w.requestMarkerLocked()
+	}
+	s := w.session
+	if s != nil {
+		w.session = nil
+		w.lease = clientv3.NoLease
+	}
+	return s
+}
+
+// endSession stops keeping s's lease alive, without revoking it: holdLease
+// sees s end and grants a new lease.
+func (w *Writer) endSession(s *concurrency.Session) {
+	if s != nil {
+		s.Orphan()
+	}
+}
+
+// checkLoop checks the store every CheckInterval until ctx is done.
+func (w *Writer) checkLoop(ctx context.Context) {
+	t := w.opts.Clock.NewTicker(w.opts.CheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+		if err := w.check(ctx); err != nil && ctx.Err() == nil {
+			w.logger().V(1).Info("Store check failed, will retry", "error", err.Error())
+		}
+		if err := w.prune(ctx); err != nil && ctx.Err() == nil {
+			w.logger().Error(err, "Pruning owned prefixes failed, will retry")
+		}
+	}
+}
+
+// check reads back the Writer's latest write. Within one history that write
+// is still there as the Writer made it, whatever else happened; a store that
+// was recreated, or restored from a backup taken before it, lacks it (or holds
+// an older version of the key), and its response header may show another
+// cluster or an older revision. Any of these republishes every key.
+func (w *Writer) check(ctx context.Context) error {
+	w.mu.Lock()
+	last, gen := w.last, w.gen
+	w.mu.Unlock()
+	if last.key == "" {
+		return nil // nothing written yet, or a republish is under way
+	}
+	var resp *clientv3.GetResponse
+	err := w.timed(ctx, opCheck, func(ctx context.Context) error {
+		var err error
+		resp, err = w.opts.Client.Get(ctx, last.key, clientv3.WithKeysOnly())
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("read back %q: %w", last.key, err)
+	}
+
+	w.mu.Lock()
+	s := w.observeLocked(resp.Header)
+	if s == nil && gen == w.gen && w.last == last {
+		present := len(resp.Kvs) > 0
+		if present == last.deleted || (present && resp.Kvs[0].ModRevision != last.rev) {
+			var got int64
+			if present {
+				got = resp.Kvs[0].ModRevision
+			}
+			w.log.Info("The store lost the latest write, republishing every key", "key", last.key,
+				"revision", last.rev, "deleted", last.deleted, "present", present, "storeRevision", got)
+			s = w.republishLocked(reasonWriteLost)
+		}
+	}
+	w.mu.Unlock()
+	w.endSession(s)
+	return nil
+}
+
+// prune, when a republish asked for it, queues the delete of every key under
+// OwnedPrefixes that the Writer does not hold, before the marker.
+func (w *Writer) prune(ctx context.Context) error {
+	w.mu.Lock()
+	pending := w.prunePending
+	w.mu.Unlock()
+	if !pending {
+		return nil
+	}
+	var stray []string
+	for _, prefix := range w.opts.OwnedPrefixes {
+		var resp *clientv3.GetResponse
+		err := w.timed(ctx, opCheck, func(ctx context.Context) error {
+			var err error
+			resp, err = w.opts.Client.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("list owned prefix %q: %w", prefix, err)
+		}
+		for _, kv := range resp.Kvs {
+			stray = append(stray, string(kv.Key))
+		}
+	}
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	defer w.releaseMarkerLocked()
+	defer delete(w.barrier, pruneBarrier)
+	w.prunePending = false
+	var deleted []string
+	for _, key := range stray {
+		if _, ok := w.desired[key]; ok || key == w.opts.SyncedKey {
+			continue
+		}
+		w.version++
+		w.desired[key] = &entry{deleted: true, version: w.version}
+		if w.markerPending {
+			w.barrier[key] = w.version
+		}
+		deleted = append(deleted, key)
+	}
+	for _, key := range deleted {
+		w.queue.Add(key)
+	}
+	if len(deleted) > 0 {
+		w.log.Info("Deleting keys the store holds but the Writer does not", "keys", len(deleted), "first", deleted[0])
+	}
+	return nil
+}
+
+// pruneBarrier holds the marker back until a pending prune has run; no real
+// key is empty.
+const pruneBarrier = ""
