@@ -23,16 +23,23 @@ type traffic struct {
 	name string
 	conn *grpc.ClientConn
 
-	mu     sync.Mutex
-	phase  string
-	phases []string
-	landed map[string]map[string]int // phase -> backend -> calls
-	failed map[string]int            // phase -> calls
-	errs   map[string]string         // phase -> last error
+	mu       sync.Mutex
+	phase    string
+	phases   []string
+	landed   map[string]map[string]int // phase -> backend -> calls
+	failed   map[string]int            // phase -> calls
+	errs     map[string]string         // phase -> last error
+	first    []string                  // the first failures, with their time
+	ok, fail int
+
+	stop func()
 }
 
-// startTraffic calls through conn every few milliseconds, in phase "start" until the
-// first Phase call, and stops when the test ends.
+// trafficPeriod paces the calls: enough to see any gap, little enough for 2 cores.
+const trafficPeriod = 5 * time.Millisecond
+
+// startTraffic calls through conn every trafficPeriod, in phase "start" until the
+// first Phase call, and stops at Stop or when the test ends.
 func startTraffic(t *testing.T, name string, conn *grpc.ClientConn) *traffic {
 	tr := &traffic{name: name, conn: conn, phase: "start", phases: []string{"start"},
 		landed: map[string]map[string]int{"start": {}}, failed: map[string]int{}, errs: map[string]string{}}
@@ -49,20 +56,44 @@ func startTraffic(t *testing.T, name string, conn *grpc.ClientConn) *traffic {
 			}
 			tr.mu.Lock()
 			if err != nil {
+				tr.fail++
 				tr.failed[tr.phase]++
 				tr.errs[tr.phase] = err.Error()
+				if len(tr.first) < 10 {
+					tr.first = append(tr.first, time.Now().Format("15:04:05.000")+" "+err.Error())
+				}
 			} else {
+				tr.ok++
 				tr.landed[tr.phase][id]++
 			}
 			tr.mu.Unlock()
 			select {
 			case <-ctx.Done():
-			case <-time.After(5 * time.Millisecond):
+			case <-time.After(trafficPeriod):
 			}
 		}
 	}()
-	t.Cleanup(func() { cancel(); <-done })
+	var once sync.Once
+	tr.stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(tr.Stop)
 	return tr
+}
+
+// Stop ends the calls.
+func (tr *traffic) Stop() { tr.stop() }
+
+// Totals returns the calls made and how many failed.
+func (tr *traffic) Totals() (calls, failed int) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return tr.ok + tr.fail, tr.fail
+}
+
+// Failures returns the first failures, with their times.
+func (tr *traffic) Failures() []string {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return slices.Clone(tr.first)
 }
 
 // Phase starts counting a new phase.

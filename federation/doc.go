@@ -9,6 +9,13 @@
 // agents publish, from which the hub writes status (conditions, and Events on the
 // transitions an operator cares about).
 //
+// Several replicas may run with Options.LeaderElection, over an external etcd cluster
+// only (the embedded etcd would give each replica an etcd and a CA of its own: Run
+// refuses it). Then only the holder of the Lease LeaderElectionID writes: the
+// reconcilers, the collector, the signer, the mesh CA and the hub ConfigMap run on the
+// leader alone. Every replica reads etcd into its view, so a standby takes over with a
+// synced one; /readyz is ready once the view has synced, leader or not.
+//
 // The hub registers only its own metrics (RegisterMetrics), in controller-runtime's
 // registry, which its manager serves on MetricsAddr.
 //

@@ -106,8 +106,21 @@ type Options struct {
 	MetricsAddr string
 	// HealthAddr serves /healthz and /readyz; "0" disables. Default ":9091".
 	HealthAddr string
-	// LeaderElection lets several hub replicas share the work.
+	// LeaderElection runs this hub as one of several replicas (see leader.go): the
+	// holder of the Lease LeaderElectionID in hubinfo.Namespace on the hub's API server
+	// runs everything that writes; the others keep a warm view and take over when it
+	// dies. It needs EtcdEndpoints: with the embedded etcd every replica would run an
+	// etcd and a CA of its own (split brain), so setDefaults refuses it.
 	LeaderElection bool
+	// LeaderElectionIdentity names this replica in the Lease. Default: the host name
+	// and a random suffix, unique even for replicas on one host.
+	LeaderElectionIdentity string
+	// LeaseDuration, RenewDeadline and RetryPeriod tune the election: a dead leader is
+	// replaced within LeaseDuration+RetryPeriod. Defaults DefaultLeaseDuration,
+	// DefaultRenewDeadline, DefaultRetryPeriod.
+	LeaseDuration time.Duration
+	RenewDeadline time.Duration
+	RetryPeriod   time.Duration
 
 	// MeshCA runs the mesh's CA (cert-manager's controllers in-process, the root as a
 	// CA ClusterIssuer) and signs clusters' intermediate CSRs. TrustDomain is the
@@ -128,6 +141,9 @@ const (
 func (o *Options) setDefaults() error {
 	if o.KubeConfig == nil || o.DataDir == "" {
 		return errors.New("hub: KubeConfig and DataDir are required")
+	}
+	if err := o.setLeaderElectionDefaults(); err != nil {
+		return err
 	}
 	if o.EtcdListenURL == "" {
 		o.EtcdListenURL = DefaultEtcdListenURL
@@ -177,19 +193,25 @@ func Run(ctx context.Context, opts Options) error {
 	}
 
 	registerMetrics.Do(func() { RegisterMetrics(ctrlmetrics.Registry) })
-	mgr, err := ctrl.NewManager(opts.KubeConfig, ctrl.Options{
-		Scheme:                  hubinfo.Scheme(),
-		Logger:                  log,
-		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
-		HealthProbeBindAddress:  opts.HealthAddr,
-		LeaderElection:          opts.LeaderElection,
-		LeaderElectionID:        "meshfed-hub",
-		LeaderElectionNamespace: hubinfo.Namespace,
-	})
+	mgrOpts := ctrl.Options{
+		Scheme:                 hubinfo.Scheme(),
+		Logger:                 log,
+		Metrics:                metricsserver.Options{BindAddress: opts.MetricsAddr},
+		HealthProbeBindAddress: opts.HealthAddr,
+	}
+	if err := leaderElection(ctx, &opts, &mgrOpts); err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(opts.KubeConfig, mgrOpts)
 	if err != nil {
 		return fmt.Errorf("hub manager: %w", err)
 	}
-	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { return reader.Run(ctx) })); err != nil {
+	// Every replica reads, the leader and standbys alike, so that a standby takes over
+	// with a view that is already synced: the reader only reads etcd.
+	if err := mgr.Add(&viewReader{run: reader.Run}); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("view-synced", viewSynced(v)); err != nil {
 		return err
 	}
 	if err := controllers.Setup(mgr, controllers.Options{KV: conn.client, Auth: conn.client, View: v}); err != nil {
@@ -214,7 +236,8 @@ func Run(ctx context.Context, opts Options) error {
 	if err := mgr.Add(advertise); err != nil {
 		return err
 	}
-	log.Info("hub starting", "etcd", opts.EtcdAdvertiseURLs, "embedded", len(opts.EtcdEndpoints) == 0)
+	log.Info("hub starting", "etcd", opts.EtcdAdvertiseURLs, "embedded", len(opts.EtcdEndpoints) == 0,
+		"leaderElection", opts.LeaderElection, "identity", opts.LeaderElectionIdentity)
 	return mgr.Start(ctx)
 }
 

@@ -90,7 +90,14 @@ func hubCommand() *cobra.Command {
 		"how often the leading hub reads etcd's size and alarms, defragments and recovers from NOSPACE")
 	f.StringVar(&opts.MetricsAddr, "metrics-addr", federation.DefaultMetricsAddr, "Prometheus metrics address; 0 disables")
 	f.StringVar(&opts.HealthAddr, "health-addr", federation.DefaultHealthAddr, "health probe address; 0 disables")
-	f.BoolVar(&opts.LeaderElection, "leader-elect", false, "elect a leader among hub replicas")
+	f.BoolVar(&opts.LeaderElection, "leader-elect", false, "run as one of several hub replicas: the holder of the Lease "+
+		federation.LeaderElectionID+" writes, the others stand by; needs --etcd-endpoints (an external etcd cluster of 3 or 5 members)")
+	f.StringVar(&opts.LeaderElectionIdentity, "leader-elect-identity", "", "this replica's name in the Lease (default: host name and a random suffix)")
+	f.DurationVar(&opts.LeaseDuration, "leader-elect-lease-duration", federation.DefaultLeaseDuration,
+		"how long standbys wait after the leader's last renewal before taking over")
+	f.DurationVar(&opts.RenewDeadline, "leader-elect-renew-deadline", federation.DefaultRenewDeadline,
+		"how long the leader retries renewing before it gives up leading (and exits)")
+	f.DurationVar(&opts.RetryPeriod, "leader-elect-retry-period", federation.DefaultRetryPeriod, "how often replicas try to acquire or renew the Lease")
 	f.BoolVar(&opts.MeshCA, "mesh-ca", false, "run the mesh CA: cert-manager's controllers in-process, the root as a CA ClusterIssuer, "+
 		"clusters' intermediate CSRs signed")
 	f.StringVar(&opts.TrustDomain, "trust-domain", v1.DefaultTrustDomain, "SPIFFE trust domain of the mesh")

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +27,7 @@ import (
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/internal/creds/hubinfo"
 	"github.com/meshfed/meshfed/internal/creds/register"
+	"github.com/meshfed/meshfed/internal/dev/etcdcluster"
 	"github.com/meshfed/meshfed/internal/dev/localkube"
 	"github.com/meshfed/meshfed/internal/dev/proc"
 )
@@ -56,7 +58,22 @@ type Options struct {
 	// WorkloadIdentities ("<ns>/<sa>") get certificates from each cluster's
 	// intermediate, in Cluster.CertDir.
 	WorkloadIdentities []string
+
+	// EtcdMembers runs the hub over an external etcd cluster of this many members
+	// (package etcdcluster: real processes, client and peer mTLS) instead of its
+	// embedded etcd; agents are given every member's endpoint. 0: the embedded etcd.
+	EtcdMembers int
+	// HubReplicas runs this many hub processes with --leader-elect, the documented HA
+	// hub; more than one needs EtcdMembers. 0 or 1: one hub without leader election.
+	HubReplicas int
+	// HubLeaseDuration is the replicas' leader Lease: a killed leader is replaced
+	// within about this long. Default 6s, short enough for tests and long enough for a
+	// loaded 2-core machine's API server to answer renewals in time.
+	HubLeaseDuration time.Duration
 }
+
+// ha reports whether the hub runs as leader-elected replicas.
+func (o *Options) ha() bool { return o.HubReplicas > 1 }
 
 // Cluster is one member cluster of a running sandbox.
 type Cluster struct {
@@ -85,17 +102,30 @@ type Cluster struct {
 // Config is the member cluster's administrator config.
 func (c *Cluster) Config() *rest.Config { return c.cp.Config }
 
-// Hub is the sandbox's hub.
+// Hub is the sandbox's hub: one process, or leader-elected replicas.
 type Hub struct {
-	Kubeconfig  string   `json:"kubeconfig"`
-	Etcd        []string `json:"etcdEndpoints"`
-	MetricsAddr string   `json:"metricsAddr"`
-	PID         int      `json:"pid"`
+	Kubeconfig string   `json:"kubeconfig"`
+	Etcd       []string `json:"etcdEndpoints"`
+	// MetricsAddr and PID are the first replica's.
+	MetricsAddr string `json:"metricsAddr"`
+	PID         int    `json:"pid"`
+	// Replicas are the hub processes: one, or Options.HubReplicas.
+	Replicas []*HubReplica `json:"replicas"`
 
-	cp      *localkube.ControlPlane
+	cp   *localkube.ControlPlane
+	etcd *etcdcluster.Cluster // nil with the embedded etcd
+	dir  string
+}
+
+// HubReplica is one hub process. Its Name is its identity in the leader Lease.
+type HubReplica struct {
+	Name        string `json:"name"`
+	MetricsAddr string `json:"metricsAddr"`
+	HealthAddr  string `json:"healthAddr"`
+	PID         int    `json:"pid"`
+
 	process *proc.Process
 	args    []string
-	dir     string
 }
 
 // Sandbox is a running federation. Its JSON form is sandbox.json.
@@ -120,6 +150,12 @@ func Up(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 	}
 	if opts.Clusters < 1 || opts.Clusters > 20 {
 		return nil, fmt.Errorf("sandbox: --clusters %d: use 1 to 20", opts.Clusters)
+	}
+	if opts.HubReplicas > 1 && opts.EtcdMembers == 0 {
+		return nil, fmt.Errorf("sandbox: %d hub replicas need an external etcd cluster (EtcdMembers)", opts.HubReplicas)
+	}
+	if opts.HubLeaseDuration == 0 {
+		opts.HubLeaseDuration = 6 * time.Second
 	}
 	if opts.Progress == nil {
 		opts.Progress = io.Discard
@@ -174,10 +210,18 @@ func Up(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 	}
 	say("control planes ready in %s", time.Since(start).Round(100*time.Millisecond))
 
+	if opts.EtcdMembers > 0 {
+		say("starting an etcd cluster of %d members...", opts.EtcdMembers)
+		s.Hub.etcd, err = etcdcluster.Start(ctx, etcdcluster.Options{Dir: filepath.Join(s.Hub.dir, "etcd-cluster"),
+			Members: opts.EtcdMembers, Timeout: opts.Timeout})
+		if err != nil {
+			return nil, err
+		}
+	}
 	if err := s.startHub(ctx); err != nil {
 		return nil, err
 	}
-	say("hub running (etcd %s)", s.Hub.Etcd[0])
+	say("hub running: %d replica(s), etcd %s", len(s.Hub.Replicas), strings.Join(s.Hub.Etcd, ","))
 
 	for _, c := range s.Clusters {
 		ports, err := localkube.FreePorts(1)
@@ -231,49 +275,147 @@ func layout(i int) *Cluster {
 }
 
 func (s *Sandbox) startHub(ctx context.Context) error {
-	ports, err := localkube.FreePorts(3)
+	h := s.Hub
+	replicas := max(s.opts.HubReplicas, 1)
+	ports, err := localkube.FreePorts(1 + 2*replicas)
 	if err != nil {
 		return err
 	}
-	h := s.Hub
-	h.Etcd = []string{"https://127.0.0.1:" + strconv.Itoa(ports[0])}
-	h.MetricsAddr = "127.0.0.1:" + strconv.Itoa(ports[1])
-	h.args = []string{"hub", "--kubeconfig", h.Kubeconfig, "--data-dir", filepath.Join(h.dir, "data"),
-		"--etcd-listen-url", h.Etcd[0], "--metrics-addr", h.MetricsAddr,
-		"--health-addr", "127.0.0.1:" + strconv.Itoa(ports[2]), "--log-format", "text"}
-	if s.opts.MeshCA {
-		h.args = append(h.args, "--mesh-ca")
+	common := []string{"hub", "--kubeconfig", h.Kubeconfig, "--log-format", "text"}
+	if h.etcd == nil {
+		h.Etcd = []string{"https://127.0.0.1:" + strconv.Itoa(ports[0])}
+		common = append(common, "--etcd-listen-url", h.Etcd[0])
+	} else {
+		// The documented HA setup: every member to every replica (and, through the hub
+		// ConfigMap, to every agent); the agents' client CA is the cluster's client CA,
+		// the same for every replica, so any replica signs certificates etcd accepts.
+		h.Etcd = h.etcd.Endpoints()
+		f := h.etcd.Files
+		common = append(common, "--etcd-endpoints", strings.Join(h.Etcd, ","), "--etcd-ca-file", f.CA,
+			"--etcd-cert-file", f.RootCert, "--etcd-key-file", f.RootKey,
+			"--etcd-client-ca-cert-file", f.CA, "--etcd-client-ca-key-file", f.CAKey)
 	}
+	if s.opts.MeshCA {
+		common = append(common, "--mesh-ca")
+	}
+	if s.opts.ha() {
+		lease := s.opts.HubLeaseDuration
+		common = append(common, "--leader-elect", "--leader-elect-lease-duration", lease.String(),
+			"--leader-elect-renew-deadline", (lease * 2 / 3).String(), "--leader-elect-retry-period", (lease / 6).String())
+	}
+	for i := range replicas {
+		r := &HubReplica{Name: "hub", MetricsAddr: "127.0.0.1:" + strconv.Itoa(ports[1+2*i]),
+			HealthAddr: "127.0.0.1:" + strconv.Itoa(ports[2+2*i])}
+		dataDir := filepath.Join(h.dir, "data")
+		if s.opts.ha() {
+			r.Name = "hub-" + strconv.Itoa(i)
+			dataDir = filepath.Join(h.dir, r.Name)
+		}
+		r.args = append(slices.Clone(common), "--data-dir", dataDir, "--metrics-addr", r.MetricsAddr, "--health-addr", r.HealthAddr)
+		if s.opts.ha() {
+			r.args = append(r.args, "--leader-elect-identity", r.Name)
+		}
+		h.Replicas = append(h.Replicas, r)
+	}
+	h.MetricsAddr = h.Replicas[0].MetricsAddr
 	return s.StartHub(ctx)
 }
 
-// StartHub starts the hub process (again) and waits until it publishes its ConfigMap.
+// StartHub starts every hub replica that is not running (again), one after the other
+// so that the first one started leads, and waits until each is ready and the hub
+// ConfigMap is published.
 func (s *Sandbox) StartHub(ctx context.Context) error {
-	h := s.Hub
-	p, err := proc.Start("hub", s.opts.MeshfedBinary, h.args, filepath.Join(s.Dir, "logs", "hub.log"))
-	if err != nil {
-		return err
+	for i, r := range s.Hub.Replicas {
+		if r.process != nil && !r.process.Exited() {
+			continue
+		}
+		if err := s.StartHubReplica(ctx, i); err != nil {
+			return err
+		}
 	}
-	h.process, h.PID = p, p.Pid()
-	kube, err := kubernetes.NewForConfig(h.cp.Config)
+	kube, err := kubernetes.NewForConfig(s.Hub.cp.Config)
 	if err != nil {
 		return err
 	}
 	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, s.opts.Timeout, true, func(ctx context.Context) (bool, error) {
-		if p.Exited() {
-			return false, p.Failure()
+		for _, r := range s.Hub.Replicas {
+			if r.process.Exited() {
+				return false, r.process.Failure()
+			}
 		}
 		_, err := hubinfo.Read(ctx, kube)
 		return err == nil, nil
 	})
 	if err != nil {
-		return fmt.Errorf("hub did not start: %w", err)
+		return fmt.Errorf("hub did not publish its ConfigMap: %w", err)
 	}
 	return s.write()
 }
 
-// StopHub stops the hub with sig (SIGTERM to stop it cleanly, SIGKILL to crash it).
-func (s *Sandbox) StopHub(sig syscall.Signal) { s.Hub.process.Kill(sig) }
+// StartHubReplica starts hub replica i (again) and waits until it is ready: its view
+// of etcd synced, leader or not.
+func (s *Sandbox) StartHubReplica(ctx context.Context, i int) error {
+	r := s.Hub.Replicas[i]
+	p, err := proc.Start(r.Name, s.opts.MeshfedBinary, r.args, filepath.Join(s.Dir, "logs", r.Name+".log"))
+	if err != nil {
+		return err
+	}
+	r.process, r.PID = p, p.Pid()
+	if i == 0 {
+		s.Hub.PID = r.PID
+	}
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, s.opts.Timeout, true, func(ctx context.Context) (bool, error) {
+		if p.Exited() {
+			return false, p.Failure()
+		}
+		return httpOK(ctx, "http://"+r.HealthAddr+"/readyz"), nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s did not become ready: %w", r.Name, err)
+	}
+	return s.write()
+}
+
+// StopHub stops every hub replica with sig (SIGTERM to stop cleanly, SIGKILL to crash).
+func (s *Sandbox) StopHub(sig syscall.Signal) {
+	for i := range s.Hub.Replicas {
+		s.StopHubReplica(i, sig)
+	}
+}
+
+// StopHubReplica stops hub replica i with sig and waits until it has exited.
+func (s *Sandbox) StopHubReplica(i int, sig syscall.Signal) {
+	if p := s.Hub.Replicas[i].process; p != nil {
+		p.Kill(sig)
+	}
+}
+
+// HubLeader returns the replica holding the hub's leader Lease and the Lease's
+// holder identity; -1 when no replica holds it (or the holder is unknown).
+func (s *Sandbox) HubLeader(ctx context.Context) (int, string, error) {
+	kube, err := kubernetes.NewForConfig(s.Hub.cp.Config)
+	if err != nil {
+		return -1, "", err
+	}
+	lease, err := kube.CoordinationV1().Leases(hubinfo.Namespace).Get(ctx, leaderLease, metav1.GetOptions{})
+	if err != nil {
+		return -1, "", fmt.Errorf("hub leader Lease: %w", err)
+	}
+	holder := ptr.Deref(lease.Spec.HolderIdentity, "")
+	for i, r := range s.Hub.Replicas {
+		if r.Name == holder {
+			return i, holder, nil
+		}
+	}
+	return -1, holder, nil
+}
+
+// leaderLease is the hub's Lease (federation.LeaderElectionID): the sandbox reads it
+// by name rather than importing the hub.
+const leaderLease = "meshfed-hub"
+
+// Etcd is the hub's external etcd cluster, nil with the embedded etcd.
+func (s *Sandbox) Etcd() *etcdcluster.Cluster { return s.Hub.etcd }
 
 // Cluster returns the member cluster with this name.
 func (s *Sandbox) Cluster(name string) *Cluster {
@@ -428,8 +570,16 @@ func (s *Sandbox) Down() {
 			}
 		}
 		wg.Wait()
-		if s.Hub != nil && s.Hub.process != nil {
-			s.Hub.process.Stop(10 * time.Second)
+		if s.Hub != nil {
+			for _, r := range s.Hub.Replicas {
+				if r.process != nil {
+					wg.Go(func() { r.process.Stop(10 * time.Second) })
+				}
+			}
+			wg.Wait()
+			if s.Hub.etcd != nil {
+				s.Hub.etcd.Stop()
+			}
 		}
 		for _, c := range s.Clusters {
 			if c.cp != nil {
