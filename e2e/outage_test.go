@@ -77,7 +77,7 @@ func TestServeThroughHubOutage(t *testing.T) {
 	if err := hub.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}); err != nil {
 		t.Fatal(err)
 	}
-	const demote, drop = 3 * time.Second, 8 * time.Second
+	const demote, drop = 3 * time.Second, 10 * time.Second
 	policy := &v1.FailoverPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "cart"},
 		Spec: v1.FailoverPolicySpec{FailbackHold: &metav1.Duration{},
 			StaleCluster: v1.StaleClusterPolicy{DemoteAfter: &metav1.Duration{Duration: demote}, DropAfter: &metav1.Duration{Duration: drop}}}}
