@@ -42,6 +42,10 @@ build: ## Build meshfed and meshfedctl into bin/.
 test: binaries ## Run every test, against real kube-apiservers and etcd (builds them on first use).
 	MESHFED_ASSETS="$$(bash hack/binaries/build.sh)" go test $(GO_TEST_FLAGS) $(PKGS)
 
+.PHONY: soak
+soak: binaries build ## Run the chaos suite again and again for SOAK (default 30m): faults with traffic flowing.
+	CHAOS_SOAK=$(or $(SOAK),30m) MESHFED_ASSETS="$$(bash hack/binaries/build.sh)" go test -count=1 -timeout=90m -run '^TestChaos$$' -v ./e2e/
+
 .PHONY: bench
 bench: binaries ## Run the Go benchmarks.
 	MESHFED_ASSETS="$$(bash hack/binaries/build.sh)" go test -run='^$$' -bench=. -benchmem $(PKGS)

@@ -59,19 +59,30 @@ func devEchoCommand() *cobra.Command {
 	return cmd
 }
 
+// mtlsCreds serves mTLS with DIR/{tls.crt,tls.key,ca.crt}, read again at every
+// handshake, as a file_watcher certificate provider would: renewed certificates and a
+// rotated bundle take effect without a restart.
 func mtlsCreds(dir string) (credentials.TransportCredentials, error) {
-	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
-	if err != nil {
+	load := func() (*tls.Config, error) {
+		cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
+		if err != nil {
+			return nil, err
+		}
+		ca, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(ca) {
+			return nil, fmt.Errorf("%s/ca.crt: no certificate", dir)
+		}
+		return &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool,
+			ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12,
+			NextProtos: []string{"h2"}}, nil // the base config's ALPN does not carry over
+	}
+	if _, err := load(); err != nil {
 		return nil, err
 	}
-	ca, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(ca) {
-		return nil, fmt.Errorf("%s/ca.crt: no certificate", dir)
-	}
-	return credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool,
-		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}), nil
+	return credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return load() }}), nil
 }

@@ -93,6 +93,9 @@ type Cluster struct {
 	creds    etcdconn.Credentials
 	mu       sync.Mutex // guards the members' processes
 	stopOnce sync.Once
+	// generation counts the clusters these members formed: Wipe forms a new one,
+	// with a new cluster ID.
+	generation int
 }
 
 // startAttempts allows for a port taken between choosing it and etcd binding it.
@@ -196,7 +199,7 @@ func (c *Cluster) startMember(m *Member, initialCluster string) error {
 		"--listen-client-urls=" + m.ClientURL, "--advertise-client-urls=" + m.ClientURL,
 		"--listen-peer-urls=" + m.PeerURL, "--initial-advertise-peer-urls=" + m.PeerURL,
 		"--initial-cluster=" + initialCluster,
-		"--initial-cluster-token=meshfed-test",
+		"--initial-cluster-token=meshfed-test-" + strconv.Itoa(c.generation),
 		"--initial-cluster-state=new", // ignored by a member that has data: a restart rejoins
 		"--cert-file=" + filepath.Join(pkiDir, "server.crt"), "--key-file=" + filepath.Join(pkiDir, "server.key"),
 		"--trusted-ca-file=" + filepath.Join(pkiDir, "ca.crt"), "--client-cert-auth",
@@ -265,6 +268,64 @@ func (c *Cluster) Restart(ctx context.Context, i int) error {
 	}
 	if err := c.startMember(c.Members[i], strings.Join(initial, ",")); err != nil {
 		return err
+	}
+	return c.WaitHealthy(ctx)
+}
+
+// Freeze stops every member without ending it (SIGSTOP): connections stay open and
+// nothing answers, as a hung machine would. Thaw resumes them.
+func (c *Cluster) Freeze() { c.signalAll(syscall.SIGSTOP) }
+
+// Thaw resumes what Freeze stopped.
+func (c *Cluster) Thaw() { c.signalAll(syscall.SIGCONT) }
+
+func (c *Cluster) signalAll(sig syscall.Signal) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, m := range c.Members {
+		if m.process != nil {
+			m.process.Signal(sig)
+		}
+	}
+}
+
+// Wipe loses the cluster's data, as a lost disk or a new cluster would: it kills every
+// member, deletes its data, and forms a new cluster (a new cluster ID, revisions from
+// 1, no users, no keys) on the same addresses, then waits until it is healthy.
+func (c *Cluster) Wipe(ctx context.Context) error {
+	var initial []string
+	for i, m := range c.Members {
+		c.Kill(i)
+		if err := os.RemoveAll(filepath.Join(m.dir, "data")); err != nil {
+			return err
+		}
+		initial = append(initial, m.Name+"="+m.PeerURL)
+	}
+	c.mu.Lock()
+	c.generation++
+	c.mu.Unlock()
+	for _, m := range c.Members {
+		if err := c.startMember(m, strings.Join(initial, ",")); err != nil {
+			return err
+		}
+	}
+	return c.WaitHealthy(ctx)
+}
+
+// RestartAll starts every member that is not running, with its data, and waits until
+// the cluster is healthy: after a loss of quorum, no single restart can be.
+func (c *Cluster) RestartAll(ctx context.Context) error {
+	var initial []string
+	for _, m := range c.Members {
+		initial = append(initial, m.Name+"="+m.PeerURL)
+	}
+	for i, m := range c.Members {
+		if c.Running(i) {
+			continue
+		}
+		if err := c.startMember(m, strings.Join(initial, ",")); err != nil {
+			return err
+		}
 	}
 	return c.WaitHealthy(ctx)
 }

@@ -65,6 +65,14 @@ func (p *Process) Exited() bool {
 	}
 }
 
+// Signal sends sig to the whole process group and returns: SIGSTOP freezes it,
+// SIGCONT resumes it.
+func (p *Process) Signal(sig syscall.Signal) {
+	if !p.Exited() {
+		_ = syscall.Kill(-p.Pid(), sig)
+	}
+}
+
 // Kill sends sig to the whole process group and waits for the process to exit.
 func (p *Process) Kill(sig syscall.Signal) {
 	if !p.Exited() {

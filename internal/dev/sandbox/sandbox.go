@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -25,10 +26,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
+	"github.com/meshfed/meshfed/internal/creds/agentcreds"
 	"github.com/meshfed/meshfed/internal/creds/hubinfo"
 	"github.com/meshfed/meshfed/internal/creds/register"
 	"github.com/meshfed/meshfed/internal/dev/etcdcluster"
 	"github.com/meshfed/meshfed/internal/dev/localkube"
+	"github.com/meshfed/meshfed/internal/dev/netlink"
 	"github.com/meshfed/meshfed/internal/dev/proc"
 )
 
@@ -66,6 +69,10 @@ type Options struct {
 	// HubReplicas runs this many hub processes with --leader-elect, the documented HA
 	// hub; more than one needs EtcdMembers. 0 or 1: one hub without leader election.
 	HubReplicas int
+	// Links puts each agent's connections to the hub's etcd through links of its own
+	// (package netlink) that Partition cuts and Heal restores: a cluster cut off
+	// from the hub while the others are not.
+	Links bool
 	// HubLeaseDuration is the replicas' leader Lease: a killed leader is replaced
 	// within about this long. Default 6s, short enough for tests and long enough for a
 	// loaded 2-core machine's API server to answer renewals in time.
@@ -97,6 +104,7 @@ type Cluster struct {
 	agent   *proc.Process
 	gateway *proc.Process
 	dir     string
+	links   []*netlink.Link // with Options.Links: to each of the hub's etcd endpoints
 }
 
 // Config is the member cluster's administrator config.
@@ -236,6 +244,11 @@ func Up(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 		})
 		if err != nil {
 			return nil, err
+		}
+		if opts.Links {
+			if err := s.link(ctx, c); err != nil {
+				return nil, err
+			}
 		}
 		if err := s.StartAgent(ctx, c.Name); err != nil {
 			return nil, err
@@ -380,6 +393,29 @@ func (s *Sandbox) StartHubReplica(ctx context.Context, i int) error {
 func (s *Sandbox) StopHub(sig syscall.Signal) {
 	for i := range s.Hub.Replicas {
 		s.StopHubReplica(i, sig)
+	}
+}
+
+// FreezeHub stops the hub's processes without ending them (SIGSTOP): every replica
+// and, with an external etcd, every etcd member. Connections stay open and nothing
+// answers, as a hung machine would. ThawHub resumes them.
+func (s *Sandbox) FreezeHub() { s.signalHub(syscall.SIGSTOP) }
+
+// ThawHub resumes what FreezeHub stopped.
+func (s *Sandbox) ThawHub() { s.signalHub(syscall.SIGCONT) }
+
+func (s *Sandbox) signalHub(sig syscall.Signal) {
+	if s.Hub.etcd != nil {
+		if sig == syscall.SIGSTOP {
+			s.Hub.etcd.Freeze()
+		} else {
+			s.Hub.etcd.Thaw()
+		}
+	}
+	for _, r := range s.Hub.Replicas {
+		if r.process != nil {
+			r.process.Signal(sig)
+		}
 	}
 }
 
@@ -560,6 +596,13 @@ func (s *Sandbox) HubConfig() *rest.Config { return s.Hub.cp.Config }
 // Down stops every process: agents, hub, control planes. It is safe to call twice.
 func (s *Sandbox) Down() {
 	s.stopOnce.Do(func() {
+		defer func() {
+			for _, c := range s.Clusters {
+				for _, l := range c.links {
+					l.Close()
+				}
+			}
+		}()
 		var wg sync.WaitGroup
 		for _, c := range s.Clusters {
 			if c.gateway != nil {
@@ -634,4 +677,53 @@ func agentKubeconfig(ctx context.Context, admin *rest.Config, path string) error
 	cfg := &rest.Config{Host: admin.Host, BearerToken: tr.Status.Token,
 		TLSClientConfig: rest.TLSClientConfig{CAData: admin.CAData}}
 	return localkube.WriteKubeconfig(path, "agent", cfg)
+}
+
+// link puts a link in front of each of the hub's etcd endpoints for cluster c's agent,
+// and points the agent's credentials at them.
+func (s *Sandbox) link(ctx context.Context, c *Cluster) error {
+	var endpoints []string
+	for _, e := range s.Hub.Etcd {
+		u, err := url.Parse(e)
+		if err != nil {
+			return err
+		}
+		l, err := netlink.New(u.Host)
+		if err != nil {
+			return err
+		}
+		c.links = append(c.links, l)
+		endpoints = append(endpoints, u.Scheme+"://"+l.Addr())
+	}
+	secrets := kubernetes.NewForConfigOrDie(c.cp.Config).CoreV1().Secrets(hubinfo.Namespace)
+	sec, err := secrets.Get(ctx, agentcreds.SecretName, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("%s: agent credentials: %w", c.Name, err)
+	}
+	sec.Data[agentcreds.KeyEndpoints] = []byte(strings.Join(endpoints, ","))
+	if _, err := secrets.Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("%s: point the agent at its links: %w", c.Name, err)
+	}
+	return nil
+}
+
+// Partition cuts cluster name's agent off from the hub's etcd (Options.Links).
+func (s *Sandbox) Partition(name string) error { return s.setLinks(name, true) }
+
+// Heal ends a Partition.
+func (s *Sandbox) Heal(name string) error { return s.setLinks(name, false) }
+
+func (s *Sandbox) setLinks(name string, cut bool) error {
+	c := s.Cluster(name)
+	if c == nil || len(c.links) == 0 {
+		return fmt.Errorf("sandbox: cluster %q has no links (Options.Links)", name)
+	}
+	for _, l := range c.links {
+		if cut {
+			l.Cut()
+		} else {
+			l.Heal()
+		}
+	}
+	return nil
 }
