@@ -56,6 +56,11 @@ type Options struct {
 	// WorkloadIdentities ("<ns>/<sa>") get certificates from each cluster's
 	// intermediate, in Cluster.CertDir.
 	WorkloadIdentities []string
+	// Short lifetimes, for tests that wait through renewals (0: the components'
+	// defaults): agents' etcd client certificates (hub --agent-cert-lifetime), the
+	// hub's own etcd certificates (--etcd-cert-lifetime) and workload certificates
+	// (agent --workload-cert-lifetime).
+	AgentCertLifetime, EtcdCertLifetime, WorkloadCertLifetime time.Duration
 }
 
 // Cluster is one member cluster of a running sandbox.
@@ -244,6 +249,12 @@ func (s *Sandbox) startHub(ctx context.Context) error {
 	if s.opts.MeshCA {
 		h.args = append(h.args, "--mesh-ca")
 	}
+	if d := s.opts.AgentCertLifetime; d > 0 {
+		h.args = append(h.args, "--agent-cert-lifetime", d.String())
+	}
+	if d := s.opts.EtcdCertLifetime; d > 0 {
+		h.args = append(h.args, "--etcd-cert-lifetime", d.String())
+	}
 	return s.StartHub(ctx)
 }
 
@@ -315,6 +326,9 @@ func (s *Sandbox) StartAgent(ctx context.Context, name string) error {
 	if len(s.opts.WorkloadIdentities) > 0 {
 		c.CertDir = filepath.Join(c.dir, "certs")
 		args = append(args, "--workload-cert-dir", c.CertDir, "--workload-identities", strings.Join(s.opts.WorkloadIdentities, ","))
+	}
+	if d := s.opts.WorkloadCertLifetime; d > 0 {
+		args = append(args, "--workload-cert-lifetime", d.String())
 	}
 	p, err := proc.Start(name+"/agent", s.opts.MeshfedBinary, args, filepath.Join(s.Dir, "logs", name+"-agent.log"))
 	if err != nil {
