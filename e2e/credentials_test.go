@@ -190,12 +190,14 @@ func TestCredentialRenewal(t *testing.T) {
 	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Go(func() { // the long-lived client
+	wg.Go(func() { // the long-lived client, paced: the machine is shared
+		pace := time.NewTicker(5 * time.Millisecond)
+		defer pace.Stop()
 		for {
 			select {
 			case <-stop:
 				return
-			default:
+			case <-pace.C:
 			}
 			count(call(conn))
 		}
