@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/utils/clock"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	mcsclient "sigs.k8s.io/mcs-api/pkg/client/clientset/versioned"
 
@@ -123,7 +124,12 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	cluster := creds.Cluster
 	log = log.WithValues("cluster", cluster)
-	etcd, err := etcdconn.New(ctx, creds.Etcd)
+	// The pair is read at every handshake: credentials renews it in place.
+	pair, err := etcdconn.NewKeyPair(creds.Etcd.Cert, creds.Etcd.Key)
+	if err != nil {
+		return err
+	}
+	etcd, err := etcdconn.Dial(ctx, creds.Etcd.Endpoints, creds.Etcd.CA, pair)
 	if err != nil {
 		return err
 	}
@@ -138,6 +144,8 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	deps := publishDeps{kube: kube, mcs: mcs}
+	cr := &credentials{cluster: cluster, namespace: opts.Namespace, kube: kube, pair: pair, etcd: etcd, view: v,
+		clock: clock.RealClock{}, log: log.WithName("credentials")}
 	reader, err := kvstore.NewReader(kvstore.ReaderOptions[model.Record]{
 		Client: etcd, Prefix: keyspace.Root, Decode: model.Decode, Observer: v, Logger: log.WithName("import"),
 	})
@@ -162,9 +170,10 @@ func Run(ctx context.Context, opts Options) error {
 		"local": func(ctx context.Context) error {
 			return publishLocal(ctx, opts, cluster, deps, v, log.WithName("local"))
 		},
-		"xds":  xdsServer.Run,
-		"sync": func(ctx context.Context) error { return lead(ctx, kube, deps, opts, cluster, etcd, v, log) },
-		"http": func(ctx context.Context) error { return serveHTTP(ctx, server, listener) },
+		"xds":         xdsServer.Run,
+		"sync":        func(ctx context.Context) error { return lead(ctx, kube, deps, opts, cluster, etcd, v, cr, log) },
+		"http":        func(ctx context.Context) error { return serveHTTP(ctx, server, listener) },
+		"credentials": cr.reload,
 	})
 }
 
@@ -177,6 +186,7 @@ func registry() prometheus.Gatherer {
 	publish.RegisterMetrics(reg)
 	xds.RegisterMetrics(reg)
 	registerAgentMetrics(reg)
+	registerCredentialsMetrics(reg)
 	return prometheus.Gatherers{ctrlmetrics.Registry, reg}
 }
 
@@ -218,8 +228,10 @@ func serveHTTP(ctx context.Context, server *http.Server, l net.Listener) error {
 	}
 }
 
-// lead runs the sync side whenever this replica holds the Lease.
-func lead(ctx context.Context, kube kubernetes.Interface, deps publishDeps, opts Options, cluster string, etcd *clientv3.Client, v *view.View, log logr.Logger) error {
+// lead runs the sync side and the renewal of the etcd credentials whenever this
+// replica holds the Lease.
+func lead(ctx context.Context, kube kubernetes.Interface, deps publishDeps, opts Options, cluster string, etcd *clientv3.Client,
+	v *view.View, cr *credentials, log logr.Logger) error {
 	lock := &resourcelock.LeaseLock{
 		LeaseMeta:  metav1.ObjectMeta{Namespace: opts.Namespace, Name: "meshfed-agent"},
 		Client:     kube.CoordinationV1(),
@@ -236,7 +248,10 @@ func lead(ctx context.Context, kube kubernetes.Interface, deps publishDeps, opts
 			Callbacks: leaderelection.LeaderCallbacks{
 				OnStartedLeading: func(ctx context.Context) {
 					log.Info("leading: publishing this cluster")
+					renewed := make(chan struct{})
+					go func() { defer close(renewed); cr.renew(ctx) }()
 					syncCluster(ctx, deps, opts, cluster, etcd, v, log)
+					<-renewed
 				},
 				OnStoppedLeading: func() { log.Info("stopped leading") },
 			},

@@ -120,6 +120,15 @@ func TestChaos(t *testing.T) {
 		}
 	}
 	a1 := alpha.Zones[0]
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, c := range s.Clusters {
+			t.Logf("%s's agent explains cart for zone %s:\n%s", c.Name, c.Zones[0], explain(t, context.Background(), c, c.Zones[0]))
+			logTail(t, filepath.Join(s.Dir, "logs", c.Name+"-agent.log"), 40)
+		}
+	})
 	frontend := func(c *sandbox.Cluster) string { return filepath.Join(c.CertDir, "shop", "frontend") }
 	cartA := meshClient(t, alpha, a1, "cart.shop.svc.clusterset.local:8080", frontend(alpha))
 	cartB := meshClient(t, beta, beta.Zones[0], "cart.shop.svc.clusterset.local:8080", frontend(beta))
@@ -578,4 +587,15 @@ func waitFlips(t *testing.T, ch *churn, n int64) {
 		}
 		return nil
 	})
+}
+
+// logTail logs the last n lines of a log file.
+func logTail(t *testing.T, path string, n int) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Logf("%s: %v", path, err)
+		return
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	t.Logf("%s (last %d lines):\n%s", path, n, strings.Join(lines[max(0, len(lines)-n):], "\n"))
 }

@@ -44,6 +44,10 @@ func TestMain(m *testing.M) {
 		mtlsEcho(strings.Split(servers, ","), os.Getenv(tlsEchoDirEnv))
 		return
 	}
+	if spec := os.Getenv(reloadingEchoEnv); spec != "" {
+		reloadingEcho(spec, os.Getenv(tlsEchoDirEnv))
+		return
+	}
 	if addr := os.Getenv(tlsEchoEnv); addr != "" {
 		tlsEcho(addr, os.Getenv(tlsEchoDirEnv))
 		return

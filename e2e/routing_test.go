@@ -68,6 +68,12 @@ func landsOn(t *testing.T, ctx context.Context, conn *grpc.ClientConn, want stri
 	testutil.Eventually(t, waitLong, "every request lands on "+want, func() error {
 		landed, failed := send(ctx, conn, 20)
 		if landed[want] != 20 {
+			if failed > 0 {
+				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				defer cancel()
+				_, err := meshecho.Call(cctx, conn)
+				return fmt.Errorf("landed %v, %d failed (a call now: %v)", landed, failed, err)
+			}
 			return fmt.Errorf("landed %v, %d failed", landed, failed)
 		}
 		return nil

@@ -19,6 +19,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -42,7 +43,7 @@ import (
 )
 
 // caLifetime is the life of the embedded etcd's CA; its serving certificate is
-// reissued at every start.
+// reissued at every start and renewed while the hub runs (hubCerts).
 const caLifetime = 10 * 365 * 24 * time.Hour
 
 // Defaults of the hub's etcd upkeep (docs/operations.md, "The hub's etcd").
@@ -128,6 +129,15 @@ type Options struct {
 	MeshCA      bool
 	TrustDomain string
 
+	// AgentCertLifetime is the life of agents' etcd client certificates the hub signs
+	// (at registration and at each renewal), and the most a registration may ask for.
+	// Default 30 days (signer.DefaultLifetime); at most 90 days.
+	AgentCertLifetime time.Duration
+	// EtcdCertLifetime is the life of the embedded etcd's serving certificate and of
+	// the hub's own etcd client certificate, renewed at two thirds of it. Default
+	// DefaultEtcdCertLifetime. Ignored with external etcd.
+	EtcdCertLifetime time.Duration
+
 	Logger logr.Logger
 }
 
@@ -162,6 +172,15 @@ func (o *Options) setDefaults() error {
 	}
 	if o.HealthAddr == "" {
 		o.HealthAddr = DefaultHealthAddr
+	}
+	if o.AgentCertLifetime == 0 {
+		o.AgentCertLifetime = signer.DefaultLifetime
+	}
+	if o.AgentCertLifetime < 0 || o.AgentCertLifetime > signer.MaxLifetime {
+		return fmt.Errorf("hub: agent certificate lifetime %s is not in (0, %s]", o.AgentCertLifetime, signer.MaxLifetime)
+	}
+	if o.EtcdCertLifetime == 0 {
+		o.EtcdCertLifetime = DefaultEtcdCertLifetime
 	}
 	return nil
 }
@@ -217,8 +236,17 @@ func Run(ctx context.Context, opts Options) error {
 	if err := controllers.Setup(mgr, controllers.Options{KV: conn.client, Auth: conn.client, View: v}); err != nil {
 		return err
 	}
-	if err := (&signer.Reconciler{Client: mgr.GetClient(), CA: conn.clientCA}).Setup(mgr); err != nil {
+	if err := (&signer.Reconciler{Client: mgr.GetClient(), CA: conn.clientCA, Lifetime: opts.AgentCertLifetime}).Setup(mgr); err != nil {
 		return err
+	}
+	renewals := &signer.EtcdRenewals{KV: conn.client, View: v, CA: conn.clientCA, Lifetime: opts.AgentCertLifetime}
+	if err := mgr.Add(renewals); err != nil {
+		return err
+	}
+	if conn.certs != nil {
+		if err := mgr.Add(conn.certs); err != nil {
+			return err
+		}
 	}
 	if opts.MeshCA {
 		td := opts.TrustDomain
@@ -274,6 +302,7 @@ type etcdConn struct {
 	serverCA  []byte   // PEM CA that etcd's serving certificate chains to
 	clientCA  *pki.CA  // the CA etcd trusts for client certificates
 	server    *embedetcd.Server
+	certs     *hubCerts // renews the embedded etcd's certificates; nil with external etcd
 }
 
 func (c *etcdConn) close() {
@@ -299,11 +328,8 @@ func connectEtcd(ctx context.Context, opts *Options) (*etcdConn, error) {
 				hosts = append(hosts, h)
 			}
 		}
-		certPEM, keyPEM, err := ca.Issue(pki.ServerTemplate("meshfed-hub-etcd", hosts...), caLifetime/10)
-		if err != nil {
-			return nil, err
-		}
-		if err := writeFiles(dir, map[string][]byte{"etcd-server.crt": certPEM, "etcd-server.key": keyPEM}); err != nil {
+		conn.certs = &hubCerts{ca: ca, dir: dir, hosts: hosts, lifetime: opts.EtcdCertLifetime, clock: clock.RealClock{}}
+		if _, err := conn.certs.issueServer(); err != nil {
 			return nil, err
 		}
 		server, err := embedetcd.Start(ctx, embedetcd.Options{
@@ -311,7 +337,7 @@ func connectEtcd(ctx context.Context, opts *Options) (*etcdConn, error) {
 			Name:      "meshfed-hub",
 			ClientURL: opts.EtcdListenURL,
 			ClientTLS: &embedetcd.TLS{
-				CertFile: filepath.Join(dir, "etcd-server.crt"), KeyFile: filepath.Join(dir, "etcd-server.key"),
+				CertFile: filepath.Join(dir, etcdServerCertFile), KeyFile: filepath.Join(dir, etcdServerKeyFile),
 				TrustedCAFile: filepath.Join(dir, "ca.crt"), ClientCertAuth: true,
 			},
 			QuotaBackendBytes:       opts.EtcdQuotaBytes,
@@ -326,7 +352,7 @@ func connectEtcd(ctx context.Context, opts *Options) (*etcdConn, error) {
 		}
 		conn.server = server
 		endpoints = server.Endpoints()
-		if rootCert, rootKey, err = ca.Issue(pki.ClientTemplate(etcdsec.RootUser), caLifetime/10); err != nil {
+		if rootCert, rootKey, err = conn.certs.issueClient(); err != nil {
 			server.Close()
 			return nil, err
 		}
@@ -351,7 +377,14 @@ func connectEtcd(ctx context.Context, opts *Options) (*etcdConn, error) {
 			return nil, err
 		}
 	}
-	client, err := etcdconn.New(ctx, etcdconn.Credentials{Endpoints: endpoints, CA: conn.serverCA, Cert: rootCert, Key: rootKey})
+	pair, err := etcdconn.NewKeyPair(rootCert, rootKey)
+	if err == nil && conn.certs != nil {
+		conn.certs.client = pair
+	}
+	var client *clientv3.Client
+	if err == nil {
+		client, err = etcdconn.Dial(ctx, endpoints, conn.serverCA, pair)
+	}
 	if err != nil {
 		if conn.server != nil {
 			conn.server.Close()
@@ -453,4 +486,5 @@ func RegisterMetrics(reg prometheus.Registerer) {
 	signer.RegisterMetrics(reg)
 	meshca.RegisterMetrics(reg)
 	etcdmaint.RegisterMetrics(reg)
+	reg.MustRegister(hubEtcdCertExpiry)
 }

@@ -22,6 +22,12 @@ const (
 	// and not due for renewal (reason Expiring when a third or less of its life is
 	// left, Expired after it). Set only when the hub runs the mesh CA.
 	ConditionIntermediateCA = "IntermediateCA"
+	// ConditionCredentialsValid (MeshCluster): the agent's etcd client certificate,
+	// as the hub last signed it, is valid and not overdue for renewal (reason
+	// Expiring when a quarter or less of its life is left: the agent renews at a
+	// third; Expired after it; Unknown/Pending until the hub has signed one through
+	// etcd, which the agent asks for when it starts).
+	ConditionCredentialsValid = "CredentialsValid"
 )
 
 // Reasons of Accepted and Registered.
@@ -80,6 +86,21 @@ const (
 	ReasonIntermediateExpiring = "Expiring"
 	// ReasonIntermediateExpired: expired; workload certificates can no longer be issued.
 	ReasonIntermediateExpired = "Expired"
+)
+
+// Reasons of CredentialsValid.
+const (
+	// ReasonCredentialsValid: CredentialsValid is True.
+	ReasonCredentialsValid = "Valid"
+	// ReasonCredentialsPending: the hub has no record of the agent's certificate yet.
+	ReasonCredentialsPending = "Pending"
+	// ReasonCredentialsExpiring: overdue for renewal; the agent has not renewed it.
+	ReasonCredentialsExpiring = "Expiring"
+	// ReasonCredentialsExpired: expired; the agent cannot reconnect to the hub's etcd
+	// and must be registered again.
+	ReasonCredentialsExpired = "Expired"
+	// ReasonCredentialsInvalid: the hub's record does not parse.
+	ReasonCredentialsInvalid = "Invalid"
 )
 
 // Reasons a cluster serves none of a global port's traffic (GlobalServiceStatus.Excluded).

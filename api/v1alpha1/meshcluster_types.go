@@ -80,6 +80,11 @@ type MeshClusterStatus struct {
 	// IntermediateCAExpiry is when the cluster's intermediate CA certificate expires.
 	// +optional
 	IntermediateCAExpiry *metav1.Time `json:"intermediateCAExpiry,omitempty"`
+
+	// CredentialsExpiry is when the agent's etcd client certificate expires, as the
+	// hub last signed it (the agent renews it at two thirds of its life).
+	// +optional
+	CredentialsExpiry *metav1.Time `json:"credentialsExpiry,omitempty"`
 }
 
 // MeshCluster is a member cluster of the federation.
@@ -93,6 +98,7 @@ type MeshClusterStatus struct {
 // +kubebuilder:printcolumn:name="Services",type=integer,JSONPath=`.status.exportedServices`
 // +kubebuilder:printcolumn:name="Endpoints",type=integer,JSONPath=`.status.exportedEndpoints`
 // +kubebuilder:printcolumn:name="Heartbeat",type=date,JSONPath=`.status.lastHeartbeatTime`
+// +kubebuilder:printcolumn:name="Credentials",type=string,JSONPath=`.status.conditions[?(@.type=="CredentialsValid")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS-1123 label: lower-case letters, digits and '-', at most 63 characters"
 type MeshCluster struct {

@@ -101,6 +101,10 @@ func hubCommand() *cobra.Command {
 	f.BoolVar(&opts.MeshCA, "mesh-ca", false, "run the mesh CA: cert-manager's controllers in-process, the root as a CA ClusterIssuer, "+
 		"clusters' intermediate CSRs signed")
 	f.StringVar(&opts.TrustDomain, "trust-domain", v1.DefaultTrustDomain, "SPIFFE trust domain of the mesh")
+	f.DurationVar(&opts.AgentCertLifetime, "agent-cert-lifetime", federation.DefaultAgentCertLifetime,
+		"lifetime of agents' etcd client certificates (agents renew them at two thirds of it); at most "+federation.MaxAgentCertLifetime.String())
+	f.DurationVar(&opts.EtcdCertLifetime, "etcd-cert-lifetime", federation.DefaultEtcdCertLifetime,
+		"lifetime of the embedded etcd's serving certificate and of the hub's etcd client certificate, renewed at two thirds of it")
 	return cmd
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/meshfed/meshfed/federation/internal/etcdsec"
 	"github.com/meshfed/meshfed/internal/creds/pki"
 	"github.com/meshfed/meshfed/internal/etcd/keyspace"
+	"github.com/meshfed/meshfed/internal/etcd/model"
 	"github.com/meshfed/meshfed/internal/etcd/view"
 	"github.com/meshfed/meshfed/trust"
 )
@@ -65,6 +66,7 @@ func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		log.Info("unregistered cluster", "cluster", name)
 		clusterConnected.DeleteLabelValues(name)
 		clusterEndpoints.DeleteLabelValues(name)
+		clusterCredentialsExpiry.DeleteLabelValues(name)
 		return nil
 	}
 	if done, err := finalize(ctx, r.Client, mc, removed); done {
@@ -137,8 +139,10 @@ func (r *MeshClusterReconciler) agentStatus(mc *v1.MeshCluster, status *v1.MeshC
 		if cond, ok := intermediateCondition(c, r.Clock.Now(), gen); ok {
 			meta.SetStatusCondition(&status.Conditions, cond)
 		}
+		requeue = r.credentialsStatus(mc.Name, c.EtcdCert, status, requeue)
 	} else {
 		status.ExportedServices, status.ExportedEndpoints = 0, 0
+		requeue = r.credentialsStatus(mc.Name, nil, status, requeue)
 	}
 	meta.SetStatusCondition(&status.Conditions, connected)
 	meta.SetStatusCondition(&status.Conditions, synced)
@@ -188,4 +192,61 @@ func intermediateCondition(c view.Cluster, now time.Time, gen int64) (metav1.Con
 		}
 	}
 	return cond, true
+}
+
+// credentialsStatus sets CredentialsValid, status.credentialsExpiry and the expiry
+// metric from the hub's record of the agent's etcd certificate, and returns requeue,
+// shortened so that the condition turns Expiring and Expired on time even while no
+// record changes.
+func (r *MeshClusterReconciler) credentialsStatus(cluster string, rec *model.EtcdCert, status *v1.MeshClusterStatus, requeue time.Duration) time.Duration {
+	now := r.Clock.Now()
+	cond, next := credentialsCondition(rec, now, status.ObservedGeneration)
+	meta.SetStatusCondition(&status.Conditions, cond)
+	if rec == nil {
+		status.CredentialsExpiry = nil
+		clusterCredentialsExpiry.DeleteLabelValues(cluster)
+	} else {
+		status.CredentialsExpiry = &metav1.Time{Time: rec.NotAfter.Truncate(time.Second)}
+		clusterCredentialsExpiry.WithLabelValues(cluster).Set(float64(rec.NotAfter.Unix()))
+	}
+	if !next.IsZero() {
+		if d := next.Sub(now) + time.Second; requeue == 0 || d < requeue {
+			requeue = d
+		}
+	}
+	return requeue
+}
+
+// credentialsCondition is CredentialsValid for the hub's record of the agent's etcd
+// certificate (nil: none yet), and the next time it changes by itself (zero: never).
+// Expiring starts when a quarter of the certificate's life is left, later than the
+// agent's renewal at a third, so that a renewal on time never shows as Expiring.
+func credentialsCondition(rec *model.EtcdCert, now time.Time, gen int64) (metav1.Condition, time.Time) {
+	cond := metav1.Condition{Type: v1.ConditionCredentialsValid, ObservedGeneration: gen}
+	if rec == nil {
+		cond.Status, cond.Reason = metav1.ConditionUnknown, v1.ReasonCredentialsPending
+		cond.Message = "the hub has not yet renewed the agent's etcd certificate; a running agent asks at start"
+		return cond, time.Time{}
+	}
+	cert, err := pki.ParseCert([]byte(rec.Cert))
+	if err != nil {
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, v1.ReasonCredentialsInvalid, err.Error()
+		return cond, time.Time{}
+	}
+	expiring := cert.NotAfter.Add(-cert.NotAfter.Sub(cert.NotBefore) / 4)
+	at := cert.NotAfter.UTC().Format(time.RFC3339)
+	switch {
+	case !now.Before(cert.NotAfter):
+		cond.Status, cond.Reason = metav1.ConditionFalse, v1.ReasonCredentialsExpired
+		cond.Message = "the agent's etcd certificate expired at " + at + ": register the cluster again"
+		return cond, time.Time{}
+	case !now.Before(expiring):
+		cond.Status, cond.Reason = metav1.ConditionFalse, v1.ReasonCredentialsExpiring
+		cond.Message = "the agent's etcd certificate expires at " + at + " and has not been renewed: is the agent running?"
+		return cond, cert.NotAfter
+	default:
+		cond.Status, cond.Reason = metav1.ConditionTrue, v1.ReasonCredentialsValid
+		cond.Message = "renewed by the agent through the hub, expires " + at
+		return cond, expiring
+	}
 }

@@ -13,6 +13,10 @@ var (
 		Namespace: "meshfed", Subsystem: "hub", Name: "cluster_exported_endpoints",
 		Help: "Endpoints the cluster publishes, ready or not.",
 	}, []string{"cluster"})
+	clusterCredentialsExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "meshfed", Subsystem: "hub", Name: "cluster_etcd_cert_expiry_timestamp_seconds",
+		Help: "When the cluster's agent's etcd client certificate, as the hub last signed it, expires (seconds since the epoch).",
+	}, []string{"cluster"})
 	orphansDeleted = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "meshfed", Subsystem: "hub", Name: "orphans_deleted_total",
 		Help: "Etcd entries the collector deleted because no object on the hub accounted for them.",
@@ -23,5 +27,5 @@ var (
 // runs this package calls it once on the registry it serves, so that each
 // component exports only its own metrics.
 func RegisterMetrics(reg prometheus.Registerer) {
-	reg.MustRegister(clusterConnected, clusterEndpoints, orphansDeleted)
+	reg.MustRegister(clusterConnected, clusterEndpoints, clusterCredentialsExpiry, orphansDeleted)
 }

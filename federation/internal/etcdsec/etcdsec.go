@@ -52,7 +52,8 @@ func EnableAuth(ctx context.Context, a Auth) error {
 }
 
 // EnsureCluster makes sure the cluster's user exists with a role that may write its own
-// heartbeat, synced marker, services and intermediate CSR, and read the whole keyspace.
+// heartbeat, synced marker, services, intermediate CSR and etcd-certificate CSR, and read
+// the whole keyspace.
 func EnsureCluster(ctx context.Context, a Auth, cluster string) error {
 	if err := keyspace.ValidateCluster(cluster); err != nil {
 		return err
@@ -71,6 +72,9 @@ func EnsureCluster(ctx context.Context, a Auth, cluster string) error {
 		{keyspace.ClusterHeartbeat(cluster), "", rw},
 		{keyspace.ClusterSynced(cluster), "", rw},
 		{keyspace.ClusterIntermediateCSR(cluster), "", rw},
+		// The renewal CSR of its own etcd certificate; the answer (ClusterEtcdCert) is
+		// the hub's, or an agent could pick its own certificate.
+		{keyspace.ClusterEtcdCSR(cluster), "", rw},
 		{keyspace.ClusterServices(cluster), clientv3.GetPrefixRangeEnd(keyspace.ClusterServices(cluster)), rw},
 		{keyspace.Root, clientv3.GetPrefixRangeEnd(keyspace.Root), read},
 	}

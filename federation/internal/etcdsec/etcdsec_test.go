@@ -205,6 +205,8 @@ func TestClusterACredentialsCannotWriteUnderClusterBPrefix(t *testing.T) {
 		"cluster B's synced marker":        keyspace.ClusterSynced("beta"),
 		"cluster B's info":                 keyspace.ClusterInfo("beta"),
 		"own info (the hub's)":             keyspace.ClusterInfo("alpha"),
+		"own etcd cert (the hub's)":        keyspace.ClusterEtcdCert("alpha"),
+		"cluster B's etcd CSR":             keyspace.ClusterEtcdCSR("beta"),
 		"own prefix, outside the layout":   keyspace.ClusterPrefix("alpha") + "other",
 		"own heartbeat key plus a suffix":  keyspace.ClusterHeartbeat("alpha") + "-x",
 		"prefix-sharing cluster's service": keyspace.ServiceEndpoints("alpha-2", "shop", "cart"),
@@ -283,6 +285,11 @@ func TestClusterWritesOwnKeysAndReadsEveryone(t *testing.T) {
 		t.Errorf("Delete all own services: %v", err)
 	}
 	mustPut(t, alpha, svc, "endpoints", clientv3.WithLease(lease.ID))
+	// The renewal CSR of its own etcd certificate.
+	mustPut(t, alpha, keyspace.ClusterEtcdCSR("alpha"), "csr")
+	if _, err := alpha.Delete(ctx, keyspace.ClusterEtcdCSR("alpha")); err != nil {
+		t.Errorf("Delete own etcd CSR: %v", err)
+	}
 
 	// Reads: other clusters, the hub's records, global keys.
 	mustPut(t, root, keyspace.ClusterInfo("beta"), "registered")
@@ -373,8 +380,8 @@ func TestEnsureClusterIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatalf("RoleGet: %v", err)
 	}
-	if len(first.Perm) != 5 || len(second.Perm) != len(first.Perm) {
-		t.Errorf("role has %d then %d permissions, want 5 both times", len(first.Perm), len(second.Perm))
+	if len(first.Perm) != 6 || len(second.Perm) != len(first.Perm) {
+		t.Errorf("role has %d then %d permissions, want 6 both times", len(first.Perm), len(second.Perm))
 	}
 	perms := map[string]authpb.Permission_Type{}
 	for _, p := range second.Perm {
@@ -384,6 +391,7 @@ func TestEnsureClusterIsIdempotent(t *testing.T) {
 		keyspace.ClusterHeartbeat("alpha") + " ":       authpb.READWRITE,
 		keyspace.ClusterSynced("alpha") + " ":          authpb.READWRITE,
 		keyspace.ClusterIntermediateCSR("alpha") + " ": authpb.READWRITE,
+		keyspace.ClusterEtcdCSR("alpha") + " ":         authpb.READWRITE,
 		keyspace.ClusterServices("alpha") + " " + clientv3.GetPrefixRangeEnd(keyspace.ClusterServices("alpha")): authpb.READWRITE,
 		keyspace.Root + " " + clientv3.GetPrefixRangeEnd(keyspace.Root):                                         authpb.READ,
 	} {

@@ -14,4 +14,12 @@
 // clusters' etcd users (never etcd's root). CSRs for other signers are never touched.
 // Every denial is also a Warning Event (reason Denied) on the CSR, recorded once: a
 // denial is final, so the CSR is never reviewed again.
+//
+// EtcdRenewals renews those certificates without Kubernetes: an agent writes a CSR
+// under its own etcd prefix (keyspace.ClusterEtcdCSR, writable only by its cluster's
+// etcd user), and the hub answers at keyspace.ClusterEtcdCert (hub-written). The same
+// rules hold (ValidateEtcdCSR): the common name must be that cluster's etcd user (the
+// writer's own, so a cluster can renew only itself), nothing else may be asked for,
+// the certificate is client-only and lives at most the configured lifetime. The
+// answer, with its NotAfter, is the hub's record of the agent's credentials.
 package signer

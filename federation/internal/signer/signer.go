@@ -2,6 +2,7 @@ package signer
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"time"
@@ -39,7 +40,7 @@ var decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
 
 // RegisterMetrics registers the package's collectors with reg. The component that
 // runs this package calls it once on the registry it serves.
-func RegisterMetrics(reg prometheus.Registerer) { reg.MustRegister(decisions) }
+func RegisterMetrics(reg prometheus.Registerer) { reg.MustRegister(decisions, renewals) }
 
 // EventSource is the reporting controller of the signer's Events: the signer's name.
 const EventSource = SignerName
@@ -51,6 +52,9 @@ const eventReasonDenied = "Denied"
 type Reconciler struct {
 	Client client.Client
 	CA     *pki.CA
+	// Lifetime is the life of a certificate whose CSR asks for none, and the most any
+	// CSR gets. 0: DefaultLifetime, and MaxLifetime for CSRs that ask.
+	Lifetime time.Duration
 	// Events hears of every denial, on the CSR; Setup sets the manager's recorder if nil.
 	Events events.EventRecorder
 
@@ -120,9 +124,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, r.fail(ctx, csr, fmt.Sprintf("common name %q is not the etcd user of a cluster: this signer signs nothing else",
 			parsed.Subject.CommonName))
 	}
-	lifetime := DefaultLifetime
+	lifetime, limit := DefaultLifetime, MaxLifetime
+	if r.Lifetime > 0 {
+		lifetime, limit = r.Lifetime, r.Lifetime
+	}
 	if s := csr.Spec.ExpirationSeconds; s != nil {
-		lifetime = min(time.Duration(*s)*time.Second, MaxLifetime)
+		lifetime = min(time.Duration(*s)*time.Second, limit)
 	}
 	cert, err := r.CA.SignCSR(parsed, pki.ClientTemplate(parsed.Subject.CommonName), lifetime)
 	if err != nil {
@@ -150,10 +157,8 @@ func (r *Reconciler) review(ctx context.Context, csr *certificatesv1.Certificate
 		return "", fmt.Sprintf("common name %q is not the etcd user of a cluster (want %q)", parsed.Subject.CommonName,
 			hubinfo.EtcdUser("<cluster>")), nil
 	}
-	s := parsed.Subject
-	if len(s.Organization)+len(s.OrganizationalUnit)+len(parsed.DNSNames)+len(parsed.IPAddresses)+
-		len(parsed.URIs)+len(parsed.EmailAddresses) > 0 {
-		return cluster, "the CSR may hold only a common name", nil
+	if !onlyCommonName(parsed) {
+		return cluster, errOnlyCommonName, nil
 	}
 	mc := &v1.MeshCluster{}
 	err = r.Client.Get(ctx, client.ObjectKey{Name: cluster}, mc)
@@ -180,6 +185,16 @@ func (r *Reconciler) review(ctx context.Context, csr *certificatesv1.Certificate
 		return cluster, fmt.Sprintf("user %q may not update MeshCluster %q, so may not obtain its credentials", csr.Spec.Username, cluster), nil
 	}
 	return cluster, "", nil
+}
+
+const errOnlyCommonName = "the CSR may hold only a common name"
+
+// onlyCommonName reports whether the CSR asks for nothing but a common name: the
+// signer copies nothing else, and a CSR that asks for more is a mistake or a probe.
+func onlyCommonName(csr *x509.CertificateRequest) bool {
+	s := csr.Subject
+	return len(s.Country)+len(s.Organization)+len(s.OrganizationalUnit)+len(s.Locality)+len(s.Province)+
+		len(s.StreetAddress)+len(s.PostalCode)+len(csr.DNSNames)+len(csr.IPAddresses)+len(csr.URIs)+len(csr.EmailAddresses) == 0
 }
 
 func (r *Reconciler) fail(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, msg string) error {

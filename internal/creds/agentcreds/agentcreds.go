@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/meshfed/meshfed/internal/creds/pki"
 	"github.com/meshfed/meshfed/internal/etcd/etcdconn"
@@ -101,4 +102,40 @@ func (c Credentials) Fresh(now time.Time) bool {
 	}
 	life := cert.NotAfter.Sub(cert.NotBefore)
 	return now.After(cert.NotBefore) && cert.NotAfter.Sub(now) > life/3
+}
+
+// StoreCertificate replaces the client certificate and key in the credentials Secret
+// in namespace, leaving everything else as it is. It refuses a pair that does not
+// match or that names another etcd user than the certificate it replaces: a renewal
+// never changes who the agent is. Run by the agent that renewed the certificate.
+func StoreCertificate(ctx context.Context, kube kubernetes.Interface, namespace string, certPEM, keyPEM []byte) error {
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		secrets := kube.CoreV1().Secrets(namespace)
+		s, err := secrets.Get(ctx, SecretName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		cur, err := FromSecret(s)
+		if err != nil {
+			return err
+		}
+		pair, err := etcdconn.NewKeyPair(certPEM, keyPEM)
+		if err != nil {
+			return err
+		}
+		old, err := cur.Certificate()
+		if err != nil {
+			return err
+		}
+		if pair.User() != old.Subject.CommonName {
+			return fmt.Errorf("renewed certificate is for etcd user %q, not %q", pair.User(), old.Subject.CommonName)
+		}
+		s.Data[KeyCert], s.Data[KeyKey] = certPEM, keyPEM
+		_, err = secrets.Update(ctx, s, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store renewed etcd credentials in %s/%s: %w", namespace, SecretName, err)
+	}
+	return nil
 }

@@ -170,3 +170,53 @@ func TestFresh(t *testing.T) {
 		t.Error("credentials with an unreadable certificate are fresh")
 	}
 }
+
+// StoreCertificate replaces exactly the certificate and key; it refuses a pair for
+// another etcd user or whose key is not the certificate's, and leaves the Secret be.
+func TestStoreCertificate(t *testing.T) {
+	ctx := context.Background()
+	cur := testCredentials(t, time.Hour)
+	kube := fake.NewClientset(cur.Secret("agents"))
+	other := testCredentials(t, time.Hour) // another CA, same user: the key check still applies
+	beta := other
+	beta.Etcd.Cert, beta.Etcd.Key = issueFor(t, hubinfo.EtcdUser("beta"))
+	for name, pair := range map[string][2][]byte{
+		"another user":      {beta.Etcd.Cert, beta.Etcd.Key},
+		"key of another":    {other.Etcd.Cert, cur.Etcd.Key},
+		"not a certificate": {[]byte("junk"), other.Etcd.Key},
+	} {
+		if err := StoreCertificate(ctx, kube, "agents", pair[0], pair[1]); err == nil {
+			t.Errorf("%s: stored", name)
+		}
+	}
+	got, err := Load(ctx, kube, "agents")
+	if err != nil || !cmp.Equal(got, cur) {
+		t.Fatalf("refused stores changed the Secret: %v", err)
+	}
+
+	if err := StoreCertificate(ctx, kube, "agents", other.Etcd.Cert, other.Etcd.Key); err != nil {
+		t.Fatalf("StoreCertificate: %v", err)
+	}
+	got, err = Load(ctx, kube, "agents")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := cur
+	want.Etcd.Cert, want.Etcd.Key = other.Etcd.Cert, other.Etcd.Key
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("after StoreCertificate (-want +got):\n%s", diff)
+	}
+}
+
+func issueFor(t *testing.T, user string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	ca, err := pki.NewCA("test-ca", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err = ca.Issue(pki.ClientTemplate(user), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certPEM, keyPEM
+}

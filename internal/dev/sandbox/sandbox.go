@@ -77,6 +77,11 @@ type Options struct {
 	// within about this long. Default 6s, short enough for tests and long enough for a
 	// loaded 2-core machine's API server to answer renewals in time.
 	HubLeaseDuration time.Duration
+	// Short lifetimes, for tests that wait through renewals (0: the components'
+	// defaults): agents' etcd client certificates (hub --agent-cert-lifetime), the
+	// hub's own etcd certificates (--etcd-cert-lifetime) and workload certificates
+	// (agent --workload-cert-lifetime).
+	AgentCertLifetime, EtcdCertLifetime, WorkloadCertLifetime time.Duration
 }
 
 // ha reports whether the hub runs as leader-elected replicas.
@@ -311,6 +316,12 @@ func (s *Sandbox) startHub(ctx context.Context) error {
 	if s.opts.MeshCA {
 		common = append(common, "--mesh-ca")
 	}
+	if d := s.opts.AgentCertLifetime; d > 0 {
+		common = append(common, "--agent-cert-lifetime", d.String())
+	}
+	if d := s.opts.EtcdCertLifetime; d > 0 {
+		common = append(common, "--etcd-cert-lifetime", d.String())
+	}
 	if s.opts.ha() {
 		lease := s.opts.HubLeaseDuration
 		common = append(common, "--leader-elect", "--leader-elect-lease-duration", lease.String(),
@@ -493,6 +504,9 @@ func (s *Sandbox) StartAgent(ctx context.Context, name string) error {
 	if len(s.opts.WorkloadIdentities) > 0 {
 		c.CertDir = filepath.Join(c.dir, "certs")
 		args = append(args, "--workload-cert-dir", c.CertDir, "--workload-identities", strings.Join(s.opts.WorkloadIdentities, ","))
+	}
+	if d := s.opts.WorkloadCertLifetime; d > 0 {
+		args = append(args, "--workload-cert-lifetime", d.String())
 	}
 	p, err := proc.Start(name+"/agent", s.opts.MeshfedBinary, args, filepath.Join(s.Dir, "logs", name+"-agent.log"))
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -37,31 +38,101 @@ type Credentials struct {
 	Key       []byte
 }
 
-// TLS is the client TLS configuration of c.
+// TLS is the client TLS configuration of c, with a fixed certificate.
 func (c Credentials) TLS() (*tls.Config, error) {
+	pair, err := NewKeyPair(c.Cert, c.Key)
+	if err != nil {
+		return nil, err
+	}
+	return clientTLS(c.CA, pair)
+}
+
+func clientTLS(caPEM []byte, pair *KeyPair) (*tls.Config, error) {
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(c.CA) {
+	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, errors.New("etcd credentials: no CA certificate in PEM")
 	}
-	cert, err := tls.X509KeyPair(c.Cert, c.Key)
+	return &tls.Config{
+		RootCAs: pool, MinVersion: tls.VersionTLS12,
+		// Read at each handshake, so that a renewed certificate needs no new client.
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return pair.current.Load(), nil },
+	}, nil
+}
+
+// KeyPair is a client certificate and its key that may be replaced while clients
+// use it. Safe for concurrent use.
+type KeyPair struct {
+	user    string
+	current atomic.Pointer[tls.Certificate] // Leaf is set
+}
+
+// NewKeyPair parses a PEM certificate and its PEM key.
+func NewKeyPair(certPEM, keyPEM []byte) (*KeyPair, error) {
+	cert, err := parsePair(certPEM, keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	p := &KeyPair{user: cert.Leaf.Subject.CommonName}
+	p.current.Store(cert)
+	return p, nil
+}
+
+// Set replaces the certificate for every later handshake. It refuses a pair that
+// does not parse or match, or whose common name (the etcd user) differs.
+func (p *KeyPair) Set(certPEM, keyPEM []byte) error {
+	cert, err := parsePair(certPEM, keyPEM)
+	if err != nil {
+		return err
+	}
+	if cn := cert.Leaf.Subject.CommonName; cn != p.user {
+		return fmt.Errorf("etcd credentials: new certificate is for user %q, not %q", cn, p.user)
+	}
+	p.current.Store(cert)
+	return nil
+}
+
+// Leaf is the current certificate.
+func (p *KeyPair) Leaf() *x509.Certificate { return p.current.Load().Leaf }
+
+// User is the etcd user: the certificate's common name.
+func (p *KeyPair) User() string { return p.user }
+
+func parsePair(certPEM, keyPEM []byte) (*tls.Certificate, error) {
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("etcd credentials: %w", err)
 	}
-	return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+	if cert.Leaf == nil { // set by Go ≥1.23 unless GODEBUG x509keypairleaf=0
+		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("etcd credentials: %w", err)
+		}
+	}
+	return &cert, nil
 }
 
-// New opens a client. It does not wait for a connection: the client connects, and
-// reconnects, in the background, so a process starts while etcd is down.
+// New opens a client with a fixed certificate. It does not wait for a connection:
+// the client connects, and reconnects, in the background, so a process starts while
+// etcd is down.
 func New(ctx context.Context, c Credentials) (*clientv3.Client, error) {
-	if len(c.Endpoints) == 0 {
+	pair, err := NewKeyPair(c.Cert, c.Key)
+	if err != nil {
+		return nil, err
+	}
+	return Dial(ctx, c.Endpoints, c.CA, pair)
+}
+
+// Dial opens a client like New whose certificate is pair's at every handshake:
+// pair.Set renews it without a new client.
+func Dial(ctx context.Context, endpoints []string, caPEM []byte, pair *KeyPair) (*clientv3.Client, error) {
+	if len(endpoints) == 0 {
 		return nil, errors.New("etcd credentials: no endpoints")
 	}
-	tlsConfig, err := c.TLS()
+	tlsConfig, err := clientTLS(caPEM, pair)
 	if err != nil {
 		return nil, err
 	}
 	client, err := clientv3.New(clientv3.Config{
-		Endpoints:            c.Endpoints,
+		Endpoints:            endpoints,
 		TLS:                  tlsConfig,
 		Context:              ctx,
 		DialTimeout:          5 * time.Second,
@@ -72,7 +143,7 @@ func New(ctx context.Context, c Credentials) (*clientv3.Client, error) {
 		Logger: zap.NewNop(),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("etcd client for %v: %w", c.Endpoints, err)
+		return nil, fmt.Errorf("etcd client for %v: %w", endpoints, err)
 	}
 	return client, nil
 }

@@ -23,6 +23,8 @@ func TestGoldenKeys(t *testing.T) {
 		"trust bundle":           "/meshfed/v1/trust/bundle",
 		"intermediate csr":       "/meshfed/v1/clusters/east-1/intermediate-csr",
 		"intermediate":           "/meshfed/v1/clusters/east-1/intermediate",
+		"etcd csr":               "/meshfed/v1/clusters/east-1/etcd-csr",
+		"etcd cert":              "/meshfed/v1/clusters/east-1/etcd-cert",
 	}
 	built := map[string]string{
 		"root":                   Root,
@@ -40,6 +42,8 @@ func TestGoldenKeys(t *testing.T) {
 		"trust bundle":           TrustBundle(),
 		"intermediate csr":       ClusterIntermediateCSR("east-1"),
 		"intermediate":           ClusterIntermediate("east-1"),
+		"etcd csr":               ClusterEtcdCSR("east-1"),
+		"etcd cert":              ClusterEtcdCert("east-1"),
 	}
 	if len(built) != len(golden) {
 		t.Fatalf("golden table has %d entries, built table %d", len(golden), len(built))
@@ -61,6 +65,8 @@ func TestGoldenKeys(t *testing.T) {
 		"/meshfed/v1/trust/bundle":                       {Kind: KindTrustBundle},
 		"/meshfed/v1/clusters/east-1/intermediate-csr":   {Kind: KindIntermediateCSR, Cluster: "east-1"},
 		"/meshfed/v1/clusters/east-1/intermediate":       {Kind: KindIntermediate, Cluster: "east-1"},
+		"/meshfed/v1/clusters/east-1/etcd-csr":           {Kind: KindEtcdCSR, Cluster: "east-1"},
+		"/meshfed/v1/clusters/east-1/etcd-cert":          {Kind: KindEtcdCert, Cluster: "east-1"},
 	}
 	for key, want := range parsed {
 		got, err := Parse(key)

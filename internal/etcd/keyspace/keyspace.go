@@ -21,6 +21,8 @@ const (
 	segSynced    = "synced"
 	segICSR      = "intermediate-csr"
 	segInterm    = "intermediate"
+	segEtcdCSR   = "etcd-csr"
+	segEtcdCert  = "etcd-cert"
 	segGlobal    = "global"
 	segPolicies  = "policies"
 	segTrust     = "trust"
@@ -61,6 +63,10 @@ const (
 	KindIntermediateCSR
 	// KindIntermediate is the hub's answer: the cluster's signed intermediate.
 	KindIntermediate
+	// KindEtcdCSR is an agent's request to renew its etcd client certificate.
+	KindEtcdCSR
+	// KindEtcdCert is the hub's answer: the agent's renewed etcd client certificate.
+	KindEtcdCert
 )
 
 var kindNames = [...]string{
@@ -74,6 +80,8 @@ var kindNames = [...]string{
 	KindTrustBundle:      "TrustBundle",
 	KindIntermediateCSR:  "IntermediateCSR",
 	KindIntermediate:     "Intermediate",
+	KindEtcdCSR:          "EtcdCSR",
+	KindEtcdCert:         "EtcdCert",
 }
 
 func (k Kind) String() string {
@@ -114,6 +122,10 @@ func (k Key) String() string {
 		return ClusterIntermediateCSR(k.Cluster)
 	case KindIntermediate:
 		return ClusterIntermediate(k.Cluster)
+	case KindEtcdCSR:
+		return ClusterEtcdCSR(k.Cluster)
+	case KindEtcdCert:
+		return ClusterEtcdCert(k.Cluster)
 	default:
 		panic(fmt.Sprintf("keyspace: String of key with kind %v", k.Kind))
 	}
@@ -198,6 +210,18 @@ func ClusterIntermediate(cluster string) string {
 	return ClusterPrefix(cluster) + segInterm
 }
 
+// ClusterEtcdCSR is the key of a cluster's CSR renewing its agent's etcd client
+// certificate, written by its agent (the key stays in the member cluster).
+func ClusterEtcdCSR(cluster string) string {
+	return ClusterPrefix(cluster) + segEtcdCSR
+}
+
+// ClusterEtcdCert is the key of the hub's answer to ClusterEtcdCSR: the renewed etcd
+// client certificate, written by the hub. The agent's etcd role must deny it writes.
+func ClusterEtcdCert(cluster string) string {
+	return ClusterPrefix(cluster) + segEtcdCert
+}
+
 // ClusterServices is the prefix of every ServiceEndpoints key of a cluster.
 func ClusterServices(cluster string) string {
 	return ClusterPrefix(cluster) + segServices + "/"
@@ -261,6 +285,10 @@ func Parse(key string) (Key, error) {
 		k = Key{Kind: KindIntermediateCSR, Cluster: p[1]}
 	case len(p) == 3 && p[0] == segClusters && p[2] == segInterm:
 		k = Key{Kind: KindIntermediate, Cluster: p[1]}
+	case len(p) == 3 && p[0] == segClusters && p[2] == segEtcdCSR:
+		k = Key{Kind: KindEtcdCSR, Cluster: p[1]}
+	case len(p) == 3 && p[0] == segClusters && p[2] == segEtcdCert:
+		k = Key{Kind: KindEtcdCert, Cluster: p[1]}
 	case len(p) == 5 && p[0] == segClusters && p[2] == segServices:
 		k = Key{Kind: KindServiceEndpoints, Cluster: p[1], Namespace: p[3], Name: p[4]}
 	case len(p) == 4 && p[0] == segGlobal && p[1] == segServices:
@@ -281,7 +309,7 @@ func Parse(key string) (Key, error) {
 // validate checks the segments k's kind uses.
 func (k Key) validate() error {
 	switch k.Kind {
-	case KindClusterInfo, KindClusterHeartbeat, KindClusterSynced, KindIntermediateCSR, KindIntermediate:
+	case KindClusterInfo, KindClusterHeartbeat, KindClusterSynced, KindIntermediateCSR, KindIntermediate, KindEtcdCSR, KindEtcdCert:
 		return ValidateCluster(k.Cluster)
 	case KindServiceEndpoints:
 		return firstErr(ValidateCluster(k.Cluster), ValidateNamespace(k.Namespace), ValidateName(k.Name))

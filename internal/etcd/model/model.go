@@ -22,7 +22,7 @@ var ErrInvalid = errors.New("model: invalid value")
 
 // Record is a decoded etcd value: one of *ClusterInfo, *Heartbeat, *Synced,
 // *ServiceEndpoints, *GlobalService, *Policy, *IntermediateCSR, *Intermediate,
-// *TrustBundle.
+// *EtcdCSR, *EtcdCert, *TrustBundle.
 type Record interface {
 	// Validate reports whether the value is well-formed.
 	Validate() error
@@ -197,6 +197,22 @@ func CSRDigest(csrPEM string) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// EtcdCSR is an agent's request to renew its etcd client certificate
+// (keyspace.ClusterEtcdCSR): a PEM CSR whose common name is the cluster's etcd user,
+// made in the member cluster, whose key never leaves it.
+type EtcdCSR struct {
+	CSR string `json:"csr"`
+}
+
+// EtcdCert is the hub's answer (keyspace.ClusterEtcdCert): the client certificate it
+// signed with the etcd client CA for the CSR with digest CSRDigest, and when it
+// expires. It is the hub's record of the agent's credentials.
+type EtcdCert struct {
+	Cert      string    `json:"cert"`
+	NotAfter  time.Time `json:"notAfter"`
+	CSRDigest string    `json:"csrDigest"`
+}
+
 // TrustBundle is every active root of the mesh (keyspace.TrustBundle), PEM.
 type TrustBundle struct {
 	TrustDomain string `json:"trustDomain"`
@@ -215,6 +231,22 @@ func (r *IntermediateCSR) Validate() error {
 func (r *Intermediate) Validate() error {
 	if !strings.Contains(r.Chain, "CERTIFICATE") || r.CSRDigest == "" {
 		return invalid("intermediate needs a PEM chain and the digest of its CSR")
+	}
+	return nil
+}
+
+// Validate implements Record.
+func (r *EtcdCSR) Validate() error {
+	if !strings.Contains(r.CSR, "CERTIFICATE REQUEST") {
+		return invalid("etcd CSR needs a PEM CSR")
+	}
+	return nil
+}
+
+// Validate implements Record.
+func (r *EtcdCert) Validate() error {
+	if !strings.Contains(r.Cert, "CERTIFICATE") || r.CSRDigest == "" || r.NotAfter.IsZero() {
+		return invalid("etcd certificate needs a PEM certificate, its expiry and the digest of its CSR")
 	}
 	return nil
 }
@@ -252,6 +284,10 @@ func Decode(key string, value []byte) (Record, error) {
 		rec = &IntermediateCSR{}
 	case keyspace.KindIntermediate:
 		rec = &Intermediate{}
+	case keyspace.KindEtcdCSR:
+		rec = &EtcdCSR{}
+	case keyspace.KindEtcdCert:
+		rec = &EtcdCert{}
 	case keyspace.KindTrustBundle:
 		rec = &TrustBundle{}
 	default:

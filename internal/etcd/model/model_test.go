@@ -200,6 +200,8 @@ func TestDecodeRejects(t *testing.T) {
 		"trust bundle without roots": {key: keyspace.TrustBundle(), value: `{}`, contains: "trust bundle needs"},
 		"intermediate without chain": {key: keyspace.ClusterIntermediate("east-1"), value: `{"csrDigest":"x"}`, contains: "intermediate needs"},
 		"csr without PEM":            {key: keyspace.ClusterIntermediateCSR("east-1"), value: `{"trustDomain":"t","csr":"x"}`, contains: "intermediate CSR needs"},
+		"etcd csr without PEM":       {key: keyspace.ClusterEtcdCSR("east-1"), value: `{"csr":"x"}`, contains: "etcd CSR needs"},
+		"etcd cert without expiry":   {key: keyspace.ClusterEtcdCert("east-1"), value: `{"cert":"CERTIFICATE","csrDigest":"x"}`, contains: "etcd certificate needs"},
 		"empty key and empty body":   {key: "", value: "", unknownKey: true},
 
 		// Malformed JSON, for every kind.

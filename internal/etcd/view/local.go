@@ -139,6 +139,12 @@ func (v *View) Records() map[string]model.Record {
 		if c.Intermediate != nil {
 			out[keyspace.ClusterIntermediate(name)] = c.Intermediate
 		}
+		if c.EtcdCSR != nil {
+			out[keyspace.ClusterEtcdCSR(name)] = c.EtcdCSR
+		}
+		if c.EtcdCert != nil {
+			out[keyspace.ClusterEtcdCert(name)] = c.EtcdCert
+		}
 		for nn, s := range c.Services {
 			out[keyspace.ServiceEndpoints(name, nn.Namespace, nn.Name)] = s
 		}

@@ -34,6 +34,10 @@ type Cluster struct {
 	// intermediate CA and the hub's signed answer.
 	IntermediateCSR *model.IntermediateCSR
 	Intermediate    *model.Intermediate
+	// EtcdCSR and EtcdCert are the agent's request to renew its etcd client
+	// certificate and the hub's signed answer.
+	EtcdCSR  *model.EtcdCSR
+	EtcdCert *model.EtcdCert
 }
 
 // Connected reports whether the cluster holds a live heartbeat.
@@ -229,7 +233,7 @@ func (v *View) apply(k keyspace.Key, rec model.Record, seen bool) {
 			v.policies[nn] = rec.(*model.Policy)
 		}
 	case keyspace.KindClusterInfo, keyspace.KindClusterHeartbeat, keyspace.KindClusterSynced, keyspace.KindServiceEndpoints,
-		keyspace.KindIntermediateCSR, keyspace.KindIntermediate:
+		keyspace.KindIntermediateCSR, keyspace.KindIntermediate, keyspace.KindEtcdCSR, keyspace.KindEtcdCert:
 		v.applyCluster(k, nn, rec, seen)
 	case keyspace.KindTrustBundle:
 		v.bundle, _ = rec.(*model.TrustBundle)
@@ -272,6 +276,10 @@ func (v *View) applyCluster(k keyspace.Key, nn NamespacedName, rec model.Record,
 		c.IntermediateCSR, _ = rec.(*model.IntermediateCSR)
 	case keyspace.KindIntermediate:
 		c.Intermediate, _ = rec.(*model.Intermediate)
+	case keyspace.KindEtcdCSR:
+		c.EtcdCSR, _ = rec.(*model.EtcdCSR)
+	case keyspace.KindEtcdCert:
+		c.EtcdCert, _ = rec.(*model.EtcdCert)
 	case keyspace.KindServiceEndpoints:
 		if rec == nil {
 			delete(c.Services, nn)
@@ -280,7 +288,7 @@ func (v *View) applyCluster(k keyspace.Key, nn NamespacedName, rec model.Record,
 		}
 	}
 	if c.Info == nil && c.Heartbeat == nil && c.Synced == nil && len(c.Services) == 0 &&
-		c.IntermediateCSR == nil && c.Intermediate == nil {
+		c.IntermediateCSR == nil && c.Intermediate == nil && c.EtcdCSR == nil && c.EtcdCert == nil {
 		delete(v.clusters, k.Cluster)
 	}
 }

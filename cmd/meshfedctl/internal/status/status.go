@@ -37,7 +37,13 @@ type ClusterRow struct {
 	HeartbeatAge string `json:"heartbeatAge"`
 	Services     int32  `json:"services"`
 	Endpoints    int32  `json:"endpoints"`
-	Message      string `json:"message,omitempty"`
+	// Credentials is the reason of the CredentialsValid condition (Valid, Expiring,
+	// Expired, Pending; Unknown without one) and, while the certificate is valid, the
+	// time left until it expires ("Valid 19d4h").
+	Credentials string `json:"credentials"`
+	// CredentialsExpiry is when the agent's etcd certificate expires.
+	CredentialsExpiry *time.Time `json:"credentialsExpiry,omitempty"`
+	Message           string     `json:"message,omitempty"`
 }
 
 // ServiceRow is one global service.
@@ -80,6 +86,7 @@ func Collect(ctx context.Context, hub client.Client, now time.Time, withServices
 		if c := meta.FindStatusCondition(mc.Status.Conditions, v1.ConditionConnected); c != nil && c.Status != metav1.ConditionTrue {
 			row.Message = c.Message
 		}
+		row.Credentials, row.CredentialsExpiry = credentials(&mc, now)
 		r.Clusters = append(r.Clusters, row)
 	}
 	if withServices {
@@ -97,6 +104,36 @@ func Collect(ctx context.Context, hub client.Client, now time.Time, withServices
 		}
 	}
 	return r, nil
+}
+
+// credentials is the CREDENTIALS column: CredentialsValid's reason, with the time
+// left while the certificate is valid.
+func credentials(mc *v1.MeshCluster, now time.Time) (string, *time.Time) {
+	c := meta.FindStatusCondition(mc.Status.Conditions, v1.ConditionCredentialsValid)
+	if c == nil {
+		return "Unknown", nil
+	}
+	e := mc.Status.CredentialsExpiry
+	if e == nil {
+		return c.Reason, nil
+	}
+	expiry := e.Time
+	if left := expiry.Sub(now); left > 0 && c.Reason != v1.ReasonCredentialsExpired {
+		return c.Reason + " " + shortDuration(left), &expiry
+	}
+	return c.Reason, &expiry
+}
+
+// shortDuration is d in days and hours, hours and minutes, or minutes and seconds.
+func shortDuration(d time.Duration) string {
+	switch {
+	case d >= 24*time.Hour:
+		return fmt.Sprintf("%dd%dh", d/(24*time.Hour), d%(24*time.Hour)/time.Hour)
+	case d >= time.Hour:
+		return fmt.Sprintf("%dh%dm", d/time.Hour, d%time.Hour/time.Minute)
+	default:
+		return fmt.Sprintf("%dm%ds", d/time.Minute, d%time.Minute/time.Second)
+	}
 }
 
 func condition(mc *v1.MeshCluster, t string) string {
@@ -125,10 +162,10 @@ func (r *Report) Print(w io.Writer, format string) error {
 		return fmt.Errorf("output format %q: use table, json or yaml", format)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CLUSTER\tREGION\tZONES\tNETWORK\tREGISTERED\tCONNECTED\tSYNCED\tHEARTBEAT\tSERVICES\tENDPOINTS")
+	fmt.Fprintln(tw, "CLUSTER\tREGION\tZONES\tNETWORK\tREGISTERED\tCONNECTED\tSYNCED\tHEARTBEAT\tSERVICES\tENDPOINTS\tCREDENTIALS")
 	for _, c := range r.Clusters {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", c.Name, c.Region, c.Zones, c.Network,
-			c.Registered, c.Connected, c.Synced, c.HeartbeatAge, c.Services, c.Endpoints)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", c.Name, c.Region, c.Zones, c.Network,
+			c.Registered, c.Connected, c.Synced, c.HeartbeatAge, c.Services, c.Endpoints, c.Credentials)
 	}
 	if len(r.GlobalServices) > 0 {
 		fmt.Fprintln(tw)

@@ -24,9 +24,9 @@ func sampleReport() *Report {
 	return &Report{
 		Clusters: []ClusterRow{
 			{Name: "east", Region: "us-east-1", Zones: "us-east-1a,us-east-1b", Network: "default",
-				Registered: "True", Connected: "True", Synced: "True", HeartbeatAge: "5s", Services: 3, Endpoints: 12},
+				Registered: "True", Connected: "True", Synced: "True", HeartbeatAge: "5s", Services: 3, Endpoints: 12, Credentials: "Valid 19d4h"},
 			{Name: "west-long-name", Region: "us-west-2", Zones: "us-west-2a", Network: "vpc-2",
-				Registered: "True", Connected: "False", Synced: "Unknown", HeartbeatAge: "never", Message: "heartbeat lapsed"},
+				Registered: "True", Connected: "False", Synced: "Unknown", HeartbeatAge: "never", Credentials: "Expired", Message: "heartbeat lapsed"},
 		},
 		GlobalServices: []ServiceRow{
 			{Namespace: "shop", Name: "cart", Hostname: "cart.shop.global", Clusters: 2, Ready: 7, Policy: "eu-first"},
@@ -35,17 +35,17 @@ func sampleReport() *Report {
 	}
 }
 
-const sampleTable = `CLUSTER         REGION     ZONES                  NETWORK  REGISTERED  CONNECTED  SYNCED   HEARTBEAT  SERVICES  ENDPOINTS
-east            us-east-1  us-east-1a,us-east-1b  default  True        True       True     5s         3         12
-west-long-name  us-west-2  us-west-2a             vpc-2    True        False      Unknown  never      0         0
+const sampleTable = `CLUSTER         REGION     ZONES                  NETWORK  REGISTERED  CONNECTED  SYNCED   HEARTBEAT  SERVICES  ENDPOINTS  CREDENTIALS
+east            us-east-1  us-east-1a,us-east-1b  default  True        True       True     5s         3         12         Valid 19d4h
+west-long-name  us-west-2  us-west-2a             vpc-2    True        False      Unknown  never      0         0          Expired
 
 GLOBAL SERVICE  HOSTNAME          CLUSTERS  READY  POLICY
 shop/cart       cart.shop.global  2         7      eu-first
 shop/list       list.shop.global  1         0      
 `
 
-const clustersOnlyTable = `CLUSTER  REGION     ZONES       NETWORK  REGISTERED  CONNECTED  SYNCED   HEARTBEAT  SERVICES  ENDPOINTS
-solo     eu-west-1  eu-west-1a  default  Unknown     Unknown    Unknown  never      0         0
+const clustersOnlyTable = `CLUSTER  REGION     ZONES       NETWORK  REGISTERED  CONNECTED  SYNCED   HEARTBEAT  SERVICES  ENDPOINTS  CREDENTIALS
+solo     eu-west-1  eu-west-1a  default  Unknown     Unknown    Unknown  never      0         0          Unknown
 `
 
 const emptyJSON = `{
@@ -65,7 +65,8 @@ const soloJSON = `{
       "synced": "Unknown",
       "heartbeatAge": "never",
       "services": 0,
-      "endpoints": 0
+      "endpoints": 0,
+      "credentials": "Unknown"
     }
   ]
 }
@@ -73,6 +74,7 @@ const soloJSON = `{
 
 const soloYAML = `clusters:
 - connected: Unknown
+  credentials: Unknown
   endpoints: 0
   heartbeatAge: never
   name: solo
@@ -86,7 +88,7 @@ const soloYAML = `clusters:
 
 func soloReport() *Report {
 	return &Report{Clusters: []ClusterRow{{Name: "solo", Region: "eu-west-1", Zones: "eu-west-1a", Network: "default",
-		Registered: "Unknown", Connected: "Unknown", Synced: "Unknown", HeartbeatAge: "never"}}}
+		Registered: "Unknown", Connected: "Unknown", Synced: "Unknown", HeartbeatAge: "never", Credentials: "Unknown"}}}
 }
 
 func TestPrint(t *testing.T) {
@@ -98,7 +100,7 @@ func TestPrint(t *testing.T) {
 		"table":                    {sampleReport(), "table", sampleTable},
 		"empty format is table":    {sampleReport(), "", sampleTable},
 		"table without services":   {soloReport(), "table", clustersOnlyTable},
-		"table of an empty report": {&Report{Clusters: []ClusterRow{}}, "table", "CLUSTER  REGION  ZONES  NETWORK  REGISTERED  CONNECTED  SYNCED  HEARTBEAT  SERVICES  ENDPOINTS\n"},
+		"table of an empty report": {&Report{Clusters: []ClusterRow{}}, "table", "CLUSTER  REGION  ZONES  NETWORK  REGISTERED  CONNECTED  SYNCED  HEARTBEAT  SERVICES  ENDPOINTS  CREDENTIALS\n"},
 		"json":                     {soloReport(), "json", soloJSON},
 		"json of an empty report":  {&Report{Clusters: []ClusterRow{}}, "json", emptyJSON},
 		"yaml":                     {soloReport(), "yaml", soloYAML},
@@ -187,7 +189,10 @@ func TestCollect(t *testing.T) {
 					cond(v1.ConditionRegistered, metav1.ConditionTrue, ""),
 					cond(v1.ConditionConnected, metav1.ConditionFalse, "no heartbeat for 2m3s"),
 					cond(v1.ConditionSynced, metav1.ConditionFalse, "not synced"),
+					{Type: v1.ConditionCredentialsValid, Status: metav1.ConditionFalse, Reason: v1.ReasonCredentialsExpired,
+						LastTransitionTime: metav1.NewTime(now)},
 				},
+				CredentialsExpiry: at("11:00:00"),
 				LastHeartbeatTime: at("11:57:57"), // 2m3.4s ago
 				ExportedServices:  2, ExportedEndpoints: 5,
 			},
@@ -206,7 +211,10 @@ func TestCollect(t *testing.T) {
 					cond(v1.ConditionRegistered, metav1.ConditionTrue, ""),
 					cond(v1.ConditionConnected, metav1.ConditionTrue, "heartbeat fresh"),
 					cond(v1.ConditionSynced, metav1.ConditionTrue, ""),
+					{Type: v1.ConditionCredentialsValid, Status: metav1.ConditionTrue, Reason: v1.ReasonCredentialsValid,
+						LastTransitionTime: metav1.NewTime(now)},
 				},
+				CredentialsExpiry: &metav1.Time{Time: now.Add(19*24*time.Hour + 4*time.Hour + 30*time.Minute)},
 				LastHeartbeatTime: at("11:59:58"), // 2.4s ago
 				ExportedServices:  1, ExportedEndpoints: 1,
 			},
@@ -226,11 +234,13 @@ func TestCollect(t *testing.T) {
 
 	wantClusters := []ClusterRow{
 		{Name: "east", Region: "us-east-1", Zones: "us-east-1a", Network: "default",
-			Registered: "Unknown", Connected: "Unknown", Synced: "Unknown", HeartbeatAge: "never"},
+			Registered: "Unknown", Connected: "Unknown", Synced: "Unknown", HeartbeatAge: "never", Credentials: "Unknown"},
 		{Name: "north", Region: "eu-north-1", Zones: "eu-north-1a", Network: "default",
-			Registered: "True", Connected: "True", Synced: "True", HeartbeatAge: "2s", Services: 1, Endpoints: 1},
+			Registered: "True", Connected: "True", Synced: "True", HeartbeatAge: "2s", Services: 1, Endpoints: 1,
+			Credentials: "Valid 19d4h", CredentialsExpiry: ptrTime(now.Add(19*24*time.Hour + 4*time.Hour + 30*time.Minute).Truncate(time.Second))},
 		{Name: "west", Region: "us-west-2", Zones: "us-west-2a,us-west-2b", Network: "vpc-2",
 			Registered: "True", Connected: "False", Synced: "False", HeartbeatAge: "2m3s", Services: 2, Endpoints: 5,
+			Credentials: "Expired", CredentialsExpiry: ptrTime(at("11:00:00").Time),
 			Message: "no heartbeat for 2m3s"},
 	}
 	for name, tc := range map[string]struct {
@@ -314,3 +324,5 @@ func TestPrintExcluded(t *testing.T) {
 		t.Fatalf("table lacks the excluded cluster:\n%s", buf.String())
 	}
 }
+
+func ptrTime(t time.Time) *time.Time { return &t }
