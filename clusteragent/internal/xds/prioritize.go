@@ -63,26 +63,56 @@ func Prioritize(c Client, t Target) []LocalityEndpoints {
 }
 
 // place gives the entries of a target's table their endpoints.
+//
+// Every zone of a cluster on another network is reached through the same gateways,
+// and a load assignment may hold an address only once (grpc-go refuses the whole
+// resource otherwise). The gateways therefore stand once for their cluster: the
+// cluster's later zones in the same priority add their weight to its first one, and
+// those in lower priorities are left out, as the gateways are already reachable above.
+// Behind the gateway the cluster's endpoints are balanced whatever their zone.
 func place(table locality.Table, t Target) []LocalityEndpoints {
 	type key struct{ cluster, zone string }
 	endpoints := make(map[key][]Endpoint, len(t.Localities))
+	remote := map[string]bool{}
 	for _, l := range t.Localities {
 		k := key{l.Cluster, l.Zone}
 		if l.Gateways != nil {
 			endpoints[k] = l.Gateways // another network: through its gateways
+			remote[l.Cluster] = true
 			continue
 		}
 		endpoints[k] = append(endpoints[k], l.Healthy...)
 	}
 	var out []LocalityEndpoints
+	first := map[string]int{} // remote cluster -> its entry in out
 	for p, entries := range table.Priorities {
 		for _, e := range entries {
+			if remote[e.Cluster] {
+				if i, ok := first[e.Cluster]; ok {
+					if out[i].Priority == uint32(p) {
+						out[i].Weight += e.Weight
+					}
+					continue
+				}
+				first[e.Cluster] = len(out)
+			}
 			out = append(out, LocalityEndpoints{
 				Region: e.Region, Zone: e.Zone, Cluster: e.Cluster,
 				Priority: uint32(p), Weight: e.Weight,
 				Endpoints: endpoints[key{e.Cluster, e.Zone}],
 			})
 		}
+	}
+	// Leaving a lower priority's zones out may have emptied it: number the priorities
+	// left contiguously from 0, as proxies require.
+	renumber := map[uint32]uint32{}
+	for i := range out {
+		n, ok := renumber[out[i].Priority]
+		if !ok {
+			n = uint32(len(renumber))
+			renumber[out[i].Priority] = n
+		}
+		out[i].Priority = n
 	}
 	return out
 }

@@ -75,7 +75,9 @@ type Options struct {
 //   - opts, log, cache, since, wake and probe are set by New and only read after.
 //   - Run's loop owns targets, shared, built, version, hold, memo and holdEnd: no
 //     other goroutine reads or writes them, so they need no lock.
-//   - mu guards groups, streams, changed, pending, served and lis. The stream
+//   - mu guards groups, streams, sent, changed, pending, served and lis. The stream
+//     callbacks also write sent (the last response of each stream and type) and read
+//     it to hold a NACK until a newer snapshot (holdRefused). The stream
 //     callbacks write groups and streams (a stream joins its group on its first
 //     request and leaves it when it closes) and delete from pending; Run's loop
 //     reads groups, writes changed, pending and served; poke (any goroutine) writes
@@ -107,11 +109,21 @@ type Server struct {
 	mu      sync.Mutex
 	groups  map[string]*groupState // groups with proxies, by key
 	streams map[int64]string       // open streams' group keys, by stream ID
+	sent    map[sentKey]sentResp   // the last response of each stream and type
 	changed time.Time              // earliest change not yet in a snapshot
 	pending map[string]pendingAck  // by group key
 	served  []Target               // what the last rebuild built snapshots from
 	lis     net.Listener
 }
+
+// sentKey and sentResp record what a stream was last sent of a type, so that a NACK
+// can name the version it refused.
+type sentKey struct {
+	stream  int64
+	typeURL string
+}
+
+type sentResp struct{ nonce, version string }
 
 // groupState is a group and how many open streams its proxies hold.
 type groupState struct {
@@ -177,7 +189,7 @@ func New(opts Options) (*Server, error) {
 		opts.Clock = clock.RealClock{}
 	}
 	s := &Server{opts: opts, log: opts.Logger, since: opts.Clock.Now(), wake: make(chan struct{}, 1),
-		groups: map[string]*groupState{}, streams: map[int64]string{}, built: map[string]*built{},
+		groups: map[string]*groupState{}, streams: map[int64]string{}, sent: map[sentKey]sentResp{}, built: map[string]*built{},
 		pending: map[string]pendingAck{}, hold: newFailback(), memo: NewMemo()}
 	if s.log.GetSink() == nil {
 		s.log = logr.Discard()
@@ -236,6 +248,25 @@ func (s *Server) leave(id int64) {
 	delete(s.streams, id)
 	if gs := s.groups[key]; gs != nil {
 		gs.streams--
+	}
+	for k := range s.sent {
+		if k.stream == id {
+			delete(s.sent, k)
+		}
+	}
+}
+
+// holdRefused makes a NACK wait for a newer snapshot. A NACK carries the version
+// the proxy last accepted, older than the cache's, and go-control-plane's snapshot
+// cache answers such a request at once with the same snapshot the proxy just
+// refused: the proxy and the server would spin. Presenting the refused version as
+// the request's makes the cache answer only once it holds another one.
+func (s *Server) holdRefused(id int64, req *discoverygrpc.DiscoveryRequest) {
+	s.mu.Lock()
+	last, ok := s.sent[sentKey{id, req.GetTypeUrl()}]
+	s.mu.Unlock()
+	if ok && last.nonce == req.GetResponseNonce() {
+		req.VersionInfo = last.version
 	}
 }
 
@@ -533,6 +564,7 @@ func (s *Server) callbacks() serverv3.Callbacks {
 				if req.GetErrorDetail() != nil {
 					nacks.WithLabelValues(req.GetTypeUrl()).Inc()
 					s.log.Info("proxy rejected a resource", "node", req.GetNode().GetId(), "type", req.GetTypeUrl(), "error", req.GetErrorDetail().GetMessage())
+					s.holdRefused(id, req)
 				}
 				return nil
 			}
@@ -549,8 +581,11 @@ func (s *Server) callbacks() serverv3.Callbacks {
 			return nil
 		},
 		StreamClosedFunc: func(id int64, _ *corev3.Node) { s.leave(id) },
-		StreamResponseFunc: func(_ context.Context, _ int64, _ *discoverygrpc.DiscoveryRequest, resp *discoverygrpc.DiscoveryResponse) {
+		StreamResponseFunc: func(_ context.Context, id int64, _ *discoverygrpc.DiscoveryRequest, resp *discoverygrpc.DiscoveryResponse) {
 			pushBytes.WithLabelValues(resp.GetTypeUrl()).Observe(float64(proto.Size(resp)))
+			s.mu.Lock()
+			s.sent[sentKey{id, resp.GetTypeUrl()}] = sentResp{nonce: resp.GetNonce(), version: resp.GetVersionInfo()}
+			s.mu.Unlock()
 		},
 	}
 }
