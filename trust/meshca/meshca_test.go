@@ -336,7 +336,8 @@ func TestMeshCA(t *testing.T) {
 	})
 
 	// The steps of a staged root rotation, done by hand: what `meshfedctl trust
-	// rotate` will automate. No workload certificate stops verifying at any step.
+	// rotate` automates (next subtest). No workload certificate stops verifying at
+	// any step.
 	t.Run("bundle holds every active root, ready for rotation", func(t *testing.T) {
 		// A minute younger than the first root, so that "oldest first" is unambiguous
 		// (NotBefore has one-second resolution).
