@@ -3,6 +3,9 @@ package clusteragent
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -30,7 +33,37 @@ const (
 	// TrustBundleConfigMap holds the mesh's trust bundle (ca.crt) for workloads.
 	TrustBundleConfigMap = "meshfed-trust-bundle"
 	keyCSR               = "csr.pem"
+
+	// WorkloadCertsAnnotation, on TrustBundleConfigMap, is the agent's account of
+	// the workload certificates it wrote (WorkloadCertsStatus, JSON): what
+	// `meshfedctl trust check` and `trust rotate` read to tell which root a cluster's
+	// workloads present and trust, since the files themselves are out of their reach.
+	WorkloadCertsAnnotation = "meshfed.io/workload-certs"
 )
+
+// WorkloadCertsStatus says what every configured workload identity's files hold.
+// It is written only after all of them were checked or re-issued, and removed when
+// that failed, so it never claims more than the files show.
+type WorkloadCertsStatus struct {
+	// Identities is how many workload identities have certificates.
+	Identities int `json:"identities"`
+	// Intermediate is the fingerprint (hex SHA-256 of the DER) of the intermediate
+	// that issued every leaf; Root that of the root that signed it.
+	Intermediate string `json:"intermediate"`
+	Root         string `json:"root"`
+	// Bundle is the hex SHA-256 of the ca.crt every workload has: the roots it trusts.
+	Bundle string `json:"bundle"`
+	// Since is when the files first held this state (a renewal under the same
+	// intermediate and bundle keeps it): workloads' certificate providers re-read
+	// files periodically, so a rotation waits a refresh interval past it.
+	Since time.Time `json:"since"`
+}
+
+// Digest is the hex SHA-256 of data: how WorkloadCertsStatus names a bundle.
+func Digest(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
 
 // trustSync is the agent's side of the mesh CA, run by the leader: it asks the hub to
 // sign the cluster's intermediate (a CSR in etcd), keeps the signed chain next to its
@@ -142,13 +175,16 @@ func (s *trustSync) sync(ctx context.Context) error {
 			s.log.Info("cluster intermediate stored", "secret", IntermediateSecret)
 		}
 	}
-	if err := s.publishBundle(ctx, bundle); err != nil {
+	if len(chain) == 0 {
+		return s.publishBundle(ctx, bundle, nil) // waiting for the hub
+	}
+	// Workloads first, then the ConfigMap with their status: the status never
+	// runs ahead of the files.
+	status, werr := s.issueWorkloads(chain, sec.Data[corev1.TLSPrivateKeyKey], bundle)
+	if err := s.publishBundle(ctx, bundle, status); err != nil {
 		return err
 	}
-	if len(chain) == 0 {
-		return nil // waiting for the hub
-	}
-	return s.issueWorkloads(chain, sec.Data[corev1.TLSPrivateKeyKey], bundle)
+	return werr
 }
 
 func newKeyPEM() ([]byte, error) {
@@ -159,40 +195,85 @@ func newKeyPEM() ([]byte, error) {
 	return pki.EncodeKey(key)
 }
 
-func (s *trustSync) publishBundle(ctx context.Context, bundle *model.TrustBundle) error {
+// publishBundle writes the bundle into the ConfigMap, with the workloads' status
+// (none: the annotation is removed).
+func (s *trustSync) publishBundle(ctx context.Context, bundle *model.TrustBundle, status *WorkloadCertsStatus) error {
 	cms := s.kube.CoreV1().ConfigMaps(s.namespace)
 	data := map[string]string{"ca.crt": bundle.Roots, "trustDomain": bundle.TrustDomain}
 	cm, err := cms.Get(ctx, TrustBundleConfigMap, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		_, err = cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: TrustBundleConfigMap, Namespace: s.namespace},
-			Data: data}, metav1.CreateOptions{})
-		return err
+		cm, err = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: TrustBundleConfigMap, Namespace: s.namespace}}, nil
 	}
 	if err != nil {
 		return err
 	}
-	if cm.Data["ca.crt"] == data["ca.crt"] && cm.Data["trustDomain"] == data["trustDomain"] {
+	annotation, err := workloadAnnotation(cm.Annotations[WorkloadCertsAnnotation], status, time.Now())
+	if err != nil {
+		return err
+	}
+	if cm.Data["ca.crt"] == data["ca.crt"] && cm.Data["trustDomain"] == data["trustDomain"] &&
+		cm.Annotations[WorkloadCertsAnnotation] == annotation && cm.ResourceVersion != "" {
 		return nil
 	}
 	cm.Data = data
-	_, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
+	if annotation == "" {
+		delete(cm.Annotations, WorkloadCertsAnnotation)
+	} else {
+		if cm.Annotations == nil {
+			cm.Annotations = map[string]string{}
+		}
+		cm.Annotations[WorkloadCertsAnnotation] = annotation
+	}
+	if cm.ResourceVersion == "" {
+		_, err = cms.Create(ctx, cm, metav1.CreateOptions{})
+	} else {
+		_, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
+	}
 	return err
 }
 
-// issueWorkloads writes a certificate for every configured identity that has none or
-// whose certificate is due for renewal.
-func (s *trustSync) issueWorkloads(chain, keyPEM []byte, bundle *model.TrustBundle) error {
+// workloadAnnotation is the annotation for status, keeping the Since of the current
+// one when the state is the same; "" for no status.
+func workloadAnnotation(current string, status *WorkloadCertsStatus, now time.Time) (string, error) {
+	if status == nil {
+		return "", nil
+	}
+	st := *status
+	st.Since = now.UTC().Truncate(time.Second)
+	var cur WorkloadCertsStatus
+	if json.Unmarshal([]byte(current), &cur) == nil && !cur.Since.IsZero() {
+		c := cur
+		c.Since = st.Since
+		if c == st {
+			st.Since = cur.Since
+		}
+	}
+	b, err := json.Marshal(st)
+	return string(b), err
+}
+
+// issueWorkloads writes a certificate for every configured identity that has none, or
+// whose certificate is due for renewal, was issued by another intermediate (a
+// rotation re-signed it) or came with another bundle; and returns what the files
+// now hold (nil when the agent issues no workload certificates).
+func (s *trustSync) issueWorkloads(chain, keyPEM []byte, bundle *model.TrustBundle) (*WorkloadCertsStatus, error) {
 	if s.workloads.Dir == "" {
-		return nil
+		return nil, nil
 	}
 	ic, err := trust.LoadIntermediate(chain, keyPEM)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	certs, err := trust.ParseCertificates(chain)
+	if err != nil {
+		return nil, err
+	}
+	status := &WorkloadCertsStatus{Identities: len(s.workloads.Identities), Intermediate: Digest(certs[0].Raw),
+		Root: Digest(certs[len(certs)-1].Raw), Bundle: Digest([]byte(bundle.Roots))}
 	for _, id := range s.workloads.Identities {
 		ns, sa, ok := strings.Cut(id, "/")
 		if !ok {
-			return fmt.Errorf("workload identity %q: use <namespace>/<serviceAccount>", id)
+			return nil, fmt.Errorf("workload identity %q: use <namespace>/<serviceAccount>", id)
 		}
 		dir := filepath.Join(s.workloads.Dir, ns, sa)
 		cur, err := os.ReadFile(filepath.Join(dir, "tls.crt"))
@@ -202,10 +283,10 @@ func (s *trustSync) issueWorkloads(chain, keyPEM []byte, bundle *model.TrustBund
 		}
 		certPEM, leafKey, err := trust.IssueWorkload(ic, bundle.TrustDomain, ns, sa, s.workloads.Lifetime)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return err
+			return nil, err
 		}
 		// Key first, then certificate: a file watcher that sees the new certificate
 		// finds its key already there.
@@ -215,15 +296,15 @@ func (s *trustSync) issueWorkloads(chain, keyPEM []byte, bundle *model.TrustBund
 		}{{"tls.key", leafKey}, {"ca.crt", []byte(bundle.Roots)}, {"tls.crt", certPEM}} {
 			tmp := filepath.Join(dir, "."+f.name)
 			if err := os.WriteFile(tmp, f.data, 0o600); err != nil {
-				return err
+				return nil, err
 			}
 			if err := os.Rename(tmp, filepath.Join(dir, f.name)); err != nil {
-				return err
+				return nil, err
 			}
 		}
-		s.log.Info("workload certificate issued", "identity", id)
+		s.log.Info("workload certificate issued", "identity", id, "intermediate", status.Intermediate[:16], "root", status.Root[:16])
 	}
-	return nil
+	return status, nil
 }
 
 func dueForRenewal(chainPEM []byte) bool {

@@ -24,6 +24,11 @@
 //     meshfed.io/root=true, signing or not. Removing the label is how a root retires.
 //   - EnsureRoot makes a root only when none was ever made; it never replaces one.
 //   - The trust domain is fixed by the first root (annotation meshfed.io/trust-domain).
+//   - A root rotation (AddRoot, SwitchSigning, RetireRoot; `meshfedctl trust rotate`)
+//     never has more than two active roots, always moves towards the newest one
+//     (Phase), never signs with a root outside the bundle, and never retires the
+//     signing root or the last one. These functions check the hub's side only; that
+//     every member cluster caught up before the next step is the caller's to check.
 //
 // Who may create CertificateRequests in meshfed-system may obtain an intermediate:
 // cert-manager's built-in approver approves every request there. Grant that right to

@@ -336,7 +336,8 @@ func TestMeshCA(t *testing.T) {
 	})
 
 	// The steps of a staged root rotation, done by hand: what `meshfedctl trust
-	// rotate` will automate. No workload certificate stops verifying at any step.
+	// rotate` automates (next subtest). No workload certificate stops verifying at
+	// any step.
 	t.Run("bundle holds every active root, ready for rotation", func(t *testing.T) {
 		// A minute younger than the first root, so that "oldest first" is unambiguous
 		// (NotBefore has one-second resolution).
@@ -429,12 +430,105 @@ func TestMeshCA(t *testing.T) {
 		}
 	})
 
+	// The same steps as `meshfedctl trust rotate` takes them, each refusing what
+	// would break trust.
+	t.Run("rotation steps: AddRoot, SwitchSigning, RetireRoot", func(t *testing.T) {
+		// The hand-made root above starts a minute in the future; a rotation moves
+		// to a root that starts after the current one.
+		rc := *c
+		rc.Now = func() time.Time { return time.Now().Add(2 * time.Minute) }
+		phase := func() meshca.Rotation {
+			t.Helper()
+			roots, err := meshca.Roots(ctx, &rc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rot, err := meshca.Phase(roots)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return rot
+		}
+		rot := phase()
+		if rot.Phase != meshca.PhaseSteady || rot.New.Secret != "meshfed-root-2" || !rot.New.Signing {
+			t.Fatalf("before: %+v, want steady on meshfed-root-2", rot)
+		}
+		if err := meshca.RetireRoot(ctx, &rc, "meshfed-root-2"); !errors.Is(err, meshca.ErrRotation) {
+			t.Errorf("retire the signing root = %v, want ErrRotation", err)
+		}
+		if err := meshca.SwitchSigning(ctx, &rc, meshca.BootstrapRootSecret); !errors.Is(err, meshca.ErrRotation) {
+			t.Errorf("sign with a retired root = %v, want ErrRotation", err)
+		}
+
+		added, created, err := meshca.AddRoot(ctx, &rc, meshca.RootOptions{})
+		if err != nil || !created {
+			t.Fatalf("AddRoot = %v, %v", created, err)
+		}
+		again, created, err := meshca.AddRoot(ctx, &rc, meshca.RootOptions{})
+		if err != nil || created || again.Secret != added.Secret {
+			t.Errorf("AddRoot again = %s, %v, %v; want %s, not created", again.Secret, created, err, added.Secret)
+		}
+		if rot := phase(); rot.Phase != meshca.PhaseAdded || rot.Old.Secret != "meshfed-root-2" || rot.New.Secret != added.Secret {
+			t.Fatalf("after AddRoot: %+v", rot)
+		}
+		if _, err := trust.Verify(leaf, mustBundle(t, ctx, c), cartID); err == nil {
+			t.Errorf("the bootstrap root's leaf verifies against %s's bundle", added.Secret)
+		}
+
+		if err := meshca.SwitchSigning(ctx, &rc, added.Secret); err != nil {
+			t.Fatal(err)
+		}
+		if rot := phase(); rot.Phase != meshca.PhaseSwitched || !rot.New.Signing {
+			t.Fatalf("after SwitchSigning: %+v", rot)
+		}
+		if _, _, err := meshca.AddRoot(ctx, &rc, meshca.RootOptions{}); !errors.Is(err, meshca.ErrRotation) {
+			t.Errorf("AddRoot while switched = %v, want ErrRotation", err)
+		}
+		chain, err := meshca.SignIntermediate(ctx, c, "east", csrPEM, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ic, err := trust.LoadIntermediate(chain, keyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf3, _, err := trust.IssueWorkload(ic, td, "shop", "cart", time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, err := trust.Verify(leaf3, mustBundle(t, ctx, c), cartID); err != nil || !v.Root.Equal(added.Cert) {
+			t.Errorf("leaf after the switch: %v, %v; want it anchored at %s", v, err, added.Secret)
+		}
+
+		if err := meshca.RetireRoot(ctx, &rc, "meshfed-root-2"); err != nil {
+			t.Fatal(err)
+		}
+		if err := meshca.RetireRoot(ctx, &rc, "meshfed-root-2"); err != nil {
+			t.Errorf("retire a retired root = %v, want nothing done", err)
+		}
+		if rot := phase(); rot.Phase != meshca.PhaseSteady || rot.New.Secret != added.Secret {
+			t.Fatalf("after RetireRoot: %+v", rot)
+		}
+		if certs, _ := trust.ParseCertificates(mustBundle(t, ctx, c)); len(certs) != 1 || !certs[0].Equal(added.Cert) {
+			t.Errorf("bundle after the rotation holds %d roots, want %s alone", len(certs), added.Secret)
+		}
+	})
+
 	t.Run("cert-manager stops with its context", func(t *testing.T) {
 		stop()
 		if err := cm.Err(); err != nil {
 			t.Errorf("cert-manager stopped with %v", err)
 		}
 	})
+}
+
+func mustBundle(t *testing.T, ctx context.Context, c *meshca.Client) []byte {
+	t.Helper()
+	b, err := meshca.Bundle(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func hasCondition(cr *cmapi.CertificateRequest, typ cmapi.CertificateRequestConditionType) bool {

@@ -1,7 +1,6 @@
 package meshca
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -18,7 +17,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
-	"github.com/meshfed/meshfed/internal/creds/pki"
 	"github.com/meshfed/meshfed/trust"
 )
 
@@ -250,16 +248,7 @@ func Bundle(ctx context.Context, c *Client) ([]byte, error) {
 	if len(roots) == 0 {
 		return nil, fmt.Errorf("bundle: %w: no Secret in %s labelled %s=true", ErrNoRoot, c.namespace(), RootLabel)
 	}
-	var buf bytes.Buffer
-	seen := map[string]bool{}
-	for _, r := range roots {
-		if seen[string(r.Cert.Raw)] {
-			continue
-		}
-		seen[string(r.Cert.Raw)] = true
-		buf.Write(pki.EncodeCert(r.Cert.Raw))
-	}
-	return buf.Bytes(), nil
+	return BundleOf(roots), nil
 }
 
 func rootFromSecret(s *corev1.Secret) (*x509.Certificate, error) {
