@@ -22,6 +22,11 @@ const (
 	// and not due for renewal (reason Expiring when a third or less of its life is
 	// left, Expired after it). Set only when the hub runs the mesh CA.
 	ConditionIntermediateCA = "IntermediateCA"
+	// ConditionViewInSync (MeshCluster): the view the cluster's agent imports and
+	// serves equals the hub's store, as of the revision the agent last reported (a
+	// digest of every key and its ModRevision, compared with the hub's own at that
+	// revision). False means the agent served something else; it resyncs by itself.
+	ConditionViewInSync = "ViewInSync"
 )
 
 // Reasons of Accepted and Registered.
@@ -87,4 +92,21 @@ const (
 	// ReasonPortNotFound: the cluster's Service has no port of the global port's name
 	// (or number, for an unnamed global port), so clients never reach the cluster on it.
 	ReasonPortNotFound = "PortNotFound"
+)
+
+// Reasons of ViewInSync.
+const (
+	// ReasonViewInSync: ViewInSync is True.
+	ReasonViewInSync = "InSync"
+	// ReasonViewDigestMismatch: the agent's digest differs from the store's at the
+	// same revision.
+	ReasonViewDigestMismatch = "DigestMismatch"
+	// ReasonViewNoReport: the agent has reported no digest (not connected, not live
+	// yet, or an agent that predates digests).
+	ReasonViewNoReport = "NoReport"
+	// ReasonViewRevisionCompacted: the store no longer holds the reported revision;
+	// the next report decides.
+	ReasonViewRevisionCompacted = "RevisionCompacted"
+	// ReasonViewCheckFailed: the hub could not read its store to compare.
+	ReasonViewCheckFailed = "CheckFailed"
 )
