@@ -2,6 +2,7 @@ package view
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/meshfed/meshfed/internal/etcd/keyspace"
@@ -108,5 +109,28 @@ func TestDigestCoversWhatIsServed(t *testing.T) {
 	}
 	if c, _ := v.Cluster("alpha"); c.Services[NamespacedName{"shop", "cart"}] == nil {
 		t.Error("the lost service did not come back")
+	}
+}
+
+// BenchmarkDigest100k measures a View's Digest over 100 clusters of 1,000 services.
+func BenchmarkDigest100k(b *testing.B) {
+	v, _ := newView()
+	rev := int64(0)
+	for c := range 100 {
+		cluster := fmt.Sprintf("c%03d", c)
+		for s := range 1000 {
+			rev++
+			name := fmt.Sprintf("svc-%04d", s)
+			feed(v, keyspace.ServiceEndpoints(cluster, "shop", name), endpoints("shop", name, true), rev)
+		}
+	}
+	v.OnSynced()
+	v.OnRevision(rev)
+	b.ResetTimer()
+	for range b.N {
+		d, err := v.Digest()
+		if err != nil || d.Served.Keys != 100_000 || d.Served != d.Imported {
+			b.Fatalf("%+v %v", d, err)
+		}
 	}
 }
