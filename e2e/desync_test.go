@@ -101,6 +101,24 @@ func TestDesyncDetection(t *testing.T) {
 	if healed > 5*interval+10*time.Second {
 		t.Errorf("healing took %s", healed)
 	}
+
+	// The checks go on: the hub judges later reports, at later revisions.
+	message := func() string {
+		mc := &v1.MeshCluster{}
+		if err := hub.Get(ctx, client.ObjectKey{Name: "alpha"}, mc); err != nil {
+			return err.Error()
+		}
+		c := meta.FindStatusCondition(mc.Status.Conditions, v1.ConditionViewInSync)
+		if c == nil || c.Status != metav1.ConditionTrue {
+			return fmt.Sprintf("ViewInSync is %+v", c)
+		}
+		return c.Message
+	}
+	first := message()
+	testutil.Eventually(t, waitLong, "a later report judged in sync", testutil.Check(func() (bool, string) {
+		m := message()
+		return m != first && strings.HasPrefix(m, "at revision "), fmt.Sprintf("%q after %q", m, first)
+	}))
 }
 
 // sameViews compares what two agents import from the hub: every cluster's
