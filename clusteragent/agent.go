@@ -62,7 +62,14 @@ type Options struct {
 	// LeaseDuration, RenewDeadline and RetryPeriod tune leader election. Defaults
 	// 15s, 10s and 2s.
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
-	Logger                                    logr.Logger
+	// ViewCheckInterval is how often the agent compares its imported view with the
+	// hub's store (and resyncs it if they differ). Default DefaultViewCheckInterval.
+	ViewCheckInterval time.Duration
+	Logger            logr.Logger
+
+	// viewCheck is the running agent's view check, whose reports the heartbeat
+	// carries; set by Run.
+	viewCheck *viewCheck
 }
 
 // Defaults of Options.
@@ -152,6 +159,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
+	opts.viewCheck = newViewCheck(v, etcd, reader.Resync, opts.ViewCheckInterval, log.WithName("viewcheck"))
 
 	xdsServer, err := xds.New(xds.Options{Cluster: cluster, View: v, Addr: opts.XDSAddr, MTLS: opts.MTLS,
 		TrustDomain: opts.TrustDomain, Logger: log.WithName("xds")})
@@ -166,6 +174,7 @@ func Run(ctx context.Context, opts Options) error {
 	log.Info("agent started", "identity", opts.Identity, "etcd", creds.Etcd.Endpoints, "http", listener.Addr().String())
 	return runAll(ctx, map[string]func(context.Context) error{
 		"import": reader.Run,
+		"digest": opts.viewCheck.run,
 		"hub":    func(ctx context.Context) error { return watchHub(ctx, etcd, cluster, v, log.WithName("hub")) },
 		"local": func(ctx context.Context) error {
 			return publishLocal(ctx, opts, cluster, deps, v, log.WithName("local"))
@@ -187,6 +196,7 @@ func registry() prometheus.Gatherer {
 	xds.RegisterMetrics(reg)
 	registerAgentMetrics(reg)
 	registerCredentialsMetrics(reg)
+	registerDigestMetrics(reg)
 	return prometheus.Gatherers{ctrlmetrics.Registry, reg}
 }
 

@@ -67,6 +67,10 @@ func Debug(cluster string, v *view.View, now time.Time) DebugView {
 	return out
 }
 
+// debugHooks add test-only handlers (fault.go, built with the meshfedtesthooks tag);
+// none in a product binary.
+var debugHooks []func(*http.ServeMux, *view.View)
+
 // explainer answers /debug/explain: the xDS server's Explain.
 type explainer func(namespace, name, zone string) ([]xds.Explanation, error)
 
@@ -102,6 +106,9 @@ func debugHandler(cluster string, v *view.View, explain explainer, metrics prome
 		w.Write([]byte("ok")) //nolint:errcheck
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
+	for _, hook := range debugHooks {
+		hook(mux, v)
+	}
 	mux.HandleFunc("/debug/view", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)

@@ -95,7 +95,8 @@ func syncOnce(ctx context.Context, deps publishDeps, opts Options, cluster strin
 func beat(ctx context.Context, w *kvstore.Writer, cluster string, opts Options, v *view.View) error {
 	key := keyspace.ClusterHeartbeat(cluster)
 	for {
-		value, err := model.Encode(&model.Heartbeat{Time: time.Now().UTC(), TTL: int64(opts.HeartbeatTTL / time.Second), Agent: opts.Identity})
+		value, err := model.Encode(&model.Heartbeat{Time: time.Now().UTC(), TTL: int64(opts.HeartbeatTTL / time.Second), Agent: opts.Identity,
+			View: opts.viewCheck.Report()})
 		if err != nil {
 			return err
 		}
@@ -104,6 +105,9 @@ func beat(ctx context.Context, w *kvstore.Writer, cluster string, opts Options, 
 		case <-ctx.Done():
 			return nil
 		case <-time.After(heartbeatInterval(opts.HeartbeatTTL, v.Policies())):
+		case <-opts.viewCheck.Reported():
+			// At once: a report of a view found different must reach the hub
+			// before the resync that follows heals it.
 		}
 	}
 }

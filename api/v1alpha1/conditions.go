@@ -28,6 +28,12 @@ const (
 	// third; Expired after it; Unknown/Pending until the hub has signed one through
 	// etcd, which the agent asks for when it starts).
 	ConditionCredentialsValid = "CredentialsValid"
+
+	// ConditionViewInSync (MeshCluster): the view the cluster's agent imports and
+	// serves equals the hub's store, as of the revision the agent last reported (a
+	// digest of every key and its ModRevision, compared with the hub's own at that
+	// revision). False means the agent served something else; it resyncs by itself.
+	ConditionViewInSync = "ViewInSync"
 )
 
 // Reasons of Accepted and Registered.
@@ -108,4 +114,21 @@ const (
 	// ReasonPortNotFound: the cluster's Service has no port of the global port's name
 	// (or number, for an unnamed global port), so clients never reach the cluster on it.
 	ReasonPortNotFound = "PortNotFound"
+)
+
+// Reasons of ViewInSync.
+const (
+	// ReasonViewInSync: ViewInSync is True.
+	ReasonViewInSync = "InSync"
+	// ReasonViewDigestMismatch: the agent's digest differs from the store's at the
+	// same revision.
+	ReasonViewDigestMismatch = "DigestMismatch"
+	// ReasonViewNoReport: the agent has reported no digest (not connected, not live
+	// yet, or an agent that predates digests).
+	ReasonViewNoReport = "NoReport"
+	// ReasonViewRevisionCompacted: the store no longer holds the reported revision;
+	// the next report decides.
+	ReasonViewRevisionCompacted = "RevisionCompacted"
+	// ReasonViewCheckFailed: the hub could not read its store to compare.
+	ReasonViewCheckFailed = "CheckFailed"
 )

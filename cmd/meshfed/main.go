@@ -138,5 +138,7 @@ func agentCommand() *cobra.Command {
 		"their bootstraps must define the provider; needed to reach clusters on other networks")
 	f.StringVar(&opts.TrustDomain, "trust-domain", v1.DefaultTrustDomain, "SPIFFE trust domain of the mesh")
 	f.DurationVar(&opts.HeartbeatTTL, "heartbeat-ttl", clusteragent.DefaultHeartbeatTTL, "lease of the heartbeat: how soon the federation notices a dead agent")
+	f.DurationVar(&opts.ViewCheckInterval, "view-check-interval", clusteragent.DefaultViewCheckInterval,
+		"how often to compare the imported view with the hub's store (a keys-only read of the whole keyspace) and resync it if they differ")
 	return cmd
 }

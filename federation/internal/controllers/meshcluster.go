@@ -44,11 +44,14 @@ type MeshClusterReconciler struct {
 	Clock  clock.PassiveClock
 	// Events, if set, hears of Connected lost and regained.
 	Events events.EventRecorder
+	// views, if set, judges the agents' view reports (ViewInSync).
+	views *viewSync
 }
 
 // clusterEvents are the MeshCluster transitions an operator hears of.
 var clusterEvents = map[string]func(*metav1.Condition, metav1.Condition) bool{
-	v1.ConditionConnected: becameOrStoppedTrue,
+	v1.ConditionConnected:  becameOrStoppedTrue,
+	v1.ConditionViewInSync: viewInSyncFlipped,
 }
 
 // Reconcile converges one MeshCluster.
@@ -67,6 +70,9 @@ func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		clusterConnected.DeleteLabelValues(name)
 		clusterEndpoints.DeleteLabelValues(name)
 		clusterCredentialsExpiry.DeleteLabelValues(name)
+		if r.views != nil {
+			r.views.forget(name)
+		}
 		return nil
 	}
 	if done, err := finalize(ctx, r.Client, mc, removed); done {
@@ -92,6 +98,12 @@ func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	status.ObservedGeneration = mc.Generation
 	setConditions(&status.Conditions, mc.Generation, registered)
 	requeue := r.agentStatus(mc, status)
+	if r.views != nil {
+		c, _ := r.View.Cluster(name)
+		if again := r.views.viewInSync(ctx, name, c.Heartbeat, mc.Generation, status); again > 0 && (requeue == 0 || again < requeue) {
+			requeue = again
+		}
+	}
 	news := transitions(mc.Status.Conditions, status.Conditions, clusterEvents)
 	if wrote, uerr := writeStatus(ctx, r.Client, mc, &mc.Status, status); uerr != nil {
 		return ctrl.Result{}, uerr

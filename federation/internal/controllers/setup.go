@@ -42,7 +42,8 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		opts.Events = mgr.GetEventRecorder(EventSource)
 	}
 	c := mgr.GetClient()
-	clusters := &MeshClusterReconciler{Client: c, KV: opts.KV, Auth: opts.Auth, View: opts.View, Clock: opts.Clock, Events: opts.Events}
+	clusters := &MeshClusterReconciler{Client: c, KV: opts.KV, Auth: opts.Auth, View: opts.View, Clock: opts.Clock, Events: opts.Events,
+		views: newViewSync(opts.KV, opts.Clock)}
 	err := ctrl.NewControllerManagedBy(mgr).For(&v1.MeshCluster{}).Named("meshcluster").
 		WatchesRawSource(viewSource(opts.View, func(_ context.Context, k keyspace.Key) []reconcile.Request {
 			if k.Cluster == "" {

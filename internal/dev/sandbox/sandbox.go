@@ -50,6 +50,9 @@ type Options struct {
 	Timeout time.Duration
 	// HeartbeatTTL is the agents' heartbeat lease. Default: the agent's default.
 	HeartbeatTTL time.Duration
+	// ViewCheckInterval is how often agents compare their view with the hub's store.
+	// Default: the agent's default.
+	ViewCheckInterval time.Duration
 	// SeparateNetwork puts the last member cluster on a network of its own, so that
 	// traffic to it goes through its east-west gateway.
 	SeparateNetwork bool
@@ -497,6 +500,9 @@ func (s *Sandbox) StartAgent(ctx context.Context, name string) error {
 		"--xds-addr", c.XDSAddr, "--log-format", "text"}
 	if s.opts.HeartbeatTTL > 0 {
 		args = append(args, "--heartbeat-ttl", s.opts.HeartbeatTTL.String())
+	}
+	if s.opts.ViewCheckInterval > 0 {
+		args = append(args, "--view-check-interval", s.opts.ViewCheckInterval.String())
 	}
 	if s.opts.MTLS {
 		args = append(args, "--mtls")

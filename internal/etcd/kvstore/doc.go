@@ -103,9 +103,20 @@
 //     in revision order. They must not block for long: the Reader does not read
 //     ahead while the Observer works.
 //
+// # Digests and Resync
+//
+// A Digest sums a hash of (key, ModRevision) over a set of keys: independent of
+// order and kept incrementally, so an Observer that implements VersionObserver
+// (OnVersion for every version processed, decoded or not; OnRevision when it
+// holds exactly the prefix at a revision; OnResync) can be compared with the
+// store's DigestAt of the same revision, a keys-only read. Reader.Resync is the
+// way back for an Observer found to differ: the Reader forgets its dedupe state,
+// re-lists and delivers every key; the Observer drops, at OnSynced, what the
+// list did not deliver. Counted in meshfed_kvstore_relists_total{reason="resync"}.
+//
 // # Who may call what
 //
-// Writer.Upsert, Delete, MarkSynced and WaitSynced are safe from any goroutine,
+// Reader.Resync, Writer.Upsert, Delete, MarkSynced and WaitSynced are safe from any goroutine,
 // before or after Run starts. Run may be called once per Writer or Reader.
 // A Writer must be Closed to release its queue and lease; a Reader needs only
 // its context cancelled.

@@ -56,6 +56,15 @@ func startEtcd(t *testing.T) (*embedetcd.Server, *clientv3.Client) {
 	return srv, newClient(t, srv.Endpoints()[0])
 }
 
+// startBenchEtcd runs a real etcd for a benchmark; the caller closes it.
+func startBenchEtcd(b *testing.B) (*embedetcd.Server, error) {
+	srv, err := embedetcd.Start(b.Context(), embedetcd.Options{DataDir: b.TempDir(), UnsafeNoFsync: true, ZapLogger: zap.NewNop()})
+	if err == nil {
+		b.Cleanup(srv.Close)
+	}
+	return srv, err
+}
+
 // newClient returns a client of endpoint that reconnects quickly, so that a
 // restored proxy is noticed in well under a second.
 func newClient(t *testing.T, endpoint string) *clientv3.Client {

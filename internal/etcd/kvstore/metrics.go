@@ -10,6 +10,8 @@ const (
 	reasonWatchError  = "watch_error"
 	reasonWatchClosed = "watch_closed"
 	reasonListError   = "list_error"
+	// Resync was called: the Observer differs from the store.
+	reasonResync = "resync"
 	// The store is another history than the one read or written before: a
 	// new cluster, one restored from a backup, or a key's history rewritten.
 	reasonClusterChanged    = "cluster_changed"

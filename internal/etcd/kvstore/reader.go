@@ -35,6 +35,29 @@ type Observer[T any] interface {
 	OnSynced()
 }
 
+// VersionObserver is an Observer that also tracks which version of each key it
+// holds and the revision its state reflects, so that it can be compared with
+// the store (a Digest at that revision). A Reader calls these methods, like the
+// Observer's, from its Run goroutine, when its Observer implements them.
+type VersionObserver interface {
+	// OnVersion is called for every version of a key the Reader processes,
+	// after OnUpsert or OnDelete: with its ModRevision, also when Decode
+	// rejected the value (the Observer keeps the last good one, but the store
+	// holds this version), and with 0 when the key is gone (deleted or pruned).
+	OnVersion(key string, modRev int64)
+	// OnRevision is called when the Observer holds exactly the prefix's
+	// versions at rev: after a complete list (after OnSynced) and after every
+	// watch response that carried events (rev is then the last event's
+	// revision; a response never splits one revision's events) or a progress
+	// notification.
+	OnRevision(rev int64)
+	// OnResync is called before the list of a Resync: the Reader has
+	// forgotten what it delivered and will deliver every key again; what the
+	// Observer holds and the list does not deliver is gone, and the Observer
+	// drops it at OnSynced.
+	OnResync()
+}
+
 // ObserverFuncs adapts functions to an Observer; nil functions are skipped.
 type ObserverFuncs[T any] struct {
 	Upsert func(key string, value T)
@@ -137,6 +160,10 @@ type Reader[T any] struct {
 	store storeID
 	// seed hashes values (keyState.hash).
 	seed maphash.Seed
+	// versions is Observer as a VersionObserver, or nil.
+	versions VersionObserver
+	// resync asks Run for a Resync (capacity 1: requests merge).
+	resync chan struct{}
 }
 
 // keyState is what a Reader remembers of one key.
@@ -166,7 +193,23 @@ func NewReader[T any](opts ReaderOptions[T]) (*Reader[T], error) {
 		return nil, errors.New("kvstore: ReaderOptions.Observer is required")
 	}
 	opts.setDefaults()
-	return &Reader[T]{opts: opts, known: map[string]*keyState{}, seed: maphash.MakeSeed()}, nil
+	r := &Reader[T]{opts: opts, known: map[string]*keyState{}, seed: maphash.MakeSeed(), resync: make(chan struct{}, 1)}
+	r.versions, _ = opts.Observer.(VersionObserver)
+	return r, nil
+}
+
+// Resync asks the Reader to forget what it delivered and list the prefix
+// again, delivering every key (not only those whose version changed) and
+// pruning, through VersionObserver.OnResync, whatever the Observer holds that
+// the list does not deliver. It is the way back for an Observer found to
+// differ from the store (a digest mismatch): a plain re-list would skip every
+// version the Reader believes delivered. It returns at once; Run does the work.
+// Safe from any goroutine; requests made while one is pending merge into it.
+func (r *Reader[T]) Resync() {
+	select {
+	case r.resync <- struct{}{}:
+	default:
+	}
 }
 
 // Run lists and watches the prefix until ctx is done, then returns nil. It
@@ -187,6 +230,15 @@ func (r *Reader[T]) Run(ctx context.Context) error {
 		if reason != "" {
 			relistsTotal.WithLabelValues(r.opts.Prefix, reason).Inc()
 		}
+		if reason == reasonResync {
+			// Without its dedupe state the Reader delivers every listed key,
+			// and cannot prune what it no longer knows: the Observer does.
+			r.log.Info("Resyncing: delivering every key again")
+			r.known = map[string]*keyState{}
+			if r.versions != nil {
+				r.versions.OnResync()
+			}
+		}
 		rev, changed, err := r.list(ctx)
 		if ctx.Err() != nil {
 			return nil
@@ -206,6 +258,9 @@ func (r *Reader[T]) Run(ctx context.Context) error {
 		}
 		r.log.V(1).Info("Listed prefix", "revision", rev, "keys", len(r.known), "clusterID", fmt.Sprintf("%x", r.store.clusterID))
 		r.opts.Observer.OnSynced()
+		if r.versions != nil {
+			r.versions.OnRevision(rev)
+		}
 
 		var healthy bool
 		reason, healthy = r.watch(ctx, rev)
@@ -326,6 +381,8 @@ func (r *Reader[T]) watch(ctx context.Context, rev int64) (reason string, health
 				return why, healthy
 			}
 			continue
+		case <-r.resync:
+			return reasonResync, true
 		}
 		if !ok {
 			break
@@ -359,6 +416,11 @@ func (r *Reader[T]) watch(ctx context.Context, rev int64) (reason string, health
 		}
 		if len(resp.Events) > 0 {
 			healthy = true
+			if r.versions != nil {
+				r.versions.OnRevision(resp.Events[len(resp.Events)-1].Kv.ModRevision)
+			}
+		} else if resp.IsProgressNotify() && r.versions != nil {
+			r.versions.OnRevision(resp.Header.Revision)
 		}
 	}
 	return reasonWatchClosed, healthy
@@ -410,10 +472,13 @@ func (r *Reader[T]) upsert(key string, value []byte, modRev int64) (differs bool
 		// counted once.
 		decodeErrorsTotal.WithLabelValues(r.opts.Prefix).Inc()
 		r.log.Error(err, "Skipping malformed value, keeping the last good one", "key", key, "modRevision", modRev, "hasGoodValue", st.delivered)
-		return differs
+	} else {
+		st.delivered = true
+		r.opts.Observer.OnUpsert(key, v)
 	}
-	st.delivered = true
-	r.opts.Observer.OnUpsert(key, v)
+	if r.versions != nil {
+		r.versions.OnVersion(key, modRev)
+	}
 	return differs
 }
 
@@ -427,5 +492,8 @@ func (r *Reader[T]) delete(key string, modRev int64) {
 	delete(r.known, key)
 	if st.delivered {
 		r.opts.Observer.OnDelete(key)
+	}
+	if r.versions != nil {
+		r.versions.OnVersion(key, 0)
 	}
 }

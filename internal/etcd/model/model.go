@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/meshfed/meshfed/internal/etcd/keyspace"
+	"github.com/meshfed/meshfed/internal/etcd/kvstore"
 )
 
 // ErrInvalid is wrapped by every validation error.
@@ -52,6 +53,22 @@ type Heartbeat struct {
 	Time  time.Time `json:"time"`
 	TTL   int64     `json:"ttlSeconds"`
 	Agent string    `json:"agent"`
+	// View is the agent's account of the view it imports, for the hub to compare
+	// with its own store; absent until the agent's first check, and from agents that
+	// predate it.
+	View *ViewDigest `json:"view,omitempty"`
+}
+
+// ViewDigest is what an agent imported from the hub's store, as of one revision:
+// kvstore.Digest's string form ("<keys>/<16 hex digits>") of the (key, ModRevision)
+// of every record it serves under keyspace.Root. The store's kvstore.DigestAt of Root
+// at Revision is equal exactly when the agent's view is in sync.
+type ViewDigest struct {
+	Revision int64  `json:"revision"`
+	Digest   string `json:"digest"`
+	// Resyncs counts the agent's resyncs since it started: each one healed a view
+	// found to differ from the store.
+	Resyncs int64 `json:"resyncs,omitempty"`
 }
 
 // Synced is the marker an agent writes after its initial publish
@@ -377,6 +394,14 @@ func (c *ClusterInfo) Validate() error {
 func (h *Heartbeat) Validate() error {
 	if h.TTL <= 0 {
 		return invalid("heartbeat ttlSeconds must be positive")
+	}
+	if h.View != nil {
+		if h.View.Revision <= 0 {
+			return invalid("heartbeat view.revision must be positive")
+		}
+		if _, err := kvstore.ParseDigest(h.View.Digest); err != nil {
+			return invalid("heartbeat view.digest: %v", err)
+		}
 	}
 	return nil
 }

@@ -452,12 +452,15 @@ func TestClusterInfoValidate(t *testing.T) {
 
 func TestHeartbeatValidate(t *testing.T) {
 	checkValidate(t, map[string]validateCase{
-		"valid":              {validHeartbeat(), true},
-		"ttl only":           {&Heartbeat{TTL: 1}, true},
-		"zero ttl":           {&Heartbeat{Time: t0, Agent: "a"}, false},
-		"negative ttl":       {&Heartbeat{Time: t0, TTL: -5, Agent: "a"}, false},
-		"zero value":         {&Heartbeat{}, false},
-		"large ttl accepted": {&Heartbeat{TTL: 1 << 40}, true},
+		"valid":                  {validHeartbeat(), true},
+		"ttl only":               {&Heartbeat{TTL: 1}, true},
+		"zero ttl":               {&Heartbeat{Time: t0, Agent: "a"}, false},
+		"negative ttl":           {&Heartbeat{Time: t0, TTL: -5, Agent: "a"}, false},
+		"zero value":             {&Heartbeat{}, false},
+		"large ttl accepted":     {&Heartbeat{TTL: 1 << 40}, true},
+		"view report":            {&Heartbeat{TTL: 1, View: &ViewDigest{Revision: 7, Digest: "3/000000000000002a"}}, true},
+		"view without revision":  {&Heartbeat{TTL: 1, View: &ViewDigest{Digest: "3/000000000000002a"}}, false},
+		"view with a bad digest": {&Heartbeat{TTL: 1, View: &ViewDigest{Revision: 7, Digest: "3/2a"}}, false},
 	})
 }
 

@@ -12,4 +12,11 @@
 // the caller's own. Freshness is judged on the local clock by when a heartbeat was last
 // seen, never by timestamps another machine wrote. Subscribers are called after every
 // change, outside the View's lock, in the reader's goroutine: they must not block.
+//
+// A View is also a kvstore.VersionObserver: it knows the version of every record it
+// holds and the revision its state reflects, and Digest covers what it serves (each
+// record with the version it was delivered as), so that it can be compared with the
+// store's digest at that revision; after OnResync, the next OnSynced drops whatever
+// the Resync's list did not deliver. Only test builds (tag meshfedtesthooks) can
+// change a View behind its Reader's back (DropForTest).
 package view

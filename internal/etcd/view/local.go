@@ -89,7 +89,7 @@ func (v *View) Restore(info Restored, records map[string]model.Record) bool {
 			v.mu.Unlock()
 			return false // the store answered meanwhile: it wins
 		}
-		v.restored[key] = struct{}{}
+		v.unconfirmed[key] = struct{}{}
 		v.apply(k, records[key], false)
 	}
 	v.mu.Lock()
@@ -114,42 +114,48 @@ func (v *View) Records() map[string]model.Record {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	out := map[string]model.Record{}
+	v.eachRecord(func(key string, rec model.Record) { out[key] = rec })
+	return out
+}
+
+// eachRecord calls fn with every record the View holds from the store and its key.
+// The caller holds v.mu.
+func (v *View) eachRecord(fn func(key string, rec model.Record)) {
 	for nn, g := range v.globals {
-		out[keyspace.GlobalService(nn.Namespace, nn.Name)] = g
+		fn(keyspace.GlobalService(nn.Namespace, nn.Name), g)
 	}
 	for nn, p := range v.policies {
-		out[keyspace.Policy(nn.Namespace, nn.Name)] = p
+		fn(keyspace.Policy(nn.Namespace, nn.Name), p)
 	}
 	if v.bundle != nil {
-		out[keyspace.TrustBundle()] = v.bundle
+		fn(keyspace.TrustBundle(), v.bundle)
 	}
 	for name, c := range v.clusters {
 		if c.Info != nil {
-			out[keyspace.ClusterInfo(name)] = c.Info
+			fn(keyspace.ClusterInfo(name), c.Info)
 		}
 		if c.Heartbeat != nil {
-			out[keyspace.ClusterHeartbeat(name)] = c.Heartbeat
+			fn(keyspace.ClusterHeartbeat(name), c.Heartbeat)
 		}
 		if c.Synced != nil {
-			out[keyspace.ClusterSynced(name)] = c.Synced
+			fn(keyspace.ClusterSynced(name), c.Synced)
 		}
 		if c.IntermediateCSR != nil {
-			out[keyspace.ClusterIntermediateCSR(name)] = c.IntermediateCSR
+			fn(keyspace.ClusterIntermediateCSR(name), c.IntermediateCSR)
 		}
 		if c.Intermediate != nil {
-			out[keyspace.ClusterIntermediate(name)] = c.Intermediate
+			fn(keyspace.ClusterIntermediate(name), c.Intermediate)
 		}
 		if c.EtcdCSR != nil {
-			out[keyspace.ClusterEtcdCSR(name)] = c.EtcdCSR
+			fn(keyspace.ClusterEtcdCSR(name), c.EtcdCSR)
 		}
 		if c.EtcdCert != nil {
-			out[keyspace.ClusterEtcdCert(name)] = c.EtcdCert
+			fn(keyspace.ClusterEtcdCert(name), c.EtcdCert)
 		}
 		for nn, s := range c.Services {
-			out[keyspace.ServiceEndpoints(name, nn.Namespace, nn.Name)] = s
+			fn(keyspace.ServiceEndpoints(name, nn.Namespace, nn.Name), s)
 		}
 	}
-	return out
 }
 
 // contact is the record of the hub's outages as this process saw them.

@@ -10,6 +10,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/meshfed/meshfed/internal/etcd/keyspace"
+	"github.com/meshfed/meshfed/internal/etcd/kvstore"
 	"github.com/meshfed/meshfed/internal/etcd/model"
 )
 
@@ -80,16 +81,23 @@ type View struct {
 	subs     map[int]func(keyspace.Key)
 	nextSub  int
 
-	// restored holds the keys a Restore loaded that no list or event of the store
-	// has confirmed since; the first complete list removes what is left.
-	restored map[string]struct{}
-	restore  Restored
+	// unconfirmed holds the keys a Restore loaded, or a Resync found held, that no
+	// list or event of the store has confirmed since; the next complete list removes
+	// what is left.
+	unconfirmed map[string]struct{}
+	restore     Restored
 
 	// local holds the services of Self from its own informers; nil until LocalSynced.
 	local        map[NamespacedName]*model.ServiceEndpoints
 	localPending map[NamespacedName]*model.ServiceEndpoints
 
 	contact contact
+
+	// versions, imported, rev and dirty: see digest.go.
+	versions map[string]version
+	imported kvstore.Digest
+	rev      int64
+	dirty    bool
 }
 
 // New returns an empty View.
@@ -106,7 +114,8 @@ func New(opts Options) *View {
 		synced:       make(chan struct{}),
 		live:         make(chan struct{}),
 		subs:         map[int]func(keyspace.Key){},
-		restored:     map[string]struct{}{},
+		unconfirmed:  map[string]struct{}{},
+		versions:     map[string]version{},
 		localPending: map[NamespacedName]*model.ServiceEndpoints{},
 		contact:      initialContact(opts),
 	}
@@ -134,7 +143,8 @@ func (v *View) OnUpsert(key string, rec model.Record) {
 		return // model.Decode parsed it already; unreachable
 	}
 	v.mu.Lock()
-	delete(v.restored, key)
+	delete(v.unconfirmed, key)
+	v.held(key, rec)
 	v.apply(k, rec, true)
 }
 
@@ -145,22 +155,25 @@ func (v *View) OnDelete(key string) {
 		return
 	}
 	v.mu.Lock()
-	delete(v.restored, key)
+	delete(v.unconfirmed, key)
+	v.held(key, nil)
 	v.apply(k, nil, true)
 }
 
 // OnSynced implements kvstore.Observer: the store has been listed completely. What a
-// Restore loaded and the list did not confirm is gone from the store, and goes.
+// Restore loaded, or a Resync found held, and the list did not confirm is gone from
+// the store, and goes.
 func (v *View) OnSynced() {
 	v.mu.Lock()
-	stale := make([]string, 0, len(v.restored))
-	for key := range v.restored {
+	stale := make([]string, 0, len(v.unconfirmed))
+	for key := range v.unconfirmed {
 		stale = append(stale, key)
 	}
 	slices.Sort(stale)
 	v.mu.Unlock()
 	for _, key := range stale {
 		v.OnDelete(key)
+		v.OnVersion(key, 0)
 	}
 	v.mu.Lock()
 	closeOnce(v.synced)

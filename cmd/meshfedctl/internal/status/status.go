@@ -32,6 +32,9 @@ type ClusterRow struct {
 	Registered string `json:"registered"`
 	Connected  string `json:"connected"`
 	Synced     string `json:"synced"`
+	// ViewInSync: the agent's imported view equals the hub's store (the
+	// ViewInSync condition).
+	ViewInSync string `json:"viewInSync"`
 	// HeartbeatAge is the time since the hub last recorded a heartbeat, to the hub's
 	// status resolution (15s).
 	HeartbeatAge string `json:"heartbeatAge"`
@@ -72,6 +75,7 @@ func Collect(ctx context.Context, hub client.Client, now time.Time, withServices
 			Registered:   condition(&mc, v1.ConditionRegistered),
 			Connected:    condition(&mc, v1.ConditionConnected),
 			Synced:       condition(&mc, v1.ConditionSynced),
+			ViewInSync:   condition(&mc, v1.ConditionViewInSync),
 			HeartbeatAge: "never",
 			Services:     mc.Status.ExportedServices, Endpoints: mc.Status.ExportedEndpoints,
 		}
@@ -84,6 +88,8 @@ func Collect(ctx context.Context, hub client.Client, now time.Time, withServices
 			row.HeartbeatAge = now.Sub(hb.Time).Round(time.Second).String()
 		}
 		if c := meta.FindStatusCondition(mc.Status.Conditions, v1.ConditionConnected); c != nil && c.Status != metav1.ConditionTrue {
+			row.Message = c.Message
+		} else if c := meta.FindStatusCondition(mc.Status.Conditions, v1.ConditionViewInSync); c != nil && c.Status == metav1.ConditionFalse {
 			row.Message = c.Message
 		}
 		row.Credentials, row.CredentialsExpiry = credentials(&mc, now)
@@ -162,10 +168,10 @@ func (r *Report) Print(w io.Writer, format string) error {
 		return fmt.Errorf("output format %q: use table, json or yaml", format)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CLUSTER\tREGION\tZONES\tNETWORK\tREGISTERED\tCONNECTED\tSYNCED\tHEARTBEAT\tSERVICES\tENDPOINTS\tCREDENTIALS")
+	fmt.Fprintln(tw, "CLUSTER\tREGION\tZONES\tNETWORK\tREGISTERED\tCONNECTED\tSYNCED\tVIEW\tHEARTBEAT\tSERVICES\tENDPOINTS\tCREDENTIALS")
 	for _, c := range r.Clusters {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", c.Name, c.Region, c.Zones, c.Network,
-			c.Registered, c.Connected, c.Synced, c.HeartbeatAge, c.Services, c.Endpoints, c.Credentials)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", c.Name, c.Region, c.Zones, c.Network,
+			c.Registered, c.Connected, c.Synced, c.ViewInSync, c.HeartbeatAge, c.Services, c.Endpoints, c.Credentials)
 	}
 	if len(r.GlobalServices) > 0 {
 		fmt.Fprintln(tw)

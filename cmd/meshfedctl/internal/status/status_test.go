@@ -24,9 +24,9 @@ func sampleReport() *Report {
 	return &Report{
 		Clusters: []ClusterRow{
 			{Name: "east", Region: "us-east-1", Zones: "us-east-1a,us-east-1b", Network: "default",
-				Registered: "True", Connected: "True", Synced: "True", HeartbeatAge: "5s", Services: 3, Endpoints: 12, Credentials: "Valid 19d4h"},
+				Registered: "True", Connected: "True", Synced: "True", ViewInSync: "True", HeartbeatAge: "5s", Services: 3, Endpoints: 12, Credentials: "Valid 19d4h"},
 			{Name: "west-long-name", Region: "us-west-2", Zones: "us-west-2a", Network: "vpc-2",
-				Registered: "True", Connected: "False", Synced: "Unknown", HeartbeatAge: "never", Credentials: "Expired", Message: "heartbeat lapsed"},
+				Registered: "True", Connected: "False", Synced: "Unknown", ViewInSync: "Unknown", HeartbeatAge: "never", Credentials: "Expired", Message: "heartbeat lapsed"},
 		},
 		GlobalServices: []ServiceRow{
 			{Namespace: "shop", Name: "cart", Hostname: "cart.shop.global", Clusters: 2, Ready: 7, Policy: "eu-first"},
@@ -35,17 +35,17 @@ func sampleReport() *Report {
 	}
 }
 
-const sampleTable = `CLUSTER         REGION     ZONES                  NETWORK  REGISTERED  CONNECTED  SYNCED   HEARTBEAT  SERVICES  ENDPOINTS  CREDENTIALS
-east            us-east-1  us-east-1a,us-east-1b  default  True        True       True     5s         3         12         Valid 19d4h
-west-long-name  us-west-2  us-west-2a             vpc-2    True        False      Unknown  never      0         0          Expired
+const sampleTable = `CLUSTER         REGION     ZONES                  NETWORK  REGISTERED  CONNECTED  SYNCED   VIEW     HEARTBEAT  SERVICES  ENDPOINTS  CREDENTIALS
+east            us-east-1  us-east-1a,us-east-1b  default  True        True       True     True     5s         3         12         Valid 19d4h
+west-long-name  us-west-2  us-west-2a             vpc-2    True        False      Unknown  Unknown  never      0         0          Expired
 
 GLOBAL SERVICE  HOSTNAME          CLUSTERS  READY  POLICY
 shop/cart       cart.shop.global  2         7      eu-first
 shop/list       list.shop.global  1         0      
 `
 
-const clustersOnlyTable = `CLUSTER  REGION     ZONES       NETWORK  REGISTERED  CONNECTED  SYNCED   HEARTBEAT  SERVICES  ENDPOINTS  CREDENTIALS
-solo     eu-west-1  eu-west-1a  default  Unknown     Unknown    Unknown  never      0         0          Unknown
+const clustersOnlyTable = `CLUSTER  REGION     ZONES       NETWORK  REGISTERED  CONNECTED  SYNCED   VIEW     HEARTBEAT  SERVICES  ENDPOINTS  CREDENTIALS
+solo     eu-west-1  eu-west-1a  default  Unknown     Unknown    Unknown  Unknown  never      0         0          Unknown
 `
 
 const emptyJSON = `{
@@ -63,6 +63,7 @@ const soloJSON = `{
       "registered": "Unknown",
       "connected": "Unknown",
       "synced": "Unknown",
+      "viewInSync": "Unknown",
       "heartbeatAge": "never",
       "services": 0,
       "endpoints": 0,
@@ -83,12 +84,13 @@ const soloYAML = `clusters:
   registered: Unknown
   services: 0
   synced: Unknown
+  viewInSync: Unknown
   zones: eu-west-1a
 `
 
 func soloReport() *Report {
 	return &Report{Clusters: []ClusterRow{{Name: "solo", Region: "eu-west-1", Zones: "eu-west-1a", Network: "default",
-		Registered: "Unknown", Connected: "Unknown", Synced: "Unknown", HeartbeatAge: "never", Credentials: "Unknown"}}}
+		Registered: "Unknown", Connected: "Unknown", Synced: "Unknown", ViewInSync: "Unknown", HeartbeatAge: "never", Credentials: "Unknown"}}}
 }
 
 func TestPrint(t *testing.T) {
@@ -100,7 +102,7 @@ func TestPrint(t *testing.T) {
 		"table":                    {sampleReport(), "table", sampleTable},
 		"empty format is table":    {sampleReport(), "", sampleTable},
 		"table without services":   {soloReport(), "table", clustersOnlyTable},
-		"table of an empty report": {&Report{Clusters: []ClusterRow{}}, "table", "CLUSTER  REGION  ZONES  NETWORK  REGISTERED  CONNECTED  SYNCED  HEARTBEAT  SERVICES  ENDPOINTS  CREDENTIALS\n"},
+		"table of an empty report": {&Report{Clusters: []ClusterRow{}}, "table", "CLUSTER  REGION  ZONES  NETWORK  REGISTERED  CONNECTED  SYNCED  VIEW  HEARTBEAT  SERVICES  ENDPOINTS  CREDENTIALS\n"},
 		"json":                     {soloReport(), "json", soloJSON},
 		"json of an empty report":  {&Report{Clusters: []ClusterRow{}}, "json", emptyJSON},
 		"yaml":                     {soloReport(), "yaml", soloYAML},
@@ -234,12 +236,12 @@ func TestCollect(t *testing.T) {
 
 	wantClusters := []ClusterRow{
 		{Name: "east", Region: "us-east-1", Zones: "us-east-1a", Network: "default",
-			Registered: "Unknown", Connected: "Unknown", Synced: "Unknown", HeartbeatAge: "never", Credentials: "Unknown"},
+			Registered: "Unknown", Connected: "Unknown", Synced: "Unknown", ViewInSync: "Unknown", HeartbeatAge: "never", Credentials: "Unknown"},
 		{Name: "north", Region: "eu-north-1", Zones: "eu-north-1a", Network: "default",
-			Registered: "True", Connected: "True", Synced: "True", HeartbeatAge: "2s", Services: 1, Endpoints: 1,
+			Registered: "True", Connected: "True", Synced: "True", ViewInSync: "Unknown", HeartbeatAge: "2s", Services: 1, Endpoints: 1,
 			Credentials: "Valid 19d4h", CredentialsExpiry: ptrTime(now.Add(19*24*time.Hour + 4*time.Hour + 30*time.Minute).Truncate(time.Second))},
 		{Name: "west", Region: "us-west-2", Zones: "us-west-2a,us-west-2b", Network: "vpc-2",
-			Registered: "True", Connected: "False", Synced: "False", HeartbeatAge: "2m3s", Services: 2, Endpoints: 5,
+			Registered: "True", Connected: "False", Synced: "False", ViewInSync: "Unknown", HeartbeatAge: "2m3s", Services: 2, Endpoints: 5,
 			Credentials: "Expired", CredentialsExpiry: ptrTime(at("11:00:00").Time),
 			Message: "no heartbeat for 2m3s"},
 	}
