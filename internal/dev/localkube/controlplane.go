@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -318,8 +319,18 @@ func FreePorts(n int) ([]int, error) {
 			l.Close()
 		}
 	}()
+	low := ephemeralLow()
 	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		var l net.Listener
+		var err error
+		for range 200 {
+			// Below the kernel's ephemeral range: no outgoing connection and no
+			// listener on port 0 ever takes the port while its owner restarts (a
+			// process restarted on the same address must find it free).
+			if l, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(portsFloor+rand.IntN(low-portsFloor))); err == nil {
+				break
+			}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("find a free port: %w", err)
 		}
@@ -327,4 +338,21 @@ func FreePorts(n int) ([]int, error) {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+// portsFloor is the lowest port FreePorts hands out.
+const portsFloor = 20000
+
+// ephemeralLow is the start of the kernel's ephemeral port range (32768 when it
+// cannot be read).
+func ephemeralLow() int {
+	data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if f := strings.Fields(string(data)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > portsFloor+1000 {
+				return n
+			}
+		}
+	}
+	return 32768
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
 
+	"github.com/meshfed/meshfed/internal/dev/localkube"
 	"github.com/meshfed/meshfed/internal/dev/testutil"
 	"github.com/meshfed/meshfed/internal/etcd/embedetcd"
 )
@@ -329,15 +331,15 @@ func startRestartableEtcd(t *testing.T) *restartableEtcd {
 	return e
 }
 
-// freeURL returns an http URL on a loopback port that is free right now.
+// freeURL returns an http URL on a loopback port that is free right now, outside the
+// kernel's ephemeral range, so that etcd restarted on it finds it free still.
 func freeURL(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := localkube.FreePorts(1)
 	if err != nil {
-		t.Fatalf("find a free port: %v", err)
+		t.Fatal(err)
 	}
-	defer l.Close()
-	return "http://" + l.Addr().String()
+	return "http://127.0.0.1:" + strconv.Itoa(ports[0])
 }
 
 // start starts etcd with the data in dir; an empty dir makes a new cluster.

@@ -160,7 +160,8 @@ func (v *View) eachRecord(fn func(key string, rec model.Record)) {
 
 // contact is the record of the hub's outages as this process saw them.
 type contact struct {
-	outages []outage // oldest first; the last has a zero end while it lasts
+	outages []outage  // oldest first; the last has a zero end while it lasts
+	lastOK  time.Time // when the hub was last read
 }
 
 type outage struct{ start, end time.Time }
@@ -169,18 +170,27 @@ type outage struct{ start, end time.Time }
 // long-silent cluster look staler than it is.
 const maxOutages = 64
 
-// SetHubReachable records whether the hub's store can be read now.
+// SetHubReachable records whether the hub's store can be read now. An outage is
+// taken to have started when the hub was last read, not when a probe gave up on it:
+// what lapsed between the two says nothing about other clusters either.
 func (v *View) SetHubReachable(ok bool) {
 	now := v.clock.Now()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	o := v.contact.outages
 	ongoing := len(o) > 0 && o[len(o)-1].end.IsZero()
+	if ok {
+		v.contact.lastOK = now
+	}
 	switch {
 	case ok && ongoing:
 		o[len(o)-1].end = now
 	case !ok && !ongoing:
-		o = append(o, outage{start: now})
+		start := now
+		if !v.contact.lastOK.IsZero() {
+			start = v.contact.lastOK
+		}
+		o = append(o, outage{start: start})
 		if len(o) > maxOutages {
 			o = slices.Delete(o, 0, len(o)-maxOutages)
 		}

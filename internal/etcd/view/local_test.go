@@ -120,7 +120,9 @@ func TestOffline(t *testing.T) {
 	clk.SetTime(t0.Add(2 * time.Second))
 	v.SetHubReachable(true) // outage [t0, t0+2s]
 	clk.SetTime(t0.Add(12 * time.Second))
-	v.SetHubReachable(false) // outage from t0+12s, ongoing
+	v.SetHubReachable(true)
+	clk.SetTime(t0.Add(14 * time.Second))
+	v.SetHubReachable(false) // a probe gives up at 14s: the outage counts from the last read, 12s
 	v.SetHubReachable(false)
 	clk.SetTime(t0.Add(17 * time.Second))
 	for _, tc := range []struct {
