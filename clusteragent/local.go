@@ -60,12 +60,7 @@ func publishLocal(ctx context.Context, opts Options, cluster string, deps publis
 	if err != nil {
 		return err
 	}
-	unsubscribe := v.Subscribe(func(k keyspace.Key) {
-		if k.Kind == keyspace.KindGlobalService {
-			pub.GlobalServicesChanged()
-		}
-	})
-	defer unsubscribe()
+	defer followGlobalServices(v, pub)()
 	return pub.Run(ctx)
 }
 

@@ -71,12 +71,7 @@ func syncOnce(ctx context.Context, deps publishDeps, opts Options, cluster strin
 	if err != nil {
 		return err
 	}
-	unsubscribe := v.Subscribe(func(k keyspace.Key) {
-		if k.Kind == keyspace.KindGlobalService {
-			pub.GlobalServicesChanged()
-		}
-	})
-	defer unsubscribe()
+	defer followGlobalServices(v, pub)()
 
 	ts := &trustSync{cluster: cluster, namespace: opts.Namespace, kube: deps.kube, view: v, sink: services,
 		workloads: opts.WorkloadCerts, log: log.WithName("trust")}
@@ -124,3 +119,13 @@ func (p publishView) PublishedServices() []string { return p.View.PublishedServi
 func (p publishView) WaitSynced(ctx context.Context) error { return p.View.WaitLive(ctx) }
 
 var _ publish.View = publishView{}
+
+// followGlobalServices tells pub of every change to the global services in v, until
+// the returned function is called.
+func followGlobalServices(v *view.View, pub *publish.Publisher) (unsubscribe func()) {
+	return v.Subscribe(func(k keyspace.Key) {
+		if k.Kind == keyspace.KindGlobalService {
+			pub.GlobalServicesChanged()
+		}
+	})
+}

@@ -102,7 +102,7 @@ func (s *trustSync) run(ctx context.Context) error {
 		}
 	})
 	defer unsubscribe()
-	tick := time.NewTicker(30 * time.Second)
+	tick := time.NewTicker(trustCheckInterval(s.workloads.Lifetime))
 	defer tick.Stop()
 	for {
 		if err := s.sync(ctx); err != nil {
@@ -335,4 +335,16 @@ func sameData(a, b map[string][]byte) bool {
 		}
 	}
 	return true
+}
+
+// trustCheckInterval is how often the agent checks whether its intermediate or
+// workload certificates are due for renewal: every 30s, or a tenth of the workload
+// certificates' lifetime when that is shorter, so that short-lived leaves are renewed
+// near two thirds of their life rather than up to 30s late.
+func trustCheckInterval(workloadLifetime time.Duration) time.Duration {
+	d := 30 * time.Second
+	if workloadLifetime > 0 {
+		d = min(d, max(workloadLifetime/10, time.Second))
+	}
+	return d
 }

@@ -98,8 +98,8 @@ func serial(path string) string {
 // Intermediates are not included: the mesh CA refuses lifetimes under an hour
 // (trust.MinIntermediateLifetime).
 func TestCredentialRenewal(t *testing.T) {
-	const lifetime = 3 * time.Minute
-	const renewals = 3
+	const lifetime = 90 * time.Second
+	const renewals = 2
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 	s, err := sandbox.Up(ctx, sandbox.Options{Dir: t.TempDir(), Clusters: 2, MeshfedBinary: meshfedBin(), MTLS: true, MeshCA: true,
