@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -39,7 +40,8 @@ import (
 // agent restarted meanwhile and a local change served without the hub; the hub frozen
 // for longer than dropAfter; kill -9 of the leading hub replica, of an etcd follower
 // and of the etcd leader; one cluster cut off from the hub (demoted, then dropped, by
-// the others; serving its own); the hub's etcd data lost. It asserts that no call
+// the others; serving its own); the hub's etcd data lost; a root rotation; and the
+// agents' etcd and workload certificates renew throughout. It asserts that no call
 // fails, that the hub's status and every agent's view converge to the ground truth
 // after each fault, and prints a timeline of faults and where traffic went.
 //
@@ -52,6 +54,9 @@ func TestChaos(t *testing.T) {
 	host := testnet.New(t, 12)
 	s, err := sandbox.Up(ctx, sandbox.Options{Dir: t.TempDir(), Clusters: 3, MeshfedBinary: meshfedBin(),
 		EtcdMembers: 3, HubReplicas: 2, Links: true, HeartbeatTTL: 4 * time.Second,
+		// Short-lived credentials: agents' etcd certificates and workload certificates
+		// renew again and again, under every fault.
+		AgentCertLifetime: 2 * time.Minute, WorkloadCertLifetime: 2 * time.Minute,
 		MeshCA: true, MTLS: true, SeparateNetwork: true, WorkloadIdentities: []string{"shop/frontend", "shop/cart"},
 		Progress: testWriter{t}})
 	if err != nil {
@@ -426,6 +431,21 @@ func TestChaos(t *testing.T) {
 			}
 			d := converge("hub's etcd recreated")
 			row("hub etcd data lost, hub restarted", at, fmt.Sprintf("agents republished; converged %s", d.Round(10*time.Millisecond)))
+		})
+
+		t.Run("root rotation", func(t *testing.T) {
+			phase("root rotation")
+			at := time.Since(start)
+			for _, step := range []string{"start", "switch", "finish"} {
+				out, err := exec.CommandContext(ctx, meshfedctlBin(), "trust", "rotate", step, "--dir", s.Dir,
+					"--wait", "3m", "--settle", "3s").CombinedOutput()
+				if err != nil {
+					t.Fatalf("meshfedctl trust rotate %s: %v\n%s", step, err, out)
+				}
+			}
+			d := converge("after the root rotation")
+			row("root rotated (trust rotate start, switch, finish)", at, fmt.Sprintf("%s; converged %s",
+				time.Since(start)-at, d.Round(10*time.Millisecond)))
 		})
 
 		if soak == 0 || time.Since(start) > soak {
