@@ -444,8 +444,8 @@ func TestChaos(t *testing.T) {
 				}
 			}
 			d := converge("after the root rotation")
-			row("root rotated (trust rotate start, switch, finish)", at, fmt.Sprintf("%s; converged %s",
-				time.Since(start)-at, d.Round(10*time.Millisecond)))
+			row("root rotated (trust rotate start, switch, finish)", at, fmt.Sprintf("took %s; converged %s",
+				(time.Since(start) - at).Round(100*time.Millisecond), d.Round(10*time.Millisecond)))
 		})
 
 		if soak == 0 || time.Since(start) > soak {
