@@ -56,7 +56,7 @@ func TestChaos(t *testing.T) {
 		EtcdMembers: 3, HubReplicas: 2, Links: true, HeartbeatTTL: 4 * time.Second,
 		// Short-lived credentials: agents' etcd certificates and workload certificates
 		// renew again and again, under every fault.
-		AgentCertLifetime: 2 * time.Minute, WorkloadCertLifetime: 2 * time.Minute,
+		AgentCertLifetime: 3 * time.Minute, WorkloadCertLifetime: 3 * time.Minute,
 		MeshCA: true, MTLS: true, SeparateNetwork: true, WorkloadIdentities: []string{"shop/frontend", "shop/cart"},
 		Progress: testWriter{t}})
 	if err != nil {
