@@ -155,6 +155,8 @@ func Run(ctx context.Context, opts Options) error {
 		clock: clock.RealClock{}, log: log.WithName("credentials")}
 	reader, err := kvstore.NewReader(kvstore.ReaderOptions[model.Record]{
 		Client: etcd, Prefix: keyspace.Root, Decode: model.Decode, Observer: v, Logger: log.WithName("import"),
+		// A store without the hub's ready marker is being rebuilt: keep serving.
+		RequireKey: keyspace.HubReady(),
 	})
 	if err != nil {
 		return err

@@ -285,6 +285,11 @@ func TestChaos(t *testing.T) {
 			// by the failback hold, rightly; any hold now would be the freeze's doing.
 			churn.mu.Lock()
 			defer churn.mu.Unlock()
+			// Every flip so far has reached every agent before the freeze: one that
+			// lands after the thaw would rightly hold its locality out.
+			testutil.Eventually(t, 2*waitLong, "views equal the ground truth before the freeze", func() error {
+				return converged(ctx, s, hub, truth, map[string]int32{"gamma": 1})
+			})
 			at := time.Since(start)
 			frozen := time.Now()
 			s.FreezeHub()

@@ -27,6 +27,8 @@ const (
 	segPolicies  = "policies"
 	segTrust     = "trust"
 	segBundle    = "bundle"
+	segHub       = "hub"
+	segReady     = "ready"
 )
 
 var (
@@ -67,6 +69,9 @@ const (
 	KindEtcdCSR
 	// KindEtcdCert is the hub's answer: the agent's renewed etcd client certificate.
 	KindEtcdCert
+	// KindHubReady is the hub's marker that the store holds everything it
+	// publishes: readers take a store without it for one being rebuilt.
+	KindHubReady
 )
 
 var kindNames = [...]string{
@@ -82,6 +87,7 @@ var kindNames = [...]string{
 	KindIntermediate:     "Intermediate",
 	KindEtcdCSR:          "EtcdCSR",
 	KindEtcdCert:         "EtcdCert",
+	KindHubReady:         "HubReady",
 }
 
 func (k Kind) String() string {
@@ -118,6 +124,8 @@ func (k Key) String() string {
 		return Policy(k.Namespace, k.Name)
 	case KindTrustBundle:
 		return TrustBundle()
+	case KindHubReady:
+		return HubReady()
 	case KindIntermediateCSR:
 		return ClusterIntermediateCSR(k.Cluster)
 	case KindIntermediate:
@@ -257,6 +265,13 @@ func TrustBundle() string {
 	return Root + segTrust + "/" + segBundle
 }
 
+// HubReady is the key of the hub's marker that the store holds every record the hub
+// publishes (the global services, policies, trust bundle and clusters' registrations),
+// written after the hub wrote them all.
+func HubReady() string {
+	return Root + segHub + "/" + segReady
+}
+
 func nsName(namespace, name string) string {
 	must(ValidateNamespace(namespace))
 	must(ValidateName(name))
@@ -297,6 +312,8 @@ func Parse(key string) (Key, error) {
 		k = Key{Kind: KindPolicy, Namespace: p[2], Name: p[3]}
 	case len(p) == 2 && p[0] == segTrust && p[1] == segBundle:
 		k = Key{Kind: KindTrustBundle}
+	case len(p) == 2 && p[0] == segHub && p[1] == segReady:
+		k = Key{Kind: KindHubReady}
 	default:
 		return Key{}, fmt.Errorf("%w %q: no such entry in the layout", ErrUnknownKey, key)
 	}

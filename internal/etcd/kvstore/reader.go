@@ -121,7 +121,16 @@ type ReaderOptions[T any] struct {
 	ListTimeout time.Duration
 	// PageSize is the number of keys fetched per page of a list. Default 1000.
 	PageSize int64
+	// RequireKey, if set, is a key a list must find for the store to count as
+	// complete: without it (a store lost and being rebuilt, or restored before its
+	// writer came back), the list delivers what it found but prunes nothing, calls
+	// no OnSynced, and is tried again. Agents require the hub's ready marker, so
+	// that a recreated, empty store never empties what they serve.
+	RequireKey string
 }
+
+// ErrStoreNotReady: a list did not find ReaderOptions.RequireKey.
+var ErrStoreNotReady = errors.New("kvstore: the store lacks its ready marker")
 
 // setDefaults fills unset optional fields; see the field docs for the values.
 func (o *ReaderOptions[T]) setDefaults() {
@@ -248,8 +257,12 @@ func (r *Reader[T]) Run(ctx context.Context) error {
 			// as a re-list of its own, for the store change it is.
 			relistsTotal.WithLabelValues(r.opts.Prefix, changed).Inc()
 		}
-		if err != nil {
+		if errors.Is(err, ErrStoreNotReady) {
+			r.log.Info("The store lacks its ready marker: keeping what is held, listing again", "key", r.opts.RequireKey)
+		} else if err != nil {
 			r.log.Error(err, "List failed, will retry")
+		}
+		if err != nil {
 			reason = reasonListError
 			if !sleep(ctx, r.opts.Clock, bo.Step()) {
 				return nil
@@ -322,6 +335,11 @@ func (r *Reader[T]) list(ctx context.Context) (rev int64, changed string, err er
 			break
 		}
 		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+	if r.opts.RequireKey != "" {
+		if _, ok := seen[r.opts.RequireKey]; !ok {
+			return 0, changed, fmt.Errorf("list %q at revision %d: %w", r.opts.Prefix, rev, ErrStoreNotReady)
+		}
 	}
 	for key := range r.known {
 		if _, ok := seen[key]; !ok {

@@ -260,3 +260,48 @@ func TestWriterRegrantsLeaseSoonAfterOutage(t *testing.T) {
 		t.Fatalf("lease %x: TTL %v, %v", lease, ttl, err)
 	}
 }
+
+// TestRequireKeyKeepsWhatIsHeld: a reader that requires a ready marker keeps what it
+// holds when the store comes back empty (lost and recreated before its writer wrote
+// again), prunes nothing and reports no sync until the marker is back; then it
+// mirrors the new store exactly.
+func TestRequireKeyKeepsWhatIsHeld(t *testing.T) {
+	e := startRestartableEtcd(t)
+	direct := newClient(t, e.clientURL)
+	const prefix = "/test/require/"
+	marker := prefix + "hub/ready"
+	seed(t, direct, prefix+"hub/", 5)
+	mustPut(t, direct, marker, "yes")
+	rec := newRecorder()
+	r, err := NewReader(ReaderOptions[string]{Client: newClient(t, e.clientURL), Prefix: prefix, Decode: decodeString,
+		Observer: rec, RetryBaseDelay: 20 * time.Millisecond, RetryMaxDelay: 200 * time.Millisecond,
+		CheckInterval: 200 * time.Millisecond, RequireKey: marker})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Run(t, "reader", r.Run)
+	waitMirrors(t, rec, direct, prefix)
+	held := rec.snapshot()
+	syncs := rec.syncs()
+
+	e.replaceStore()
+	mustPut(t, direct, prefix+"agent/a", "a1") // what comes back first: not the marker
+	testutil.Eventually(t, waitFor, "the reader to list the new store", testutil.Check(func() (bool, string) {
+		return rec.snapshot()[prefix+"agent/a"] == "a1", "agent/a not delivered"
+	}))
+	for key, value := range held {
+		if rec.snapshot()[key] != value {
+			t.Fatalf("%s = %q, want %q still: a store without its marker pruned what was held", key, rec.snapshot()[key], value)
+		}
+	}
+	if rec.syncs() != syncs {
+		t.Fatal("a list without the marker reported the store synced")
+	}
+
+	mustPut(t, direct, prefix+"hub/k00", "again")
+	mustPut(t, direct, marker, "yes")
+	waitMirrors(t, rec, direct, prefix)
+	if _, ok := rec.snapshot()[prefix+"hub/k01"]; ok {
+		t.Fatal("hub/k01 of the old store kept after the marker came back")
+	}
+}

@@ -23,7 +23,7 @@ var ErrInvalid = errors.New("model: invalid value")
 
 // Record is a decoded etcd value: one of *ClusterInfo, *Heartbeat, *Synced,
 // *ServiceEndpoints, *GlobalService, *Policy, *IntermediateCSR, *Intermediate,
-// *EtcdCSR, *EtcdCert, *TrustBundle.
+// *EtcdCSR, *EtcdCert, *TrustBundle, *HubReady.
 type Record interface {
 	// Validate reports whether the value is well-formed.
 	Validate() error
@@ -230,6 +230,23 @@ type EtcdCert struct {
 	CSRDigest string    `json:"csrDigest"`
 }
 
+// HubReady is the hub's marker (keyspace.HubReady) that the store holds every record
+// the hub publishes: written after the leading hub wrote them all. Agents take a store
+// without it for one being rebuilt (lost and recreated, restored) and do not prune
+// what they serve against it.
+type HubReady struct {
+	// Since is when the hub that wrote it started leading.
+	Since time.Time `json:"since"`
+}
+
+// Validate implements Record.
+func (r *HubReady) Validate() error {
+	if r.Since.IsZero() {
+		return invalid("hub ready marker without its time")
+	}
+	return nil
+}
+
 // TrustBundle is every active root of the mesh (keyspace.TrustBundle), PEM.
 type TrustBundle struct {
 	TrustDomain string `json:"trustDomain"`
@@ -307,6 +324,8 @@ func Decode(key string, value []byte) (Record, error) {
 		rec = &EtcdCert{}
 	case keyspace.KindTrustBundle:
 		rec = &TrustBundle{}
+	case keyspace.KindHubReady:
+		rec = &HubReady{}
 	default:
 		return nil, fmt.Errorf("%w: %s has no decoder here", ErrInvalid, k.Kind)
 	}

@@ -130,6 +130,9 @@ func (v *View) eachRecord(fn func(key string, rec model.Record)) {
 	if v.bundle != nil {
 		fn(keyspace.TrustBundle(), v.bundle)
 	}
+	if v.hubReady != nil {
+		fn(keyspace.HubReady(), v.hubReady)
+	}
 	for name, c := range v.clusters {
 		if c.Info != nil {
 			fn(keyspace.ClusterInfo(name), c.Info)

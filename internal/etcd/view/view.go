@@ -76,6 +76,7 @@ type View struct {
 	globals  map[NamespacedName]*model.GlobalService
 	policies map[NamespacedName]*model.Policy
 	bundle   *model.TrustBundle
+	hubReady *model.HubReady
 	synced   chan struct{} // closed after the first complete list, or a restore
 	live     chan struct{} // closed after the first complete list of the store itself
 	subs     map[int]func(keyspace.Key)
@@ -250,6 +251,8 @@ func (v *View) apply(k keyspace.Key, rec model.Record, seen bool) {
 		v.applyCluster(k, nn, rec, seen)
 	case keyspace.KindTrustBundle:
 		v.bundle, _ = rec.(*model.TrustBundle)
+	case keyspace.KindHubReady:
+		v.hubReady, _ = rec.(*model.HubReady)
 	}
 	v.notify(k)
 }
