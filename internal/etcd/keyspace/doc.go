@@ -15,6 +15,7 @@
 //	/meshfed/v1/global/services/<ns>/<name>                GlobalService (hub)
 //	/meshfed/v1/global/policies/<ns>/<name>                FailoverPolicy (hub)
 //	/meshfed/v1/trust/bundle                               trust bundle (hub)
+//	/meshfed/v1/hub/ready                                  every hub record written (hub)
 //
 // # Invariants
 //
