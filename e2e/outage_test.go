@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -21,7 +20,6 @@ import (
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/clusteragent"
 	"github.com/meshfed/meshfed/internal/dev/sandbox"
-	"github.com/meshfed/meshfed/internal/dev/testnet"
 	"github.com/meshfed/meshfed/internal/dev/testutil"
 )
 
@@ -43,36 +41,9 @@ func TestServeThroughHubOutage(t *testing.T) {
 	hub := hubClient(t, s)
 	alpha, beta := s.Cluster("alpha"), s.Cluster("beta")
 
-	host := testnet.New(t, 4)
-	services := map[string]*service{}
-	var specs []string
-	i := 0
-	for _, c := range s.Clusters {
-		svc := &service{namespace: "shop", name: "cart", port: 8080}
-		for _, zone := range c.Zones {
-			addr := host.Addr(i).String()
-			i++
-			svc.endpoints = append(svc.endpoints, ready(addr, zone))
-			specs = append(specs, net.JoinHostPort(addr, "8080")+"="+c.Name+"/"+zone)
-		}
-		services[c.Name] = svc
-		if err := svc.apply(ctx, kubernetes.NewForConfigOrDie(c.Config())); err != nil {
-			t.Fatal(err)
-		}
-	}
-	host.Start(t, "grpc-echo", []string{meshfedTestBinary(t)}, grpcEchoEnv+"="+strings.Join(specs, ","))
-	setReady := func(cluster, zone string, ready bool) {
-		t.Helper()
-		svc := services[cluster]
-		for j := range svc.endpoints {
-			if zone == "" || svc.endpoints[j].zone == zone {
-				svc.endpoints[j].ready, svc.endpoints[j].serving = ready, ready
-			}
-		}
-		if err := svc.apply(ctx, kubernetes.NewForConfigOrDie(s.Cluster(cluster).Config())); err != nil {
-			t.Fatal(err)
-		}
-	}
+	// One echo backend per zone, each answering with "cluster/zone".
+	backends := startZonalCart(t, ctx, s, 1)
+	setReady := backends.setReady
 
 	if err := hub.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}); err != nil {
 		t.Fatal(err)

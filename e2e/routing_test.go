@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"net"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -16,13 +15,11 @@ import (
 	grpcxds "google.golang.org/grpc/xds"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	meshecho "github.com/meshfed/meshfed/internal/dev/echo"
 	"github.com/meshfed/meshfed/internal/dev/sandbox"
-	"github.com/meshfed/meshfed/internal/dev/testnet"
 	"github.com/meshfed/meshfed/internal/dev/testutil"
 )
 
@@ -97,39 +94,8 @@ func TestLocalityRouting(t *testing.T) {
 	hub := hubClient(t, s)
 
 	// Two echo backends per zone, each answering with "cluster/zone".
-	host := testnet.New(t, 12)
-	services := map[string]*service{}
-	var specs []string
-	i := 0
-	for _, c := range s.Clusters {
-		svc := &service{namespace: "shop", name: "cart", port: 8080}
-		for _, zone := range c.Zones {
-			for range 2 {
-				addr := host.Addr(i).String()
-				i++
-				svc.endpoints = append(svc.endpoints, ready(addr, zone))
-				specs = append(specs, net.JoinHostPort(addr, "8080")+"="+c.Name+"/"+zone)
-			}
-		}
-		services[c.Name] = svc
-		if err := svc.apply(ctx, kubernetes.NewForConfigOrDie(c.Config())); err != nil {
-			t.Fatal(err)
-		}
-	}
-	host.Start(t, "grpc-echo", []string{meshfedTestBinary(t)}, grpcEchoEnv+"="+strings.Join(specs, ","))
-
-	setReady := func(cluster, zone string, ready bool) {
-		t.Helper()
-		svc := services[cluster]
-		for j := range svc.endpoints {
-			if zone == "" || svc.endpoints[j].zone == zone {
-				svc.endpoints[j].ready, svc.endpoints[j].serving = ready, ready
-			}
-		}
-		if err := svc.apply(ctx, kubernetes.NewForConfigOrDie(s.Cluster(cluster).Config())); err != nil {
-			t.Fatal(err)
-		}
-	}
+	backends := startZonalCart(t, ctx, s, 2)
+	setReady := backends.setReady
 
 	if err := hub.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}); err != nil {
 		t.Fatal(err)

@@ -3,8 +3,10 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
+	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -15,6 +17,8 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/meshfed/meshfed/clusteragent"
+	"github.com/meshfed/meshfed/internal/dev/sandbox"
+	"github.com/meshfed/meshfed/internal/dev/testnet"
 	"github.com/meshfed/meshfed/internal/etcd/model"
 )
 
@@ -168,4 +172,53 @@ func matches(v *clusteragent.DebugView, cluster, key string, s *service) error {
 		return fmt.Errorf("%s in %s: ports %+v, want grpc:%d", key, cluster, rec.Ports, s.port)
 	}
 	return nil
+}
+
+// zonalCart is shop/cart with perZone gRPC echo backends in every zone of every
+// cluster of s, each answering "cluster/zone": the ground truth, by cluster, and
+// setReady to change a cluster's (or one of its zones') readiness in place.
+type zonalCart struct {
+	t        *testing.T
+	ctx      context.Context
+	s        *sandbox.Sandbox
+	services map[string]*service
+}
+
+func startZonalCart(t *testing.T, ctx context.Context, s *sandbox.Sandbox, perZone int) *zonalCart {
+	t.Helper()
+	host := testnet.New(t, perZone*2*len(s.Clusters))
+	z := &zonalCart{t: t, ctx: ctx, s: s, services: map[string]*service{}}
+	var specs []string
+	i := 0
+	for _, c := range s.Clusters {
+		svc := &service{namespace: "shop", name: "cart", port: 8080}
+		for _, zone := range c.Zones {
+			for range perZone {
+				addr := host.Addr(i).String()
+				i++
+				svc.endpoints = append(svc.endpoints, ready(addr, zone))
+				specs = append(specs, net.JoinHostPort(addr, "8080")+"="+c.Name+"/"+zone)
+			}
+		}
+		z.services[c.Name] = svc
+		if err := svc.apply(ctx, kubernetes.NewForConfigOrDie(c.Config())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	host.Start(t, "grpc-echo", []string{meshfedTestBinary(t)}, grpcEchoEnv+"="+strings.Join(specs, ","))
+	return z
+}
+
+// setReady sets the readiness of cluster's endpoints in zone ("" for every zone).
+func (z *zonalCart) setReady(cluster, zone string, ready bool) {
+	z.t.Helper()
+	svc := z.services[cluster]
+	for j := range svc.endpoints {
+		if zone == "" || svc.endpoints[j].zone == zone {
+			svc.endpoints[j].ready, svc.endpoints[j].serving = ready, ready
+		}
+	}
+	if err := svc.apply(z.ctx, kubernetes.NewForConfigOrDie(z.s.Cluster(cluster).Config())); err != nil {
+		z.t.Fatal(err)
+	}
 }
