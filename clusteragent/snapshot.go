@@ -13,6 +13,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -22,6 +23,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/meshfed/meshfed/internal/etcd/keyspace"
 	"github.com/meshfed/meshfed/internal/etcd/model"
 	"github.com/meshfed/meshfed/internal/etcd/view"
 )
@@ -30,13 +32,14 @@ import (
 // cluster, so that a replica that starts while the hub is down serves at once.
 //
 // Layout, in the agent's namespace: ConfigMaps <SnapshotConfigMap>-<set>-<i> hold the
-// gzipped JSON of every record (store key → value, as in etcd) in chunks of at most
+// gzipped JSON of every record but heartbeats (store key → value, as in etcd) in chunks of at most
 // snapshotChunkBytes, and the ConfigMap SnapshotConfigMap holds the header: which set
 // (a or b, alternating), how many chunks, their SHA-256, the time and key count. A
 // save writes the other set's chunks first and the header last, so a reader sees the
 // old snapshot or the new one, never a mix; a torn read fails the digest and is not
 // restored. Only the leader saves, only a live view, at most every snapshotInterval
-// and only when the content changed. Every replica restores at start.
+// and only when something but a heartbeat changed (heartbeats are not saved). Every
+// replica restores at start.
 
 const (
 	// SnapshotConfigMap is the header of the agent's view snapshot.
@@ -135,27 +138,37 @@ func saveSnapshots(ctx context.Context, kube kubernetes.Interface, namespace str
 	if err := v.WaitLive(ctx); err != nil {
 		return nil
 	}
-	var last []byte
+	// Heartbeats change every few seconds and say nothing a restart could use (a
+	// restored heartbeat counts as never seen): they are left out, and do not make
+	// the view count as changed, so a fleet at rest costs no encoding and no write.
+	var dirty atomic.Bool
+	dirty.Store(true)
+	defer v.Subscribe(func(k keyspace.Key) {
+		if k.Kind != keyspace.KindClusterHeartbeat {
+			dirty.Store(true)
+		}
+	})()
 	ticker := time.NewTicker(snapshotInterval)
 	defer ticker.Stop()
 	for {
-		data, err := encodeSnapshot(v.Records())
-		if err == nil && !bytes.Equal(data, last) {
-			err = saveSnapshot(ctx, kube, namespace, data, snapshotChunkBytes, len(v.Records()), time.Now())
+		if dirty.Swap(false) {
+			records := snapshotRecords(v)
+			data, err := encodeSnapshot(records)
+			if err == nil {
+				err = saveSnapshot(ctx, kube, namespace, data, snapshotChunkBytes, len(records), time.Now())
+			}
 			if ctx.Err() != nil {
 				return nil
 			}
 			if err == nil {
-				last = data
 				snapshotSaves.WithLabelValues("saved").Inc()
 				snapshotBytes.Set(float64(len(data)))
 				log.V(1).Info("Saved the view's snapshot", "bytes", len(data))
 			} else {
+				dirty.Store(true) // try again at the next tick
 				snapshotSaves.WithLabelValues("failed").Inc()
+				log.Error(err, "Saving the view's snapshot failed; will retry")
 			}
-		}
-		if err != nil {
-			log.Error(err, "Saving the view's snapshot failed; will retry")
 		}
 		select {
 		case <-ctx.Done():
@@ -163,6 +176,17 @@ func saveSnapshots(ctx context.Context, kube kubernetes.Interface, namespace str
 		case <-ticker.C:
 		}
 	}
+}
+
+// snapshotRecords is what a snapshot holds: the view's records but its heartbeats.
+func snapshotRecords(v *view.View) map[string]model.Record {
+	records := v.Records()
+	for key := range records {
+		if k, err := keyspace.Parse(key); err == nil && k.Kind == keyspace.KindClusterHeartbeat {
+			delete(records, key)
+		}
+	}
+	return records
 }
 
 // saveSnapshot writes data as the next set of chunks of chunkBytes, then the header.

@@ -172,3 +172,21 @@ func TestHeartbeatInterval(t *testing.T) {
 		}
 	}
 }
+
+// A snapshot leaves heartbeats out: they change every few seconds, and a restored one
+// counts as never seen anyway.
+func TestSnapshotRecordsLeaveHeartbeatsOut(t *testing.T) {
+	v := view.New(view.Options{})
+	for key, rec := range fleetRecords(2, 1, 1) {
+		v.OnUpsert(key, rec)
+	}
+	got := snapshotRecords(v)
+	for key := range got {
+		if k, _ := keyspace.Parse(key); k.Kind == keyspace.KindClusterHeartbeat {
+			t.Fatalf("snapshot holds heartbeat %s", key)
+		}
+	}
+	if _, ok := got[keyspace.ClusterInfo("c000")]; !ok || len(got) != len(v.Records())-2 {
+		t.Fatalf("snapshot holds %d of %d records, want all but the 2 heartbeats", len(got), len(v.Records()))
+	}
+}
