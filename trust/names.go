@@ -112,3 +112,16 @@ const intermediateCNPrefix = "meshfed intermediate "
 
 // RootCommonName is the subject common name of a root made for trustDomain.
 func RootCommonName(trustDomain string) string { return "meshfed root " + trustDomain }
+
+// ClusterTrustDomain is the identity domain of a member cluster's workloads,
+// <cluster>.<trust-domain>: the cluster's intermediate may sign URIs with this
+// host only (X.509 name constraints), so one cluster's key cannot mint another
+// cluster's identities.
+func ClusterTrustDomain(trustDomain, cluster string) string { return cluster + "." + trustDomain }
+
+// ServiceAccountID is the SPIFFE ID of service account sa in namespace ns of
+// cluster: spiffe://<cluster>.<trust-domain>/ns/<ns>/sa/<sa>. Its inputs are not
+// validated (WorkloadID validates).
+func ServiceAccountID(trustDomain, cluster, namespace, serviceAccount string) string {
+	return "spiffe://" + ClusterTrustDomain(trustDomain, cluster) + "/ns/" + namespace + "/sa/" + serviceAccount
+}

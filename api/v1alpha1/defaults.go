@@ -28,6 +28,16 @@ const (
 	// directly; others go through east-west gateways.
 	DefaultNetwork = "default"
 
+	// DefaultMaxServices is PublishLimits.MaxServices's default: how many services
+	// one member cluster may publish.
+	DefaultMaxServices = 2000
+	// DefaultMaxEndpointsPerService is PublishLimits.MaxEndpointsPerService's
+	// default.
+	DefaultMaxEndpointsPerService = 5000
+	// DefaultMaxValueBytes is PublishLimits.MaxValueBytes's default: the largest
+	// value a member cluster may write (5,000 endpoints encode to about 0.8 MiB).
+	DefaultMaxValueBytes = 1 << 20
+
 	// DefaultTrustDomain is the mesh's SPIFFE trust domain unless the hub and agents
 	// are given another (--trust-domain).
 	DefaultTrustDomain = "meshfed.local"

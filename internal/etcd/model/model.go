@@ -38,6 +38,25 @@ type ClusterInfo struct {
 	Network  string            `json:"network"`
 	Gateways []Gateway         `json:"gateways,omitempty"`
 	Labels   map[string]string `json:"labels,omitempty"`
+	// AddressRanges are the CIDRs the cluster's endpoints may use (MeshCluster
+	// spec.addressRanges). Empty: any address that is not loopback, link-local,
+	// unspecified or multicast.
+	AddressRanges []string `json:"addressRanges,omitempty"`
+	// Limits bound what the cluster may publish; a zero field takes its default
+	// (v1alpha1.DefaultMax*).
+	Limits PublishLimits `json:"limits,omitzero"`
+}
+
+// PublishLimits bound what one member cluster may publish under its prefix. Every
+// reader enforces them on the cluster's records, so that one member cannot cost
+// the others more than its share.
+type PublishLimits struct {
+	// MaxServices is how many services the cluster may publish.
+	MaxServices int32 `json:"maxServices,omitempty"`
+	// MaxEndpointsPerService is how many endpoints one service record may hold.
+	MaxEndpointsPerService int32 `json:"maxEndpointsPerService,omitempty"`
+	// MaxValueBytes is the largest value the cluster may write.
+	MaxValueBytes int32 `json:"maxValueBytes,omitempty"`
 }
 
 // Gateway is an east-west gateway address.
@@ -92,6 +111,10 @@ type ServiceEndpoints struct {
 	// ExportedBy says why the service is exported: ExportedByGlobalService,
 	// ExportedByServiceExport.
 	ExportedBy []string `json:"exportedBy,omitempty"`
+	// ServiceAccounts are the Kubernetes service accounts (in Namespace) the
+	// service's endpoints run as: with the cluster's identity domain they name the
+	// identities allowed to serve it (trust.ServiceAccountID).
+	ServiceAccounts []string `json:"serviceAccounts,omitempty"`
 }
 
 // ServicePort is a port of the member Service.
