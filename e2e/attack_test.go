@@ -40,8 +40,8 @@ func addAttack(name string, run func(t *testing.T, w *attackWorld)) {
 }
 
 // attackWorld is the federation every attack runs against: three member clusters
-// (the last on a network of its own, behind its east-west gateway), the mesh CA,
-// mTLS, and zonal cart backends in every cluster behind the GlobalService shop/cart
+// (the last on a network of its own, behind its east-west gateway), the mesh CA
+// (its intermediates and workload certificates), and zonal cart backends in every cluster behind the GlobalService shop/cart
 // (port grpc 8080, every cluster, the default policy).
 type attackWorld struct {
 	ctx  context.Context
@@ -57,7 +57,7 @@ func TestAttacks(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	s, err := sandbox.Up(ctx, sandbox.Options{Dir: t.TempDir(), Clusters: 3, MeshfedBinary: meshfedBin(),
-		MeshCA: true, MTLS: true, SeparateNetwork: true, HeartbeatTTL: 4 * time.Second,
+		MeshCA: true, SeparateNetwork: true, HeartbeatTTL: 4 * time.Second,
 		WorkloadIdentities: []string{"shop/cart", "shop/client"}, Progress: testWriter{t}})
 	if err != nil {
 		t.Fatal(err)
