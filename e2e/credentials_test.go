@@ -98,7 +98,7 @@ func serial(path string) string {
 // Intermediates are not included: the mesh CA refuses lifetimes under an hour
 // (trust.MinIntermediateLifetime).
 func TestCredentialRenewal(t *testing.T) {
-	const lifetime = 3 * time.Minute
+	const lifetime = 2 * time.Minute
 	const renewals = 2
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
