@@ -182,6 +182,10 @@ type LocalityEndpoints struct {
 	Total int32 `json:"total"`
 }
 
+// ProvidersAll is GlobalServiceStatus.Providers of a GlobalService without
+// spec.clusters: every registered cluster may provide it.
+const ProvidersAll = "all"
+
 // GlobalService is a service exported from member clusters under one global hostname.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status

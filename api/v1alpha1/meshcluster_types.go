@@ -138,6 +138,11 @@ type MeshClusterStatus struct {
 	CredentialsExpiry *metav1.Time `json:"credentialsExpiry,omitempty"`
 }
 
+// AddressRangesAnyRoutable is MeshClusterStatus.AddressRanges of a cluster without
+// spec.addressRanges: readers accept any address that is not loopback, link-local,
+// unspecified or multicast.
+const AddressRangesAnyRoutable = "any routable"
+
 // MeshCluster is a member cluster of the federation.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
