@@ -34,6 +34,19 @@ const (
 	// digest of every key and its ModRevision, compared with the hub's own at that
 	// revision). False means the agent served something else; it resyncs by itself.
 	ConditionViewInSync = "ViewInSync"
+
+	// ConditionPublishedDataValid (MeshCluster): the hub's own reader accepts every
+	// record the cluster publishes. False names a reason of view.Rejection (e.g.
+	// AddressOutOfRange, UndeclaredZone, UnauthorizedService, TooManyEndpoints) and
+	// one example: the key, what in it was refused and how many were. Agents refuse
+	// the same records: what is refused contributes nothing to any service.
+	ConditionPublishedDataValid = "PublishedDataValid"
+
+	// ConditionHostnameConflict (GlobalService): True when an older GlobalService
+	// (by creationTimestamp, then namespace/name) claims the same hostname. The
+	// conflicting one is not written to etcd, so no client is sent to it; it takes the
+	// hostname over when the owner goes. Unlike the others, True is the problem.
+	ConditionHostnameConflict = "HostnameConflict"
 )
 
 // Reasons of Accepted and Registered.
@@ -44,6 +57,21 @@ const (
 	ReasonRegistered = "Registered"
 	// ReasonEtcdError: the hub could not write the object to its etcd.
 	ReasonEtcdError = "EtcdError"
+)
+
+// Reasons of PublishedDataValid, besides the rejection reasons of the readers.
+const (
+	// ReasonPublishedDataValid: PublishedDataValid is True.
+	ReasonPublishedDataValid = "Valid"
+)
+
+// Reasons of HostnameConflict (and of Accepted=False for the GlobalService that lost).
+const (
+	// ReasonHostnameUnique: HostnameConflict is False, the GlobalService owns its hostname.
+	ReasonHostnameUnique = "Unique"
+	// ReasonHostnameInUse: HostnameConflict is True (and Accepted False): an older
+	// GlobalService owns the hostname.
+	ReasonHostnameInUse = "HostnameInUse"
 )
 
 // Reasons of ResolvedRefs.

@@ -28,6 +28,9 @@ func TestDefaultsMatchCRDs(t *testing.T) {
 		{"failoverpolicies", "spec.staleCluster.dropAfter", (v1.DefaultDropAfter)},
 		{"meshclusters", "spec.network", v1.DefaultNetwork},
 		{"meshclusters", "spec.gateways[].port", float64(v1.DefaultGatewayPort)},
+		{"meshclusters", "spec.limits.maxServices", float64(v1.DefaultMaxServices)},
+		{"meshclusters", "spec.limits.maxEndpointsPerService", float64(v1.DefaultMaxEndpointsPerService)},
+		{"meshclusters", "spec.limits.maxValueBytes", float64(v1.DefaultMaxValueBytes)},
 	}
 	for _, tc := range tests {
 		schema := crdSchema(t, tc.crd)

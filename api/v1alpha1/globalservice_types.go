@@ -7,11 +7,16 @@ import (
 // GlobalServiceSpec says which member services form a global service and how clients
 // reach it.
 // +kubebuilder:validation:XValidation:rule="!(has(self.service) && has(self.selector))",message="set at most one of service and selector"
+// +kubebuilder:validation:XValidation:rule="!has(self.hostname) || self.ports.all(p, size(self.hostname) + size(string(p.port)) <= 241)",message="hostname is too long: east-west gateways route by the TLS server name outbound_.<port>_._.<hostname>, which must fit 255 bytes, so the hostname may have at most 241 characters minus the digits of its longest port (236 for a five-digit port)",fieldPath=".hostname"
 type GlobalServiceSpec struct {
 	// Hostname is the name clients use, e.g. in xds:///<hostname>:<port>.
 	// Defaults to <name>.<namespace>.svc.clusterset.local (the MCS convention).
+	// A DNS name of labels of at most 63 characters, short enough that the TLS server
+	// name outbound_.<port>_._.<hostname> fits 255 bytes for every port. One
+	// hostname belongs to one GlobalService: the oldest claiming it (see the
+	// HostnameConflict condition).
 	// +kubebuilder:validation:MaxLength=253
-	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$`
 	// +optional
 	Hostname string `json:"hostname,omitempty"`
 
@@ -34,8 +39,9 @@ type GlobalServiceSpec struct {
 	// +listMapKey=port
 	Ports []GlobalServicePort `json:"ports"`
 
-	// Clusters limits the member clusters whose endpoints form the service.
-	// Empty means every registered cluster.
+	// Clusters are the member clusters authorized to provide the service: every
+	// reader ignores what any other cluster publishes for it. Empty means every
+	// registered cluster (status.providers says "all").
 	// +kubebuilder:validation:MaxItems=512
 	// +listType=set
 	// +optional
@@ -108,7 +114,7 @@ type GlobalServiceStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// Conditions: Accepted, ResolvedRefs.
+	// Conditions: Accepted, ResolvedRefs, HostnameConflict.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -117,6 +123,11 @@ type GlobalServiceStatus struct {
 	// Hostname is the hostname in use, defaulted if the spec leaves it empty.
 	// +optional
 	Hostname string `json:"hostname,omitempty"`
+
+	// Providers are the clusters authorized to provide the service: spec.clusters
+	// comma-separated, or "all" when spec.clusters is empty.
+	// +optional
+	Providers string `json:"providers,omitempty"`
 
 	// ReadyEndpoints counts ready endpoints over all clusters.
 	// +optional
@@ -171,12 +182,17 @@ type LocalityEndpoints struct {
 	Total int32 `json:"total"`
 }
 
+// ProvidersAll is GlobalServiceStatus.Providers of a GlobalService without
+// spec.clusters: every registered cluster may provide it.
+const ProvidersAll = "all"
+
 // GlobalService is a service exported from member clusters under one global hostname.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=gsvc,categories=meshfed
 // +kubebuilder:printcolumn:name="Hostname",type=string,JSONPath=`.status.hostname`
 // +kubebuilder:printcolumn:name="Ports",type=string,JSONPath=`.spec.ports[*].port`
+// +kubebuilder:printcolumn:name="Providers",type=string,JSONPath=`.status.providers`
 // +kubebuilder:printcolumn:name="Policy",type=string,JSONPath=`.spec.failoverPolicyRef.name`
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyEndpoints`
 // +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].status`

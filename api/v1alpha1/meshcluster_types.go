@@ -35,6 +35,50 @@ type MeshClusterSpec struct {
 	// +listType=atomic
 	// +optional
 	Gateways []GatewayAddress `json:"gateways,omitempty"`
+
+	// AddressRanges are the address ranges the cluster's endpoints may use, usually
+	// its pod and service CIDRs (meshfedctl cluster register discovers them). Every
+	// reader drops the cluster's endpoints outside them. Empty: any routable address
+	// (never loopback, link-local, unspecified or multicast), as status.addressRanges
+	// says.
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=set
+	// +optional
+	AddressRanges []CIDR `json:"addressRanges,omitempty"`
+
+	// Limits bound what the cluster may publish. Every reader enforces them on the
+	// cluster's records and reports what it dropped (PublishedDataValid).
+	// +kubebuilder:default={}
+	// +optional
+	Limits PublishLimits `json:"limits,omitempty"`
+}
+
+// PublishLimits bound what one member cluster may publish, so that it cannot cost
+// the other clusters more than its share of the hub's store and of their agents.
+type PublishLimits struct {
+	// MaxServices is how many services the cluster may publish; readers refuse the
+	// excess and report it.
+	// +kubebuilder:default=2000
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	MaxServices int32 `json:"maxServices,omitempty"`
+
+	// MaxEndpointsPerService is how many endpoints one published service may hold;
+	// readers drop a record with more.
+	// +kubebuilder:default=5000
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	MaxEndpointsPerService int32 `json:"maxEndpointsPerService,omitempty"`
+
+	// MaxValueBytes is the largest value the cluster may write to the hub's store;
+	// readers refuse larger ones. At most 1.5 MiB, etcd's default request limit.
+	// +kubebuilder:default=1048576
+	// +kubebuilder:validation:Minimum=1024
+	// +kubebuilder:validation:Maximum=1572864
+	// +optional
+	MaxValueBytes int32 `json:"maxValueBytes,omitempty"`
 }
 
 // GatewayAddress is one address of an east-west gateway.
@@ -59,7 +103,8 @@ type MeshClusterStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// Conditions: Registered, Connected, Synced.
+	// Conditions: Registered, Connected, Synced, CredentialsValid, ViewInSync,
+	// IntermediateCA, PublishedDataValid.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -81,11 +126,22 @@ type MeshClusterStatus struct {
 	// +optional
 	IntermediateCAExpiry *metav1.Time `json:"intermediateCAExpiry,omitempty"`
 
+	// AddressRanges are the ranges readers accept the cluster's endpoints in, as the
+	// hub wrote them to the cluster's registration: spec.addressRanges
+	// comma-separated, or "any routable" when spec.addressRanges is empty.
+	// +optional
+	AddressRanges string `json:"addressRanges,omitempty"`
+
 	// CredentialsExpiry is when the agent's etcd client certificate expires, as the
 	// hub last signed it (the agent renews it at two thirds of its life).
 	// +optional
 	CredentialsExpiry *metav1.Time `json:"credentialsExpiry,omitempty"`
 }
+
+// AddressRangesAnyRoutable is MeshClusterStatus.AddressRanges of a cluster without
+// spec.addressRanges: readers accept any address that is not loopback, link-local,
+// unspecified or multicast.
+const AddressRangesAnyRoutable = "any routable"
 
 // MeshCluster is a member cluster of the federation.
 // +kubebuilder:object:root=true
@@ -95,10 +151,12 @@ type MeshClusterStatus struct {
 // +kubebuilder:printcolumn:name="Network",type=string,JSONPath=`.spec.network`
 // +kubebuilder:printcolumn:name="Connected",type=string,JSONPath=`.status.conditions[?(@.type=="Connected")].status`
 // +kubebuilder:printcolumn:name="Synced",type=string,JSONPath=`.status.conditions[?(@.type=="Synced")].status`
+// +kubebuilder:printcolumn:name="Published",type=string,JSONPath=`.status.conditions[?(@.type=="PublishedDataValid")].reason`
 // +kubebuilder:printcolumn:name="Services",type=integer,JSONPath=`.status.exportedServices`
 // +kubebuilder:printcolumn:name="Endpoints",type=integer,JSONPath=`.status.exportedEndpoints`
 // +kubebuilder:printcolumn:name="Heartbeat",type=date,JSONPath=`.status.lastHeartbeatTime`
 // +kubebuilder:printcolumn:name="Credentials",type=string,JSONPath=`.status.conditions[?(@.type=="CredentialsValid")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Addresses",type=string,JSONPath=`.status.addressRanges`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS-1123 label: lower-case letters, digits and '-', at most 63 characters"
 type MeshCluster struct {

@@ -15,6 +15,7 @@ import (
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/internal/dev/localkube"
+	"github.com/meshfed/meshfed/internal/xdsnames"
 )
 
 func newClient(t *testing.T, cp *localkube.ControlPlane) client.Client {
@@ -34,9 +35,10 @@ func validCluster(name string) *v1.MeshCluster {
 	return &v1.MeshCluster{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: v1.MeshClusterSpec{
-			Region:   "eu-west",
-			Zones:    []v1.LocalityName{"eu-west-1a", "eu-west-1b"},
-			Gateways: []v1.GatewayAddress{{Address: "192.0.2.10"}, {Address: "gw.example.com", Port: 443}},
+			Region:        "eu-west",
+			Zones:         []v1.LocalityName{"eu-west-1a", "eu-west-1b"},
+			Gateways:      []v1.GatewayAddress{{Address: "192.0.2.10"}, {Address: "gw.example.com", Port: 443}},
+			AddressRanges: []v1.CIDR{"10.244.0.0/16", "fd00:10:244::/56"},
 		},
 	}
 }
@@ -64,6 +66,18 @@ func validPolicy(name string) *v1.FailoverPolicy {
 	}
 }
 
+// hostname is a valid DNS name of n characters, in labels of at most 63.
+func hostname(n int) string {
+	var b strings.Builder
+	for b.Len() < n {
+		if b.Len() > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(strings.Repeat("h", min(63, n-b.Len())))
+	}
+	return b.String()
+}
+
 func duration(d time.Duration) *metav1.Duration { return &metav1.Duration{Duration: d} }
 
 // TestValidation starts three real control planes at once, installs the CRDs in each,
@@ -76,7 +90,15 @@ func TestValidation(t *testing.T) {
 
 	for _, cp := range cps {
 		c := newClient(t, cp)
-		for _, obj := range []client.Object{validCluster("a"), validService("echo"), validPolicy("prefer-eu")} {
+		// The longest hostname whose server name outbound_.65535_._.<hostname> fits
+		// 255 bytes (xdsnames.SNI).
+		longest := validService("longest")
+		longest.Spec.Hostname = hostname(236)
+		longest.Spec.Ports = []v1.GlobalServicePort{{Port: 65535}}
+		if n := len(xdsnames.SNI(longest.Spec.Hostname, 65535)); n != 255 {
+			t.Fatalf("the CRD's hostname limit disagrees with xdsnames.SNI: its longest server name has %d bytes, want 255", n)
+		}
+		for _, obj := range []client.Object{validCluster("a"), validService("echo"), validPolicy("prefer-eu"), longest} {
 			if err := c.Create(ctx, obj); err != nil {
 				t.Fatalf("%s: create valid %T: %v", cp.Name, obj, err)
 			}
@@ -91,6 +113,11 @@ func TestValidation(t *testing.T) {
 		}
 		if mc.Spec.Network != v1.DefaultNetwork || mc.Spec.Gateways[0].Port != v1.DefaultGatewayPort {
 			t.Errorf("MeshCluster defaults: network %q, gateway port %d", mc.Spec.Network, mc.Spec.Gateways[0].Port)
+		}
+		wantLimits := v1.PublishLimits{MaxServices: v1.DefaultMaxServices, MaxEndpointsPerService: v1.DefaultMaxEndpointsPerService,
+			MaxValueBytes: v1.DefaultMaxValueBytes}
+		if mc.Spec.Limits != wantLimits {
+			t.Errorf("MeshCluster default limits: %+v, want %+v", mc.Spec.Limits, wantLimits)
 		}
 		gs := &v1.GlobalService{}
 		if err := c.Get(ctx, client.ObjectKey{Namespace: "default", Name: "echo"}, gs); err != nil {
@@ -146,6 +173,51 @@ func TestValidation(t *testing.T) {
 				return o
 			}(),
 			want: []string{"spec.zones[0]", "should match"},
+		},
+		"cluster address range with host bits": {
+			obj: func() client.Object {
+				o := validCluster("hostbits")
+				o.Spec.AddressRanges = []v1.CIDR{"10.244.1.7/16"}
+				return o
+			}(),
+			want: []string{"spec.addressRanges[0]", "CIDR notation with no host bits set"},
+		},
+		"cluster address range not a range": {
+			obj: func() client.Object {
+				o := validCluster("norange")
+				o.Spec.AddressRanges = []v1.CIDR{"10.244.0.0"}
+				return o
+			}(),
+			want: []string{"spec.addressRanges[0]", "CIDR notation"},
+		},
+		"cluster value limit below 1 KiB": {
+			obj:  func() client.Object { o := validCluster("tinyvalues"); o.Spec.Limits.MaxValueBytes = 100; return o }(),
+			want: []string{"spec.limits.maxValueBytes", "greater than or equal to 1024"},
+		},
+		"service hostname of 240 characters": {
+			obj: func() client.Object {
+				o := validService("longname")
+				o.Spec.Hostname = hostname(240)
+				return o
+			}(),
+			want: []string{"spec.hostname", "hostname is too long", "outbound_.<port>_._.<hostname>", "255 bytes"},
+		},
+		"service hostname one over for its port": {
+			obj: func() client.Object {
+				o := validService("oneover")
+				o.Spec.Hostname = hostname(237)
+				o.Spec.Ports = []v1.GlobalServicePort{{Port: 80}, {Port: 65535}}
+				return o
+			}(),
+			want: []string{"spec.hostname", "hostname is too long"},
+		},
+		"service hostname label over 63": {
+			obj: func() client.Object {
+				o := validService("longlabel")
+				o.Spec.Hostname = strings.Repeat("a", 64) + ".example"
+				return o
+			}(),
+			want: []string{"spec.hostname", "should match"},
 		},
 		"service with both service and selector": {
 			obj: func() client.Object {
@@ -334,8 +406,8 @@ func TestValidation(t *testing.T) {
 			t.Fatal(err)
 		}
 		for resource, columns := range map[string]string{
-			"meshclusters":     "NAME REGION NETWORK CONNECTED SYNCED SERVICES ENDPOINTS HEARTBEAT AGE",
-			"globalservices":   "NAME HOSTNAME PORTS POLICY READY ACCEPTED AGE",
+			"meshclusters":     "NAME REGION NETWORK CONNECTED SYNCED PUBLISHED SERVICES ENDPOINTS HEARTBEAT AGE",
+			"globalservices":   "NAME HOSTNAME PORTS PROVIDERS POLICY READY ACCEPTED AGE",
 			"failoverpolicies": "NAME PREFERENCE FAILBACK DEMOTE DROP ACCEPTED AGE",
 		} {
 			out, err := exec.CommandContext(ctx, filepath.Join(dir, "kubectl"), "--kubeconfig", cps[0].Kubeconfig,

@@ -36,7 +36,11 @@ func registerCommand() *cobra.Command {
 		Long: `Creates the cluster's MeshCluster on the hub, installs the agent's namespace and RBAC
 in the member cluster, and stores the agent's etcd credentials there: the key is made here
 and only a CSR goes to the hub, which signs it. Running it again with the same settings
-changes nothing; credentials are renewed when a third of their life is left.`,
+changes nothing; credentials are renewed when a third of their life is left.
+
+The address ranges are what every reader accepts the cluster's endpoints in. Without
+--address-ranges they are discovered (nodes' spec.podCIDRs, ServiceCIDR objects) and
+printed; check them. Given again, they replace the registered ones.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Cluster = args[0]
@@ -59,6 +63,8 @@ changes nothing; credentials are renewed when a third of their life is left.`,
 	f.StringSliceVar(&opts.Zones, "zones", nil, "the cluster's zones (topology.kubernetes.io/zone), comma-separated")
 	f.StringVar(&opts.Network, "network", v1.DefaultNetwork, "the flat network the cluster's pods are on")
 	f.StringSliceVar(&gateways, "gateway", nil, "east-west gateway address[:port] reachable from other networks (repeatable)")
+	f.StringSliceVar(&opts.AddressRanges, "address-ranges", nil, "CIDRs the cluster's endpoints may use, comma-separated (its pod and service CIDRs); "+
+		"default: discovered from its nodes' podCIDRs and ServiceCIDRs; \"any\" for any routable address")
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the member cluster")
 	f.StringVar(&hubKubeconfig, "hub-kubeconfig", "", "kubeconfig of the hub's API server")
 	f.DurationVar(&opts.Timeout, "timeout", 60*time.Second, "how long to wait for each step")

@@ -15,12 +15,19 @@ func clusterInfo(mc *v1.MeshCluster) *model.ClusterInfo {
 		Region:  string(mc.Spec.Region),
 		Network: mc.Spec.Network,
 		Labels:  mc.Labels,
+		// As the API server defaulted them; a zero would take its default in every
+		// reader.
+		Limits: model.PublishLimits{MaxServices: mc.Spec.Limits.MaxServices,
+			MaxEndpointsPerService: mc.Spec.Limits.MaxEndpointsPerService, MaxValueBytes: mc.Spec.Limits.MaxValueBytes},
 	}
 	if info.Network == "" {
 		info.Network = v1.DefaultNetwork
 	}
 	for _, z := range mc.Spec.Zones {
 		info.Zones = append(info.Zones, string(z))
+	}
+	for _, r := range mc.Spec.AddressRanges {
+		info.AddressRanges = append(info.AddressRanges, string(r))
 	}
 	for _, g := range mc.Spec.Gateways {
 		port := g.Port
@@ -37,11 +44,8 @@ func globalService(gs *v1.GlobalService) *model.GlobalService {
 	rec := &model.GlobalService{
 		Namespace: gs.Namespace,
 		Name:      gs.Name,
-		Hostname:  gs.Spec.Hostname,
+		Hostname:  hostnameOf(gs),
 		Selector:  gs.Spec.Selector,
-	}
-	if rec.Hostname == "" {
-		rec.Hostname = model.ClusterSetHostname(gs.Namespace, gs.Name)
 	}
 	switch {
 	case gs.Spec.Service != nil:

@@ -17,9 +17,18 @@
 // two helpers, setConditions (stamped with the generation) and writeStatus (write only
 // if changed). Condition types and reasons are the constants of api/v1alpha1.
 //
+// A member's records are claims: the MeshCluster's spec.addressRanges and spec.limits go
+// into its ClusterInfo for every reader to check against, and PublishedDataValid
+// reports what the hub's own View refuses of the cluster (view.Rejections), read on
+// every reconcile, which every change of the cluster's keys triggers. A hostname
+// belongs to the oldest GlobalService claiming it (claimsFirst); the others get
+// HostnameConflict and are kept out of etcd, and a field index on the claimed
+// hostname wakes them when the owner goes.
+//
 // Events go out only for transitions an operator acts on (Connected lost or regained,
-// ResolvedRefs going False or back), and only after the status holding the transition
-// was written, so a repeated reconcile repeats no Event.
+// ResolvedRefs going False or back, PublishedDataValid turning False or back,
+// HostnameConflict starting or ending), and only after the status holding the
+// transition was written, so a repeated reconcile repeats no Event.
 //
 // The hub's etcd is the only store written here; member clusters are never contacted.
 package controllers

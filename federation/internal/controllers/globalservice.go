@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -24,13 +25,15 @@ type GlobalServiceReconciler struct {
 	Client client.Client
 	KV     KV
 	View   *view.View
-	// Events, if set, hears of ResolvedRefs going False (PolicyNotFound) and back.
+	// Events, if set, hears of ResolvedRefs going False (PolicyNotFound) and back,
+	// and of HostnameConflict starting and ending.
 	Events events.EventRecorder
 }
 
 // refsEvents are the GlobalService and FailoverPolicy transitions an operator hears of.
 var refsEvents = map[string]func(*metav1.Condition, metav1.Condition) bool{
-	v1.ConditionResolvedRefs: problemOrRecovery,
+	v1.ConditionResolvedRefs:     problemOrRecovery,
+	v1.ConditionHostnameConflict: conflictStartedOrEnded,
 }
 
 // Reconcile converges one GlobalService.
@@ -45,7 +48,23 @@ func (r *GlobalServiceReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	}
 
 	rec := globalService(gs)
-	accepted, err := writeRecord(ctx, r.KV, key, rec)
+	owner, err := r.hostnameOwner(ctx, gs, rec.Hostname)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	conflict := hostnameCondition(gs, rec.Hostname, owner)
+	var accepted metav1.Condition
+	if owner == nil {
+		accepted, err = writeRecord(ctx, r.KV, key, rec)
+	} else {
+		// Not served: an older GlobalService owns the hostname. Removed from etcd in
+		// case this one owned it before (the owner's creation was seen late).
+		accepted = metav1.Condition{Type: v1.ConditionAccepted, Status: metav1.ConditionFalse, Reason: v1.ReasonHostnameInUse,
+			Message: "not written to the hub's etcd: " + conflict.Message}
+		if err = deleteKey(ctx, r.KV, key); err != nil {
+			accepted.Reason, accepted.Message = v1.ReasonEtcdError, err.Error()
+		}
+	}
 	refs := metav1.Condition{Type: v1.ConditionResolvedRefs, Status: metav1.ConditionTrue, Reason: v1.ReasonResolvedRefs,
 		Message: "every referenced object exists"}
 	if rec.Policy != "" {
@@ -64,8 +83,12 @@ func (r *GlobalServiceReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	status := gs.Status.DeepCopy()
 	status.ObservedGeneration = gs.Generation
 	status.Hostname = rec.Hostname
-	status.Clusters, status.Excluded, status.ReadyEndpoints = endpointsOf(rec, r.View.Clusters())
-	setConditions(&status.Conditions, gs.Generation, accepted, refs)
+	status.Providers = providers(gs)
+	status.Clusters, status.Excluded, status.ReadyEndpoints = nil, nil, 0
+	if owner == nil {
+		status.Clusters, status.Excluded, status.ReadyEndpoints = endpointsOf(rec, r.View.Clusters())
+	}
+	setConditions(&status.Conditions, gs.Generation, accepted, refs, conflict)
 	news := transitions(gs.Status.Conditions, status.Conditions, refsEvents)
 	if wrote, uerr := writeStatus(ctx, r.Client, gs, &gs.Status, status); uerr != nil {
 		return ctrl.Result{}, uerr
@@ -159,4 +182,67 @@ func plural(n int, one, many string) string {
 		return one
 	}
 	return many
+}
+
+// hostnameIndex indexes GlobalServices by the hostname they claim (hostnameOf).
+const hostnameIndex = "meshfed.io/hostname"
+
+// hostnameOf is the hostname gs claims: its spec's, or the MCS clusterset name.
+func hostnameOf(gs *v1.GlobalService) string {
+	if gs.Spec.Hostname != "" {
+		return gs.Spec.Hostname
+	}
+	return model.ClusterSetHostname(gs.Namespace, gs.Name)
+}
+
+// hostnameOwner returns the GlobalService that owns hostname if it is not gs (nil if
+// gs owns it): of every GlobalService claiming it, the oldest (claimsFirst).
+func (r *GlobalServiceReconciler) hostnameOwner(ctx context.Context, gs *v1.GlobalService, hostname string) (*v1.GlobalService, error) {
+	list := &v1.GlobalServiceList{}
+	if err := r.Client.List(ctx, list, client.MatchingFields{hostnameIndex: hostname}); err != nil {
+		return nil, fmt.Errorf("list global services claiming %s: %w", hostname, err)
+	}
+	var owner *v1.GlobalService
+	for i := range list.Items {
+		c := &list.Items[i]
+		if c.UID != gs.UID && claimsFirst(c, gs) && (owner == nil || claimsFirst(c, owner)) {
+			owner = c
+		}
+	}
+	return owner, nil
+}
+
+// claimsFirst is the order in which GlobalServices own a hostname they both claim:
+// by creationTimestamp, then namespace, then name. An owner keeps its hostname
+// until it is deleted; a later claimant is not served meanwhile.
+func claimsFirst(a, b *v1.GlobalService) bool {
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return a.CreationTimestamp.Before(&b.CreationTimestamp)
+	}
+	if a.Namespace != b.Namespace {
+		return a.Namespace < b.Namespace
+	}
+	return a.Name < b.Name
+}
+
+// hostnameCondition is HostnameConflict of gs, claiming hostname, owned by owner
+// (nil: gs).
+func hostnameCondition(gs *v1.GlobalService, hostname string, owner *v1.GlobalService) metav1.Condition {
+	if owner == nil {
+		return metav1.Condition{Type: v1.ConditionHostnameConflict, Status: metav1.ConditionFalse, Reason: v1.ReasonHostnameUnique,
+			Message: fmt.Sprintf("no older GlobalService claims hostname %s", hostname)}
+	}
+	return metav1.Condition{Type: v1.ConditionHostnameConflict, Status: metav1.ConditionTrue, Reason: v1.ReasonHostnameInUse,
+		Message: fmt.Sprintf("hostname %s belongs to GlobalService %s/%s, created %s, before this one: this one is not served "+
+			"and takes the hostname over when that one is deleted; give it another spec.hostname to serve it now",
+			hostname, owner.Namespace, owner.Name, owner.CreationTimestamp.UTC().Format(time.RFC3339))}
+}
+
+// conflictStartedOrEnded: HostnameConflict turned True, or False after True; not a
+// GlobalService appearing without a conflict.
+func conflictStartedOrEnded(prev *metav1.Condition, next metav1.Condition) bool {
+	if prev == nil {
+		return next.Status == metav1.ConditionTrue
+	}
+	return prev.Status != next.Status
 }

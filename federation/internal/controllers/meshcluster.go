@@ -46,12 +46,18 @@ type MeshClusterReconciler struct {
 	Events events.EventRecorder
 	// views, if set, judges the agents' view reports (ViewInSync).
 	views *viewSync
+	// rejections, if set, is what the hub's own View refuses of each cluster
+	// (PublishedDataValid); Setup sets it to View.
+	rejections rejectionSource
+	rejected   rejectedGauge
 }
 
 // clusterEvents are the MeshCluster transitions an operator hears of.
 var clusterEvents = map[string]func(*metav1.Condition, metav1.Condition) bool{
 	v1.ConditionConnected:  becameOrStoppedTrue,
 	v1.ConditionViewInSync: viewInSyncFlipped,
+	// Refused data starts, changes reason, or stops.
+	v1.ConditionPublishedDataValid: problemOrRecovery,
 }
 
 // Reconcile converges one MeshCluster.
@@ -73,6 +79,7 @@ func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		if r.views != nil {
 			r.views.forget(name)
 		}
+		r.rejected.forget(name)
 		return nil
 	}
 	if done, err := finalize(ctx, r.Client, mc, removed); done {
@@ -96,8 +103,14 @@ func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	status := mc.Status.DeepCopy()
 	status.ObservedGeneration = mc.Generation
+	status.AddressRanges = addressRanges(mc)
 	setConditions(&status.Conditions, mc.Generation, registered)
 	requeue := r.agentStatus(mc, status)
+	if r.rejections != nil {
+		rs := rejectionsOf(name, r.rejections.Rejections())
+		r.rejected.set(name, rs)
+		setConditions(&status.Conditions, mc.Generation, publishedDataCondition(rs, mc.Generation))
+	}
 	if r.views != nil {
 		c, _ := r.View.Cluster(name)
 		if again := r.views.viewInSync(ctx, name, c.Heartbeat, mc.Generation, status); again > 0 && (requeue == 0 || again < requeue) {

@@ -27,5 +27,5 @@ var (
 // runs this package calls it once on the registry it serves, so that each
 // component exports only its own metrics.
 func RegisterMetrics(reg prometheus.Registerer) {
-	reg.MustRegister(clusterConnected, clusterEndpoints, clusterCredentialsExpiry, orphansDeleted, hubViewInSync, hubViewDesyncs)
+	reg.MustRegister(clusterConnected, clusterEndpoints, clusterCredentialsExpiry, orphansDeleted, hubViewInSync, hubViewDesyncs, hubRejected)
 }

@@ -43,13 +43,18 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	}
 	c := mgr.GetClient()
 	clusters := &MeshClusterReconciler{Client: c, KV: opts.KV, Auth: opts.Auth, View: opts.View, Clock: opts.Clock, Events: opts.Events,
-		views: newViewSync(opts.KV, opts.Clock)}
+		views: newViewSync(opts.KV, opts.Clock), rejections: opts.View}
 	err := ctrl.NewControllerManagedBy(mgr).For(&v1.MeshCluster{}).Named("meshcluster").
-		WatchesRawSource(viewSource(opts.View, func(_ context.Context, k keyspace.Key) []reconcile.Request {
-			if k.Cluster == "" {
-				return nil
+		WatchesRawSource(viewSource(opts.View, func(ctx context.Context, k keyspace.Key) []reconcile.Request {
+			switch {
+			case k.Cluster != "":
+				return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: k.Cluster}}}
+			case k.Kind == keyspace.KindGlobalService:
+				// Which services a cluster may provide changed: what the view refuses
+				// of every cluster may have (PublishedDataValid).
+				return allClusters(ctx, c)
 			}
-			return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: k.Cluster}}}
+			return nil
 		})).
 		Complete(clusters)
 	if err != nil {
@@ -57,7 +62,28 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	}
 
 	services := &GlobalServiceReconciler{Client: c, KV: opts.KV, View: opts.View, Events: opts.Events}
+	err = mgr.GetFieldIndexer().IndexField(context.Background(), &v1.GlobalService{}, hostnameIndex, func(o client.Object) []string {
+		return []string{hostnameOf(o.(*v1.GlobalService))}
+	})
+	if err != nil {
+		return err
+	}
 	err = ctrl.NewControllerManagedBy(mgr).For(&v1.GlobalService{}).Named("globalservice").
+		// A GlobalService claiming a hostname, releasing it or going decides who owns
+		// the hostname: the others claiming it look again (HostnameConflict).
+		Watches(&v1.GlobalService{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			list := &v1.GlobalServiceList{}
+			if err := c.List(ctx, list, client.MatchingFields{hostnameIndex: hostnameOf(o.(*v1.GlobalService))}); err != nil {
+				return nil
+			}
+			var out []reconcile.Request
+			for _, gs := range list.Items {
+				if gs.UID != o.GetUID() {
+					out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&gs)})
+				}
+			}
+			return out
+		})).
 		// A policy appearing or going changes the ResolvedRefs of the services naming it.
 		Watches(&v1.FailoverPolicy{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			return globalServicesIn(ctx, c, o.GetNamespace(), func(gs *v1.GlobalService) bool {
@@ -101,6 +127,18 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		return err
 	}
 	return mgr.Add(&Collector{Client: c, KV: opts.KV, Auth: opts.Auth})
+}
+
+func allClusters(ctx context.Context, c client.Client) []reconcile.Request {
+	list := &v1.MeshClusterList{}
+	if err := c.List(ctx, list); err != nil {
+		return nil
+	}
+	out := make([]reconcile.Request, 0, len(list.Items))
+	for _, mc := range list.Items {
+		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Name: mc.Name}})
+	}
+	return out
 }
 
 func globalServicesIn(ctx context.Context, c client.Client, namespace string, keep func(*v1.GlobalService) bool) []reconcile.Request {

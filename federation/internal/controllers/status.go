@@ -11,6 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 )
 
 // setConditions sets conds on a status's conditions, each stamped with gen: the
@@ -70,8 +72,12 @@ func problemOrRecovery(prev *metav1.Condition, next metav1.Condition) bool {
 	return prev.Status != next.Status || prev.Reason != next.Reason
 }
 
-// announce emits one Event on obj per condition in ts (see transitions): Normal for a condition that is
-// True, Warning otherwise, with the condition's reason and message. Call it only
+// trueIsProblem are the condition types whose True status is the problem.
+var trueIsProblem = map[string]bool{v1.ConditionHostnameConflict: true}
+
+// announce emits one Event on obj per condition in ts (see transitions): Normal for a
+// condition in its good state (True, or False for trueIsProblem), Warning otherwise,
+// with the condition's reason and message. Call it only
 // after the status holding the transitions was written, so that a repeated reconcile
 // (a conflict, a requeue) does not repeat the Events. rec may be nil: no Events.
 func announce(rec events.EventRecorder, obj runtime.Object, ts []metav1.Condition) {
@@ -79,8 +85,12 @@ func announce(rec events.EventRecorder, obj runtime.Object, ts []metav1.Conditio
 		return
 	}
 	for _, t := range ts {
+		good := t.Status == metav1.ConditionTrue
+		if trueIsProblem[t.Type] {
+			good = t.Status == metav1.ConditionFalse
+		}
 		typ := corev1.EventTypeWarning
-		if t.Status == metav1.ConditionTrue {
+		if good {
 			typ = corev1.EventTypeNormal
 		}
 		rec.Eventf(obj, nil, typ, t.Reason, eventAction, "%s: %s", t.Type, t.Message)

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/netip"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
@@ -42,6 +44,11 @@ type Options struct {
 	Zones    []string
 	Network  string // default "default"
 	Gateways []v1.GatewayAddress
+	// AddressRanges are the CIDRs the cluster's endpoints may use (MeshCluster
+	// spec.addressRanges). Empty: discovered from the member cluster
+	// (DiscoverAddressRanges) for a new registration, kept as they are for an existing
+	// one. AnyAddress alone: none, any routable address.
+	AddressRanges []string
 
 	Hub    *rest.Config
 	Member *rest.Config
@@ -54,6 +61,10 @@ type Options struct {
 	// Progress receives one line per step. Default: discard.
 	Progress io.Writer
 }
+
+// AnyAddress, as the only address range, registers a cluster without ranges: its
+// endpoints may use any routable address.
+const AnyAddress = "any"
 
 var (
 	labelRE    = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
@@ -80,6 +91,15 @@ func (o *Options) validate() error {
 	}
 	if len(o.Network) > 63 || !labelRE.MatchString(o.Network) {
 		return fmt.Errorf("network %q: use a DNS label", o.Network)
+	}
+	if len(o.AddressRanges) == 1 && o.AddressRanges[0] == AnyAddress {
+		o.AddressRanges = []string{}
+	}
+	for _, r := range o.AddressRanges {
+		p, err := netip.ParsePrefix(r)
+		if err != nil || p != p.Masked() {
+			return fmt.Errorf("address range %q: use CIDR notation with no host bits set, e.g. 10.244.0.0/16 (or %q alone for any routable address)", r, AnyAddress)
+		}
 	}
 	if o.Hub == nil || o.Member == nil {
 		return fmt.Errorf("cluster %q: both the hub's and the member cluster's kubeconfig are required", o.Cluster)
@@ -134,7 +154,24 @@ func Register(ctx context.Context, opts Options) error {
 		return err
 	}
 
-	if err := ensureMeshCluster(ctx, hub, &opts); err != nil {
+	discovered := opts.AddressRanges == nil
+	if discovered {
+		d, err := DiscoverAddressRanges(ctx, memberKube)
+		if err != nil {
+			return fmt.Errorf("cluster %q: discover address ranges: %w", opts.Cluster, err)
+		}
+		opts.AddressRanges = d.Ranges
+		for _, n := range d.Notes {
+			say("%s: address ranges: %s", opts.Cluster, n)
+		}
+		if len(d.Ranges) == 0 {
+			say("%s: WARNING: found no address ranges: the cluster's endpoints may use any routable address. "+
+				"Give --address-ranges (its pod and service CIDRs) so that a compromised cluster cannot claim other addresses", opts.Cluster)
+		} else {
+			say("%s: address ranges found: %s (check them; --address-ranges sets them)", opts.Cluster, strings.Join(d.Ranges, ","))
+		}
+	}
+	if err := ensureMeshCluster(ctx, hub, &opts, discovered); err != nil {
 		return err
 	}
 	say("%s: MeshCluster on the hub", opts.Cluster)
@@ -176,8 +213,15 @@ func Register(ctx context.Context, opts Options) error {
 	return nil
 }
 
-func ensureMeshCluster(ctx context.Context, hub client.Client, opts *Options) error {
+// ensureMeshCluster creates the cluster's MeshCluster, or checks that the existing one
+// has the same settings. Address ranges differ from the rest: they change as a
+// cluster grows, so ranges given explicitly replace the existing ones, and discovered
+// ones (discovered) never do.
+func ensureMeshCluster(ctx context.Context, hub client.Client, opts *Options, discovered bool) error {
 	want := v1.MeshClusterSpec{Region: v1.LocalityName(opts.Region), Network: opts.Network, Gateways: opts.Gateways}
+	for _, r := range opts.AddressRanges {
+		want.AddressRanges = append(want.AddressRanges, v1.CIDR(r))
+	}
 	for _, z := range opts.Zones {
 		want.Zones = append(want.Zones, v1.LocalityName(z))
 	}
@@ -206,6 +250,18 @@ func ensureMeshCluster(ctx context.Context, hub client.Client, opts *Options) er
 		return fmt.Errorf("cluster %q is already registered with region %s, zones %v, network %s, gateways %v; "+
 			"register it with the same settings, or unregister it first", opts.Cluster, have.Region, have.Zones, have.Network, have.Gateways)
 	}
+	if slices.Equal(have.AddressRanges, want.AddressRanges) {
+		return nil
+	}
+	if discovered {
+		fmt.Fprintf(opts.Progress, "%s: keeping the registered address ranges %v (--address-ranges replaces them)\n", opts.Cluster, have.AddressRanges)
+		return nil
+	}
+	mc.Spec.AddressRanges = want.AddressRanges
+	if err := hub.Update(ctx, mc); err != nil {
+		return fmt.Errorf("update the address ranges of MeshCluster %q: %w", opts.Cluster, err)
+	}
+	fmt.Fprintf(opts.Progress, "%s: address ranges changed from %v to %v\n", opts.Cluster, have.AddressRanges, want.AddressRanges)
 	return nil
 }
 

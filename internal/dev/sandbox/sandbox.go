@@ -248,7 +248,9 @@ func Up(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 		err = register.Register(ctx, register.Options{
 			Cluster: c.Name, Region: c.Region, Zones: c.Zones, Network: c.Network,
 			Gateways: []v1.GatewayAddress{{Address: "127.0.0.1", Port: int32(ports[0])}},
-			Hub:      s.Hub.cp.Config, Member: c.cp.Config, Timeout: opts.Timeout, Progress: opts.Progress,
+			// The range internal/dev/testnet gives its test hosts (10.250.x.0/24).
+			AddressRanges: []string{"10.250.0.0/16"},
+			Hub:           s.Hub.cp.Config, Member: c.cp.Config, Timeout: opts.Timeout, Progress: opts.Progress,
 		})
 		if err != nil {
 			return nil, err

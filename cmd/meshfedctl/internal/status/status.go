@@ -35,6 +35,12 @@ type ClusterRow struct {
 	// ViewInSync: the agent's imported view equals the hub's store (the
 	// ViewInSync condition).
 	ViewInSync string `json:"viewInSync"`
+	// Published is the reason of the PublishedDataValid condition: Valid, or why the
+	// hub refuses some of what the cluster publishes (Unknown without one).
+	Published string `json:"published"`
+	// Refused is PublishedDataValid's message while it is False: how much is refused,
+	// for what, and one example.
+	Refused string `json:"refused,omitempty"`
 	// HeartbeatAge is the time since the hub last recorded a heartbeat, to the hub's
 	// status resolution (15s).
 	HeartbeatAge string `json:"heartbeatAge"`
@@ -54,12 +60,17 @@ type ServiceRow struct {
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
 	Hostname  string `json:"hostname"`
+	// Providers are the clusters authorized to provide the service ("all").
+	Providers string `json:"providers"`
 	Clusters  int    `json:"clusters"`
 	Ready     int32  `json:"readyEndpoints"`
 	Policy    string `json:"policy,omitempty"`
 	// Excluded are the clusters the hub left out of the service, with the reason
 	// (the GlobalService's status.excluded).
 	Excluded []v1.ExcludedCluster `json:"excluded,omitempty"`
+	// HostnameConflict is the HostnameConflict condition's message while it is True:
+	// which older GlobalService owns the hostname; this one is not served.
+	HostnameConflict string `json:"hostnameConflict,omitempty"`
 }
 
 // Collect reads the report from the hub's API server.
@@ -76,6 +87,7 @@ func Collect(ctx context.Context, hub client.Client, now time.Time, withServices
 			Connected:    condition(&mc, v1.ConditionConnected),
 			Synced:       condition(&mc, v1.ConditionSynced),
 			ViewInSync:   condition(&mc, v1.ConditionViewInSync),
+			Published:    "Unknown",
 			HeartbeatAge: "never",
 			Services:     mc.Status.ExportedServices, Endpoints: mc.Status.ExportedEndpoints,
 		}
@@ -92,6 +104,12 @@ func Collect(ctx context.Context, hub client.Client, now time.Time, withServices
 		} else if c := meta.FindStatusCondition(mc.Status.Conditions, v1.ConditionViewInSync); c != nil && c.Status == metav1.ConditionFalse {
 			row.Message = c.Message
 		}
+		if c := meta.FindStatusCondition(mc.Status.Conditions, v1.ConditionPublishedDataValid); c != nil {
+			row.Published = c.Reason
+			if c.Status == metav1.ConditionFalse {
+				row.Refused = c.Message
+			}
+		}
 		row.Credentials, row.CredentialsExpiry = credentials(&mc, now)
 		r.Clusters = append(r.Clusters, row)
 	}
@@ -101,8 +119,11 @@ func Collect(ctx context.Context, hub client.Client, now time.Time, withServices
 			return nil, fmt.Errorf("list GlobalServices: %w", err)
 		}
 		for _, gs := range services.Items {
-			row := ServiceRow{Namespace: gs.Namespace, Name: gs.Name, Hostname: gs.Status.Hostname,
+			row := ServiceRow{Namespace: gs.Namespace, Name: gs.Name, Hostname: gs.Status.Hostname, Providers: gs.Status.Providers,
 				Clusters: len(gs.Status.Clusters), Ready: gs.Status.ReadyEndpoints, Excluded: gs.Status.Excluded}
+			if c := meta.FindStatusCondition(gs.Status.Conditions, v1.ConditionHostnameConflict); c != nil && c.Status == metav1.ConditionTrue {
+				row.HostnameConflict = c.Message
+			}
 			if gs.Spec.FailoverPolicyRef != nil {
 				row.Policy = gs.Spec.FailoverPolicyRef.Name
 			}
@@ -168,20 +189,56 @@ func (r *Report) Print(w io.Writer, format string) error {
 		return fmt.Errorf("output format %q: use table, json or yaml", format)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CLUSTER\tREGION\tZONES\tNETWORK\tREGISTERED\tCONNECTED\tSYNCED\tVIEW\tHEARTBEAT\tSERVICES\tENDPOINTS\tCREDENTIALS")
+	fmt.Fprintln(tw, "CLUSTER\tREGION\tZONES\tNETWORK\tREGISTERED\tCONNECTED\tSYNCED\tVIEW\tPUBLISHED\tHEARTBEAT\tSERVICES\tENDPOINTS\tCREDENTIALS")
 	for _, c := range r.Clusters {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", c.Name, c.Region, c.Zones, c.Network,
-			c.Registered, c.Connected, c.Synced, c.ViewInSync, c.HeartbeatAge, c.Services, c.Endpoints, c.Credentials)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", c.Name, c.Region, c.Zones, c.Network,
+			c.Registered, c.Connected, c.Synced, c.ViewInSync, c.Published, c.HeartbeatAge, c.Services, c.Endpoints, c.Credentials)
 	}
+	printRefused(tw, r.Clusters)
 	if len(r.GlobalServices) > 0 {
 		fmt.Fprintln(tw)
-		fmt.Fprintln(tw, "GLOBAL SERVICE\tHOSTNAME\tCLUSTERS\tREADY\tPOLICY")
+		fmt.Fprintln(tw, "GLOBAL SERVICE\tHOSTNAME\tPROVIDERS\tCLUSTERS\tREADY\tPOLICY")
 		for _, s := range r.GlobalServices {
-			fmt.Fprintf(tw, "%s/%s\t%s\t%d\t%d\t%s\n", s.Namespace, s.Name, s.Hostname, s.Clusters, s.Ready, s.Policy)
+			fmt.Fprintf(tw, "%s/%s\t%s\t%s\t%d\t%d\t%s\n", s.Namespace, s.Name, s.Hostname, s.Providers, s.Clusters, s.Ready, s.Policy)
 		}
 		printExcluded(tw, r.GlobalServices)
+		printConflicts(tw, r.GlobalServices)
 	}
 	return tw.Flush()
+}
+
+// printRefused lists, under the clusters, what the hub refuses of each cluster's
+// published data (PublishedDataValid False); nothing when it refuses nothing.
+func printRefused(w io.Writer, clusters []ClusterRow) {
+	header := false
+	for _, c := range clusters {
+		if c.Refused == "" {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(w)
+			fmt.Fprintln(w, "REFUSED\tREASON\tMESSAGE")
+			header = true
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\n", c.Name, c.Published, c.Refused)
+	}
+}
+
+// printConflicts lists the global services not served because an older one owns
+// their hostname.
+func printConflicts(w io.Writer, services []ServiceRow) {
+	header := false
+	for _, s := range services {
+		if s.HostnameConflict == "" {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(w)
+			fmt.Fprintln(w, "HOSTNAME CONFLICT\tHOSTNAME\tMESSAGE")
+			header = true
+		}
+		fmt.Fprintf(w, "%s/%s\t%s\t%s\n", s.Namespace, s.Name, s.Hostname, s.HostnameConflict)
+	}
 }
 
 // printExcluded lists, under the services, every cluster a service leaves out and why;

@@ -24,28 +24,28 @@ func sampleReport() *Report {
 	return &Report{
 		Clusters: []ClusterRow{
 			{Name: "east", Region: "us-east-1", Zones: "us-east-1a,us-east-1b", Network: "default",
-				Registered: "True", Connected: "True", Synced: "True", ViewInSync: "True", HeartbeatAge: "5s", Services: 3, Endpoints: 12, Credentials: "Valid 19d4h"},
+				Registered: "True", Connected: "True", Synced: "True", ViewInSync: "True", Published: "Valid", HeartbeatAge: "5s", Services: 3, Endpoints: 12, Credentials: "Valid 19d4h"},
 			{Name: "west-long-name", Region: "us-west-2", Zones: "us-west-2a", Network: "vpc-2",
-				Registered: "True", Connected: "False", Synced: "Unknown", ViewInSync: "Unknown", HeartbeatAge: "never", Credentials: "Expired", Message: "heartbeat lapsed"},
+				Registered: "True", Connected: "False", Synced: "Unknown", ViewInSync: "Unknown", Published: "Unknown", HeartbeatAge: "never", Credentials: "Expired", Message: "heartbeat lapsed"},
 		},
 		GlobalServices: []ServiceRow{
-			{Namespace: "shop", Name: "cart", Hostname: "cart.shop.global", Clusters: 2, Ready: 7, Policy: "eu-first"},
-			{Namespace: "shop", Name: "list", Hostname: "list.shop.global", Clusters: 1},
+			{Namespace: "shop", Name: "cart", Hostname: "cart.shop.global", Providers: "all", Clusters: 2, Ready: 7, Policy: "eu-first"},
+			{Namespace: "shop", Name: "list", Hostname: "list.shop.global", Providers: "east", Clusters: 1},
 		},
 	}
 }
 
-const sampleTable = `CLUSTER         REGION     ZONES                  NETWORK  REGISTERED  CONNECTED  SYNCED   VIEW     HEARTBEAT  SERVICES  ENDPOINTS  CREDENTIALS
-east            us-east-1  us-east-1a,us-east-1b  default  True        True       True     True     5s         3         12         Valid 19d4h
-west-long-name  us-west-2  us-west-2a             vpc-2    True        False      Unknown  Unknown  never      0         0          Expired
+const sampleTable = `CLUSTER         REGION     ZONES                  NETWORK  REGISTERED  CONNECTED  SYNCED   VIEW     PUBLISHED  HEARTBEAT  SERVICES  ENDPOINTS  CREDENTIALS
+east            us-east-1  us-east-1a,us-east-1b  default  True        True       True     True     Valid      5s         3         12         Valid 19d4h
+west-long-name  us-west-2  us-west-2a             vpc-2    True        False      Unknown  Unknown  Unknown    never      0         0          Expired
 
-GLOBAL SERVICE  HOSTNAME          CLUSTERS  READY  POLICY
-shop/cart       cart.shop.global  2         7      eu-first
-shop/list       list.shop.global  1         0      
+GLOBAL SERVICE  HOSTNAME          PROVIDERS  CLUSTERS  READY  POLICY
+shop/cart       cart.shop.global  all        2         7      eu-first
+shop/list       list.shop.global  east       1         0      
 `
 
-const clustersOnlyTable = `CLUSTER  REGION     ZONES       NETWORK  REGISTERED  CONNECTED  SYNCED   VIEW     HEARTBEAT  SERVICES  ENDPOINTS  CREDENTIALS
-solo     eu-west-1  eu-west-1a  default  Unknown     Unknown    Unknown  Unknown  never      0         0          Unknown
+const clustersOnlyTable = `CLUSTER  REGION     ZONES       NETWORK  REGISTERED  CONNECTED  SYNCED   VIEW     PUBLISHED  HEARTBEAT  SERVICES  ENDPOINTS  CREDENTIALS
+solo     eu-west-1  eu-west-1a  default  Unknown     Unknown    Unknown  Unknown  Unknown    never      0         0          Unknown
 `
 
 const emptyJSON = `{
@@ -64,6 +64,7 @@ const soloJSON = `{
       "connected": "Unknown",
       "synced": "Unknown",
       "viewInSync": "Unknown",
+      "published": "Unknown",
       "heartbeatAge": "never",
       "services": 0,
       "endpoints": 0,
@@ -80,6 +81,7 @@ const soloYAML = `clusters:
   heartbeatAge: never
   name: solo
   network: default
+  published: Unknown
   region: eu-west-1
   registered: Unknown
   services: 0
@@ -90,7 +92,7 @@ const soloYAML = `clusters:
 
 func soloReport() *Report {
 	return &Report{Clusters: []ClusterRow{{Name: "solo", Region: "eu-west-1", Zones: "eu-west-1a", Network: "default",
-		Registered: "Unknown", Connected: "Unknown", Synced: "Unknown", ViewInSync: "Unknown", HeartbeatAge: "never", Credentials: "Unknown"}}}
+		Registered: "Unknown", Connected: "Unknown", Synced: "Unknown", ViewInSync: "Unknown", Published: "Unknown", HeartbeatAge: "never", Credentials: "Unknown"}}}
 }
 
 func TestPrint(t *testing.T) {
@@ -102,7 +104,7 @@ func TestPrint(t *testing.T) {
 		"table":                    {sampleReport(), "table", sampleTable},
 		"empty format is table":    {sampleReport(), "", sampleTable},
 		"table without services":   {soloReport(), "table", clustersOnlyTable},
-		"table of an empty report": {&Report{Clusters: []ClusterRow{}}, "table", "CLUSTER  REGION  ZONES  NETWORK  REGISTERED  CONNECTED  SYNCED  VIEW  HEARTBEAT  SERVICES  ENDPOINTS  CREDENTIALS\n"},
+		"table of an empty report": {&Report{Clusters: []ClusterRow{}}, "table", "CLUSTER  REGION  ZONES  NETWORK  REGISTERED  CONNECTED  SYNCED  VIEW  PUBLISHED  HEARTBEAT  SERVICES  ENDPOINTS  CREDENTIALS\n"},
 		"json":                     {soloReport(), "json", soloJSON},
 		"json of an empty report":  {&Report{Clusters: []ClusterRow{}}, "json", emptyJSON},
 		"yaml":                     {soloReport(), "yaml", soloYAML},
@@ -193,6 +195,8 @@ func TestCollect(t *testing.T) {
 					cond(v1.ConditionSynced, metav1.ConditionFalse, "not synced"),
 					{Type: v1.ConditionCredentialsValid, Status: metav1.ConditionFalse, Reason: v1.ReasonCredentialsExpired,
 						LastTransitionTime: metav1.NewTime(now)},
+					{Type: v1.ConditionPublishedDataValid, Status: metav1.ConditionFalse, Reason: "AddressOutOfRange",
+						Message: "200 refused for AddressOutOfRange, e.g. k: endpoint 192.0.2.10 is outside 10.250.0.0/16", LastTransitionTime: metav1.NewTime(now)},
 				},
 				CredentialsExpiry: at("11:00:00"),
 				LastHeartbeatTime: at("11:57:57"), // 2m3.4s ago
@@ -215,6 +219,8 @@ func TestCollect(t *testing.T) {
 					cond(v1.ConditionSynced, metav1.ConditionTrue, ""),
 					{Type: v1.ConditionCredentialsValid, Status: metav1.ConditionTrue, Reason: v1.ReasonCredentialsValid,
 						LastTransitionTime: metav1.NewTime(now)},
+					{Type: v1.ConditionPublishedDataValid, Status: metav1.ConditionTrue, Reason: v1.ReasonPublishedDataValid,
+						Message: "fine", LastTransitionTime: metav1.NewTime(now)},
 				},
 				CredentialsExpiry: &metav1.Time{Time: now.Add(19*24*time.Hour + 4*time.Hour + 30*time.Minute)},
 				LastHeartbeatTime: at("11:59:58"), // 2.4s ago
@@ -223,12 +229,15 @@ func TestCollect(t *testing.T) {
 		},
 		&v1.GlobalService{
 			ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "list"},
-			Status:     v1.GlobalServiceStatus{Hostname: "list.shop.global"},
+			Status: v1.GlobalServiceStatus{Hostname: "list.shop.global", Providers: "north", Conditions: []metav1.Condition{
+				{Type: v1.ConditionHostnameConflict, Status: metav1.ConditionTrue, Reason: v1.ReasonHostnameInUse,
+					Message: "hostname list.shop.global belongs to GlobalService shop/older", LastTransitionTime: metav1.NewTime(now)},
+			}},
 		},
 		&v1.GlobalService{
 			ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "cart"},
 			Spec:       v1.GlobalServiceSpec{FailoverPolicyRef: &v1.LocalObjectReference{Name: "eu-first"}},
-			Status: v1.GlobalServiceStatus{Hostname: "cart.shop.global", ReadyEndpoints: 7,
+			Status: v1.GlobalServiceStatus{Hostname: "cart.shop.global", Providers: "all", ReadyEndpoints: 7,
 				Clusters: []v1.ClusterEndpoints{{Cluster: "west"}, {Cluster: "north"}}},
 		},
 	}
@@ -236,12 +245,13 @@ func TestCollect(t *testing.T) {
 
 	wantClusters := []ClusterRow{
 		{Name: "east", Region: "us-east-1", Zones: "us-east-1a", Network: "default",
-			Registered: "Unknown", Connected: "Unknown", Synced: "Unknown", ViewInSync: "Unknown", HeartbeatAge: "never", Credentials: "Unknown"},
+			Registered: "Unknown", Connected: "Unknown", Synced: "Unknown", ViewInSync: "Unknown", Published: "Unknown", HeartbeatAge: "never", Credentials: "Unknown"},
 		{Name: "north", Region: "eu-north-1", Zones: "eu-north-1a", Network: "default",
-			Registered: "True", Connected: "True", Synced: "True", ViewInSync: "Unknown", HeartbeatAge: "2s", Services: 1, Endpoints: 1,
+			Registered: "True", Connected: "True", Synced: "True", ViewInSync: "Unknown", Published: "Valid", HeartbeatAge: "2s", Services: 1, Endpoints: 1,
 			Credentials: "Valid 19d4h", CredentialsExpiry: ptrTime(now.Add(19*24*time.Hour + 4*time.Hour + 30*time.Minute).Truncate(time.Second))},
 		{Name: "west", Region: "us-west-2", Zones: "us-west-2a,us-west-2b", Network: "vpc-2",
 			Registered: "True", Connected: "False", Synced: "False", ViewInSync: "Unknown", HeartbeatAge: "2m3s", Services: 2, Endpoints: 5,
+			Published: "AddressOutOfRange", Refused: "200 refused for AddressOutOfRange, e.g. k: endpoint 192.0.2.10 is outside 10.250.0.0/16",
 			Credentials: "Expired", CredentialsExpiry: ptrTime(at("11:00:00").Time),
 			Message: "no heartbeat for 2m3s"},
 	}
@@ -251,8 +261,9 @@ func TestCollect(t *testing.T) {
 	}{
 		"clusters": {false, &Report{Clusters: wantClusters}},
 		"with services": {true, &Report{Clusters: wantClusters, GlobalServices: []ServiceRow{
-			{Namespace: "shop", Name: "cart", Hostname: "cart.shop.global", Clusters: 2, Ready: 7, Policy: "eu-first"},
-			{Namespace: "shop", Name: "list", Hostname: "list.shop.global"},
+			{Namespace: "shop", Name: "cart", Hostname: "cart.shop.global", Providers: "all", Clusters: 2, Ready: 7, Policy: "eu-first"},
+			{Namespace: "shop", Name: "list", Hostname: "list.shop.global", Providers: "north",
+				HostnameConflict: "hostname list.shop.global belongs to GlobalService shop/older"},
 		}}},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -324,6 +335,28 @@ func TestPrintExcluded(t *testing.T) {
 	want := "shop/cart  beta     8080  PortNotFound  Service shop/cart has no port named \"http\""
 	if !strings.Contains(buf.String(), "EXCLUDED") || !strings.Contains(buf.String(), want) {
 		t.Fatalf("table lacks the excluded cluster:\n%s", buf.String())
+	}
+}
+
+// A cluster whose data the hub refuses, and a service not served for its hostname,
+// each say so on a line of their own.
+func TestPrintRefusedAndConflicts(t *testing.T) {
+	r := sampleReport()
+	r.Clusters[1].Published, r.Clusters[1].Refused = "UndeclaredZone", `3 refused for UndeclaredZone, e.g. k: zone "evil-zone-9"`
+	r.GlobalServices[1].HostnameConflict = "hostname list.shop.global belongs to GlobalService shop/older"
+	var buf bytes.Buffer
+	if err := r.Print(&buf, "table"); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"REFUSED         REASON          MESSAGE",
+		`west-long-name  UndeclaredZone  3 refused for UndeclaredZone, e.g. k: zone "evil-zone-9"`,
+		"HOSTNAME CONFLICT  HOSTNAME          MESSAGE",
+		"shop/list          list.shop.global  hostname list.shop.global belongs to GlobalService shop/older",
+	} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, buf.String())
+		}
 	}
 }
 
