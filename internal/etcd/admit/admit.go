@@ -120,7 +120,9 @@ func Record(info *model.ClusterInfo, rec *model.ServiceEndpoints) (*model.Servic
 
 	keep := make([]bool, len(rec.Endpoints))
 	addrs := make([]netip.Addr, len(rec.Endpoints))
-	seen := make(map[netip.Addr]bool, len(rec.Endpoints))
+	// An endpoint is its address and ports: host-network pods of one node share
+	// an address on different ports.
+	seen := make(map[string]bool, len(rec.Endpoints))
 	kept := 0
 	for i, e := range rec.Endpoints {
 		addr, err := netip.ParseAddr(e.Address)
@@ -129,35 +131,34 @@ func Record(info *model.ClusterInfo, rec *model.ServiceEndpoints) (*model.Servic
 			continue
 		}
 		addr = addr.Unmap()
+		inRange := slices.ContainsFunc(ranges, func(p netip.Prefix) bool { return p.Contains(addr) })
 		switch {
-		case reserved(addr) != "":
+		case reserved(addr) != "" && !inRange:
 			refuse(AddressReserved, "", fmt.Sprintf("%s is %s", addr, reserved(addr)))
-		case len(ranges) > 0 && !slices.ContainsFunc(ranges, func(p netip.Prefix) bool { return p.Contains(addr) }):
+		case len(ranges) > 0 && !inRange:
 			refuse(AddressOutOfRange, "", fmt.Sprintf("%s is outside %s", addr, strings.Join(info.AddressRanges, ", ")))
 		case e.Zone != "" && !slices.Contains(info.Zones, e.Zone):
 			refuse(ZoneNotDeclared, e.Zone, fmt.Sprintf("%s claims zone %s it does not declare", info.Name, e.Zone))
-		case seen[addr]:
+		case seen[endpointKey(addr, e.Ports)]:
 			refuse(DuplicateAddress, "", fmt.Sprintf("%s appears more than once", addr))
 		default:
-			seen[addr], keep[i], addrs[i] = true, true, addr
+			seen[endpointKey(addr, e.Ports)], keep[i], addrs[i] = true, true, addr
 			kept++
 		}
 	}
 	if kept > limits.EndpointsPerService {
-		// The lowest addresses stay, whatever the order of the record.
-		sorted := make([]netip.Addr, 0, kept)
+		// The lowest addresses stay (by address, then place in the record), whatever
+		// the order of the record.
+		idx := make([]int, 0, kept)
 		for i := range keep {
 			if keep[i] {
-				sorted = append(sorted, addrs[i])
+				idx = append(idx, i)
 			}
 		}
-		slices.SortFunc(sorted, netip.Addr.Compare)
-		last := sorted[limits.EndpointsPerService-1]
-		for i := range keep {
-			if keep[i] && addrs[i].Compare(last) > 0 {
-				keep[i] = false
-				refuse(TooManyEndpoints, "", fmt.Sprintf("%d endpoints exceed the limit of %d per service", kept, limits.EndpointsPerService))
-			}
+		slices.SortStableFunc(idx, func(a, b int) int { return addrs[a].Compare(addrs[b]) })
+		for _, i := range idx[limits.EndpointsPerService:] {
+			keep[i] = false
+			refuse(TooManyEndpoints, "", fmt.Sprintf("%d endpoints exceed the limit of %d per service", kept, limits.EndpointsPerService))
 		}
 	}
 	if rejected == nil {
@@ -176,6 +177,15 @@ func Record(info *model.ClusterInfo, rec *model.ServiceEndpoints) (*model.Servic
 	}
 	slices.SortFunc(rs, func(a, b Rejection) int { return cmp.Or(cmp.Compare(a.Reason, b.Reason), cmp.Compare(a.Zone, b.Zone)) })
 	return &out, rs
+}
+
+func endpointKey(addr netip.Addr, ports []model.EndpointPort) string {
+	ps := make([]string, len(ports))
+	for i, p := range ports {
+		ps[i] = p.Name + ":" + strconv.Itoa(int(p.Port))
+	}
+	slices.Sort(ps)
+	return addr.String() + "/" + strings.Join(ps, ",")
 }
 
 // reserved says what kind of address addr is if it may not be an endpoint: "" if

@@ -31,6 +31,8 @@ func TestRecord(t *testing.T) {
 	beta := &model.ClusterInfo{Name: "beta", Region: "us-east", Zones: []string{"us-east-1b", "us-east-1c"}, Network: "default"}
 	ranged := *beta
 	ranged.AddressRanges = []string{"10.250.0.0/16", "fd00::/8"}
+	loopback := *beta
+	loopback.AddressRanges = []string{"127.0.0.0/8"}
 	small := *beta
 	small.Limits = model.PublishLimits{MaxEndpointsPerService: 2}
 	var copies []model.Endpoint
@@ -80,6 +82,11 @@ func TestRecord(t *testing.T) {
 		want: []string{"10.250.3.4"},
 		rejected: []admit.Rejection{{Reason: admit.AddressOutOfRange, Count: 2,
 			Detail: "192.0.2.10 is outside 10.250.0.0/16, fd00::/8"}},
+	}, {
+		name: "reserved addresses a range names explicitly", info: &loopback,
+		rec:      record(ep("127.0.0.1", "us-east-1b"), ep("169.254.169.254", "")),
+		want:     []string{"127.0.0.1"},
+		rejected: []admit.Rejection{{Reason: admit.AddressReserved, Count: 1, Detail: "169.254.169.254 is link-local"}},
 	}, {
 		name: "no ranges: any routable address", info: beta,
 		rec:  record(ep("192.0.2.10", "us-east-1b")),

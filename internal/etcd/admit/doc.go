@@ -9,7 +9,8 @@
 // reason (view.Rejection) and explanations show them as exclusions.
 //
 // What is refused, per endpoint: an address that is loopback, link-local
-// (169.254/16, fe80::/10), unspecified or multicast (AddressReserved); outside the
+// (169.254/16, fe80::/10), unspecified or multicast (AddressReserved), unless one of
+// the cluster's AddressRanges names it (a single-host test federation); outside the
 // cluster's AddressRanges when it has any (AddressOutOfRange); a zone the cluster
 // does not declare (ZoneNotDeclared; "" for an unknown zone stays allowed: such
 // endpoints never match any client's zone, so they cannot pose as another cluster's
