@@ -197,7 +197,7 @@ func TestExplainShowsRefusedClaims(t *testing.T) {
 	w := newWorld(t)
 	claim := *w.records["beta"]
 	claim.Endpoints = slices.Clone(claim.Endpoints)
-	for _, addr := range []string{"10.9.9.9", "10.9.9.9", "10.9.9.9"} { // alpha's zone, three times
+	for _, addr := range []string{"127.0.9.9", "127.0.9.9", "127.0.9.9"} { // alpha's zone, three times
 		claim.Endpoints = append(claim.Endpoints, model.Endpoint{Address: addr, Zone: "us-east-1a", Ready: true,
 			Ports: []model.EndpointPort{{Name: "grpc", Port: 8080}}})
 	}
