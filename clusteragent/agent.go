@@ -142,7 +142,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer etcd.Close()
 
-	v := view.New(view.Options{Self: cluster})
+	v := view.New(view.Options{Self: cluster, Logger: log.WithName("admission")})
 	// Before the hub's store: a replica that starts during a hub outage serves the
 	// last view its cluster saved.
 	restoreSnapshot(ctx, kube, opts.Namespace, v, log.WithName("snapshot"))
@@ -154,13 +154,14 @@ func Run(ctx context.Context, opts Options) error {
 	cr := &credentials{cluster: cluster, namespace: opts.Namespace, kube: kube, pair: pair, etcd: etcd, view: v,
 		clock: clock.RealClock{}, log: log.WithName("credentials")}
 	reader, err := kvstore.NewReader(kvstore.ReaderOptions[model.Record]{
-		Client: etcd, Prefix: keyspace.Root, Decode: model.Decode, Observer: v, Logger: log.WithName("import"),
+		Client: etcd, Prefix: keyspace.Root, Decode: v.Decode, Observer: v, Logger: log.WithName("import"),
 		// A store without the hub's ready marker is being rebuilt: keep serving.
 		RequireKey: keyspace.HubReady(),
 	})
 	if err != nil {
 		return err
 	}
+	v.SetResync(reader.Resync)
 	opts.viewCheck = newViewCheck(v, etcd, reader.Resync, opts.ViewCheckInterval, log.WithName("viewcheck"))
 
 	xdsServer, err := xds.New(xds.Options{Cluster: cluster, View: v, Addr: opts.XDSAddr, MTLS: opts.MTLS,
@@ -194,6 +195,7 @@ func Run(ctx context.Context, opts Options) error {
 func registry() prometheus.Gatherer {
 	reg := prometheus.NewRegistry()
 	kvstore.RegisterMetrics(reg)
+	view.RegisterMetrics(reg)
 	publish.RegisterMetrics(reg)
 	xds.RegisterMetrics(reg)
 	registerAgentMetrics(reg)

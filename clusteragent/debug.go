@@ -31,6 +31,9 @@ type DebugView struct {
 	Clusters       []DebugCluster        `json:"clusters"`
 	GlobalServices []model.GlobalService `json:"globalServices"`
 	Policies       []*model.Policy       `json:"policies"`
+	// Rejections is what the agent refuses of other clusters' records (package
+	// admit), by cluster and reason.
+	Rejections []view.Rejection `json:"rejections"`
 }
 
 // DebugCluster is one cluster in DebugView.
@@ -47,7 +50,7 @@ type DebugCluster struct {
 // Debug returns the view as DebugView.
 func Debug(cluster string, v *view.View, now time.Time) DebugView {
 	out := DebugView{Cluster: cluster, Synced: v.HasSynced(), Source: "none", HubReachable: v.HubReachable(),
-		GlobalServices: v.GlobalServices(), Policies: v.Policies()}
+		GlobalServices: v.GlobalServices(), Policies: v.Policies(), Rejections: v.Rejections()}
 	if restored, serving := v.RestoredFrom(); serving {
 		out.Source, out.Restored = "restored", &restored
 	} else if v.HasLive() {

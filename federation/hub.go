@@ -202,15 +202,16 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 
-	v := view.New(view.Options{})
+	v := view.New(view.Options{Logger: log.WithName("admission")})
 	reader, err := kvstore.NewReader(kvstore.ReaderOptions[model.Record]{
-		Client: conn.client, Prefix: keyspace.ClustersPrefix(), Decode: model.Decode, Observer: v,
+		Client: conn.client, Prefix: keyspace.ClustersPrefix(), Decode: v.Decode, Observer: v,
 		Logger: log.WithName("reader"),
 	})
 	if err != nil {
 		return err
 	}
 
+	v.SetResync(reader.Resync)
 	registerMetrics.Do(func() { RegisterMetrics(ctrlmetrics.Registry) })
 	mgrOpts := ctrl.Options{
 		Scheme:                 hubinfo.Scheme(),
@@ -482,6 +483,7 @@ var registerMetrics sync.Once
 // the manager serves next to its own reconcile and work-queue metrics.
 func RegisterMetrics(reg prometheus.Registerer) {
 	kvstore.RegisterMetrics(reg)
+	view.RegisterMetrics(reg)
 	controllers.RegisterMetrics(reg)
 	signer.RegisterMetrics(reg)
 	meshca.RegisterMetrics(reg)

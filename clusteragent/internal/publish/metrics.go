@@ -41,6 +41,13 @@ var (
 		Help:      "Changed service records handed to the writer, by operation (upsert, delete).",
 	}, []string{"cluster", "op"})
 
+	overLimitTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "meshfed",
+		Subsystem: "agent",
+		Name:      "publish_over_limit_total",
+		Help:      "Service records not written because they exceed the cluster's publish limits (bytes per value, endpoints per service); the last value written stays.",
+	}, []string{"cluster"})
+
 	errorsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "meshfed",
 		Subsystem: "agent",
@@ -53,5 +60,5 @@ var (
 // runs this package calls it once on the registry it serves, so that each
 // component exports only its own metrics.
 func RegisterMetrics(reg prometheus.Registerer) {
-	reg.MustRegister(exportedServices, publishedEndpoints, publishOpsTotal, errorsTotal)
+	reg.MustRegister(exportedServices, publishedEndpoints, publishOpsTotal, errorsTotal, overLimitTotal)
 }

@@ -33,8 +33,10 @@ import (
 	mcsinformers "sigs.k8s.io/mcs-api/pkg/client/informers/externalversions"
 	mcslisters "sigs.k8s.io/mcs-api/pkg/client/listers/apis/v1alpha1"
 
+	"github.com/meshfed/meshfed/internal/etcd/admit"
 	"github.com/meshfed/meshfed/internal/etcd/keyspace"
 	"github.com/meshfed/meshfed/internal/etcd/model"
+	"github.com/meshfed/meshfed/internal/etcd/view"
 )
 
 // Sink takes the records to write into etcd; *kvstore.Writer satisfies it. The
@@ -449,6 +451,13 @@ func (p *Publisher) publish(key string, svc *corev1.Service, exportedBy []string
 	if err != nil {
 		return false, fmt.Errorf("encode service %s/%s: %w", svc.Namespace, svc.Name, err)
 	}
+	if err := p.withinLimits(&rec, value); err != nil {
+		// Every reader would refuse it: the last value written stays, and the
+		// operator is told what to fix.
+		overLimitTotal.WithLabelValues(p.opts.Cluster).Inc()
+		p.log.Error(err, "Not publishing a service over the cluster's publish limits, keeping its last value", "key", key)
+		return false, nil
+	}
 	prev, existed := p.published[key]
 	if existed && bytes.Equal(prev.value, value) {
 		return false, nil
@@ -464,6 +473,33 @@ func (p *Publisher) publish(key string, svc *corev1.Service, exportedBy []string
 		p.decisionLog().Info("Service exported", "key", key, "exportedBy", rec.ExportedBy, "endpoints", len(rec.Endpoints))
 	}
 	return true, nil
+}
+
+// limitsView is a View that knows this cluster's publish limits (*view.View).
+type limitsView interface {
+	Cluster(name string) (view.Cluster, bool)
+}
+
+// withinLimits checks a record against this cluster's publish limits, as every
+// reader will (package admit): a value over MaxValueBytes or a record with more
+// endpoints than MaxEndpointsPerService is refused.
+func (p *Publisher) withinLimits(rec *model.ServiceEndpoints, value []byte) error {
+	var info *model.ClusterInfo
+	if lv, ok := p.opts.View.(limitsView); ok {
+		if c, ok := lv.Cluster(p.opts.Cluster); ok {
+			info = c.Info
+		}
+	}
+	limits := admit.LimitsOf(info)
+	switch {
+	case len(value) > limits.ValueBytes:
+		return fmt.Errorf("service %s/%s encodes to %d bytes, over the cluster's limit of %d (MeshCluster spec limits.maxValueBytes)",
+			rec.Namespace, rec.Name, len(value), limits.ValueBytes)
+	case len(rec.Endpoints) > limits.EndpointsPerService:
+		return fmt.Errorf("service %s/%s has %d endpoints, over the cluster's limit of %d (MeshCluster spec limits.maxEndpointsPerService)",
+			rec.Namespace, rec.Name, len(rec.Endpoints), limits.EndpointsPerService)
+	}
+	return nil
 }
 
 // unpublish deletes key if the Publisher published it.

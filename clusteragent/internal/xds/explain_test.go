@@ -104,7 +104,7 @@ func TestExplainListsEveryExclusion(t *testing.T) {
 	w.put(keyspace.ServiceEndpoints("beta", "shop", "cart"), &renamed)
 	// gamma is on another network, and its gateway does not answer.
 	w.put(keyspace.ClusterInfo("gamma"), &model.ClusterInfo{Name: "gamma", Region: "eu-west",
-		Zones: []string{"eu-west-1a", "eu-west-1b"}, Network: "net-g",
+		Zones: []string{"eu-west-1a", "eu-west-1b"}, Network: "net-g", AddressRanges: []string{"127.0.0.0/8"},
 		Gateways: []model.Gateway{{Address: "127.0.0.1", Port: 1}}})
 	// delta never wrote a heartbeat; the others do (below), after the server has run
 	// for longer than dropAfter.
@@ -188,4 +188,65 @@ func TestTargetsExcluded(t *testing.T) {
 	if !maps.Equal(got, want) {
 		t.Errorf("excluded %v, want %v", got, want)
 	}
+}
+
+// TestExplainShowsRefusedClaims: what readers refuse of a cluster's record (package
+// admit) is never served and is shown as exclusions with their reasons, and so is a
+// cluster the global service does not authorize.
+func TestExplainShowsRefusedClaims(t *testing.T) {
+	w := newWorld(t)
+	claim := *w.records["beta"]
+	claim.Endpoints = slices.Clone(claim.Endpoints)
+	for _, addr := range []string{"127.0.9.9", "127.0.9.9", "127.0.9.9"} { // alpha's zone, three times
+		claim.Endpoints = append(claim.Endpoints, model.Endpoint{Address: addr, Zone: "us-east-1a", Ready: true,
+			Ports: []model.EndpointPort{{Name: "grpc", Port: 8080}}})
+	}
+	claim.Endpoints = append(claim.Endpoints,
+		model.Endpoint{Address: "169.254.169.254", Zone: "us-east-1c", Ready: true, Ports: []model.EndpointPort{{Name: "grpc", Port: 8080}}},
+		model.Endpoint{Address: "127.0.9.8", Zone: "evil-zone-9", Ready: true, Ports: []model.EndpointPort{{Name: "grpc", Port: 8080}}})
+	w.put(keyspace.ServiceEndpoints("beta", "shop", "cart"), &claim)
+
+	explain := func() string {
+		now := time.Now()
+		targets := xds.Targets(xds.Input{Self: "alpha", Clusters: w.v.Clusters(), Globals: w.v.GlobalServices(), Since: now, Now: now})
+		c := xds.Client{Cluster: "alpha", Region: "us-east", Zone: "us-east-1a"}
+		for _, l := range targets[0].Localities {
+			if l.Cluster == "beta" && (l.Zone == "us-east-1a" || l.Zone == "evil-zone-9") {
+				t.Errorf("beta serves a locality in zone %s", l.Zone)
+			}
+			for _, e := range l.Healthy {
+				if e.Address == "169.254.169.254" {
+					t.Errorf("169.254.169.254 is served")
+				}
+			}
+		}
+		return xds.Table(c, targets[0]).String()
+	}
+	text := explain()
+	for zone, want := range map[string]string{
+		"us-east-1a":  "excluded: beta claims zone us-east-1a it does not declare (3 endpoints)",
+		"evil-zone-9": "excluded: beta claims zone evil-zone-9 it does not declare",
+		"-":           "excluded: 169.254.169.254 is link-local",
+	} {
+		row := slices.IndexFunc(strings.Split(text, "\n"), func(line string) bool {
+			return strings.HasSuffix(line, want) && strings.Contains(line, " "+zone+" ")
+		})
+		if row < 0 {
+			t.Errorf("explain lacks a row of zone %s with %q:\n%s", zone, want, text)
+		}
+	}
+
+	// A global service that names other clusters: beta contributes nothing, and
+	// says why.
+	w.put(keyspace.GlobalService("shop", "cart"), &model.GlobalService{Namespace: "shop", Name: "cart",
+		Hostname: "cart.shop.svc.clusterset.local", Service: &model.ServiceRef{Namespace: "shop", Name: "cart"},
+		Ports: []model.GlobalPort{{Name: "grpc", Port: 8080, Protocol: "GRPC"}}, Clusters: []string{"alpha", "gamma"}})
+	text = explain()
+	if !strings.Contains(text, "excluded: beta is not authorized to provide shop/cart (its clusters: alpha, gamma)") {
+		t.Errorf("explain does not show beta's exclusion:\n%s", text)
+	}
+	if strings.Contains(text, "claims zone") {
+		t.Errorf("an unauthorized cluster's record is explained further:\n%s", text)
+	}
+	t.Logf("explain:\n%s", text)
 }

@@ -18,7 +18,7 @@ func TestOtherNetworkGoesThroughGateways(t *testing.T) {
 	v := view.New(view.Options{})
 	now := time.Now()
 	for _, c := range []struct{ name, network string }{{"alpha", "net-a"}, {"gamma", "net-c"}} {
-		v.OnUpsert(keyspace.ClusterInfo(c.name), &model.ClusterInfo{Name: c.name, Region: "r", Zones: []string{"z"},
+		v.OnUpsert(keyspace.ClusterInfo(c.name), &model.ClusterInfo{Name: c.name, Region: "r", Zones: []string{c.name + "-z"},
 			Network: c.network, Gateways: []model.Gateway{{Address: "198.51.100.7", Port: 15443}}})
 		v.OnUpsert(keyspace.ClusterHeartbeat(c.name), &model.Heartbeat{Time: now, TTL: 15})
 		rec := &model.ServiceEndpoints{Namespace: "ns", Name: "svc", Ports: []model.ServicePort{{Name: "grpc", Port: 8080}}}

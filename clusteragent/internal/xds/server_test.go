@@ -43,8 +43,9 @@ func newWorldAt(t *testing.T, clk clock.PassiveClock) *world {
 		{"alpha", "us-east", "us-east-1a", "us-east-1b"}, {"beta", "us-east", "us-east-1c", "us-east-1d"},
 		{"gamma", "eu-west", "eu-west-1a", "eu-west-1b"},
 	} {
+		// The backends listen on loopback: the ranges must name it (package admit).
 		w.put(keyspace.ClusterInfo(c.name), &model.ClusterInfo{Name: c.name, Region: c.region,
-			Zones: []string{c.z1, c.z2}, Network: "default"})
+			Zones: []string{c.z1, c.z2}, Network: "default", AddressRanges: []string{"127.0.0.0/8"}})
 		w.put(keyspace.ClusterHeartbeat(c.name), &model.Heartbeat{Time: time.Now(), TTL: 15, Agent: c.name})
 		rec := &model.ServiceEndpoints{Namespace: "shop", Name: "cart", Ports: []model.ServicePort{{Name: "grpc", Port: 8080}}}
 		for _, zone := range []string{c.z1, c.z2} {

@@ -11,6 +11,7 @@ import (
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/clusteragent/internal/locality"
+	"github.com/meshfed/meshfed/internal/etcd/admit"
 	"github.com/meshfed/meshfed/internal/etcd/model"
 	"github.com/meshfed/meshfed/internal/etcd/view"
 )
@@ -97,6 +98,7 @@ type memoEntry struct {
 	service  model.ServiceRef
 	port     model.GlobalPort
 	clusters []string
+	refused  bool
 	out      []Locality
 	excluded []Exclusion
 }
@@ -193,6 +195,7 @@ func (m *Memo) localities(in Input, network string, c view.Cluster, g *model.Glo
 	if m == nil || g.Service == nil || c.Info == nil {
 		return localitiesOf(in, network, c, g, gp, policy)
 	}
+	ref := view.NamespacedName{Namespace: g.Service.Namespace, Name: g.Service.Name}
 	if m.seen == nil {
 		m.seen = map[memoKey]bool{}
 	}
@@ -200,17 +203,20 @@ func (m *Memo) localities(in Input, network string, c view.Cluster, g *model.Glo
 	m.seen[key] = true
 	gateways, _ := gatewaysOf(in, network, c)
 	e := memoEntry{
-		record:   c.Services[view.NamespacedName{Namespace: g.Service.Namespace, Name: g.Service.Name}],
+		record:   c.Services[ref],
 		info:     c.Info,
 		state:    freshness(in, c, policy),
 		gateways: gateways,
 		service:  *g.Service,
 		port:     gp,
 		clusters: g.Clusters,
+		// What admission refused is shown, and its text may change without the
+		// record (a count of services beyond the limit): never reused.
+		refused: len(c.Refused[ref]) > 0,
 	}
 	if old, ok := m.entries[key]; ok && old.record == e.record && old.info == e.info && old.state == e.state &&
 		old.service == e.service && old.port == e.port && slices.Equal(old.gateways, e.gateways) &&
-		slices.Equal(old.clusters, e.clusters) {
+		slices.Equal(old.clusters, e.clusters) && !old.refused && !e.refused {
 		return old.out, old.excluded
 	}
 	e.out, e.excluded = localitiesOf(in, network, c, g, gp, policy)
@@ -261,11 +267,19 @@ func localitiesOf(in Input, network string, c view.Cluster, g *model.GlobalServi
 	zones := map[string]*Locality{}
 	for nn, s := range members(c, g) {
 		if !model.Selects(g, c.Name, nn.Namespace, nn.Name, s.Labels) {
+			if whole == "" && unauthorized(g, c.Name, nn, s) {
+				exclude("", c.Name+" is not authorized to provide "+g.String()+" (its clusters: "+strings.Join(g.Clusters, ", ")+")")
+			}
 			continue
 		}
 		if whole != "" {
 			exclude("", whole)
 			return nil, excluded
+		}
+		// What admission refused of the record (package admit) is not served: each
+		// refused group of endpoints is an exclusion.
+		for _, r := range c.Refused[nn] {
+			exclude(r.Zone, refusal(r))
 		}
 		sp, ok := model.MemberPort(s, gp)
 		if !ok {
@@ -293,6 +307,16 @@ func localitiesOf(in Input, network string, c view.Cluster, g *model.GlobalServi
 			exclude("", "Service "+nn.String()+" has no endpoints on port "+strconv.Quote(sp.Name))
 		}
 	}
+	if g.Service != nil && whole == "" && (len(g.Clusters) == 0 || slices.Contains(g.Clusters, c.Name)) {
+		// A record refused whole (beyond the cluster's MaxServices) is not among
+		// its services, but is shown.
+		nn := view.NamespacedName{Namespace: g.Service.Namespace, Name: g.Service.Name}
+		if _, ok := c.Services[nn]; !ok {
+			for _, r := range c.Refused[nn] {
+				exclude(r.Zone, refusal(r))
+			}
+		}
+	}
 	out := make([]Locality, 0, len(zones))
 	for _, l := range zones {
 		if remote {
@@ -315,6 +339,25 @@ func localitiesOf(in Input, network string, c view.Cluster, g *model.GlobalServi
 	}
 	slices.SortFunc(out, func(a, b Locality) int { return strings.Compare(a.Zone, b.Zone) })
 	return out, excluded
+}
+
+// unauthorized reports whether g would select cluster's Service nn but does not
+// name the cluster among the clusters that may provide it.
+func unauthorized(g *model.GlobalService, cluster string, nn view.NamespacedName, s *model.ServiceEndpoints) bool {
+	if len(g.Clusters) == 0 || slices.Contains(g.Clusters, cluster) {
+		return false
+	}
+	open := *g
+	open.Clusters = nil
+	return model.Selects(&open, cluster, nn.Namespace, nn.Name, s.Labels)
+}
+
+// refusal is the reason an explanation gives for what admission refused.
+func refusal(r admit.Rejection) string {
+	if r.Count > 1 && !admit.PerRecord(r.Reason) {
+		return r.Detail + " (" + strconv.Itoa(r.Count) + " endpoints)"
+	}
+	return r.Detail
 }
 
 // noPort says which port a member Service lacks, by the rule of model.MemberPort.

@@ -30,6 +30,13 @@ func DialOptions() []grpc.DialOption {
 	})}
 }
 
+// MaxRecvMsgBytes bounds one message a meshfed etcd client accepts (a list page, a
+// watch fragment): the etcd client's own default is 2 GiB. A member's value is at
+// most its MaxValueBytes (1 MiB by default) and etcd refuses requests over 1.5 MiB,
+// so 16 MiB leaves room for pages of many values, and the readers split a page that
+// does not fit (kvstore.ReaderOptions.PageSize) and watch with fragments.
+const MaxRecvMsgBytes = 16 << 20
+
 // Credentials are an etcd client's endpoints and PEM TLS material.
 type Credentials struct {
 	Endpoints []string
@@ -139,6 +146,7 @@ func Dial(ctx context.Context, endpoints []string, caPEM []byte, pair *KeyPair) 
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 5 * time.Second,
 		DialOptions:          DialOptions(),
+		MaxCallRecvMsgSize:   MaxRecvMsgBytes,
 		// The client's own reconnect chatter is noise: callers log what matters.
 		Logger: zap.NewNop(),
 	})

@@ -46,6 +46,20 @@ var (
 		Help:      "Values under a watched prefix that could not be decoded and were skipped.",
 	}, []string{"prefix"})
 
+	refusedValuesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "meshfed",
+		Subsystem: "kvstore",
+		Name:      "refused_values_total",
+		Help:      "Values under a watched prefix that the reader's decoder refused on purpose (over their writer's size limit), without decoding them.",
+	}, []string{"prefix"})
+
+	pageSplitsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "meshfed",
+		Subsystem: "kvstore",
+		Name:      "list_page_splits_total",
+		Help:      "List pages fetched again in halves because their response exceeded the client's message limit.",
+	}, []string{"prefix"})
+
 	relistsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "meshfed",
 		Subsystem: "kvstore",
@@ -89,6 +103,8 @@ var (
 func RegisterMetrics(reg prometheus.Registerer) {
 	reg.MustRegister(
 		decodeErrorsTotal,
+		refusedValuesTotal,
+		pageSplitsTotal,
 		relistsTotal,
 		writerQueueDepth,
 		writeErrorsTotal,

@@ -12,6 +12,8 @@ import (
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"k8s.io/utils/clock"
 )
 
@@ -119,7 +121,10 @@ type ReaderOptions[T any] struct {
 	CheckInterval time.Duration
 	// ListTimeout bounds one complete list (all pages). Default 60s.
 	ListTimeout time.Duration
-	// PageSize is the number of keys fetched per page of a list. Default 1000.
+	// PageSize is the number of keys fetched per page of a list. Default 500. A
+	// page whose response exceeds the client's message limit (gRPC
+	// ResourceExhausted; etcdconn sets MaxCallRecvMsgSize) is fetched again in
+	// halves, down to one key, so that large values slow a list but never stop it.
 	PageSize int64
 	// RequireKey, if set, is a key a list must find for the store to count as
 	// complete: without it (a store lost and being rebuilt, or restored before its
@@ -131,6 +136,13 @@ type ReaderOptions[T any] struct {
 
 // ErrStoreNotReady: a list did not find ReaderOptions.RequireKey.
 var ErrStoreNotReady = errors.New("kvstore: the store lacks its ready marker")
+
+// ErrRefused is wrapped by a Decode error that refuses a value on purpose (one over
+// its writer's size limit, say) rather than failing to parse it: the Reader counts
+// it in refused_values_total, not decode_errors_total, and logs it at V(1) only,
+// since the Observer reports it. Like any Decode error, the version is processed
+// once: it is decoded again only by a Resync.
+var ErrRefused = errors.New("kvstore: value refused")
 
 // setDefaults fills unset optional fields; see the field docs for the values.
 func (o *ReaderOptions[T]) setDefaults() {
@@ -151,9 +163,14 @@ func (o *ReaderOptions[T]) setDefaults() {
 		o.ListTimeout = 60 * time.Second
 	}
 	if o.PageSize <= 0 {
-		o.PageSize = 1000
+		o.PageSize = DefaultPageSize
 	}
 }
+
+// DefaultPageSize is ReaderOptions.PageSize's default: with values of at most a
+// member's MaxValueBytes (1 MiB by default), most pages fit the client's message
+// limit, and those that do not are split.
+const DefaultPageSize = 500
 
 // Reader mirrors every key under a prefix into an Observer. Create it with
 // NewReader and start it with Run.
@@ -305,15 +322,24 @@ func (r *Reader[T]) list(ctx context.Context) (rev int64, changed string, err er
 	// a partial list may still exist.
 	seen := make(map[string]struct{}, len(r.known))
 	from, end := r.opts.Prefix, clientv3.GetPrefixRangeEnd(r.opts.Prefix)
+	page := r.opts.PageSize
 	for {
-		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(r.opts.PageSize)}
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(page)}
 		if rev != 0 {
 			opts = append(opts, clientv3.WithRev(rev))
 		}
 		resp, err := r.opts.Client.Get(ctx, from, opts...)
+		if status.Code(err) == codes.ResourceExhausted && page > 1 {
+			// The page's values exceed the message limit: fetch it in halves.
+			page = max(page/2, 1)
+			pageSplitsTotal.WithLabelValues(r.opts.Prefix).Inc()
+			r.log.V(1).Info("List page too large for one message, halving it", "from", from, "pageSize", page)
+			continue
+		}
 		if err != nil {
 			return 0, changed, fmt.Errorf("list %q at revision %d: %w", r.opts.Prefix, rev, err)
 		}
+		page = min(page*2, r.opts.PageSize) // back up after a split
 		if rev == 0 {
 			rev = resp.Header.Revision
 			// A list at a revision older than one already seen, or from
@@ -382,7 +408,10 @@ func (r *Reader[T]) watch(ctx context.Context, rev int64) (reason string, health
 		healthy = healthy || r.opts.Clock.Since(start) >= r.opts.RetryMaxDelay
 	}()
 
-	wch := r.opts.Client.Watch(ctx, r.opts.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	// WithFragment: etcd splits a response whose events exceed its request limit
+	// into messages the client joins again, so that no message exceeds the
+	// client's limit however many large values one batch holds.
+	wch := r.opts.Client.Watch(ctx, r.opts.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithFragment())
 	var tick <-chan time.Time
 	if r.opts.CheckInterval > 0 {
 		t := r.opts.Clock.NewTicker(r.opts.CheckInterval)
@@ -484,7 +513,10 @@ func (r *Reader[T]) upsert(key string, value []byte, modRev int64) (differs bool
 	st.modRev, st.hash = modRev, h
 
 	v, err := r.opts.Decode(key, value)
-	if err != nil {
+	if errors.Is(err, ErrRefused) {
+		refusedValuesTotal.WithLabelValues(r.opts.Prefix).Inc()
+		r.log.V(1).Info("Value refused, keeping the last good one if the observer does", "key", key, "modRevision", modRev, "reason", err.Error())
+	} else if err != nil {
 		// Keep whatever good value the Observer has: a bad write must not take
 		// a service away. modRev is recorded, so this version is logged and
 		// counted once.

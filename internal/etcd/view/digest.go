@@ -3,6 +3,7 @@ package view
 import (
 	"errors"
 
+	"github.com/meshfed/meshfed/internal/etcd/keyspace"
 	"github.com/meshfed/meshfed/internal/etcd/kvstore"
 	"github.com/meshfed/meshfed/internal/etcd/model"
 )
@@ -93,6 +94,9 @@ func (v *View) OnVersion(key string, modRev int64) {
 	}
 	if modRev == 0 {
 		delete(v.versions, key)
+		if k, err := keyspace.Parse(key); err == nil {
+			v.clearTooLarge(k, key)
+		}
 	} else {
 		ver.rev = modRev
 		v.versions[key] = ver

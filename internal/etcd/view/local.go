@@ -37,6 +37,13 @@ func (v *View) local1(key string, rec *model.ServiceEndpoints) {
 	} else {
 		m[nn] = rec
 	}
+	if v.local != nil {
+		if rec == nil {
+			delete(v.localServed, nn)
+		} else {
+			v.localServed[nn] = v.admitLocal(rec)
+		}
+	}
 	if v.local == nil {
 		v.mu.Unlock()
 		return // not served before LocalSynced: a partial set would drop services
@@ -54,6 +61,7 @@ func (v *View) LocalSynced() {
 	}
 	v.local = v.localPending
 	v.localPending = nil
+	v.readmitLocal()
 	v.notify(keyspace.Key{Kind: keyspace.KindServiceEndpoints, Cluster: v.self})
 }
 
@@ -155,8 +163,10 @@ func (v *View) eachRecord(fn func(key string, rec model.Record)) {
 		if c.EtcdCert != nil {
 			fn(keyspace.ClusterEtcdCert(name), c.EtcdCert)
 		}
-		for nn, s := range c.Services {
-			fn(keyspace.ServiceEndpoints(name, nn.Namespace, nn.Name), s)
+	}
+	for name, p := range v.published {
+		for nn, e := range p.raw {
+			fn(keyspace.ServiceEndpoints(name, nn.Namespace, nn.Name), e.rec)
 		}
 	}
 }

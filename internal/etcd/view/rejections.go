@@ -1,5 +1,10 @@
 package view
 
+import (
+	"maps"
+	"slices"
+)
+
 // Rejection is what this reader refused of one cluster's records for one reason:
 // how many, and one example to show an operator. Readers check every record
 // against the hub-written ClusterInfo of the cluster that wrote it (its zones,
@@ -16,6 +21,14 @@ type Rejection struct {
 	Key, Detail string
 }
 
-// Rejections is what the view refuses now, by cluster and reason, sorted.
-// (Issue 10: filled in by the admission of records.)
-func (v *View) Rejections() []Rejection { return nil }
+// Rejections is what the View refuses now, by cluster and reason, sorted, each with
+// one example (the first key in key order).
+func (v *View) Rejections() []Rejection {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	var out []Rejection
+	for _, cluster := range slices.Sorted(maps.Keys(v.published)) {
+		out = append(out, v.rejectionsOf(cluster, v.counts(cluster))...)
+	}
+	return out
+}

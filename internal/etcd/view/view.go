@@ -7,8 +7,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/utils/clock"
 
+	"github.com/meshfed/meshfed/internal/etcd/admit"
 	"github.com/meshfed/meshfed/internal/etcd/keyspace"
 	"github.com/meshfed/meshfed/internal/etcd/kvstore"
 	"github.com/meshfed/meshfed/internal/etcd/model"
@@ -30,7 +32,14 @@ type Cluster struct {
 	// a list; zero if never.
 	LastHeartbeat time.Time
 	Synced        *model.Synced
-	Services      map[NamespacedName]*model.ServiceEndpoints
+	// Services are the cluster's services as admitted (package admit): the first
+	// MaxServices records in key order, each without the endpoints the cluster may
+	// not claim. Before the cluster's ClusterInfo arrives, its records as written.
+	Services map[NamespacedName]*model.ServiceEndpoints
+	// Refused says what admission refused of a service record, by its name: the
+	// endpoints dropped from it, or the whole record (TooManyServices). Only records
+	// admission changed are in it.
+	Refused map[NamespacedName][]admit.Rejection
 	// IntermediateCSR and Intermediate are the cluster's request for its
 	// intermediate CA and the hub's signed answer.
 	IntermediateCSR *model.IntermediateCSR
@@ -64,12 +73,16 @@ type Options struct {
 	// Self is the cluster of the agent that holds the View, whose services may come
 	// from its own informers (LocalUpsert); "" for the hub's View.
 	Self string
+	// Logger receives the View's logs: a line when the reasons it refuses a
+	// cluster's records for change. Default: discard.
+	Logger logr.Logger
 }
 
 // View is the in-memory federation. Create it with New.
 type View struct {
 	clock clock.PassiveClock
 	self  string
+	log   logr.Logger
 
 	mu       sync.RWMutex
 	clusters map[string]*Cluster
@@ -91,6 +104,13 @@ type View struct {
 	// local holds the services of Self from its own informers; nil until LocalSynced.
 	local        map[NamespacedName]*model.ServiceEndpoints
 	localPending map[NamespacedName]*model.ServiceEndpoints
+	// localServed is local as admitted against Self's info.
+	localServed map[NamespacedName]*model.ServiceEndpoints
+
+	// published holds every cluster's records as the store holds them, for
+	// admission (admission.go); resync is SetResync's function.
+	published map[string]*published
+	resync    func()
 
 	contact contact
 
@@ -109,6 +129,8 @@ func New(opts Options) *View {
 	return &View{
 		clock:        opts.Clock,
 		self:         opts.Self,
+		log:          opts.Logger,
+		published:    map[string]*published{},
 		clusters:     map[string]*Cluster{},
 		globals:      map[NamespacedName]*model.GlobalService{},
 		policies:     map[NamespacedName]*model.Policy{},
@@ -235,10 +257,15 @@ func (v *View) apply(k keyspace.Key, rec model.Record, seen bool) {
 	nn := NamespacedName{k.Namespace, k.Name}
 	switch k.Kind {
 	case keyspace.KindGlobalService:
-		if rec == nil {
+		old := v.globals[nn]
+		g, _ := rec.(*model.GlobalService)
+		if g == nil {
 			delete(v.globals, nn)
 		} else {
-			v.globals[nn] = rec.(*model.GlobalService)
+			v.globals[nn] = g
+		}
+		if (old != nil && len(old.Clusters) > 0) || (g != nil && len(g.Clusters) > 0) {
+			v.reauthorize(append(globalNamespaces(old), globalNamespaces(g)...)...)
 		}
 	case keyspace.KindPolicy:
 		if rec == nil {
@@ -275,12 +302,20 @@ func (v *View) applyCluster(k keyspace.Key, nn NamespacedName, rec model.Record,
 		if rec == nil {
 			return
 		}
-		c = &Cluster{Name: k.Cluster, Services: map[NamespacedName]*model.ServiceEndpoints{}}
+		c = &Cluster{Name: k.Cluster, Services: map[NamespacedName]*model.ServiceEndpoints{},
+			Refused: map[NamespacedName][]admit.Rejection{}}
 		v.clusters[k.Cluster] = c
 	}
 	switch k.Kind {
 	case keyspace.KindClusterInfo:
+		old := c.Info
 		c.Info, _ = rec.(*model.ClusterInfo)
+		if admissionChanged(old, c.Info) {
+			v.readmit(c)
+			if admit.LimitsOf(old).ValueBytes != admit.LimitsOf(c.Info).ValueBytes && v.resync != nil {
+				v.resync() // values are judged by another size: the reader delivers them again
+			}
+		}
 	case keyspace.KindClusterHeartbeat:
 		c.Heartbeat, _ = rec.(*model.Heartbeat)
 		if rec != nil && seen {
@@ -297,11 +332,11 @@ func (v *View) applyCluster(k keyspace.Key, nn NamespacedName, rec model.Record,
 	case keyspace.KindEtcdCert:
 		c.EtcdCert, _ = rec.(*model.EtcdCert)
 	case keyspace.KindServiceEndpoints:
-		if rec == nil {
-			delete(c.Services, nn)
-		} else {
-			c.Services[nn] = rec.(*model.ServiceEndpoints)
-		}
+		s, _ := rec.(*model.ServiceEndpoints)
+		v.upsertService(c, nn, s)
+	}
+	if p := v.published[k.Cluster]; p != nil && len(p.raw) > 0 {
+		return
 	}
 	if c.Info == nil && c.Heartbeat == nil && c.Synced == nil && len(c.Services) == 0 &&
 		c.IntermediateCSR == nil && c.Intermediate == nil && c.EtcdCSR == nil && c.EtcdCert == nil {
@@ -382,16 +417,16 @@ func (v *View) Policies() []*model.Policy {
 }
 
 // PublishedServices returns the etcd keys of a cluster's published services, as the
-// store holds them (never Self's informers' view).
+// store holds them (never Self's informers' view), admitted or not.
 func (v *View) PublishedServices(cluster string) []string {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	c := v.clusters[cluster]
-	if c == nil {
+	p := v.published[cluster]
+	if p == nil {
 		return nil
 	}
-	out := make([]string, 0, len(c.Services))
-	for nn := range c.Services {
+	out := make([]string, 0, len(p.raw))
+	for nn := range p.raw {
 		out = append(out, keyspace.ServiceEndpoints(cluster, nn.Namespace, nn.Name))
 	}
 	slices.Sort(out)
@@ -401,13 +436,17 @@ func (v *View) PublishedServices(cluster string) []string {
 // copyOf copies c, with Self's services from the informers when they are synced.
 func (v *View) copyOf(c *Cluster) Cluster {
 	out := *c
-	services := c.Services
+	services, refused := c.Services, c.Refused
 	if c.Name == v.self && v.local != nil {
-		services = v.local
+		services, refused = v.localServed, nil
 	}
 	out.Services = make(map[NamespacedName]*model.ServiceEndpoints, len(services))
 	for k, s := range services {
 		out.Services[k] = s
+	}
+	out.Refused = make(map[NamespacedName][]admit.Rejection, len(refused))
+	for k, r := range refused {
+		out.Refused[k] = r
 	}
 	return out
 }
