@@ -12,7 +12,9 @@ type MeshClusterSpec struct {
 	Region LocalityName `json:"region"`
 
 	// Zones are the cluster's zones, as in the topology.kubernetes.io/zone label.
-	// Endpoints in a zone not listed here are still routed, as zone "unknown" of the region.
+	// A cluster may publish endpoints only in these zones: every reader drops endpoints
+	// in a zone not listed here (an endpoint with no zone is routed as the region's
+	// unknown zone).
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=32
 	// +listType=set
