@@ -151,7 +151,12 @@ func (s *trustSync) sync(ctx context.Context) error {
 	if answered {
 		chain = []byte(c.Intermediate.Chain)
 	}
-	if len(csr) == 0 || (answered && dueForRenewal(chain)) {
+	// A new CSR also when the one held is not what this agent would send (one made
+	// before identities were bound to clusters, which the hub now refuses), and when
+	// the answered chain is not bound to the cluster: that is how an upgrade replaces
+	// intermediates without name constraints.
+	if len(csr) == 0 || (answered && intermediateDue(chain)) ||
+		(!answered && !validCSR(csr, bundle.TrustDomain, s.cluster)) {
 		if csr, err = trust.IntermediateCSR(key, bundle.TrustDomain, s.cluster); err != nil {
 			return err
 		}
@@ -278,7 +283,8 @@ func (s *trustSync) issueWorkloads(chain, keyPEM []byte, bundle *model.TrustBund
 		dir := filepath.Join(s.workloads.Dir, ns, sa)
 		cur, err := os.ReadFile(filepath.Join(dir, "tls.crt"))
 		ca, _ := os.ReadFile(filepath.Join(dir, "ca.crt"))
-		if err == nil && !dueForRenewal(cur) && bytes.Equal(ca, []byte(bundle.Roots)) && chainedTo(cur, chain) {
+		want := trust.ServiceAccountID(bundle.TrustDomain, s.cluster, ns, sa)
+		if err == nil && !dueForRenewal(cur) && bytes.Equal(ca, []byte(bundle.Roots)) && chainedTo(cur, chain) && names(cur, want) {
 			continue
 		}
 		certPEM, leafKey, err := trust.IssueWorkload(ic, bundle.TrustDomain, ns, sa, s.workloads.Lifetime)
@@ -310,6 +316,24 @@ func (s *trustSync) issueWorkloads(chain, keyPEM []byte, bundle *model.TrustBund
 func dueForRenewal(chainPEM []byte) bool {
 	cert, err := pki.ParseCert(chainPEM)
 	return err != nil || trust.NeedsRenewal(cert, time.Now())
+}
+
+// intermediateDue reports whether the cluster's intermediate should be renewed: due
+// by its age, or not bound to the cluster by name constraints.
+func intermediateDue(chainPEM []byte) bool {
+	cert, err := pki.ParseCert(chainPEM)
+	return err != nil || trust.IntermediateNeedsRenewal(cert, time.Now())
+}
+
+func validCSR(csrPEM []byte, trustDomain, cluster string) bool {
+	_, err := trust.ValidateIntermediateCSR(csrPEM, trustDomain, cluster)
+	return err == nil
+}
+
+// names reports whether the leaf of chainPEM carries exactly the identity id.
+func names(chainPEM []byte, id string) bool {
+	cert, err := pki.ParseCert(chainPEM)
+	return err == nil && len(cert.URIs) == 1 && cert.URIs[0].String() == id
 }
 
 // chainedTo reports whether the leaf's chain carries the given intermediate.

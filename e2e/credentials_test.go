@@ -140,7 +140,7 @@ func TestCredentialRenewal(t *testing.T) {
 		}
 	}
 	const target = "inventory.shop.svc.clusterset.local:8443"
-	const clientID = "spiffe://meshfed.local/ns/shop/sa/frontend"
+	const clientID = "spiffe://alpha.meshfed.local/ns/shop/sa/frontend" // alpha's client
 	call := func(conn *grpc.ClientConn) error {
 		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
 		defer ccancel()

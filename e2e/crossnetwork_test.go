@@ -152,7 +152,7 @@ func TestCrossNetwork(t *testing.T) {
 
 	clientCert, _ := os.ReadFile(filepath.Join(clientDir, "tls.crt"))
 	bundle, _ := os.ReadFile(filepath.Join(clientDir, "ca.crt"))
-	if v, err := trust.Verify(clientCert, bundle, "spiffe://meshfed.local/ns/shop/sa/frontend"); err != nil || v.Cluster != "alpha" {
+	if v, err := trust.Verify(clientCert, bundle, "spiffe://alpha.meshfed.local/ns/shop/sa/frontend"); err != nil || v.Cluster != "alpha" {
 		t.Fatalf("client certificate: %+v, %v; want it to chain to the mesh root through alpha's intermediate", v, err)
 	}
 
@@ -208,7 +208,7 @@ func TestCrossNetwork(t *testing.T) {
 				if err != nil {
 					return err
 				}
-				if server != want || peer != "spiffe://meshfed.local/ns/shop/sa/frontend" {
+				if server != want || peer != "spiffe://alpha.meshfed.local/ns/shop/sa/frontend" {
 					return fmt.Errorf("landed on %q, backend saw client %q", server, peer)
 				}
 			}
@@ -226,7 +226,7 @@ func TestCrossNetwork(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if server != "gamma-ledger" || peer != "spiffe://meshfed.local/ns/shop/sa/frontend" {
+			if server != "gamma-ledger" || peer != "spiffe://alpha.meshfed.local/ns/shop/sa/frontend" {
 				return fmt.Errorf("landed on %q, backend saw %q", server, peer)
 			}
 			return nil
@@ -262,7 +262,7 @@ func TestCrossNetwork(t *testing.T) {
 			t.Fatal(err)
 		}
 		dir := filepath.Join(t.TempDir(), "foreign")
-		identity(t, foreign, dir, "spiffe://meshfed.local/ns/shop/sa/frontend")
+		identity(t, foreign, dir, "spiffe://alpha.meshfed.local/ns/shop/sa/frontend")
 		bad := meshClient(t, alpha, alpha.Zones[0], target, dir)
 		for range 5 {
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -70,7 +70,7 @@ func TestMeshCA(t *testing.T) {
 			return nil
 		})
 
-		id, err := trust.WorkloadID("meshfed.local", "shop", "frontend")
+		id, err := trust.WorkloadID("meshfed.local", c.Name, "shop", "frontend")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -92,6 +92,9 @@ func TestMeshCA(t *testing.T) {
 		inter, err := pki.ParseCert(chain)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if err := trust.CheckIntermediateBound(inter); err != nil {
+			t.Errorf("%s's intermediate: %v", c.Name, err)
 		}
 		testutil.Eventually(t, waitLong, c.Name+"'s MeshCluster shows the intermediate's expiry", func() error {
 			mc := &v1.MeshCluster{}

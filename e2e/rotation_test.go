@@ -225,7 +225,7 @@ func TestRootRotation(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if server != "gamma" || peer != "spiffe://meshfed.local/ns/shop/sa/frontend" {
+			if server != "gamma" || peer != "spiffe://"+c.Name+".meshfed.local/ns/shop/sa/frontend" {
 				return fmt.Errorf("landed on %q, backend saw %q", server, peer)
 			}
 			return nil
@@ -327,13 +327,13 @@ func TestRootRotation(t *testing.T) {
 	// The files workloads read hold the new root alone, and the old root verifies
 	// none of their certificates.
 	oldRoot := tl.rows[0].status.Plan.New
-	for dir, sa := range map[string]string{serverDir: "inventory", clientDirs[alpha]: "frontend", clientDirs[beta]: "frontend"} {
+	for dir, id := range map[string]string{serverDir: "spiffe://gamma.meshfed.local/ns/shop/sa/inventory",
+		clientDirs[alpha]: "spiffe://alpha.meshfed.local/ns/shop/sa/frontend", clientDirs[beta]: "spiffe://beta.meshfed.local/ns/shop/sa/frontend"} {
 		ca, _ := os.ReadFile(filepath.Join(dir, "ca.crt"))
 		if roots, err := trust.ParseCertificates(ca); err != nil || len(roots) != 1 {
 			t.Errorf("%s/ca.crt holds %d roots (%v), want 1", dir, len(roots), err)
 		}
 		leaf, _ := os.ReadFile(filepath.Join(dir, "tls.crt"))
-		id := "spiffe://meshfed.local/ns/shop/sa/" + sa
 		if _, err := trust.Verify(leaf, ca, id); err != nil {
 			t.Errorf("%s/tls.crt against its ca.crt: %v", dir, err)
 		}

@@ -36,8 +36,10 @@ type basicConstraints struct {
 }
 
 // NewIntermediateCSR makes, in the member cluster, a fresh ECDSA P-256 key and a CSR for
-// the cluster's intermediate CA, naming exactly what meshca.SignIntermediate requires. The
-// key stays with the caller; only the CSR goes to the hub.
+// the cluster's intermediate CA, naming exactly what meshca.SignIntermediate requires:
+// the cluster's ID, a CA of path length 0, and the name constraints that bind it to the
+// cluster's identity domain (see CheckIntermediateBound). The key stays with the
+// caller; only the CSR goes to the hub.
 func NewIntermediateCSR(trustDomain, cluster string) (csrPEM, keyPEM []byte, err error) {
 	key, err := pki.NewKey()
 	if err != nil {
@@ -62,7 +64,11 @@ func IntermediateCSR(key crypto.Signer, trustDomain, cluster string) ([]byte, er
 	if err != nil {
 		return nil, invalidf("cluster ID %q: %v", id, err)
 	}
-	bc, err := asn1.Marshal(basicConstraints{IsCA: true, MaxPathLen: -1})
+	bc, err := asn1.Marshal(basicConstraints{IsCA: true, MaxPathLen: 0})
+	if err != nil {
+		return nil, err
+	}
+	nc, err := clusterConstraintsExtension(trustDomain, cluster)
 	if err != nil {
 		return nil, err
 	}
@@ -76,6 +82,7 @@ func IntermediateCSR(key crypto.Signer, trustDomain, cluster string) ([]byte, er
 		ExtraExtensions: []pkix.Extension{
 			{Id: oidBasicConstraints, Critical: true, Value: bc},
 			{Id: oidKeyUsage, Critical: true, Value: ku},
+			nc,
 		},
 	}, key)
 	if err != nil {
@@ -87,9 +94,11 @@ func IntermediateCSR(key crypto.Signer, trustDomain, cluster string) ([]byte, er
 // ValidateIntermediateCSR checks that csrPEM is a well-signed CSR for exactly the
 // intermediate identity of cluster in trustDomain: subject O=meshfed,
 // CN="meshfed intermediate <cluster>", one URI SAN spiffe://<td>/cluster/<cluster>, no
-// other names, and no extensions but those that ask to be a CA for certificate signing.
-// A CSR naming another cluster fails with an error wrapping ErrWrongCluster; every
-// failure wraps ErrInvalid.
+// other names; basic constraints CA:TRUE with path length 0; exactly the cluster's
+// critical name constraints (URIs of <cluster>.<td> only, no DNS, IP or email name);
+// and no extensions but those and a key usage for certificate signing. A CSR naming
+// another cluster fails with an error wrapping ErrWrongCluster; every failure wraps
+// ErrInvalid.
 //
 // cert-manager copies a CSR's subject, names and extensions into the certificate it
 // signs, which is why the hub checks all of them before it creates a
@@ -149,7 +158,7 @@ func ValidateIntermediateCSR(csrPEM []byte, trustDomainName, cluster string) (*x
 	if err := checkPublicKey(csr.PublicKey); err != nil {
 		return nil, err
 	}
-	if err := checkCSRExtensions(csr); err != nil {
+	if err := checkCSRExtensions(csr, trustDomainName, cluster); err != nil {
 		return nil, err
 	}
 	return csr, nil
@@ -160,8 +169,9 @@ func wrongCluster(cluster, what string) error {
 		ErrInvalid, ErrWrongCluster, what, cluster)
 }
 
-func checkCSRExtensions(csr *x509.CertificateRequest) error {
+func checkCSRExtensions(csr *x509.CertificateRequest, trustDomain, cluster string) error {
 	seen := map[string]bool{}
+	var bc *pkix.Extension
 	for _, ext := range csr.Extensions {
 		key := ext.Id.String()
 		if seen[key] {
@@ -172,12 +182,10 @@ func checkCSRExtensions(csr *x509.CertificateRequest) error {
 		case ext.Id.Equal(oidSubjectAltName):
 			// Checked through csr.URIs and friends.
 		case ext.Id.Equal(oidBasicConstraints):
-			var bc basicConstraints
-			if rest, err := asn1.Unmarshal(ext.Value, &bc); err != nil || len(rest) > 0 {
-				return invalidf("CSR basic constraints do not parse")
-			}
-			if !bc.IsCA {
-				return invalidf("CSR basic constraints say CA:FALSE; an intermediate is a CA")
+			bc = &ext
+		case ext.Id.Equal(oidNameConstraints):
+			if err := checkCSRConstraints(ext, trustDomain, cluster); err != nil {
+				return err
 			}
 		case ext.Id.Equal(oidKeyUsage):
 			ku, err := parseKeyUsage(ext.Value)
@@ -188,10 +196,38 @@ func checkCSRExtensions(csr *x509.CertificateRequest) error {
 				return invalidf("CSR key usage %#x: want exactly cert sign and digital signature (%#x)", ku, intermediateKeyUsage)
 			}
 		default:
-			return invalidf("CSR asks for extension %s; an intermediate CSR may carry only subject alternative names, basic constraints and key usage", key)
+			return invalidf("CSR asks for extension %s; an intermediate CSR may carry only subject alternative names, basic constraints, name constraints and key usage", key)
 		}
 	}
+	// A missing name constraint first: it is what a CSR of an agent from before
+	// cluster-bound identities lacks, and the message says to upgrade it.
+	if !seen[oidNameConstraints.String()] {
+		return invalidf("CSR has no name constraints; cluster %q's intermediate must be limited to URIs of %s (as trust.NewIntermediateCSR makes it: upgrade the cluster's agent)",
+			cluster, ClusterTrustDomain(trustDomain, cluster))
+	}
+	if bc == nil {
+		return invalidf("CSR has no basic constraints; an intermediate CSR must ask for CA:TRUE, pathlen:0")
+	}
+	var v basicConstraints
+	if rest, err := asn1.Unmarshal(bc.Value, &v); err != nil || len(rest) > 0 {
+		return invalidf("CSR basic constraints do not parse")
+	}
+	switch {
+	case !v.IsCA:
+		return invalidf("CSR basic constraints say CA:FALSE; an intermediate is a CA")
+	case v.MaxPathLen != 0:
+		return invalidf("CSR basic constraints have %s; an intermediate signs workloads only and must ask for pathlen:0", pathLen(v.MaxPathLen))
+	case !bc.Critical:
+		return invalidf("CSR basic constraints are not critical")
+	}
 	return nil
+}
+
+func pathLen(n int) string {
+	if n < 0 {
+		return "no path length"
+	}
+	return fmt.Sprintf("path length %d", n)
 }
 
 func checkPublicKey(pub any) error {

@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
@@ -52,18 +53,12 @@ func TestValidateIntermediateCSR(t *testing.T) {
 		}
 		return []*url.URL{u}
 	}
-	good := func() *x509.CertificateRequest {
-		return &x509.CertificateRequest{
-			Subject: name("meshfed intermediate east", "meshfed"),
-			URIs:    uri("spiffe://mesh.example.org/cluster/east"),
-		}
-	}
 	ext := func(id asn1.ObjectIdentifier, v any) pkix.Extension {
 		der, err := asn1.Marshal(v)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return pkix.Extension{Id: id, Value: der}
+		return pkix.Extension{Id: id, Critical: true, Value: der}
 	}
 	kuExt := func(ku x509.KeyUsage) pkix.Extension {
 		der, err := marshalKeyUsage(ku)
@@ -71,6 +66,35 @@ func TestValidateIntermediateCSR(t *testing.T) {
 			t.Fatal(err)
 		}
 		return pkix.Extension{Id: oidKeyUsage, Critical: true, Value: der}
+	}
+	ncExt := func(c constraints) pkix.Extension {
+		der, err := c.marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pkix.Extension{Id: oidNameConstraints, Critical: true, Value: der}
+	}
+	bcExt := func(pathLen int) pkix.Extension {
+		return ext(oidBasicConstraints, basicConstraints{IsCA: true, MaxPathLen: pathLen})
+	}
+	east := clusterConstraints("mesh.example.org", "east")
+	good := func() *x509.CertificateRequest {
+		return &x509.CertificateRequest{
+			Subject:         name("meshfed intermediate east", "meshfed"),
+			URIs:            uri("spiffe://mesh.example.org/cluster/east"),
+			ExtraExtensions: []pkix.Extension{bcExt(0), ncExt(east)},
+		}
+	}
+	// set replaces (or adds) the extension with e's OID; drop removes one.
+	set := func(r *x509.CertificateRequest, e pkix.Extension) {
+		r.ExtraExtensions = append(slices.DeleteFunc(r.ExtraExtensions, func(x pkix.Extension) bool { return x.Id.Equal(e.Id) }), e)
+	}
+	drop := func(r *x509.CertificateRequest, id asn1.ObjectIdentifier) {
+		r.ExtraExtensions = slices.DeleteFunc(r.ExtraExtensions, func(x pkix.Extension) bool { return x.Id.Equal(id) })
+	}
+	with := func(c constraints, change func(*constraints)) constraints {
+		change(&c)
+		return c
 	}
 	rsaKey := func(bits int) crypto.Signer {
 		k, err := rsa.GenerateKey(rand.Reader, bits)
@@ -92,10 +116,59 @@ func TestValidateIntermediateCSR(t *testing.T) {
 		tdErr    bool // wants ErrTrustDomainMismatch
 		contains string
 	}{
-		"minimal, without extensions": {mutate: func(*x509.CertificateRequest) {}, ok: true},
-		"with CA basic constraints and key usage": {mutate: func(r *x509.CertificateRequest) {
-			r.ExtraExtensions = []pkix.Extension{ext(oidBasicConstraints, basicConstraints{IsCA: true, MaxPathLen: -1}), kuExt(intermediateKeyUsage)}
+		"cluster-bound CA": {mutate: func(*x509.CertificateRequest) {}, ok: true},
+		"with key usage": {mutate: func(r *x509.CertificateRequest) {
+			set(r, kuExt(intermediateKeyUsage))
 		}, ok: true},
+		"without extensions": {mutate: func(r *x509.CertificateRequest) {
+			r.ExtraExtensions = nil
+		}, contains: "no name constraints"},
+		"without basic constraints": {mutate: func(r *x509.CertificateRequest) {
+			drop(r, oidBasicConstraints)
+		}, contains: "no basic constraints"},
+		"without name constraints": {mutate: func(r *x509.CertificateRequest) {
+			drop(r, oidNameConstraints)
+		}, contains: "no name constraints; cluster \"east\"'s intermediate must be limited to URIs of east.mesh.example.org"},
+		"without a path length": {mutate: func(r *x509.CertificateRequest) {
+			set(r, bcExt(-1))
+		}, contains: "no path length; an intermediate signs workloads only and must ask for pathlen:0"},
+		"path length 1": {mutate: func(r *x509.CertificateRequest) {
+			set(r, bcExt(1))
+		}, contains: "path length 1"},
+		"basic constraints not critical": {mutate: func(r *x509.CertificateRequest) {
+			e := bcExt(0)
+			e.Critical = false
+			set(r, e)
+		}, contains: "basic constraints are not critical"},
+		"name constraints of another cluster": {mutate: func(r *x509.CertificateRequest) {
+			set(r, ncExt(clusterConstraints("mesh.example.org", "west")))
+		}, contains: "permitted URI west.mesh.example.org"},
+		"name constraints of the whole trust domain": {mutate: func(r *x509.CertificateRequest) {
+			set(r, ncExt(with(east, func(c *constraints) { c.PermittedURI = []string{"mesh.example.org"} })))
+		}, contains: "are {permitted URI mesh.example.org;"},
+		"a second permitted URI domain": {mutate: func(r *x509.CertificateRequest) {
+			set(r, ncExt(with(east, func(c *constraints) { c.PermittedURI = append(c.PermittedURI, "west.mesh.example.org") })))
+		}, contains: "must carry exactly {permitted URI east.mesh.example.org; excluded DNS (all); excluded email (all); excluded IP 0.0.0.0/0,::/0}"},
+		"DNS names not excluded": {mutate: func(r *x509.CertificateRequest) {
+			set(r, ncExt(with(east, func(c *constraints) { c.ExcludedDNS = nil })))
+		}, contains: "name constraints"},
+		"IPv6 not excluded": {mutate: func(r *x509.CertificateRequest) {
+			set(r, ncExt(with(east, func(c *constraints) { c.ExcludedIP = c.ExcludedIP[:1] })))
+		}, contains: "excluded IP 0.0.0.0/0}"},
+		"a permitted DNS domain": {mutate: func(r *x509.CertificateRequest) {
+			set(r, ncExt(with(east, func(c *constraints) { c.PermittedDNS = []string{"east.example.org"} })))
+		}, contains: "permitted DNS east.example.org"},
+		"name constraints not critical": {mutate: func(r *x509.CertificateRequest) {
+			e := ncExt(east)
+			e.Critical = false
+			set(r, e)
+		}, contains: "not critical"},
+		"empty name constraints": {mutate: func(r *x509.CertificateRequest) {
+			set(r, pkix.Extension{Id: oidNameConstraints, Critical: true, Value: []byte{0x30, 0x00}})
+		}, contains: "are {none}"},
+		"name constraints that do not parse": {mutate: func(r *x509.CertificateRequest) {
+			set(r, pkix.Extension{Id: oidNameConstraints, Critical: true, Value: []byte{0x04, 0x00}})
+		}, contains: "do not parse"},
 		"RSA 2048": {mutate: func(*x509.CertificateRequest) {}, key: rsaKey(2048), ok: true},
 		"common name of another cluster": {mutate: func(r *x509.CertificateRequest) {
 			r.Subject.CommonName = "meshfed intermediate west"
@@ -130,17 +203,14 @@ func TestValidateIntermediateCSR(t *testing.T) {
 			r.Subject.CommonName = "root"
 		}, contains: "common name"},
 		"CA:FALSE": {mutate: func(r *x509.CertificateRequest) {
-			r.ExtraExtensions = []pkix.Extension{ext(oidBasicConstraints, basicConstraints{IsCA: false, MaxPathLen: -1})}
+			set(r, ext(oidBasicConstraints, basicConstraints{IsCA: false, MaxPathLen: -1}))
 		}, contains: "CA:FALSE"},
 		"more key usages": {mutate: func(r *x509.CertificateRequest) {
-			r.ExtraExtensions = []pkix.Extension{kuExt(intermediateKeyUsage | x509.KeyUsageCRLSign)}
+			set(r, kuExt(intermediateKeyUsage|x509.KeyUsageCRLSign))
 		}, contains: "key usage"},
 		"extended key usage": {mutate: func(r *x509.CertificateRequest) {
-			r.ExtraExtensions = []pkix.Extension{ext(asn1.ObjectIdentifier{2, 5, 29, 37}, []asn1.ObjectIdentifier{{1, 3, 6, 1, 5, 5, 7, 3, 1}})}
+			set(r, ext(asn1.ObjectIdentifier{2, 5, 29, 37}, []asn1.ObjectIdentifier{{1, 3, 6, 1, 5, 5, 7, 3, 1}}))
 		}, contains: "2.5.29.37"},
-		"name constraints": {mutate: func(r *x509.CertificateRequest) {
-			r.ExtraExtensions = []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 30}, Value: []byte{0x30, 0x00}}}
-		}, contains: "2.5.29.30"},
 		"RSA 1024":             {mutate: func(*x509.CertificateRequest) {}, key: rsaKey(1024), contains: "1024"},
 		"Ed25519":              {mutate: func(*x509.CertificateRequest) {}, key: edKey, contains: "ed25519"},
 		"P-224":                {mutate: func(*x509.CertificateRequest) {}, key: p224, contains: "P-224"},
@@ -246,17 +316,19 @@ func TestIDs(t *testing.T) {
 		got  func() (string, error)
 		want string // "" wants an error
 	}{
-		"cluster":                    {func() (string, error) { return ClusterID("mesh.example.org", "east-1") }, "spiffe://mesh.example.org/cluster/east-1"},
-		"workload":                   {func() (string, error) { return WorkloadID("mesh.example.org", "shop", "cart") }, "spiffe://mesh.example.org/ns/shop/sa/cart"},
-		"workload, dotted SA":        {func() (string, error) { return WorkloadID("td", "shop", "cart.v2") }, "spiffe://td/ns/shop/sa/cart.v2"},
-		"trust domain with scheme":   {func() (string, error) { return ClusterID("spiffe://mesh", "east") }, ""},
-		"trust domain with port":     {func() (string, error) { return ClusterID("mesh:8080", "east") }, ""},
-		"upper-case trust domain":    {func() (string, error) { return ClusterID("Mesh", "east") }, ""},
-		"empty trust domain":         {func() (string, error) { return ClusterID("", "east") }, ""},
-		"cluster with a slash":       {func() (string, error) { return ClusterID("mesh", "a/b") }, ""},
-		"namespace with upper case":  {func() (string, error) { return WorkloadID("mesh", "Shop", "cart") }, ""},
-		"service account with slash": {func() (string, error) { return WorkloadID("mesh", "shop", "a/b") }, ""},
-		"empty service account":      {func() (string, error) { return WorkloadID("mesh", "shop", "") }, ""},
+		"cluster":                      {func() (string, error) { return ClusterID("mesh.example.org", "east-1") }, "spiffe://mesh.example.org/cluster/east-1"},
+		"workload":                     {func() (string, error) { return WorkloadID("mesh.example.org", "east", "shop", "cart") }, "spiffe://east.mesh.example.org/ns/shop/sa/cart"},
+		"workload, dotted SA":          {func() (string, error) { return WorkloadID("td", "east", "shop", "cart.v2") }, "spiffe://east.td/ns/shop/sa/cart.v2"},
+		"workload, cluster with a dot": {func() (string, error) { return WorkloadID("td", "east.x", "shop", "cart") }, ""},
+		"workload, empty cluster":      {func() (string, error) { return WorkloadID("td", "", "shop", "cart") }, ""},
+		"trust domain with scheme":     {func() (string, error) { return ClusterID("spiffe://mesh", "east") }, ""},
+		"trust domain with port":       {func() (string, error) { return ClusterID("mesh:8080", "east") }, ""},
+		"upper-case trust domain":      {func() (string, error) { return ClusterID("Mesh", "east") }, ""},
+		"empty trust domain":           {func() (string, error) { return ClusterID("", "east") }, ""},
+		"cluster with a slash":         {func() (string, error) { return ClusterID("mesh", "a/b") }, ""},
+		"namespace with upper case":    {func() (string, error) { return WorkloadID("mesh", "east", "Shop", "cart") }, ""},
+		"service account with slash":   {func() (string, error) { return WorkloadID("mesh", "east", "shop", "a/b") }, ""},
+		"empty service account":        {func() (string, error) { return WorkloadID("mesh", "east", "shop", "") }, ""},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -10,11 +10,14 @@
 //     trust/meshca; NewRoot makes one). It allows one CA below it (path length 1).
 //   - A member cluster's intermediate is a CA whose only name is the URI SAN
 //     spiffe://<trust-domain>/cluster/<cluster>, subject O=meshfed,
-//     CN="meshfed intermediate <cluster>". The cluster makes its key and a CSR
-//     (NewIntermediateCSR); the hub signs the CSR (meshca.SignIntermediate).
+//     CN="meshfed intermediate <cluster>", with critical name constraints that permit
+//     URIs of the cluster's identity domain <cluster>.<trust-domain> only and exclude
+//     every DNS name, IP address and email address (CheckIntermediateBound). The
+//     cluster makes its key and a CSR (NewIntermediateCSR); the hub signs the CSR
+//     (meshca.SignIntermediate).
 //   - A workload certificate (IssueWorkload) names exactly one URI SAN,
-//     spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>, for TLS client and
-//     server authentication. Its chain is the leaf and the intermediate; the root is in
+//     spiffe://<cluster>.<trust-domain>/ns/<namespace>/sa/<service-account>
+//     (WorkloadID), for TLS client and server authentication. Its chain is the leaf and the intermediate; the root is in
 //     the bundle.
 //   - The trust bundle is every active root (meshca.Bundle). Verify checks a chain
 //     against it: the core of `meshfedctl trust check`.
@@ -27,6 +30,12 @@
 //     accepts exactly one cluster's identity in the mesh's trust domain and refuses,
 //     with ErrWrongCluster, a CSR naming any other cluster; it refuses any name or
 //     extension beyond those, because cert-manager copies them into what it signs.
+//   - What a cluster's intermediate signs is that cluster's: ValidateIntermediateCSR
+//     refuses a CSR without exactly the cluster's name constraints and pathlen:0, so
+//     every X.509 verifier refuses a leaf outside <cluster>.<trust-domain>; and Verify
+//     refuses an identity outside the issuing cluster's identity domain even under an
+//     intermediate without constraints (one signed before they existed, which
+//     IntermediateNeedsRenewal renews).
 //   - The bundle is every active root, never just the signing one, so that a root can be
 //     added before it signs and removed after nothing chains to it (staged rotation).
 //   - Verify trusts nothing in the chain it is given but the path to a bundle root.

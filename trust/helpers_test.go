@@ -42,14 +42,22 @@ func newTestRoot(t *testing.T, td string) *testRoot {
 }
 
 // signCSR stands in for cert-manager's CA issuer in pure tests: it copies the CSR's
-// subject and names into a CA certificate, as cert-manager does.
+// subject, names and name constraints into a CA certificate and drops the path
+// length the CSR asks for, as cert-manager does.
 func (r *testRoot) signCSR(t *testing.T, csrPEM []byte, notBefore time.Time, life time.Duration) []byte {
 	t.Helper()
 	csr, err := pki.ParseCSR(csrPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
+	var extra []pkix.Extension
+	for _, e := range csr.Extensions {
+		if e.Id.Equal(oidNameConstraints) {
+			extra = append(extra, e)
+		}
+	}
 	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
+		ExtraExtensions:       extra,
 		SerialNumber:          big.NewInt(time.Now().UnixNano()),
 		Subject:               csr.Subject,
 		URIs:                  csr.URIs,

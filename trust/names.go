@@ -86,9 +86,17 @@ func ClusterID(trustDomainName, cluster string) (string, error) {
 	return id.String(), nil
 }
 
-// WorkloadID is the SPIFFE ID of a workload: spiffe://<trust-domain>/ns/<ns>/sa/<sa>.
-func WorkloadID(trustDomainName, namespace, serviceAccount string) (string, error) {
-	td, err := trustDomain(trustDomainName)
+// WorkloadID is the SPIFFE ID of service account serviceAccount in namespace of
+// cluster, spiffe://<cluster>.<trust-domain>/ns/<ns>/sa/<sa> (ServiceAccountID),
+// with every part validated.
+func WorkloadID(trustDomainName, cluster, namespace, serviceAccount string) (string, error) {
+	if _, err := trustDomain(trustDomainName); err != nil {
+		return "", err
+	}
+	if err := keyspace.ValidateCluster(cluster); err != nil {
+		return "", invalidf("%v", err)
+	}
+	td, err := trustDomain(ClusterTrustDomain(trustDomainName, cluster))
 	if err != nil {
 		return "", err
 	}

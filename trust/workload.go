@@ -81,9 +81,10 @@ func (ic *Intermediate) now() time.Time {
 }
 
 // IssueWorkload issues, from the cluster's intermediate, a workload certificate for
-// the service account serviceAccount in namespace: a fresh ECDSA P-256 key and a
-// certificate whose only name is the URI SAN spiffe://<trustDomain>/ns/<ns>/sa/<sa>,
-// for TLS client and server authentication, valid for lifetime (default
+// the service account serviceAccount in namespace of the intermediate's cluster: a
+// fresh ECDSA P-256 key and a certificate whose only name is the URI SAN
+// spiffe://<cluster>.<trustDomain>/ns/<ns>/sa/<sa> (WorkloadID), for TLS client and
+// server authentication, valid for lifetime (default
 // DefaultWorkloadLifetime) but never beyond the intermediate. chainPEM is the leaf
 // followed by the intermediate (and any certificates between it and the root); keyPEM
 // is the leaf's PKCS#8 key. It does no I/O.
@@ -95,7 +96,7 @@ func IssueWorkload(ic *Intermediate, trustDomain, namespace, serviceAccount stri
 		return nil, nil, fmt.Errorf("issue workload certificate: %w: intermediate of cluster %q is in trust domain %q, asked for %q",
 			ErrTrustDomainMismatch, ic.Cluster, ic.TrustDomain, trustDomain)
 	}
-	id, err := WorkloadID(trustDomain, namespace, serviceAccount)
+	id, err := WorkloadID(trustDomain, ic.Cluster, namespace, serviceAccount)
 	if err != nil {
 		return nil, nil, fmt.Errorf("issue workload certificate: %w", err)
 	}
@@ -174,11 +175,16 @@ func Verify(chainPEM, bundlePEM []byte, spiffeID string) (*Verified, error) {
 
 // VerifyAt is Verify at time now. It checks that:
 //   - the leaf chains, through the given intermediates, to a CA in the bundle, every
-//     certificate valid at now, for TLS server or client authentication;
+//     certificate valid at now, for TLS server or client authentication, within every
+//     name constraint on the way (a cluster's intermediate may sign only its
+//     cluster's identities);
 //   - the leaf is not a CA, may not sign certificates, and is for both TLS client and
 //     server authentication;
 //   - the leaf carries exactly one URI SAN, equal to spiffeID;
-//   - every CA in the chain that carries a SPIFFE ID is in the leaf's trust domain.
+//   - a CA in the chain carries a meshfed cluster ID spiffe://<td>/cluster/<cluster>,
+//     and the leaf's identity is in that cluster's identity domain
+//     (spiffe://<cluster>.<td>/...): a cluster's intermediate speaks only for its own
+//     workloads, also when it is an old one without name constraints.
 //
 // Errors wrap ErrNotVerified (or ErrInvalid for input that does not parse).
 func VerifyAt(chainPEM, bundlePEM []byte, spiffeID string, now time.Time) (*Verified, error) {
@@ -235,26 +241,40 @@ func VerifyAt(chainPEM, bundlePEM []byte, spiffeID string, now time.Time) (*Veri
 		CurrentTime:   now,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	})
+	var invalid x509.CertificateInvalidError
+	if errors.As(err, &invalid) && invalid.Reason == x509.CANotAuthorizedForThisName {
+		return nil, notVerified("%s is outside what its issuer may sign: %s (X.509 name constraints: %v)", got, issuerScope(certs[1:]), err)
+	}
 	if err != nil {
 		return nil, notVerified("%s does not chain to a root in the bundle (%d roots): %v", got, len(roots), err)
 	}
 	chain := chains[0]
 	v := &Verified{SPIFFEID: got.String(), Leaf: leaf, Root: chain[len(chain)-1], Chain: chain}
+	td := ""
 	for _, ca := range chain[1:] {
-		for _, u := range ca.URIs {
-			id, err := spiffeid.FromURI(u)
-			if err != nil {
-				continue
-			}
-			if id.TrustDomain() != got.TrustDomain() {
-				return nil, notVerified("CA %q in the chain is in trust domain %q, the leaf in %q", ca.Subject, id.TrustDomain(), got.TrustDomain())
-			}
-			if c, ok := strings.CutPrefix(id.Path(), "/cluster/"); ok && v.Cluster == "" {
-				v.Cluster = c
-			}
+		if t, c, err := clusterFromCert(ca); err == nil && v.Cluster == "" {
+			td, v.Cluster = t, c
 		}
 	}
+	if v.Cluster == "" {
+		return nil, notVerified("no CA in %s's chain carries a meshfed cluster ID (spiffe://<td>/cluster/<name>): the identity is bound to no cluster", got)
+	}
+	if domain := ClusterTrustDomain(td, v.Cluster); got.TrustDomain().Name() != domain {
+		return nil, notVerified("%s is outside the identity domain of cluster %q, whose intermediate issued it: that cluster may speak only for spiffe://%s/...",
+			got, v.Cluster, domain)
+	}
 	return v, nil
+}
+
+// issuerScope says which identities the intermediates in a chain may sign, for an
+// error message.
+func issuerScope(intermediates []*x509.Certificate) string {
+	for _, ca := range intermediates {
+		if _, cluster, err := clusterFromCert(ca); err == nil && len(ca.PermittedURIDomains) > 0 {
+			return fmt.Sprintf("the intermediate of cluster %q may sign only spiffe://%s/... and no DNS, IP or email name", cluster, strings.Join(ca.PermittedURIDomains, ", spiffe://"))
+		}
+	}
+	return "an intermediate's name constraints refuse it"
 }
 
 func notVerified(format string, args ...any) error {

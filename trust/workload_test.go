@@ -2,8 +2,11 @@ package trust
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/x509"
 	"errors"
+	"net"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -26,7 +29,7 @@ func TestIssueWorkloadVerifies(t *testing.T) {
 		t.Fatalf("IssueWorkload: %v", err)
 	}
 	now := t0.Add(90 * time.Minute)
-	const id = "spiffe://mesh.example.org/ns/shop/sa/cart"
+	const id = "spiffe://east.mesh.example.org/ns/shop/sa/cart"
 	v, err := VerifyAt(chainPEM, root.certPEM, id, now)
 	if err != nil {
 		t.Fatalf("VerifyAt: %v", err)
@@ -55,7 +58,7 @@ func TestIssueWorkloadVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bundle := x509bundle.FromX509Authorities(spiffeid.RequireTrustDomainFromString(testTD), []*x509.Certificate{root.cert})
+	bundle := x509bundle.FromX509Authorities(spiffeid.RequireTrustDomainFromString("east."+testTD), []*x509.Certificate{root.cert})
 	got, _, err := x509svid.Verify(certs, bundle, x509svid.WithTime(now))
 	if err != nil {
 		t.Fatalf("go-spiffe x509svid.Verify: %v", err)
@@ -79,10 +82,14 @@ func TestVerifyRejects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	now := t0.Add(90 * time.Minute)
+	const id = "spiffe://east.mesh.example.org/ns/shop/sa/cart"
+	unbound := unboundIntermediate(t, root, "east")
+	if v, err := VerifyAt(mint(t, ic, id), root.certPEM, id, t0.Add(90*time.Minute)); err != nil || v.Cluster != "east" {
+		t.Fatalf("east's own identity, minted: %+v, %v", v, err)
+	}
 	leafOnly, _, _ := strings.Cut(string(chainPEM), "-----END CERTIFICATE-----\n")
 	leafOnly += "-----END CERTIFICATE-----\n"
-	now := t0.Add(90 * time.Minute)
-	const id = "spiffe://mesh.example.org/ns/shop/sa/cart"
 
 	tests := map[string]struct {
 		chain, bundle []byte
@@ -92,12 +99,31 @@ func TestVerifyRejects(t *testing.T) {
 	}{
 		"foreign root, same trust domain": {chainPEM, foreign.certPEM, id, now, "does not chain"},
 		"root of another trust domain":    {chainPEM, otherTD.certPEM, id, now, "does not chain"},
-		"another workload's ID":           {chainPEM, root.certPEM, "spiffe://mesh.example.org/ns/shop/sa/checkout", now, "want spiffe://mesh.example.org/ns/shop/sa/checkout"},
+		"another workload's ID":           {chainPEM, root.certPEM, "spiffe://east.mesh.example.org/ns/shop/sa/checkout", now, "want spiffe://east.mesh.example.org/ns/shop/sa/checkout"},
 		"expired":                         {chainPEM, root.certPEM, id, now.Add(2 * time.Hour), "expired"},
 		"not yet valid":                   {chainPEM, root.certPEM, id, t0.Add(-time.Hour), "does not chain"},
 		"without its intermediate":        {[]byte(leafOnly), root.certPEM, id, now, "does not chain"},
 		"a CA presented as a workload":    {icChain, root.certPEM, "spiffe://mesh.example.org/cluster/east", now, "is a CA"},
-		"other trust domain's leaf":       {otherChain, root.certPEM, id, now, "want spiffe://mesh.example.org"},
+		"other trust domain's leaf":       {otherChain, root.certPEM, id, now, "want spiffe://east.mesh.example.org"},
+
+		// What a thief of east's intermediate key can mint: name constraints refuse
+		// everything outside east's identity domain.
+		"minted: another cluster's identity": {mint(t, ic, "spiffe://west.mesh.example.org/ns/shop/sa/cart"), root.certPEM,
+			"spiffe://west.mesh.example.org/ns/shop/sa/cart", now, `the intermediate of cluster "east" may sign only spiffe://east.mesh.example.org/...`},
+		"minted: the bare trust domain": {mint(t, ic, "spiffe://mesh.example.org/ns/shop/sa/cart"), root.certPEM,
+			"spiffe://mesh.example.org/ns/shop/sa/cart", now, "not permitted"},
+		"minted: another trust domain": {mint(t, ic, "spiffe://other.example.org/ns/shop/sa/cart"), root.certPEM,
+			"spiffe://other.example.org/ns/shop/sa/cart", now, "not permitted"},
+		"minted: a subdomain of east's": {mint(t, ic, "spiffe://x.east.mesh.example.org/ns/shop/sa/cart"), root.certPEM,
+			"spiffe://x.east.mesh.example.org/ns/shop/sa/cart", now, `outside the identity domain of cluster "east"`},
+		"minted: east's identity with a DNS name": {mint(t, ic, id, "cart.shop.svc"), root.certPEM, id, now, "excluded"},
+		"minted: east's identity with an IP":      {mint(t, ic, id, "10.0.0.1"), root.certPEM, id, now, "excluded"},
+		// An intermediate signed before name constraints: X.509 lets it sign
+		// anything, Verify still refuses what is not its cluster's.
+		"old unconstrained intermediate, another cluster's identity": {mint(t, unbound, "spiffe://west.mesh.example.org/ns/shop/sa/cart"), root.certPEM,
+			"spiffe://west.mesh.example.org/ns/shop/sa/cart", now, `outside the identity domain of cluster "east", whose intermediate issued it`},
+		"old unconstrained intermediate, the bare trust domain": {mint(t, unbound, "spiffe://mesh.example.org/ns/shop/sa/cart"), root.certPEM,
+			"spiffe://mesh.example.org/ns/shop/sa/cart", now, "may speak only for spiffe://east.mesh.example.org/..."},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -240,21 +266,81 @@ func TestNewRoot(t *testing.T) {
 		t.Errorf("NewRoot(bad trust domain) = %v", err)
 	}
 
-	// Path length 1: an intermediate may sign workloads, but a CA it signed may not.
+	// Path length 1: an intermediate may sign workloads, but a CA it signed may not,
+	// even one within the intermediate's name constraints.
 	ic, _ := newTestIntermediate(t, root, testTD, "east")
-	sub := &testRoot{cert: ic.Cert, key: ic.Key, certPEM: pki.EncodeCert(ic.Cert.Raw)}
-	csrPEM, subKey, _ := NewIntermediateCSR(testTD, "rogue")
-	subChain := append(sub.signCSR(t, csrPEM, t0, 24*time.Hour), pki.EncodeCert(ic.Cert.Raw)...)
-	subIC, err := LoadIntermediate(subChain, subKey)
+	subKey, err := pki.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	subIC.Now = ic.Now
-	leaf, _, err := IssueWorkload(subIC, testTD, "shop", "cart", time.Hour)
+	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: randomSerial(), Subject: name("sub-CA"),
+		NotBefore: t0, NotAfter: t0.Add(24 * time.Hour), KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true},
+		ic.Cert, subKey.Public(), ic.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := VerifyAt(leaf, root.certPEM, "spiffe://mesh.example.org/ns/shop/sa/cart", t0.Add(90*time.Minute)); !errors.Is(err, ErrNotVerified) {
-		t.Errorf("a leaf under a sub-CA of an intermediate verified: %v", err)
+	sub, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
 	}
+	const id = "spiffe://east.mesh.example.org/ns/shop/sa/cart"
+	leaf := mint(t, &Intermediate{Cert: sub, Key: subKey, Cluster: "east"}, id)
+	leaf = append(leaf, pki.EncodeCert(ic.Cert.Raw)...)
+	_, err = VerifyAt(leaf, root.certPEM, id, t0.Add(90*time.Minute))
+	if !errors.Is(err, ErrNotVerified) || !strings.Contains(err.Error(), "path length") {
+		t.Errorf("a leaf under a sub-CA of an intermediate: %v, want refused for the path length", err)
+	}
+}
+
+// mint signs, with ic's key, a workload certificate for uri (and any DNS names or IP
+// addresses given) whatever the intermediate may sign: what a thief of the key can
+// make. It returns the leaf and the intermediate.
+func mint(t *testing.T, ic *Intermediate, uri string, names ...string) []byte {
+	t.Helper()
+	u, err := url.Parse(uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := pki.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: randomSerial(), URIs: []*url.URL{u}, NotBefore: t0, NotAfter: t0.Add(2 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true}
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, n)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ic.Cert, key.Public(), ic.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(pki.EncodeCert(der), pki.EncodeCert(ic.Cert.Raw)...)
+}
+
+// unboundIntermediate is cluster's intermediate as the hub signed it before
+// identities were bound to clusters: no name constraints.
+func unboundIntermediate(t *testing.T, r *testRoot, cluster string) *Intermediate {
+	t.Helper()
+	key, err := pki.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := ClusterID(testTD, cluster)
+	u, _ := url.Parse(id)
+	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: randomSerial(),
+		Subject: name(IntermediateCommonName(cluster), Organization), URIs: []*url.URL{u}, NotBefore: t0, NotAfter: t0.Add(365 * 24 * time.Hour),
+		KeyUsage: intermediateKeyUsage, BasicConstraintsValid: true, IsCA: true}, r.cert, key.Public(), r.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Intermediate{Cert: cert, Key: key, TrustDomain: testTD, Cluster: cluster}
 }

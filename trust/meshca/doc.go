@@ -17,9 +17,11 @@
 // Invariants:
 //   - Keys never leave where they were made: the root key is made on the hub and lives
 //     only in its Secret; intermediates are signed from CSRs, never from keys.
-//   - The hub signs only CSRs for the cluster they name: SignIntermediate validates the
-//     CSR (trust.ValidateIntermediateCSR) before creating a CertificateRequest and
-//     checks the certificate cert-manager returns before handing it out.
+//   - The hub signs only CSRs for the cluster they name, bound to that cluster by name
+//     constraints: SignIntermediate validates the CSR (trust.ValidateIntermediateCSR)
+//     before creating a CertificateRequest and checks the certificate cert-manager
+//     returns, name constraints included (trust.CheckIntermediateBound), before
+//     handing it out.
 //   - The bundle is every active root: every Secret in the namespace labelled
 //     meshfed.io/root=true, signing or not. Removing the label is how a root retires.
 //   - EnsureRoot makes a root only when none was ever made; it never replaces one.

@@ -170,7 +170,7 @@ func (c *Client) sign(ctx context.Context, log logr.Logger, cluster string, csrP
 }
 
 // checkIntermediate checks what cert-manager signed: a CA for the CSR's key, with the
-// cluster's identity, chaining to the signing root. The hub never hands out a
+// cluster's identity and name constraints, chaining to the signing root. The hub never hands out a
 // certificate it has not checked.
 func checkIntermediate(cr *cmapi.CertificateRequest, csr *x509.CertificateRequest, root *x509.Certificate, td, cluster string) (*x509.Certificate, error) {
 	certs, err := trust.ParseCertificates(cr.Status.Certificate)
@@ -190,6 +190,11 @@ func checkIntermediate(cr *cmapi.CertificateRequest, csr *x509.CertificateReques
 	}
 	if len(cert.URIs) != 1 || cert.URIs[0].String() != wantID {
 		return nil, fmt.Errorf("signed certificate names %v, want %s", cert.URIs, wantID)
+	}
+	// cert-manager copies the CSR's name constraints into what it signs; an issuer
+	// that did not would hand out an intermediate that may sign any identity.
+	if err := trust.CheckIntermediateBound(cert); err != nil {
+		return nil, fmt.Errorf("signed certificate is not bound to its cluster (does the issuer copy the CSR's name constraints?): %w", err)
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(root)

@@ -2,9 +2,15 @@ package meshca_test
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +29,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/meshfed/meshfed/internal/creds/pki"
 	"github.com/meshfed/meshfed/internal/dev/localkube"
 	"github.com/meshfed/meshfed/trust"
 	"github.com/meshfed/meshfed/trust/certmanager"
@@ -170,6 +177,25 @@ func TestMeshCA(t *testing.T) {
 		if err := ic.CheckSignatureFrom(root); err != nil {
 			t.Errorf("intermediate not signed by the root: %v", err)
 		}
+		// cert-manager's CA issuer copied the CSR's name constraints: the
+		// intermediate may sign east's identities and nothing else.
+		if err := trust.CheckIntermediateBound(ic); err != nil {
+			t.Errorf("intermediate not bound to east: %v", err)
+		}
+		if !ic.PermittedDNSDomainsCritical || fmt.Sprint(ic.PermittedURIDomains) != "[east."+td+"]" ||
+			fmt.Sprint(ic.ExcludedDNSDomains) != "[]" || len(ic.ExcludedDNSDomains) != 1 || fmt.Sprint(ic.ExcludedIPRanges) != "[0.0.0.0/0 ::/0]" ||
+			len(ic.ExcludedEmailAddresses) != 1 || len(ic.PermittedDNSDomains)+len(ic.PermittedIPRanges)+len(ic.PermittedEmailAddresses)+len(ic.ExcludedURIDomains) > 0 {
+			t.Errorf("intermediate name constraints: critical %v, permitted URI %q DNS %q IP %v email %q; excluded URI %q DNS %q IP %v email %q",
+				ic.PermittedDNSDomainsCritical, ic.PermittedURIDomains, ic.PermittedDNSDomains, ic.PermittedIPRanges, ic.PermittedEmailAddresses,
+				ic.ExcludedURIDomains, ic.ExcludedDNSDomains, ic.ExcludedIPRanges, ic.ExcludedEmailAddresses)
+		}
+		// The CSR asks for pathlen:0, but cert-manager's CA issuer overrides the
+		// basic constraints of a CertificateRequest and writes no path length; the
+		// root's path length 1 is what keeps the intermediate from signing a CA.
+		t.Logf("intermediate path length as cert-manager signed it: MaxPathLen=%d MaxPathLenZero=%v (root's: %d)", ic.MaxPathLen, ic.MaxPathLenZero, root.MaxPathLen)
+		if ic.MaxPathLen > 0 || root.MaxPathLen != 1 {
+			t.Errorf("intermediate path length %d under a root of path length %d: the intermediate could sign CAs", ic.MaxPathLen, root.MaxPathLen)
+		}
 		if life := ic.NotAfter.Sub(ic.NotBefore); life != 30*24*time.Hour {
 			t.Errorf("intermediate lives %s, asked for 30 days", life)
 		}
@@ -216,8 +242,14 @@ func TestMeshCA(t *testing.T) {
 		if !errors.Is(err, trust.ErrInvalid) {
 			t.Errorf("SignIntermediate with a 1-minute lifetime = %v, want ErrInvalid", err)
 		}
-		if got := counter(t, "refused"); got != refused+2 {
-			t.Errorf("refused counter %v -> %v, want +2", refused, got)
+		// A CSR as agents made them before identities were bound to clusters: a CA,
+		// no path length, no name constraints.
+		_, err = meshca.SignIntermediate(ctx, c, "east", unboundCSR(t, "east"), 0)
+		if !errors.Is(err, trust.ErrInvalid) || !strings.Contains(err.Error(), "no name constraints") {
+			t.Errorf("SignIntermediate(CSR without pathlen or name constraints) = %v, want refused", err)
+		}
+		if got := counter(t, "refused"); got != refused+3 {
+			t.Errorf("refused counter %v -> %v, want +3", refused, got)
 		}
 	})
 
@@ -226,7 +258,7 @@ func TestMeshCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const cartID = "spiffe://" + td + "/ns/shop/sa/cart"
+	const cartID = "spiffe://east." + td + "/ns/shop/sa/cart"
 	leaf, _, err := trust.IssueWorkload(ic, td, "shop", "cart", time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -244,12 +276,27 @@ func TestMeshCA(t *testing.T) {
 			t.Errorf("Verified = {%s, cluster %q, root %q}", v.SPIFFEID, v.Cluster, v.Root.Subject)
 		}
 		certs, _ := trust.ParseCertificates(leaf)
-		xb := x509bundle.FromX509Authorities(spiffeid.RequireTrustDomainFromString(td), []*x509.Certificate{root})
+		xb := x509bundle.FromX509Authorities(spiffeid.RequireTrustDomainFromString("east."+td), []*x509.Certificate{root})
 		if id, _, err := x509svid.Verify(certs, xb); err != nil || id.String() != cartID {
 			t.Errorf("go-spiffe x509svid.Verify = %s, %v", id, err)
 		}
 
-		if _, err := trust.Verify(leaf, bundle, "spiffe://"+td+"/ns/shop/sa/checkout"); !errors.Is(err, trust.ErrNotVerified) {
+		// With east's key, a thief mints west's cart and the bare trust domain's:
+		// the name constraints cert-manager copied refuse both, in trust.Verify and
+		// in go-spiffe.
+		for _, id := range []string{"spiffe://west." + td + "/ns/shop/sa/cart", "spiffe://" + td + "/ns/shop/sa/cart"} {
+			minted := mintLeaf(t, ic.Cert, keyPEM, id)
+			if _, err := trust.Verify(minted, bundle, id); !errors.Is(err, trust.ErrNotVerified) || !strings.Contains(err.Error(), "not permitted") {
+				t.Errorf("Verify(%s minted with east's key) = %v, want refused by the name constraints", id, err)
+			}
+			certs, _ := trust.ParseCertificates(minted)
+			xb := x509bundle.FromX509Authorities(spiffeid.RequireFromString(id).TrustDomain(), []*x509.Certificate{root})
+			if _, _, err := x509svid.Verify(certs, xb); err == nil {
+				t.Errorf("go-spiffe accepted %s minted with east's key", id)
+			}
+		}
+
+		if _, err := trust.Verify(leaf, bundle, "spiffe://east."+td+"/ns/shop/sa/checkout"); !errors.Is(err, trust.ErrNotVerified) {
 			t.Errorf("Verify with another workload's ID = %v, want ErrNotVerified", err)
 		}
 		foreign, _, err := trust.NewRoot(td, 0, time.Now())
@@ -620,4 +667,49 @@ func testLogger(t *testing.T) logr.Logger {
 			t.Log(prefix, args)
 		}
 	}, funcr.Options{})
+}
+
+// mintLeaf signs a workload certificate for id with an intermediate's key, whatever
+// the intermediate may sign: what a thief of the key can make.
+func mintLeaf(t *testing.T, ic *x509.Certificate, keyPEM []byte, id string) []byte {
+	t.Helper()
+	icKey, err := pki.ParseKey(keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := pki.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(id)
+	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), URIs: []*url.URL{u},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}, ic, key.Public(), icKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(pki.EncodeCert(der), pki.EncodeCert(ic.Raw)...)
+}
+
+// unboundCSR is a CSR for cluster's intermediate as agents made them before
+// identities were bound to clusters.
+func unboundCSR(t *testing.T, cluster string) []byte {
+	t.Helper()
+	key, err := pki.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := trust.ClusterID(td, cluster)
+	u, _ := url.Parse(id)
+	bc, _ := asn1.Marshal(struct {
+		IsCA bool `asn1:"optional"`
+	}{true})
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{Organization: []string{trust.Organization}, CommonName: trust.IntermediateCommonName(cluster)},
+		URIs:    []*url.URL{u}, ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 19}, Critical: true, Value: bc}},
+	}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
 }

@@ -3,6 +3,7 @@ package xds
 import (
 	"fmt"
 	"net"
+	"regexp"
 	"strconv"
 	"time"
 
@@ -137,8 +138,11 @@ func edsCluster(hostname string, port uint32, trustDomain string) *clusterv3.Clu
 			TlsCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: CertificateProvider},
 			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
 				CaCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: CertificateProvider},
+				// Any cluster's identity, spiffe://<cluster>.<trust domain>/...
+				// (trust.ServiceAccountID); a full match, in grpc-go as in Envoy.
 				MatchSubjectAltNames: []*matcherv3.StringMatcher{{
-					MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: "spiffe://" + trustDomain + "/"},
+					MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{
+						Regex: `spiffe://[a-z0-9]([-a-z0-9]*[a-z0-9])?\.` + regexp.QuoteMeta(trustDomain) + `/.*`}},
 				}},
 			}},
 		},

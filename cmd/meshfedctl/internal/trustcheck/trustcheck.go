@@ -265,7 +265,7 @@ func checkMember(ctx context.Context, m Member, roots []*x509.Certificate, roots
 	leaf, _, err := trust.IssueWorkload(ic, td, "meshfed-system", "trust-check", time.Minute)
 	if err == nil {
 		var id string
-		if id, err = trust.WorkloadID(td, "meshfed-system", "trust-check"); err == nil {
+		if id, err = trust.WorkloadID(td, ic.Cluster, "meshfed-system", "trust-check"); err == nil {
 			if v, err = trust.VerifyAt(leaf, rootsPEM, id, now); err == nil && v.Cluster != m.Name {
 				err = fmt.Errorf("intermediate is cluster %q's", v.Cluster)
 			}
@@ -275,9 +275,18 @@ func checkMember(ctx context.Context, m Member, roots []*x509.Certificate, roots
 		r.Workloads.Current = r.Workloads.intermediate == meshca.Fingerprint(inter[0])
 		r.Workloads.TrustServed = r.Workloads.bundle == clusteragent.Digest([]byte(cm.Data["ca.crt"]))
 	}
+	var unbound error
+	if len(inter) > 0 {
+		unbound = trust.CheckIntermediateBound(inter[0])
+	}
 	switch {
 	case err != nil:
 		r.Intermediate = "does not chain to the hub's roots: " + err.Error()
+	case unbound != nil:
+		// Chains, but may sign any cluster's identities: an intermediate from before
+		// identities were bound to clusters, which the agent renews.
+		r.IntermediateRoot = names.Name(v.Root)
+		r.Intermediate = "under " + r.IntermediateRoot + ", not bound to the cluster (the agent renews it): " + unbound.Error()
 	case len(inter) > 0 && trust.NeedsRenewal(inter[0], now):
 		r.IntermediateRoot = names.Name(v.Root)
 		r.Intermediate = "under " + r.IntermediateRoot + ", due for renewal, expires " + inter[0].NotAfter.UTC().Format(time.RFC3339)
