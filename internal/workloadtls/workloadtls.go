@@ -58,7 +58,9 @@ func (r *reloading) ServerHandshake(net.Conn) (net.Conn, credentials.AuthInfo, e
 	return nil, nil, errors.New("workloadtls: client credentials only")
 }
 
-func (r *reloading) Info() credentials.ProtocolInfo { return credentials.ProtocolInfo{SecurityProtocol: "tls"} }
+func (r *reloading) Info() credentials.ProtocolInfo {
+	return credentials.ProtocolInfo{SecurityProtocol: "tls"}
+}
 
 func (r *reloading) Clone() credentials.TransportCredentials { return &reloading{dir: r.dir} }
 
