@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -45,10 +47,26 @@ type Options struct {
 	// name. Keep it stable across restarts of one replica, so that a restarted leader
 	// takes its Lease back at once instead of waiting for it to expire.
 	Identity string
-	// HTTPAddr serves health, metrics and the debug view. Default ":9092".
+	// HTTPAddr serves /healthz and /readyz, for the kubelet's probes. Default ":9092".
 	HTTPAddr string
-	// XDSAddr serves xDS (ADS, gRPC) to the cluster's proxies. Default ":15010".
+	// MetricsAddr serves /metrics and DebugAddr /debug/ (the imported view, explain):
+	// both on loopback by default (DefaultMetricsAddr, DefaultDebugAddr), because the
+	// view shows the whole federation. Open them explicitly. Surfaces given the same
+	// address share one listener; "0" turns a surface off.
+	MetricsAddr, DebugAddr string
+	// XDSAddr serves xDS (ADS, gRPC) to the cluster's proxies. Default ":15010" with
+	// XDSAuth mtls, "127.0.0.1:15010" without.
 	XDSAddr string
+	// XDSAuth is how the xDS port authenticates proxies: XDSAuthMTLS or XDSAuthNone.
+	// Default: mtls with MTLS (the mesh has a CA), none otherwise.
+	XDSAuth string
+	// XDSInsecureListen lets XDSAuth none listen on an address that is not loopback:
+	// then anyone who reaches it is served the cluster's configuration, in plaintext.
+	XDSInsecureListen bool
+	// XDSServerNames are the DNS names and IPs of the xDS serving certificate: the
+	// hosts proxies may name the agent by in their bootstraps. Default
+	// DefaultXDSServerNames(Namespace), and the host of XDSAddr when it is an IP.
+	XDSServerNames []string
 	// MTLS and TrustDomain: see xds.Options.
 	MTLS        bool
 	TrustDomain string
@@ -74,9 +92,13 @@ type Options struct {
 
 // Defaults of Options.
 const (
-	DefaultHTTPAddr     = ":9092"
-	DefaultXDSAddr      = ":" + xdsnames.AgentXDSPort
-	DefaultHeartbeatTTL = 15 * time.Second
+	DefaultHTTPAddr    = ":9092"
+	DefaultMetricsAddr = "127.0.0.1:9093"
+	DefaultDebugAddr   = "127.0.0.1:9094"
+	DefaultXDSAddr     = ":" + xdsnames.AgentXDSPort
+	// DefaultXDSLoopbackAddr is the xDS address without authentication.
+	DefaultXDSLoopbackAddr = "127.0.0.1:" + xdsnames.AgentXDSPort
+	DefaultHeartbeatTTL    = 15 * time.Second
 )
 
 func (o *Options) setDefaults() error {
@@ -96,8 +118,14 @@ func (o *Options) setDefaults() error {
 	if o.HTTPAddr == "" {
 		o.HTTPAddr = DefaultHTTPAddr
 	}
-	if o.XDSAddr == "" {
-		o.XDSAddr = DefaultXDSAddr
+	if o.MetricsAddr == "" {
+		o.MetricsAddr = DefaultMetricsAddr
+	}
+	if o.DebugAddr == "" {
+		o.DebugAddr = DefaultDebugAddr
+	}
+	if err := o.setXDSDefaults(); err != nil {
+		return err
 	}
 	if o.HeartbeatTTL == 0 {
 		o.HeartbeatTTL = DefaultHeartbeatTTL
@@ -110,6 +138,43 @@ func (o *Options) setDefaults() error {
 	}
 	if o.RetryPeriod == 0 {
 		o.RetryPeriod = 2 * time.Second
+	}
+	return nil
+}
+
+// setXDSDefaults settles how the xDS port authenticates and where it listens: nothing
+// is served unauthenticated beyond loopback unless XDSInsecureListen says so.
+func (o *Options) setXDSDefaults() error {
+	if o.XDSAuth == "" {
+		o.XDSAuth = XDSAuthNone
+		if o.MTLS {
+			o.XDSAuth = XDSAuthMTLS
+		}
+	}
+	switch o.XDSAuth {
+	case XDSAuthMTLS:
+		if o.XDSAddr == "" {
+			o.XDSAddr = DefaultXDSAddr
+		}
+		if len(o.XDSServerNames) == 0 {
+			o.XDSServerNames = DefaultXDSServerNames(o.Namespace)
+			if host, _, err := net.SplitHostPort(o.XDSAddr); err == nil {
+				if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() && !slices.Contains(o.XDSServerNames, ip.String()) {
+					o.XDSServerNames = append(o.XDSServerNames, ip.String())
+				}
+			}
+		}
+	case XDSAuthNone:
+		if o.XDSAddr == "" {
+			o.XDSAddr = DefaultXDSLoopbackAddr
+		}
+		if !o.XDSInsecureListen && !isLoopback(o.XDSAddr) {
+			return fmt.Errorf("agent: --xds-addr %s is not a loopback address and --xds-auth is %s: serve xDS with --xds-auth=%s "+
+				"(needs the hub's mesh CA), listen on 127.0.0.1, or accept unauthenticated proxies from anywhere with --xds-insecure-listen",
+				o.XDSAddr, XDSAuthNone, XDSAuthMTLS)
+		}
+	default:
+		return fmt.Errorf("agent: --xds-auth %q: use %s or %s", o.XDSAuth, XDSAuthMTLS, XDSAuthNone)
 	}
 	return nil
 }
@@ -164,18 +229,32 @@ func Run(ctx context.Context, opts Options) error {
 	v.SetResync(reader.Resync)
 	opts.viewCheck = newViewCheck(v, etcd, reader.Resync, opts.ViewCheckInterval, log.WithName("viewcheck"))
 
-	xdsServer, err := xds.New(xds.Options{Cluster: cluster, View: v, Addr: opts.XDSAddr, MTLS: opts.MTLS,
-		TrustDomain: opts.TrustDomain, Logger: log.WithName("xds")})
+	xdsOpts := xds.Options{Cluster: cluster, View: v, Addr: opts.XDSAddr, MTLS: opts.MTLS,
+		TrustDomain: opts.TrustDomain, Logger: log.WithName("xds")}
+	components := map[string]func(context.Context) error{}
+	switch {
+	case opts.XDSAuth == XDSAuthMTLS:
+		xt := &xdsTLS{cluster: cluster, namespace: opts.Namespace, kube: kube, view: v, names: opts.XDSServerNames, log: log.WithName("xds-tls")}
+		xdsOpts.TLS = xt.config()
+		components["xds-tls"] = xt.run
+	case !isLoopback(opts.XDSAddr):
+		log.Info("WARNING: xDS is served WITHOUT AUTHENTICATION beyond loopback (--xds-insecure-listen): anyone who reaches "+
+			"this address gets the cluster's configuration and may open any number of streams", "addr", opts.XDSAddr)
+	}
+	xdsServer, err := xds.New(xdsOpts)
 	if err != nil {
 		return err
 	}
-	listener, err := net.Listen("tcp", opts.HTTPAddr)
+	servers, err := listenHTTP(opts, debugSurfaces(cluster, v, xdsServer.Explain, registry()), log)
 	if err != nil {
-		return fmt.Errorf("agent HTTP server: %w", err)
+		return err
 	}
-	server := &http.Server{Handler: debugHandler(cluster, v, xdsServer.Explain, registry()), ReadHeaderTimeout: 10 * time.Second}
-	log.Info("agent started", "identity", opts.Identity, "etcd", creds.Etcd.Endpoints, "http", listener.Addr().String())
-	return runAll(ctx, map[string]func(context.Context) error{
+	for addr, serve := range servers {
+		components["http "+addr] = serve
+	}
+	log.Info("agent started", "identity", opts.Identity, "etcd", creds.Etcd.Endpoints, "health", opts.HTTPAddr,
+		"metrics", opts.MetricsAddr, "debug", opts.DebugAddr, "xds", opts.XDSAddr, "xdsAuth", opts.XDSAuth)
+	maps.Copy(components, map[string]func(context.Context) error{
 		"import": reader.Run,
 		"digest": opts.viewCheck.run,
 		"hub":    func(ctx context.Context) error { return watchHub(ctx, etcd, cluster, v, log.WithName("hub")) },
@@ -184,9 +263,9 @@ func Run(ctx context.Context, opts Options) error {
 		},
 		"xds":         xdsServer.Run,
 		"sync":        func(ctx context.Context) error { return lead(ctx, kube, deps, opts, cluster, etcd, v, cr, log) },
-		"http":        func(ctx context.Context) error { return serveHTTP(ctx, server, listener) },
 		"credentials": cr.reload,
 	})
+	return runAll(ctx, components)
 }
 
 // registry holds the agent's metrics: its own packages', and no other component's,

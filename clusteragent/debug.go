@@ -1,13 +1,16 @@
 package clusteragent
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -77,8 +80,75 @@ var debugHooks []func(*http.ServeMux, *view.View)
 // explainer answers /debug/explain: the xDS server's Explain.
 type explainer func(namespace, name, zone string) ([]xds.Explanation, error)
 
-func debugHandler(cluster string, v *view.View, explain explainer, metrics prometheus.Gatherer) http.Handler {
-	mux := http.NewServeMux()
+// surfaces are the agent's HTTP surfaces, each a set of handlers on a mux: health
+// (/healthz, /readyz), metrics (/metrics) and debug (/debug/...). Each is served on
+// the address its option gives; surfaces with the same address share a listener.
+type surfaces struct {
+	health, metrics, debug func(*http.ServeMux)
+}
+
+func debugSurfaces(cluster string, v *view.View, explain explainer, metrics prometheus.Gatherer) surfaces {
+	return surfaces{
+		health: func(mux *http.ServeMux) {
+			mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok")) }) //nolint:errcheck
+			mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+				if !v.HasSynced() {
+					http.Error(w, "the view has not completed its first list of the hub's etcd", http.StatusServiceUnavailable)
+					return
+				}
+				w.Write([]byte("ok")) //nolint:errcheck
+			})
+		},
+		metrics: func(mux *http.ServeMux) {
+			mux.Handle("/metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
+		},
+		debug: func(mux *http.ServeMux) { debugHandlers(mux, cluster, v, explain) },
+	}
+}
+
+// listenHTTP listens on the address of every surface that is on ("0" is off) and
+// returns a server per address, to run until its context ends. A surface beyond
+// loopback is logged: /metrics and /debug are on loopback unless opened.
+func listenHTTP(opts Options, s surfaces, log logr.Logger) (map[string]func(context.Context) error, error) {
+	muxes := map[string]*http.ServeMux{}
+	var order []string
+	for _, sf := range []struct {
+		name, addr string
+		add        func(*http.ServeMux)
+	}{{"health", opts.HTTPAddr, s.health}, {"metrics", opts.MetricsAddr, s.metrics}, {"debug", opts.DebugAddr, s.debug}} {
+		if sf.addr == "0" {
+			continue
+		}
+		mux, ok := muxes[sf.addr]
+		if !ok {
+			mux = http.NewServeMux()
+			muxes[sf.addr] = mux
+			order = append(order, sf.addr)
+		}
+		sf.add(mux)
+		if sf.name != "health" && !isLoopback(sf.addr) {
+			log.Info("serving an agent surface beyond loopback: anyone who reaches it reads it", "surface", sf.name, "addr", sf.addr)
+		}
+	}
+	out := map[string]func(context.Context) error{}
+	var listeners []net.Listener
+	for _, addr := range order {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, l := range listeners {
+				l.Close() //nolint:errcheck
+			}
+			return nil, fmt.Errorf("agent HTTP server on %s: %w", addr, err)
+		}
+		listeners = append(listeners, l)
+		server := &http.Server{Handler: muxes[addr], ReadHeaderTimeout: 10 * time.Second}
+		out[addr] = func(ctx context.Context) error { return serveHTTP(ctx, server, l) }
+	}
+	return out, nil
+}
+
+// debugHandlers adds /debug/view, /debug/explain and the test hooks to mux.
+func debugHandlers(mux *http.ServeMux, cluster string, v *view.View, explain explainer) {
 	mux.HandleFunc("/debug/explain", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		ns, name, ok := strings.Cut(q.Get("service"), "/")
@@ -100,15 +170,6 @@ func debugHandler(cluster string, v *view.View, explain explainer, metrics prome
 			fmt.Fprintf(w, "%s:%d\n%s\n", e.Hostname, e.Port, e.Text)
 		}
 	})
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok")) }) //nolint:errcheck
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !v.HasSynced() {
-			http.Error(w, "the view has not completed its first list of the hub's etcd", http.StatusServiceUnavailable)
-			return
-		}
-		w.Write([]byte("ok")) //nolint:errcheck
-	})
-	mux.Handle("/metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
 	for _, hook := range debugHooks {
 		hook(mux, v)
 	}
@@ -118,7 +179,6 @@ func debugHandler(cluster string, v *view.View, explain explainer, metrics prome
 		enc.SetIndent("", "  ")
 		enc.Encode(Debug(cluster, v, time.Now())) //nolint:errcheck
 	})
-	return mux
 }
 
 func sortServices(s []*model.ServiceEndpoints) {

@@ -89,11 +89,11 @@ func identity(t *testing.T, ca *pki.CA, dir, spiffeID string, ips ...string) {
 func meshClient(t *testing.T, c *sandbox.Cluster, zone, target, dir string) *grpc.ClientConn {
 	t.Helper()
 	bootstrap := fmt.Sprintf(`{
-  "xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
+  "xds_servers": [{"server_uri": %q, "channel_creds": %s, "server_features": ["xds_v3"]}],
   "node": {"id": "e2e-mesh-client-%s", "locality": {"region": %q, "zone": %q}},
   "certificate_providers": {"meshfed": {"plugin_name": "file_watcher", "config": {
     "certificate_file": %q, "private_key_file": %q, "ca_certificate_file": %q, "refresh_interval": "1s"}}}
-}`, c.XDSAddr, zone, c.Region, zone, filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "ca.crt"))
+}`, c.XDSAddr, c.XDSChannelCreds(), zone, c.Region, zone, filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "ca.crt"))
 	resolver, err := grpcxds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,6 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -23,7 +22,7 @@ import (
 // edsWatch is a bare ADS client: it watches one load assignment, ACKs every response,
 // and reports the number of healthy endpoints in each.
 func edsWatch(ctx context.Context, b testing.TB, c *sandbox.Cluster, zone, cluster string) <-chan int {
-	conn, err := grpc.NewClient(c.XDSAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(c.XDSAddr, grpc.WithTransportCredentials(c.XDSCredentials()))
 	if err != nil {
 		b.Fatal(err)
 	}

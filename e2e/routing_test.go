@@ -28,9 +28,9 @@ import (
 func proxyless(t *testing.T, c *sandbox.Cluster, zone, target string) *grpc.ClientConn {
 	t.Helper()
 	bootstrap := fmt.Sprintf(`{
-  "xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
+  "xds_servers": [{"server_uri": %q, "channel_creds": %s, "server_features": ["xds_v3"]}],
   "node": {"id": "e2e-client-%s", "locality": {"region": %q, "zone": %q}}
-}`, c.XDSAddr, zone, c.Region, zone)
+}`, c.XDSAddr, c.XDSChannelCreds(), zone, c.Region, zone)
 	resolver, err := grpcxds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/meshfed/meshfed/eastwest/internal/adsclient"
@@ -22,10 +23,11 @@ import (
 // the clusters that listener names. An update is ACKed once its routes are in use
 // (FromXDS accepted it and SetRoutes took it), or, for load assignments that arrive
 // before any listener, once they are kept for it; any other update is NACKed with the
-// reason and the gateway keeps the routes it has.
-func (g *Gateway) FollowXDS(ctx context.Context, server, nodeID string, log logr.Logger) error {
+// reason and the gateway keeps the routes it has. dial tunes the connection to the
+// agent: its transport credentials when the agent's xDS requires mTLS.
+func (g *Gateway) FollowXDS(ctx context.Context, server, nodeID string, log logr.Logger, dial ...grpc.DialOption) error {
 	f := &follower{gw: g}
-	ads := adsclient.New(server, &corev3.Node{Id: nodeID}, f.apply, log)
+	ads := adsclient.New(server, &corev3.Node{Id: nodeID}, f.apply, log, dial...)
 	f.subscribe = ads.Subscribe
 	ads.Subscribe(resourcev3.ListenerType, []string{xdsnames.GatewayListener})
 	return ads.Run(ctx)

@@ -10,6 +10,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+
+	"github.com/meshfed/meshfed/internal/workloadtls"
 )
 
 // Defaults of RunOptions.
@@ -29,6 +32,10 @@ type RunOptions struct {
 	Gateway Options
 	// XDSServer is the cluster agent's xDS (ADS) address, host:port. Required.
 	XDSServer string
+	// XDSCertDir holds the gateway's workload certificate (tls.crt, tls.key, ca.crt,
+	// as the agent writes them), presented to an agent whose xDS requires mTLS and
+	// reread at every connection. Empty: plaintext xDS (an agent on loopback).
+	XDSCertDir string
 	// NodeID is the gateway's xDS node id. Default eastwest~<hostname>.
 	NodeID string
 	// HTTPAddress serves Handler: /healthz, /readyz and /metrics. Default ":15021".
@@ -86,11 +93,15 @@ func Run(ctx context.Context, opts RunOptions) error {
 	followed := make(chan struct{})
 	go func() {
 		defer close(followed)
-		gw.FollowXDS(followCtx, opts.XDSServer, opts.NodeID, log.WithName("xds")) //nolint:errcheck // returns nil when followCtx ends
+		var dial []grpc.DialOption
+		if opts.XDSCertDir != "" {
+			dial = append(dial, grpc.WithTransportCredentials(workloadtls.ClientCredentials(opts.XDSCertDir)))
+		}
+		gw.FollowXDS(followCtx, opts.XDSServer, opts.NodeID, log.WithName("xds"), dial...) //nolint:errcheck // returns nil when followCtx ends
 	}()
 	errc := make(chan error, 1)
 	go func() { errc <- gw.ListenAndServe() }()
-	log.Info("East-west gateway starting", "listen", gw.opts.Address, "xdsServer", opts.XDSServer, "nodeID", opts.NodeID)
+	log.Info("East-west gateway starting", "listen", gw.opts.Address, "xdsServer", opts.XDSServer, "nodeID", opts.NodeID, "xdsCertDir", opts.XDSCertDir)
 
 	select {
 	case err = <-errc:

@@ -129,8 +129,20 @@ func agentCommand() *cobra.Command {
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the member cluster (default: in-cluster)")
 	f.StringVar(&opts.Namespace, "namespace", "meshfed-system", "namespace of the credentials Secret and the leader Lease")
 	f.StringVar(&opts.Identity, "identity", "", "this replica's stable name (default: host name)")
-	f.StringVar(&opts.HTTPAddr, "http-addr", clusteragent.DefaultHTTPAddr, "address of /healthz, /readyz, /metrics and /debug/view")
-	f.StringVar(&opts.XDSAddr, "xds-addr", clusteragent.DefaultXDSAddr, "address of the xDS (ADS) server for the cluster's proxies")
+	f.StringVar(&opts.HTTPAddr, "http-addr", clusteragent.DefaultHTTPAddr, "address of /healthz and /readyz (the kubelet's probes)")
+	f.StringVar(&opts.MetricsAddr, "metrics-addr", clusteragent.DefaultMetricsAddr,
+		"address of /metrics; loopback by default, give e.g. :9093 for Prometheus to scrape; the same address as another surface shares its port; 0 disables")
+	f.StringVar(&opts.DebugAddr, "debug-addr", clusteragent.DefaultDebugAddr,
+		"address of /debug/view and /debug/explain (the whole federation's view, unauthenticated): loopback by default; 0 disables")
+	f.StringVar(&opts.XDSAddr, "xds-addr", "", "address of the xDS (ADS) server for the cluster's proxies (default "+
+		clusteragent.DefaultXDSAddr+" with --xds-auth=mtls, "+clusteragent.DefaultXDSLoopbackAddr+" with none)")
+	f.StringVar(&opts.XDSAuth, "xds-auth", "", "how the xDS server authenticates proxies: "+clusteragent.XDSAuthMTLS+
+		" (TLS from the cluster's intermediate; proxies present a workload certificate of this cluster) or "+clusteragent.XDSAuthNone+
+		" (plaintext, loopback only unless --xds-insecure-listen); default mtls with --mtls, none without")
+	f.BoolVar(&opts.XDSInsecureListen, "xds-insecure-listen", false,
+		"with --xds-auth=none, let --xds-addr be an address beyond loopback: anyone who reaches it is served, unauthenticated")
+	f.StringSliceVar(&opts.XDSServerNames, "xds-server-names", nil,
+		"DNS names and IPs of the xDS serving certificate, the hosts proxies' bootstraps use (default: the meshfed-agent Service's names, localhost, 127.0.0.1, ::1 and the --xds-addr IP)")
 	f.StringVar(&opts.WorkloadCerts.Dir, "workload-cert-dir", "", "issue workload certificates from the cluster's intermediate into DIR/<ns>/<sa>/")
 	f.StringSliceVar(&opts.WorkloadCerts.Identities, "workload-identities", nil, "identities to issue workload certificates for, <namespace>/<serviceAccount>")
 	f.DurationVar(&opts.WorkloadCerts.Lifetime, "workload-cert-lifetime", trust.DefaultWorkloadLifetime, "lifetime of workload certificates")

@@ -113,3 +113,26 @@ func RegisterMetrics(reg any) { reg.MustRegister(y) }
 		t.Fatalf("initRegisters = %v, want %v", got, want)
 	}
 }
+
+// TestAgentFlagDefaults: the agent's debug and metrics surfaces are on loopback by
+// default, and the xDS address and authentication are left to the agent to settle
+// (loopback without a mesh CA, every interface with mTLS).
+func TestAgentFlagDefaults(t *testing.T) {
+	f := agentCommand().Flags()
+	for flag, want := range map[string]string{
+		"metrics-addr": "127.0.0.1:9093", "debug-addr": "127.0.0.1:9094", "http-addr": ":9092",
+		"xds-addr": "", "xds-auth": "", "xds-insecure-listen": "false", "xds-server-names": "[]",
+	} {
+		got := f.Lookup(flag)
+		if got == nil {
+			t.Errorf("no --%s", flag)
+			continue
+		}
+		if got.DefValue != want {
+			t.Errorf("--%s defaults to %q, want %q", flag, got.DefValue, want)
+		}
+	}
+	if gateway := gatewayCommand().Flags().Lookup("xds-cert-dir"); gateway == nil || gateway.DefValue != "" {
+		t.Errorf("gateway --xds-cert-dir: %v", gateway)
+	}
+}

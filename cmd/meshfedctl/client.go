@@ -63,8 +63,8 @@ that answer with their identity (package echo) show where each request landed.`,
 					return err
 				}
 			}
-			bootstrap := fmt.Sprintf(`{"xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
-"node": {"id": "meshfedctl-client", "locality": {"region": %q, "zone": %q}}%s}`, c.XDSAddr, c.Region, zone, providers)
+			bootstrap := fmt.Sprintf(`{"xds_servers": [{"server_uri": %q, "channel_creds": %s, "server_features": ["xds_v3"]}],
+"node": {"id": "meshfedctl-client", "locality": {"region": %q, "zone": %q}}%s}`, c.XDSAddr, c.XDSChannelCreds(), c.Region, zone, providers)
 			resolver, err := grpcxds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
 			if err != nil {
 				return err

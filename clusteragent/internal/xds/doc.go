@@ -20,9 +20,17 @@
 // golden files pin the snapshot the server sets.
 //
 // Invariants:
-//   - Proxies are grouped by locality (region and zone from their node): each group
-//     shares one snapshot, so cost grows with localities, not with proxies. The node
-//     hash is pure; streams join and leave their group in the stream callbacks.
+//   - Proxies are grouped by locality: each group shares one snapshot, so cost grows
+//     with localities, not with proxies. The server, not the proxy, decides the
+//     locality: this cluster's region, and the claimed zone only if the cluster
+//     declares it, else the default group (zone ""). So groups are bounded by the
+//     cluster's declared zones plus one, whatever proxies claim. The decision is
+//     written into every request's node before the cache's (pure) node hash reads it.
+//   - A group lives while it has streams: when its last stream closes, its snapshot
+//     is dropped. Only state-of-the-world streams are served (delta streams and unary
+//     fetches are refused: they would bypass the stream callbacks).
+//   - With Options.TLS the port serves only clients the TLS configuration accepts;
+//     refused handshakes are counted, and a refused client never reaches a callback.
 //   - A snapshot is built whole, checked (our own consistency check, which follows
 //     API listeners' RDS references, and ValidateAll), and only then set: a proxy never gets a resource that fails validation, or a route to a cluster
 //     it cannot resolve.

@@ -34,6 +34,18 @@ var (
 		Namespace: "meshfed", Subsystem: "xds", Name: "remote_gateway_down",
 		Help: "1 while a remote cluster's east-west gateway fails its probe (its cluster gets no traffic), else 0.",
 	}, []string{"gateway"})
+	groupsGauge = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "meshfed", Subsystem: "xds", Name: "groups",
+		Help: "Groups of proxies (one per locality of this cluster that has open streams), each with its own snapshot.",
+	})
+	claimsIgnored = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "meshfed", Subsystem: "xds", Name: "locality_claims_ignored_total",
+		Help: "Proxy streams whose claimed locality was not honored (they joined the cluster's default group), by reason (UndeclaredZone, ForeignRegion).",
+	}, []string{"reason"})
+	handshakeFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "meshfed", Subsystem: "xds", Name: "handshake_failures_total",
+		Help: "TLS handshakes the xDS port refused: clients without a certificate of this cluster's mesh identities.",
+	})
 	nacks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "meshfed", Subsystem: "xds", Name: "nacks_total",
 		Help: "Responses proxies rejected, by resource type.",
@@ -43,5 +55,5 @@ var (
 // RegisterMetrics registers the xDS server's collectors with reg. Call it once per
 // registry: registering twice panics.
 func RegisterMetrics(reg prometheus.Registerer) {
-	reg.MustRegister(buildLatency, ackLatency, rebuildDuration, pushBytes, gatewayDown, nacks)
+	reg.MustRegister(buildLatency, ackLatency, rebuildDuration, pushBytes, gatewayDown, nacks, groupsGauge, claimsIgnored, handshakeFailures)
 }

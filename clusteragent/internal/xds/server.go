@@ -2,12 +2,14 @@ package xds
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +25,7 @@ import (
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 	"k8s.io/utils/clock"
@@ -52,6 +55,10 @@ type Options struct {
 	TrustDomain string
 	// Addr is the gRPC listen address. Required.
 	Addr string
+	// TLS, when set, is the server side of the xDS port's TLS: the agent's serving
+	// certificate and the client certificates it requires (see the agent's xDS
+	// authentication). nil serves plaintext: the caller decides where that is allowed.
+	TLS *tls.Config
 	// Debounce is how long a change waits for more before snapshots are rebuilt.
 	// Default 1ms: bursts coalesce, single changes go out at once.
 	Debounce time.Duration
@@ -75,7 +82,7 @@ type Options struct {
 //   - opts, log, cache, since, wake and probe are set by New and only read after.
 //   - Run's loop owns targets, shared, built, version, hold, memo and holdEnd: no
 //     other goroutine reads or writes them, so they need no lock.
-//   - mu guards groups, streams, sent, changed, pending, served and lis. The stream
+//   - mu guards groups, streams, freed, sent, changed, pending, served and lis. The stream
 //     callbacks also write sent (the last response of each stream and type) and read
 //     it to hold a NACK until a newer snapshot (holdRefused). The stream
 //     callbacks write groups and streams (a stream joins its group on its first
@@ -85,9 +92,16 @@ type Options struct {
 //   - served is the targets of the last rebuild, set whole and never mutated after:
 //     Explain computes from it what the proxies were sent.
 //
-// A group stays in groups when its last stream closes, with its snapshot; freeing
-// it (a group whose streams count dropped to 0) is for the loop to do, since it owns
-// built and sets snapshots.
+// A group leaves groups when its last stream closes and its key goes to freed; the
+// loop then drops its snapshot (built, the cache's snapshot and watches, pending)
+// unless a stream joined it again in between, under mu, so that a stream joining the
+// group cannot slip between the check and the clearing.
+//
+// Which group a proxy joins is the agent's decision, not the proxy's: the cluster's
+// own region, and the zone the proxy claims only if the cluster declares it
+// (honoredGroup). The decision is made once, on the stream's first request, and
+// written into the node of every request of the stream before the cache hashes it,
+// so the cache's group and the counted group are always the same.
 type Server struct {
 	opts  Options
 	log   logr.Logger
@@ -108,7 +122,8 @@ type Server struct {
 
 	mu      sync.Mutex
 	groups  map[string]*groupState // groups with proxies, by key
-	streams map[int64]string       // open streams' group keys, by stream ID
+	streams map[int64]*stream      // open streams, by stream ID
+	freed   map[string]bool        // groups whose last stream closed, to be dropped by the loop
 	sent    map[sentKey]sentResp   // the last response of each stream and type
 	changed time.Time              // earliest change not yet in a snapshot
 	pending map[string]pendingAck  // by group key
@@ -125,23 +140,64 @@ type sentKey struct {
 
 type sentResp struct{ nonce, version string }
 
+// stream is an open stream's group, and the node its requests carry once the group
+// is written into it.
+type stream struct {
+	key string
+	// claimed is the node the proxy sent (go-control-plane passes it again with
+	// every request that has none), served the same node with the group's locality.
+	claimed, served *corev3.Node
+}
+
 // groupState is a group and how many open streams its proxies hold.
 type groupState struct {
 	Group
 	streams int
 }
 
-// Group is the proxies of one locality of this cluster.
+// Group is the proxies of one locality of this cluster. The group of proxies whose
+// zone is not one the cluster declares (or who claim none) has Zone "": the cluster's
+// default group, which gets the region's priorities.
 type Group struct {
 	Region, Zone string
 }
 
 func (g Group) key() string { return g.Region + "/" + g.Zone }
 
-// groupOf is the group of a proxy: its node's region and zone.
+// groupOf is the group a node's locality names. Only nodes whose locality the server
+// wrote (join) reach the cache, so this is the group the server chose.
 func groupOf(node *corev3.Node) Group {
 	return Group{Region: node.GetLocality().GetRegion(), Zone: node.GetLocality().GetZone()}
 }
+
+// honoredGroup is the group a proxy claiming locality belongs to: this cluster's
+// region whatever the proxy claims, and the claimed zone only if the cluster declares
+// it (its ClusterInfo, written by the hub); any other claim puts it in the default
+// group. A proxy cannot make the agent build a snapshot for a locality the cluster
+// does not have, nor rank endpoints as if it sat in another cluster's zone. The
+// second result says why a claim was not honored ("" if it was).
+func honoredGroup(info *model.ClusterInfo, claimed *corev3.Locality) (Group, string) {
+	var g Group
+	var zones []string
+	if info != nil {
+		g.Region, zones = info.Region, info.Zones
+	}
+	zone := claimed.GetZone()
+	switch {
+	case claimed.GetRegion() != "" && claimed.GetRegion() != g.Region:
+		return g, claimForeignRegion
+	case zone != "" && !slices.Contains(zones, zone):
+		return g, claimUndeclaredZone
+	}
+	g.Zone = zone
+	return g, ""
+}
+
+// Reasons a proxy's locality claim was not honored.
+const (
+	claimForeignRegion  = "ForeignRegion"
+	claimUndeclaredZone = "UndeclaredZone"
+)
 
 // pendingAck is a pushed version whose ACK is awaited, and when the change it carries
 // was seen.
@@ -189,7 +245,7 @@ func New(opts Options) (*Server, error) {
 		opts.Clock = clock.RealClock{}
 	}
 	s := &Server{opts: opts, log: opts.Logger, since: opts.Clock.Now(), wake: make(chan struct{}, 1),
-		groups: map[string]*groupState{}, streams: map[int64]string{}, sent: map[sentKey]sentResp{}, built: map[string]*built{},
+		groups: map[string]*groupState{}, streams: map[int64]*stream{}, freed: map[string]bool{}, sent: map[sentKey]sentResp{}, built: map[string]*built{},
 		pending: map[string]pendingAck{}, hold: newFailback(), memo: NewMemo()}
 	if s.log.GetSink() == nil {
 		s.log = logr.Discard()
@@ -200,30 +256,65 @@ func New(opts Options) (*Server, error) {
 }
 
 // groupHash maps a proxy to its group's snapshot. It is pure: the cache calls it on
-// every request, and groups are registered by the stream callbacks (join).
+// every request, after join wrote the group the server chose into the request's node.
 type groupHash struct{}
 
 func (groupHash) ID(node *corev3.Node) string { return groupOf(node).key() }
 
-// join registers stream id with its proxy's group, once per stream, and schedules a
-// rebuild when the group is new so that its first snapshot is set. go-control-plane
-// calls OnStreamRequest before it asks the cache for the request's snapshot.
-func (s *Server) join(id int64, node *corev3.Node) {
-	g := groupOf(node)
+// join puts the group the server chose for stream id into req's node, registering the
+// stream with that group on its first request and scheduling a rebuild when the group
+// is new so that its first snapshot is set. go-control-plane calls OnStreamRequest
+// before it asks the cache for the request's snapshot.
+func (s *Server) join(id int64, req *discoverygrpc.DiscoveryRequest) {
 	s.mu.Lock()
-	if _, ok := s.streams[id]; ok {
+	st, ok := s.streams[id]
+	if ok {
+		if req.GetNode() != st.claimed && req.GetNode() != nil {
+			// A proxy that sends its node with every request (Envoy does): keep the group
+			// of the first one.
+			st.claimed, st.served = req.GetNode(), withLocality(req.GetNode(), st.key)
+		}
+		req.Node = st.served
 		s.mu.Unlock()
 		return
 	}
-	s.streams[id] = g.key()
+	s.mu.Unlock()
+
+	var info *model.ClusterInfo
+	if c, ok := s.opts.View.Cluster(s.opts.Cluster); ok {
+		info = c.Info
+	}
+	g, refused := honoredGroup(info, req.GetNode().GetLocality())
+	st = &stream{key: g.key(), claimed: req.GetNode(), served: withLocality(req.GetNode(), g.key())}
+	req.Node = st.served
+
+	s.mu.Lock()
+	s.streams[id] = st
 	isNew := s.addGroup(g)
 	s.mu.Unlock()
+	if refused != "" {
+		claimsIgnored.WithLabelValues(refused).Inc()
+		s.log.V(1).Info("proxy's locality claim not honored: it joins the cluster's default group", "node", req.GetNode().GetId(),
+			"claimedRegion", req.GetNode().GetLocality().GetRegion(), "claimedZone", req.GetNode().GetLocality().GetZone(),
+			"reason", refused, "group", g.key())
+	}
 	if isNew {
 		if g.Zone == "" {
-			s.log.Info("proxy without a zone: it gets its region's, else the default, priorities", "node", node.GetId(), "region", g.Region)
+			s.log.Info("first proxy of the default group: it gets its region's, else the default, priorities", "node", req.GetNode().GetId(), "region", g.Region)
 		}
 		s.poke(time.Now())
 	}
+}
+
+// withLocality is a copy of node with the locality of group key.
+func withLocality(node *corev3.Node, key string) *corev3.Node {
+	out := &corev3.Node{}
+	if node != nil {
+		out = proto.Clone(node).(*corev3.Node)
+	}
+	region, zone, _ := strings.Cut(key, "/")
+	out.Locality = &corev3.Locality{Region: region, Zone: zone}
+	return out
 }
 
 // addGroup counts one more stream of g and reports whether g is new. s.mu is held.
@@ -232,27 +323,58 @@ func (s *Server) addGroup(g Group) bool {
 	if !ok {
 		gs = &groupState{Group: g}
 		s.groups[g.key()] = gs
+		delete(s.freed, g.key()) // joined again before the loop dropped it: keep it
+		groupsGauge.Set(float64(len(s.groups)))
 	}
 	gs.streams++
 	return !ok
 }
 
-// leave forgets stream id. Its group keeps its snapshot (see Server).
+// leave forgets stream id; the last stream of a group hands the group to the loop to
+// drop.
 func (s *Server) leave(id int64) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	key, ok := s.streams[id]
+	st, ok := s.streams[id]
 	if !ok {
+		s.mu.Unlock()
 		return // closed before its first request
 	}
 	delete(s.streams, id)
-	if gs := s.groups[key]; gs != nil {
-		gs.streams--
-	}
 	for k := range s.sent {
 		if k.stream == id {
 			delete(s.sent, k)
 		}
+	}
+	freed := false
+	if gs := s.groups[st.key]; gs != nil {
+		if gs.streams--; gs.streams <= 0 {
+			delete(s.groups, st.key)
+			s.freed[st.key] = true
+			groupsGauge.Set(float64(len(s.groups)))
+			freed = true
+		}
+	}
+	s.mu.Unlock()
+	if freed {
+		s.wakeLoop()
+	}
+}
+
+// dropFreed drops the snapshots of the groups whose last stream closed and that no
+// stream joined since. It holds mu while clearing: a stream joining such a group
+// waits in join, and its watch is made after the clearing, on a fresh cache entry that
+// the rebuild its join schedules fills.
+func (s *Server) dropFreed() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for key := range s.freed {
+		delete(s.freed, key)
+		if _, back := s.groups[key]; back {
+			continue
+		}
+		s.cache.ClearSnapshot(key)
+		delete(s.built, key)
+		delete(s.pending, key)
 	}
 }
 
@@ -277,10 +399,22 @@ func (s *Server) poke(t time.Time) {
 		s.changed = t
 	}
 	s.mu.Unlock()
+	s.wakeLoop()
+}
+
+// wakeLoop wakes Run's loop: it drops freed groups and rebuilds.
+func (s *Server) wakeLoop() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
+}
+
+// Groups is how many groups of proxies have open streams, each with its snapshot.
+func (s *Server) Groups() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.groups)
 }
 
 // Addr is the address the server listens on, once Run has started listening.
@@ -302,11 +436,15 @@ func (s *Server) Run(ctx context.Context) error {
 	s.mu.Lock()
 	s.lis = lis
 	s.mu.Unlock()
-	grpcServer := grpc.NewServer(
+	sopts := []grpc.ServerOption{}
+	if s.opts.TLS != nil {
+		sopts = append(sopts, grpc.Creds(&handshakeCounter{TransportCredentials: credentials.NewTLS(s.opts.TLS), log: s.log}))
+	}
+	grpcServer := grpc.NewServer(append(sopts,
 		grpc.MaxConcurrentStreams(1<<20),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	)...)
 	xdsServer := serverv3.NewServer(ctx, s.cache, s.callbacks())
 	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(grpcServer, xdsServer)
 	listenerservice.RegisterListenerDiscoveryServiceServer(grpcServer, xdsServer)
@@ -322,7 +460,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}()
 	errc := make(chan error, 1)
 	go func() { errc <- grpcServer.Serve(lis) }()
-	s.log.Info("xDS server listening", "addr", lis.Addr().String())
+	s.log.Info("xDS server listening", "addr", lis.Addr().String(), "tls", s.opts.TLS != nil)
 
 	if err := s.opts.View.WaitSynced(ctx); err != nil {
 		return nil
@@ -337,6 +475,9 @@ func (s *Server) Run(ctx context.Context) error {
 			<-errc
 			return nil
 		case err := <-errc:
+			if ctx.Err() != nil {
+				return nil // stopped with ctx: both were ready
+			}
 			return fmt.Errorf("xds: serve: %w", err)
 		case <-refresh.C:
 			now := s.opts.Clock.Now()
@@ -345,6 +486,7 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		case <-s.wake:
 			time.Sleep(s.opts.Debounce)
+			s.dropFreed()
 			if err := s.rebuild(ctx, time.Now()); err != nil {
 				s.log.Error(err, "rebuild xDS snapshots")
 			}
@@ -557,8 +699,16 @@ func check(snap *cachev3.Snapshot, targets []Target) error {
 
 func (s *Server) callbacks() serverv3.Callbacks {
 	return serverv3.CallbackFuncs{
+		// Delta xDS and unary fetches are not served: both would ask the cache for a
+		// node's snapshot without the stream callbacks, whose join decides the group.
+		DeltaStreamOpenFunc: func(context.Context, int64, string) error {
+			return errors.New("meshfed's xDS server serves state-of-the-world ADS only")
+		},
+		FetchRequestFunc: func(context.Context, *discoverygrpc.DiscoveryRequest) error {
+			return errors.New("meshfed's xDS server serves state-of-the-world ADS only")
+		},
 		StreamRequestFunc: func(id int64, req *discoverygrpc.DiscoveryRequest) error {
-			s.join(id, req.GetNode())
+			s.join(id, req)
 			// An ACK of load assignments closes the change-to-proxy measurement.
 			if req.GetTypeUrl() != resourcev3.EndpointType || req.GetResponseNonce() == "" || req.GetErrorDetail() != nil {
 				if req.GetErrorDetail() != nil {
@@ -617,14 +767,16 @@ type Excluded struct {
 // failback holds and gateway probes), whether or not a proxy of that zone is
 // connected.
 func (s *Server) Explain(namespace, name, zone string) ([]Explanation, error) {
-	region := ""
-	if c, ok := s.opts.View.Cluster(s.opts.Cluster); ok && c.Info != nil {
-		region = c.Info.Region
+	var info *model.ClusterInfo
+	if c, ok := s.opts.View.Cluster(s.opts.Cluster); ok {
+		info = c.Info
 	}
+	// The zone a proxy there would be served: an undeclared one gets the default group's.
+	g, _ := honoredGroup(info, &corev3.Locality{Zone: zone})
 	s.mu.Lock()
 	served := s.served
 	s.mu.Unlock()
-	client := Client{Cluster: s.opts.Cluster, Region: region, Zone: zone}
+	client := Client{Cluster: s.opts.Cluster, Region: g.Region, Zone: g.Zone}
 	var out []Explanation
 	for _, t := range served {
 		if t.Namespace != namespace || t.Name != name {
@@ -641,4 +793,25 @@ func (s *Server) Explain(namespace, name, zone string) ([]Explanation, error) {
 		return nil, fmt.Errorf("no global service %s/%s in what this agent's xDS server serves", namespace, name)
 	}
 	return out, nil
+}
+
+// handshakeCounter counts (and logs, verbosely: anyone who can reach the port can
+// cause them) the TLS handshakes the xDS port refuses: a client without a
+// certificate, with one from outside the mesh or from another cluster.
+type handshakeCounter struct {
+	credentials.TransportCredentials
+	log logr.Logger
+}
+
+func (h *handshakeCounter) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	conn, info, err := h.TransportCredentials.ServerHandshake(raw)
+	if err != nil {
+		handshakeFailures.Inc()
+		h.log.V(1).Info("xDS client refused", "remote", raw.RemoteAddr().String(), "error", err.Error())
+	}
+	return conn, info, err
+}
+
+func (h *handshakeCounter) Clone() credentials.TransportCredentials {
+	return &handshakeCounter{TransportCredentials: h.TransportCredentials.Clone(), log: h.log}
 }

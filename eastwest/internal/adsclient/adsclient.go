@@ -68,6 +68,7 @@ func newBackoff() wait.Backoff {
 // Client is an ADS client. Create it with New, start it with Run.
 type Client struct {
 	target string
+	dial   []grpc.DialOption
 	node   *corev3.Node
 	handle Handler
 	log    logr.Logger
@@ -77,10 +78,12 @@ type Client struct {
 	changed chan struct{}       // a subscription changed since the stream last looked
 }
 
-// New returns a client of the xDS server at target (host:port, insecure gRPC) that
-// identifies as node and hands every response of a subscribed type to handle.
-func New(target string, node *corev3.Node, handle Handler, log logr.Logger) *Client {
-	return &Client{target: target, node: node, handle: handle, log: log,
+// New returns a client of the xDS server at target (host:port) that identifies as
+// node and hands every response of a subscribed type to handle. It dials with dial
+// (e.g. grpc.WithTransportCredentials for an authenticating server); without
+// transport credentials among them, plaintext.
+func New(target string, node *corev3.Node, handle Handler, log logr.Logger, dial ...grpc.DialOption) *Client {
+	return &Client{target: target, dial: dial, node: node, handle: handle, log: log,
 		subs: map[string][]string{}, changed: make(chan struct{}, 1)}
 }
 
@@ -105,7 +108,7 @@ func (c *Client) Subscribe(typeURL string, names []string) {
 // Run keeps a stream open, reconnecting as needed, until ctx is done; then it
 // returns nil.
 func (c *Client) Run(ctx context.Context) error {
-	conn, err := grpc.NewClient(c.target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(c.target, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, c.dial...)...)
 	if err != nil {
 		return fmt.Errorf("ads client: %w", err)
 	}

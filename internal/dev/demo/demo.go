@@ -247,11 +247,11 @@ func publish(ctx context.Context, c *sandbox.Cluster, addrs []string) (*discover
 // xDS credentials from the workload certificates in dir.
 func meshClient(c *sandbox.Cluster, dir string) (*grpc.ClientConn, error) {
 	bootstrap := fmt.Sprintf(`{
-  "xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
+  "xds_servers": [{"server_uri": %q, "channel_creds": %s, "server_features": ["xds_v3"]}],
   "node": {"id": "demo-client", "locality": {"region": %q, "zone": %q}},
   "certificate_providers": {"meshfed": {"plugin_name": "file_watcher", "config": {
     "certificate_file": %q, "private_key_file": %q, "ca_certificate_file": %q, "refresh_interval": "10s"}}}
-}`, c.XDSAddr, c.Region, c.Zones[0], filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "ca.crt"))
+}`, c.XDSAddr, c.XDSChannelCreds(), c.Region, c.Zones[0], filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "ca.crt"))
 	resolver, err := grpcxds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
 	if err != nil {
 		return nil, err

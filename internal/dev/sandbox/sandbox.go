@@ -60,6 +60,9 @@ type Options struct {
 	// provider in their bootstrap.
 	MTLS bool
 	// MeshCA runs the hub with --mesh-ca: cert-manager's controllers and the mesh root.
+	// The agents then serve xDS with mTLS only (--xds-auth=mtls): the sandbox issues
+	// XDSClientIdentity and GatewayIdentity in every cluster, for its clients and
+	// gateways, and Up waits until each agent serves xDS over TLS.
 	MeshCA bool
 	// WorkloadIdentities ("<ns>/<sa>") get certificates from each cluster's
 	// intermediate, in Cluster.CertDir.
@@ -105,7 +108,12 @@ type Cluster struct {
 	// GatewayAddr is the cluster's east-west gateway, as registered in its MeshCluster.
 	GatewayAddr string `json:"gatewayAddr"`
 	// CertDir holds workload certificates the agent issues, <ns>/<sa>/{tls.crt,tls.key,ca.crt}.
-	CertDir    string `json:"certDir,omitempty"`
+	CertDir string `json:"certDir,omitempty"`
+	// XDSCertDir is the workload certificate xDS clients of the sandbox present to the
+	// agent (XDSClientIdentity) when its xDS requires mTLS (Options.MeshCA); empty:
+	// the agent serves plaintext xDS on loopback. XDSChannelCreds and XDSCredentials
+	// are what bootstraps and raw ADS clients use.
+	XDSCertDir string `json:"xdsCertDir,omitempty"`
 	GatewayPID int    `json:"gatewayPID"`
 
 	cp      *localkube.ControlPlane
@@ -272,6 +280,14 @@ func Up(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 		return nil, err
 	}
 	say("every cluster Connected and Synced, %s after start", time.Since(start).Round(100*time.Millisecond))
+	if opts.MeshCA {
+		for _, c := range s.Clusters {
+			if err := waitXDS(ctx, c, opts.Timeout); err != nil {
+				return nil, err
+			}
+		}
+		say("every agent serves xDS over mTLS")
+	}
 	return s, s.write()
 }
 
@@ -498,8 +514,9 @@ func (s *Sandbox) StartAgent(ctx context.Context, name string) error {
 		c.AgentAddr = "127.0.0.1:" + strconv.Itoa(ports[0])
 		c.XDSAddr = "127.0.0.1:" + strconv.Itoa(ports[1])
 	}
+	// AgentAddr serves the probes, /metrics and /debug on loopback.
 	args := []string{"agent", "--kubeconfig", kubeconfig, "--identity", name + "-agent", "--http-addr", c.AgentAddr,
-		"--xds-addr", c.XDSAddr, "--log-format", "text"}
+		"--metrics-addr", c.AgentAddr, "--debug-addr", c.AgentAddr, "--xds-addr", c.XDSAddr, "--log-format", "text"}
 	if s.opts.HeartbeatTTL > 0 {
 		args = append(args, "--heartbeat-ttl", s.opts.HeartbeatTTL.String())
 	}
@@ -509,9 +526,21 @@ func (s *Sandbox) StartAgent(ctx context.Context, name string) error {
 	if s.opts.MTLS {
 		args = append(args, "--mtls")
 	}
-	if len(s.opts.WorkloadIdentities) > 0 {
+	identities := slices.Clone(s.opts.WorkloadIdentities)
+	if s.opts.MeshCA {
+		args = append(args, "--xds-auth", "mtls")
+		for _, id := range []string{XDSClientIdentity, GatewayIdentity} {
+			if !slices.Contains(identities, id) {
+				identities = append(identities, id)
+			}
+		}
+	}
+	if len(identities) > 0 {
 		c.CertDir = filepath.Join(c.dir, "certs")
-		args = append(args, "--workload-cert-dir", c.CertDir, "--workload-identities", strings.Join(s.opts.WorkloadIdentities, ","))
+		args = append(args, "--workload-cert-dir", c.CertDir, "--workload-identities", strings.Join(identities, ","))
+	}
+	if s.opts.MeshCA {
+		c.XDSCertDir = filepath.Join(c.CertDir, XDSClientIdentity)
 	}
 	if d := s.opts.WorkloadCertLifetime; d > 0 {
 		args = append(args, "--workload-cert-lifetime", d.String())
@@ -545,9 +574,12 @@ func (s *Sandbox) StartGateway(ctx context.Context, name string) error {
 		return err
 	}
 	health := "127.0.0.1:" + strconv.Itoa(ports[0])
-	p, err := proc.Start(name+"/gateway", s.opts.MeshfedBinary, []string{"gateway", "--xds-server", c.XDSAddr,
-		"--listen", c.GatewayAddr, "--http-addr", health, "--node-id", "eastwest~" + name, "--drain", "2s", "--log-format", "text"},
-		filepath.Join(s.Dir, "logs", name+"-gateway.log"))
+	args := []string{"gateway", "--xds-server", c.XDSAddr,
+		"--listen", c.GatewayAddr, "--http-addr", health, "--node-id", "eastwest~" + name, "--drain", "2s", "--log-format", "text"}
+	if c.XDSCertDir != "" {
+		args = append(args, "--xds-cert-dir", filepath.Join(c.CertDir, GatewayIdentity))
+	}
+	p, err := proc.Start(name+"/gateway", s.opts.MeshfedBinary, args, filepath.Join(s.Dir, "logs", name+"-gateway.log"))
 	if err != nil {
 		return err
 	}
