@@ -15,6 +15,8 @@ func clusterInfo(mc *v1.MeshCluster) *model.ClusterInfo {
 		Region:  string(mc.Spec.Region),
 		Network: mc.Spec.Network,
 		Labels:  mc.Labels,
+		// The hub renews only this registration's etcd certificates.
+		Registration: mc.Spec.Registration,
 	}
 	if info.Network == "" {
 		info.Network = v1.DefaultNetwork
