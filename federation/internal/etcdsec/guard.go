@@ -7,11 +7,10 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
-	"google.golang.org/grpc/status"
 
 	"github.com/meshfed/meshfed/internal/creds/hubinfo"
 )
@@ -92,7 +91,7 @@ func (s *guardedStream) SendMsg(m any) error {
 		if rev := s.state.AuthRevision(); rev != s.rev {
 			if !s.state.UserExists(s.user) {
 				s.cancel()
-				return status.Errorf(codes.PermissionDenied, "etcd user %s was deleted", s.user)
+				return rpctypes.ErrGRPCPermissionDenied
 			}
 			s.rev = rev
 		}
@@ -110,7 +109,8 @@ func (g *Guard) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamServer
 	if state != nil && !state.UserExists(user) {
 		g.mu.Unlock()
 		streamsEnded.Inc()
-		return status.Errorf(codes.PermissionDenied, "etcd user %s does not exist: its cluster was revoked or registered again", user)
+		g.log.Info("refused an etcd stream of a deleted user", "user", user, "method", info.FullMethod)
+		return rpctypes.ErrGRPCPermissionDenied // as etcd refuses, so that clients see rpctypes.ErrPermissionDenied
 	}
 	ctx, cancel := context.WithCancel(ss.Context())
 	s := &guardedStream{ServerStream: ss, ctx: ctx, cancel: cancel, user: user, state: state}
