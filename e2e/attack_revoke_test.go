@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -228,7 +230,20 @@ func (w *attackWorld) registerAgain(t *testing.T, cluster string) {
 	meshfedctl(t, w.ctx, "cluster", "register", cluster, "--hub-kubeconfig", w.s.Hub.Kubeconfig, "--kubeconfig", c.Kubeconfig,
 		"--region", c.Region, "--zones", strings.Join(c.Zones, ","), "--network", c.Network, "--gateway", c.GatewayAddr)
 	w.stealCredentials(t, cluster) // the new registration's credentials work
-	w.s.StopAgent(cluster, syscall.SIGTERM)
+	// The running agent connects as the earlier registration's user: it ends itself
+	// once it reads the new Secret.
+	pid := c.AgentPID
+	testutil.Eventually(t, waitLong, cluster+"'s agent to end itself", func() error {
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("agent %d still runs (%v)", pid, err)
+		}
+		return nil
+	})
+	logged, err := os.ReadFile(filepath.Join(w.s.Dir, "logs", cluster+"-agent.log"))
+	if err != nil || !strings.Contains(string(logged), "registered again") {
+		t.Errorf("%s's agent log does not say why it ended (%v)", cluster, err)
+	}
+	w.s.StopAgent(cluster, syscall.SIGTERM) // gone already; as kubelet, start it again
 	if err := w.s.StartAgent(w.ctx, cluster); err != nil {
 		t.Fatal(err)
 	}

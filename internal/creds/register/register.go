@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -226,11 +227,18 @@ func ensureMeshCluster(ctx context.Context, hub client.Client, opts *Options) (s
 	if have.Registration != "" && !have.Revoked {
 		return have.Registration, mc.Generation, nil
 	}
-	mc.Spec.Registration, mc.Spec.Revoked = hubinfo.NewRegistration(), false
-	if err := hub.Update(ctx, mc); err != nil {
+	registration := hubinfo.NewRegistration()
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := hub.Get(ctx, client.ObjectKey{Name: opts.Cluster}, mc); err != nil {
+			return err
+		}
+		mc.Spec.Registration, mc.Spec.Revoked = registration, false
+		return hub.Update(ctx, mc)
+	})
+	if err != nil {
 		return "", 0, fmt.Errorf("register MeshCluster %q again: %w", opts.Cluster, err)
 	}
-	return mc.Spec.Registration, mc.Generation, nil
+	return registration, mc.Generation, nil
 }
 
 func agentManifests() ([]*unstructured.Unstructured, error) {
@@ -397,11 +405,18 @@ func Revoke(ctx context.Context, opts RevokeOptions) error {
 	} else if err != nil {
 		return fmt.Errorf("get MeshCluster %q: %w", opts.Cluster, err)
 	}
-	if !mc.Spec.Revoked {
-		mc.Spec.Revoked = true
-		if err := hub.Update(ctx, mc); err != nil {
-			return fmt.Errorf("revoke MeshCluster %q: %w", opts.Cluster, err)
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := hub.Get(ctx, client.ObjectKey{Name: opts.Cluster}, mc); err != nil {
+			return err
 		}
+		if mc.Spec.Revoked {
+			return nil
+		}
+		mc.Spec.Revoked = true
+		return hub.Update(ctx, mc)
+	})
+	if err != nil {
+		return fmt.Errorf("revoke MeshCluster %q: %w", opts.Cluster, err)
 	}
 	gen := mc.Generation
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, opts.Timeout, true, func(ctx context.Context) (bool, error) {
