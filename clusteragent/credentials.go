@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -63,8 +65,14 @@ type credentials struct {
 	sent                   bool
 }
 
+// errRegisteredAgain ends the agent when its cluster was registered again.
+var errRegisteredAgain = errors.New("cluster registered again")
+
 // reload follows the Secret until ctx is done: a certificate the leader stored there
-// (this replica or another) replaces the one in use.
+// (this replica or another) replaces the one in use. Renewals keep the etcd user (the
+// registration); a Secret with another user's certificate means the cluster was
+// registered again, and reload returns errRegisteredAgain so that the agent restarts
+// with it.
 func (c *credentials) reload(ctx context.Context) error {
 	etcdCertExpiry.Set(float64(c.pair.Leaf().NotAfter.Unix()))
 	tick := c.clock.NewTicker(credentialsPoll)
@@ -79,6 +87,13 @@ func (c *credentials) reload(ctx context.Context) error {
 		if err != nil {
 			c.log.Error(err, "reread etcd credentials")
 			continue
+		}
+		if user := creds.User(); user != c.pair.User() {
+			// Registered again: the open connections authenticate as the earlier
+			// registration's user, which etcd now refuses, and a TLS connection
+			// cannot change its certificate. Restart to connect as the new one.
+			return fmt.Errorf("%w: the credentials Secret is for etcd user %q, this process connects as %q: restarting to use them",
+				errRegisteredAgain, user, c.pair.User())
 		}
 		if err := c.use(creds.Etcd.Cert, creds.Etcd.Key); err != nil {
 			c.log.Error(err, "etcd credentials in the Secret not used")

@@ -19,7 +19,7 @@ func TestRenewalDue(t *testing.T) {
 		t.Fatal(err)
 	}
 	issue := func() (*x509.Certificate, string) {
-		certPEM, _, err := ca.Issue(pki.ClientTemplate(hubinfo.EtcdUser("alpha")), 3*time.Hour)
+		certPEM, _, err := ca.Issue(pki.ClientTemplate(hubinfo.EtcdUser("alpha", "")), 3*time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}

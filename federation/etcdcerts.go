@@ -15,6 +15,7 @@ import (
 	"github.com/meshfed/meshfed/federation/internal/etcdsec"
 	"github.com/meshfed/meshfed/federation/internal/signer"
 	"github.com/meshfed/meshfed/internal/creds/pki"
+	"github.com/meshfed/meshfed/internal/etcd/embedetcd"
 	"github.com/meshfed/meshfed/internal/etcd/etcdconn"
 	"github.com/meshfed/meshfed/trust"
 )
@@ -137,4 +138,19 @@ func (h *hubCerts) serverCert() (*x509.Certificate, error) {
 		return nil, err
 	}
 	return pki.ParseCert(data)
+}
+
+// runGuard runs the embedded etcd's Guard until the returned function is called; that
+// function waits for it to stop.
+func runGuard(g *etcdsec.Guard, server *embedetcd.Server) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		g.Run(ctx, server)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -304,10 +305,14 @@ type etcdConn struct {
 	clientCA  *pki.CA  // the CA etcd trusts for client certificates
 	server    *embedetcd.Server
 	certs     *hubCerts // renews the embedded etcd's certificates; nil with external etcd
+	stopGuard func()    // stops the embedded etcd's Guard; nil with external etcd
 }
 
 func (c *etcdConn) close() {
 	c.client.Close()
+	if c.stopGuard != nil {
+		c.stopGuard()
+	}
 	if c.server != nil {
 		c.server.Close()
 	}
@@ -333,6 +338,7 @@ func connectEtcd(ctx context.Context, opts *Options) (*etcdConn, error) {
 		if _, err := conn.certs.issueServer(); err != nil {
 			return nil, err
 		}
+		guard := etcdsec.NewGuard(opts.Logger.WithName("etcd-guard"))
 		server, err := embedetcd.Start(ctx, embedetcd.Options{
 			DataDir:   filepath.Join(opts.DataDir, "etcd"),
 			Name:      "meshfed-hub",
@@ -347,11 +353,13 @@ func connectEtcd(ctx context.Context, opts *Options) (*etcdConn, error) {
 			Logger:                  opts.Logger.WithName("etcd"),
 			// etcd logs every auth request at warn: keep its errors only.
 			ZapLogger: errorLogger(),
+			// Ends the open streams of revoked clusters' certificates (etcdsec.Guard).
+			GRPCServerOptions: []grpc.ServerOption{guard.ServerOption()},
 		})
 		if err != nil {
 			return nil, fmt.Errorf("hub etcd: %w", err)
 		}
-		conn.server = server
+		conn.server, conn.stopGuard = server, runGuard(guard, server)
 		endpoints = server.Endpoints()
 		if rootCert, rootKey, err = conn.certs.issueClient(); err != nil {
 			server.Close()
@@ -488,5 +496,6 @@ func RegisterMetrics(reg prometheus.Registerer) {
 	signer.RegisterMetrics(reg)
 	meshca.RegisterMetrics(reg)
 	etcdmaint.RegisterMetrics(reg)
+	etcdsec.RegisterMetrics(reg)
 	reg.MustRegister(hubEtcdCertExpiry)
 }

@@ -57,6 +57,10 @@ const (
 	ReasonRegistered = "Registered"
 	// ReasonEtcdError: the hub could not write the object to its etcd.
 	ReasonEtcdError = "EtcdError"
+	// ReasonRevoked: Registered is False because the cluster was revoked
+	// (MeshCluster spec.revoked): its etcd user and records are deleted until it is
+	// registered again. Also the reason of the Warning Event when it happens.
+	ReasonRevoked = "Revoked"
 )
 
 // Reasons of PublishedDataValid, besides the rejection reasons of the readers.

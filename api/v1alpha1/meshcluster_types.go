@@ -53,6 +53,26 @@ type MeshClusterSpec struct {
 	// +kubebuilder:default={}
 	// +optional
 	Limits PublishLimits `json:"limits,omitempty"`
+
+	// Registration names the cluster's current registration: its agent's etcd
+	// credentials carry it (etcd user meshfed-cluster-<name>.<registration>), and
+	// credentials of any other registration are refused by etcd. `meshfedctl cluster
+	// register` sets a new random one whenever it issues credentials for a cluster
+	// without a valid registration (new, revoked, or registered before registrations
+	// existed); certificates of earlier registrations never work again. Empty: the
+	// cluster was registered before registrations existed and its agent uses the
+	// etcd user meshfed-cluster-<name>, until it is registered again.
+	// +kubebuilder:validation:Pattern=`^[0-9a-f]{16}$`
+	// +optional
+	Registration string `json:"registration,omitempty"`
+
+	// Revoked cuts the cluster off the federation at once while keeping its
+	// MeshCluster: the hub deletes its etcd user (so etcd refuses every certificate of
+	// its registration, and ends their open watches) and its records (so every reader
+	// drops its endpoints). `meshfedctl cluster revoke` sets it; `meshfedctl cluster
+	// register` clears it with a new Registration.
+	// +optional
+	Revoked bool `json:"revoked,omitempty"`
 }
 
 // PublishLimits bound what one member cluster may publish, so that it cannot cost

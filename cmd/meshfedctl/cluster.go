@@ -19,8 +19,8 @@ import (
 )
 
 func clusterCommand() *cobra.Command {
-	cmd := &cobra.Command{Use: "cluster", Short: "Register, unregister and list member clusters"}
-	cmd.AddCommand(registerCommand(), unregisterCommand(), listCommand())
+	cmd := &cobra.Command{Use: "cluster", Short: "Register, revoke, unregister and list member clusters"}
+	cmd.AddCommand(registerCommand(), unregisterCommand(), revokeCommand(), listCommand())
 	return cmd
 }
 
@@ -116,6 +116,32 @@ func unregisterCommand() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the member cluster, to remove the agent's objects there too")
+	f.StringVar(&hubKubeconfig, "hub-kubeconfig", "", "kubeconfig of the hub's API server")
+	f.DurationVar(&opts.Timeout, "timeout", 60*time.Second, "how long to wait for the hub")
+	_ = cmd.MarkFlagRequired("hub-kubeconfig")
+	return cmd
+}
+
+func revokeCommand() *cobra.Command {
+	var (
+		opts          register.RevokeOptions
+		hubKubeconfig string
+	)
+	cmd := &cobra.Command{
+		Use:   "revoke NAME --hub-kubeconfig HUB",
+		Short: "Cut a member cluster off at once, keeping its MeshCluster: etcd refuses its credentials until it is registered again",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.Cluster = args[0]
+			var err error
+			if opts.Hub, err = cmdutil.RESTConfig(hubKubeconfig); err != nil {
+				return err
+			}
+			opts.Progress = cmd.OutOrStdout()
+			return register.Revoke(cmd.Context(), opts)
+		},
+	}
+	f := cmd.Flags()
 	f.StringVar(&hubKubeconfig, "hub-kubeconfig", "", "kubeconfig of the hub's API server")
 	f.DurationVar(&opts.Timeout, "timeout", 60*time.Second, "how long to wait for the hub")
 	_ = cmd.MarkFlagRequired("hub-kubeconfig")

@@ -329,7 +329,7 @@ func (e *hubEnv) waitGone(t *testing.T, prefix string) {
 // whether the role exists.
 func (e *hubEnv) etcdUser(t *testing.T, cluster string) (userWithRole, role bool) {
 	t.Helper()
-	name := hubinfo.EtcdUser(cluster)
+	name := hubinfo.EtcdUser(cluster, "") // the user of a cluster without spec.registration is named like its role
 	u, err := e.etcd.UserGet(e.ctx, name)
 	switch {
 	case errors.Is(err, rpctypes.ErrUserNotFound):
@@ -423,7 +423,7 @@ func TestReconcilers(t *testing.T) {
 		e.put(t, keyspace.GlobalService(ns, "gone"), &model.GlobalService{Namespace: ns, Name: "gone", Hostname: "gone.example",
 			Service: &model.ServiceRef{Namespace: ns, Name: "gone"}, Ports: []model.GlobalPort{{Port: 80, Protocol: "TCP"}}})
 		e.put(t, keyspace.Policy(ns, "gone"), defaultPolicy("gone"))
-		if err := etcdsec.EnsureCluster(e.ctx, e.etcd, "keep-1"); err != nil {
+		if err := etcdsec.EnsureCluster(e.ctx, e.etcd, "keep-1", ""); err != nil {
 			t.Fatal(err)
 		}
 		e.put(t, keyspace.ClusterInfo("keep-1"), &model.ClusterInfo{Name: "keep-1", Region: "us-east", Network: "default"})

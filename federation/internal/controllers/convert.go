@@ -19,6 +19,8 @@ func clusterInfo(mc *v1.MeshCluster) *model.ClusterInfo {
 		// reader.
 		Limits: model.PublishLimits{MaxServices: mc.Spec.Limits.MaxServices,
 			MaxEndpointsPerService: mc.Spec.Limits.MaxEndpointsPerService, MaxValueBytes: mc.Spec.Limits.MaxValueBytes},
+		// The hub renews only this registration's etcd certificates.
+		Registration: mc.Spec.Registration,
 	}
 	if info.Network == "" {
 		info.Network = v1.DefaultNetwork

@@ -16,6 +16,7 @@ import (
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/federation/internal/etcdsec"
+	"github.com/meshfed/meshfed/internal/creds/hubinfo"
 	"github.com/meshfed/meshfed/internal/creds/pki"
 	"github.com/meshfed/meshfed/internal/etcd/keyspace"
 	"github.com/meshfed/meshfed/internal/etcd/model"
@@ -54,6 +55,7 @@ type MeshClusterReconciler struct {
 
 // clusterEvents are the MeshCluster transitions an operator hears of.
 var clusterEvents = map[string]func(*metav1.Condition, metav1.Condition) bool{
+	v1.ConditionRegistered: problemOrRecovery, // Revoked, and registered again
 	v1.ConditionConnected:  becameOrStoppedTrue,
 	v1.ConditionViewInSync: viewInSyncFlipped,
 	// Refused data starts, changes reason, or stops.
@@ -86,15 +88,7 @@ func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		return ctrl.Result{}, err
 	}
 
-	registered := metav1.Condition{Type: v1.ConditionRegistered, Status: metav1.ConditionTrue, Reason: v1.ReasonRegistered,
-		Message: "etcd user, role and registration record are in place"}
-	err := etcdsec.EnsureCluster(ctx, r.Auth, name)
-	if err == nil {
-		err = putRecord(ctx, r.KV, keyspace.ClusterInfo(name), clusterInfo(mc))
-	}
-	if err != nil {
-		registered.Status, registered.Reason, registered.Message = metav1.ConditionFalse, v1.ReasonEtcdError, err.Error()
-	}
+	registered, err := r.register(ctx, mc)
 
 	if !r.View.HasSynced() && err == nil {
 		// Until the first list of the agents' records, the hub knows nothing of them:
@@ -127,6 +121,39 @@ func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		return ctrl.Result{}, fmt.Errorf("register cluster %q: %w", name, err)
 	}
 	return ctrl.Result{RequeueAfter: requeue}, nil
+}
+
+// register converges the cluster's etcd user, role and record with its spec, and
+// says so as the Registered condition: a revoked cluster has no user (every
+// certificate of its registration is refused, and the embedded etcd's open streams of
+// it end) and no keys (every reader drops its endpoints and identities); any other
+// has exactly the user of its current registration.
+func (r *MeshClusterReconciler) register(ctx context.Context, mc *v1.MeshCluster) (metav1.Condition, error) {
+	cond := metav1.Condition{Type: v1.ConditionRegistered, Status: metav1.ConditionTrue, Reason: v1.ReasonRegistered,
+		Message: "etcd user " + hubinfo.EtcdUser(mc.Name, mc.Spec.Registration) + ", its role and the registration record are in place"}
+	var err error
+	if mc.Spec.Revoked {
+		cond.Status, cond.Reason = metav1.ConditionFalse, v1.ReasonRevoked
+		cond.Message = "revoked: etcd refuses every certificate of registration " + registrationName(mc.Spec.Registration) +
+			" and the cluster's records are deleted; run meshfedctl cluster register to register it again with new credentials"
+		err = r.remove(ctx, mc.Name)
+	} else {
+		err = etcdsec.EnsureCluster(ctx, r.Auth, mc.Name, mc.Spec.Registration)
+		if err == nil {
+			err = putRecord(ctx, r.KV, keyspace.ClusterInfo(mc.Name), clusterInfo(mc))
+		}
+	}
+	if err != nil {
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, v1.ReasonEtcdError, err.Error()
+	}
+	return cond, err
+}
+
+func registrationName(r string) string {
+	if r == "" {
+		return "(registered before registrations existed)"
+	}
+	return r
 }
 
 // agentStatus fills the conditions and counts that come from the agent's records, and
@@ -180,7 +207,8 @@ func (r *MeshClusterReconciler) agentStatus(mc *v1.MeshCluster, status *v1.MeshC
 	return requeue
 }
 
-// remove deletes the cluster's etcd user, role and every key under its prefix.
+// remove deletes the cluster's etcd users and role, then every key under its prefix
+// (in that order, so that nothing the agent writes in between survives).
 func (r *MeshClusterReconciler) remove(ctx context.Context, name string) error {
 	if err := etcdsec.RemoveCluster(ctx, r.Auth, name); err != nil {
 		return fmt.Errorf("unregister cluster %q: %w", name, err)

@@ -73,10 +73,10 @@ func (r *Ready) ensure(ctx context.Context, since time.Time) (bool, error) {
 	}
 	for i := range clusters.Items {
 		mc := &clusters.Items[i]
-		if !mc.DeletionTimestamp.IsZero() {
+		if !mc.DeletionTimestamp.IsZero() || mc.Spec.Revoked {
 			continue
 		}
-		if err := etcdsec.EnsureCluster(ctx, r.Auth, mc.Name); err != nil {
+		if err := etcdsec.EnsureCluster(ctx, r.Auth, mc.Name, mc.Spec.Registration); err != nil {
 			return false, err
 		}
 		if err := putRecord(ctx, r.KV, keyspace.ClusterInfo(mc.Name), clusterInfo(mc)); err != nil {

@@ -23,6 +23,7 @@ type Auth interface {
 	UserAddWithOptions(ctx context.Context, name, password string, opt *clientv3.UserAddOptions) (*clientv3.AuthUserAddResponse, error)
 	UserGrantRole(ctx context.Context, user, role string) (*clientv3.AuthUserGrantRoleResponse, error)
 	UserGet(ctx context.Context, name string) (*clientv3.AuthUserGetResponse, error)
+	UserList(ctx context.Context) (*clientv3.AuthUserListResponse, error)
 	UserDelete(ctx context.Context, name string) (*clientv3.AuthUserDeleteResponse, error)
 	RoleAdd(ctx context.Context, name string) (*clientv3.AuthRoleAddResponse, error)
 	RoleGet(ctx context.Context, role string) (*clientv3.AuthRoleGetResponse, error)
@@ -51,16 +52,24 @@ func EnableAuth(ctx context.Context, a Auth) error {
 	return nil
 }
 
-// EnsureCluster makes sure the cluster's user exists with a role that may write its own
-// heartbeat, synced marker, services, intermediate CSR and etcd-certificate CSR, and read
-// the whole keyspace.
-func EnsureCluster(ctx context.Context, a Auth, cluster string) error {
+// EnsureCluster makes sure the cluster's role may write its own heartbeat, synced
+// marker, services, intermediate CSR and etcd-certificate CSR, and read the whole
+// keyspace; that the user of its registration (hubinfo.EtcdUser) exists with that
+// role; and that no other user of the cluster does: certificates of every earlier
+// registration are refused from then on. Registration "" is a cluster registered
+// before registrations existed, whose user is named like its role.
+func EnsureCluster(ctx context.Context, a Auth, cluster, registration string) error {
 	if err := keyspace.ValidateCluster(cluster); err != nil {
 		return err
 	}
-	name := hubinfo.EtcdUser(cluster)
-	if _, err := a.RoleAdd(ctx, name); err != nil && !isExists(err) {
-		return fmt.Errorf("add etcd role %s: %w", name, err)
+	if registration != "" {
+		if err := hubinfo.ValidateRegistration(registration); err != nil {
+			return err
+		}
+	}
+	role := hubinfo.EtcdRole(cluster)
+	if _, err := a.RoleAdd(ctx, role); err != nil && !isExists(err) {
+		return fmt.Errorf("add etcd role %s: %w", role, err)
 	}
 	// The agent writes its heartbeat, its synced marker and its services, never its
 	// registration record (keyspace.ClusterInfo), which the hub owns.
@@ -78,29 +87,53 @@ func EnsureCluster(ctx context.Context, a Auth, cluster string) error {
 		{keyspace.ClusterServices(cluster), clientv3.GetPrefixRangeEnd(keyspace.ClusterServices(cluster)), rw},
 		{keyspace.Root, clientv3.GetPrefixRangeEnd(keyspace.Root), read},
 	}
-	role, err := a.RoleGet(ctx, name)
+	got, err := a.RoleGet(ctx, role)
 	if err != nil {
-		return fmt.Errorf("get etcd role %s: %w", name, err)
+		return fmt.Errorf("get etcd role %s: %w", role, err)
 	}
 	for _, g := range grants {
-		if hasPerm(role.Perm, g.key, g.end, authpb.Permission_Type(g.perm)) {
+		if hasPerm(got.Perm, g.key, g.end, authpb.Permission_Type(g.perm)) {
 			continue
 		}
-		if _, err := a.RoleGrantPermission(ctx, name, g.key, g.end, g.perm); err != nil {
-			return fmt.Errorf("grant etcd role %s on %s: %w", name, g.key, err)
+		if _, err := a.RoleGrantPermission(ctx, role, g.key, g.end, g.perm); err != nil {
+			return fmt.Errorf("grant etcd role %s on %s: %w", role, g.key, err)
 		}
 	}
-	return ensureUser(ctx, a, name, name)
+	user := hubinfo.EtcdUser(cluster, registration)
+	if err := ensureUser(ctx, a, user, role); err != nil {
+		return err
+	}
+	return deleteUsers(ctx, a, cluster, user)
 }
 
-// RemoveCluster deletes the cluster's user and role. Its keys stay.
+// RemoveCluster deletes every user of the cluster (every registration's) and its
+// role: etcd refuses the cluster's certificates from then on, and the hub's Guard ends
+// their open streams. Its keys stay; the hub deletes them separately.
 func RemoveCluster(ctx context.Context, a Auth, cluster string) error {
-	name := hubinfo.EtcdUser(cluster)
-	if _, err := a.UserDelete(ctx, name); err != nil && !isNotFound(err) {
-		return fmt.Errorf("delete etcd user %s: %w", name, err)
+	if err := deleteUsers(ctx, a, cluster, ""); err != nil {
+		return err
 	}
-	if _, err := a.RoleDelete(ctx, name); err != nil && !isNotFound(err) {
-		return fmt.Errorf("delete etcd role %s: %w", name, err)
+	role := hubinfo.EtcdRole(cluster)
+	if _, err := a.RoleDelete(ctx, role); err != nil && !isNotFound(err) {
+		return fmt.Errorf("delete etcd role %s: %w", role, err)
+	}
+	return nil
+}
+
+// deleteUsers deletes every etcd user of cluster but keep.
+func deleteUsers(ctx context.Context, a Auth, cluster, keep string) error {
+	users, err := a.UserList(ctx)
+	if err != nil {
+		return fmt.Errorf("list etcd users: %w", err)
+	}
+	for _, u := range users.Users {
+		if c, _, ok := hubinfo.ParseEtcdUser(u); !ok || c != cluster || u == keep {
+			continue
+		}
+		if _, err := a.UserDelete(ctx, u); err != nil && !isNotFound(err) {
+			return fmt.Errorf("delete etcd user %s: %w", u, err)
+		}
+		usersDeleted.Inc()
 	}
 	return nil
 }

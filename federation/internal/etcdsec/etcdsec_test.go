@@ -3,6 +3,7 @@ package etcdsec_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,11 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"go.etcd.io/etcd/api/v3/authpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/meshfed/meshfed/federation/internal/etcdsec"
 	"github.com/meshfed/meshfed/internal/creds/hubinfo"
@@ -44,9 +47,10 @@ func testContext(t *testing.T) context.Context {
 type hubEtcd struct {
 	ca        *pki.CA
 	endpoints []string
+	server    *embedetcd.Server
 }
 
-func startEtcd(t *testing.T) *hubEtcd {
+func startEtcd(t *testing.T, grpcOpts ...grpc.ServerOption) *hubEtcd {
 	t.Helper()
 	ca, err := pki.NewCA("test-hub-etcd-ca", time.Hour)
 	if err != nil {
@@ -68,14 +72,15 @@ func startEtcd(t *testing.T) *hubEtcd {
 			CertFile: filepath.Join(dir, "server.crt"), KeyFile: filepath.Join(dir, "server.key"),
 			TrustedCAFile: filepath.Join(dir, "ca.crt"), ClientCertAuth: true,
 		},
-		UnsafeNoFsync: true,
-		ZapLogger:     zap.NewNop(),
+		UnsafeNoFsync:     true,
+		ZapLogger:         zap.NewNop(),
+		GRPCServerOptions: grpcOpts,
 	})
 	if err != nil {
 		t.Fatalf("start etcd: %v", err)
 	}
 	t.Cleanup(srv.Close)
-	return &hubEtcd{ca: ca, endpoints: srv.Endpoints()}
+	return &hubEtcd{ca: ca, endpoints: srv.Endpoints(), server: srv}
 }
 
 // client connects as user: a client certificate from the CA etcd trusts, with user as
@@ -107,9 +112,17 @@ func withAuth(t *testing.T) (*hubEtcd, *clientv3.Client) {
 	return h, root
 }
 
+// reg is the registration of every cluster of these tests but where one says otherwise.
+var reg = hubinfo.NewRegistration()
+
 func ensureCluster(t *testing.T, root *clientv3.Client, cluster string) {
 	t.Helper()
-	if err := etcdsec.EnsureCluster(testContext(t), root.Auth, cluster); err != nil {
+	ensureRegistration(t, root, cluster, reg)
+}
+
+func ensureRegistration(t *testing.T, root *clientv3.Client, cluster, registration string) {
+	t.Helper()
+	if err := etcdsec.EnsureCluster(testContext(t), root.Auth, cluster, registration); err != nil {
 		t.Fatalf("EnsureCluster(%s): %v", cluster, err)
 	}
 }
@@ -196,7 +209,7 @@ func TestClusterACredentialsCannotWriteUnderClusterBPrefix(t *testing.T) {
 	} {
 		mustPut(t, root, k, "owned by someone else")
 	}
-	alpha := h.client(t, hubinfo.EtcdUser("alpha"))
+	alpha := h.client(t, hubinfo.EtcdUser("alpha", reg))
 
 	for name, key := range map[string]string{
 		"cluster B's services":             keyspace.ServiceEndpoints("beta", "shop", "cart"),
@@ -258,7 +271,7 @@ func TestClusterWritesOwnKeysAndReadsEveryone(t *testing.T) {
 	ctx := testContext(t)
 	ensureCluster(t, root, "alpha")
 	ensureCluster(t, root, "beta")
-	alpha := h.client(t, hubinfo.EtcdUser("alpha"))
+	alpha := h.client(t, hubinfo.EtcdUser("alpha", reg))
 
 	// Heartbeat under a lease, as the agent's writer does: grant, keep alive, put,
 	// revoke (which deletes the heartbeat).
@@ -321,7 +334,7 @@ func TestClusterWritesOwnKeysAndReadsEveryone(t *testing.T) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	wch := alpha.Watch(wctx, keyspace.ClustersPrefix(), clientv3.WithPrefix(), clientv3.WithRev(got.Header.Revision+1))
-	beta := h.client(t, hubinfo.EtcdUser("beta"))
+	beta := h.client(t, hubinfo.EtcdUser("beta", reg))
 	betaSvc := keyspace.ServiceEndpoints("beta", "shop", "new")
 	mustPut(t, beta, betaSvc, "from beta")
 	select {
@@ -369,14 +382,14 @@ func TestClusterWritesOwnKeysAndReadsEveryone(t *testing.T) {
 func TestEnsureClusterIsIdempotent(t *testing.T) {
 	h, root := withAuth(t)
 	ctx := testContext(t)
-	user := hubinfo.EtcdUser("alpha")
+	user, role := hubinfo.EtcdUser("alpha", reg), hubinfo.EtcdRole("alpha")
 	ensureCluster(t, root, "alpha")
-	first, err := root.RoleGet(ctx, user)
+	first, err := root.RoleGet(ctx, role)
 	if err != nil {
 		t.Fatalf("RoleGet: %v", err)
 	}
 	ensureCluster(t, root, "alpha")
-	second, err := root.RoleGet(ctx, user)
+	second, err := root.RoleGet(ctx, role)
 	if err != nil {
 		t.Fatalf("RoleGet: %v", err)
 	}
@@ -400,8 +413,8 @@ func TestEnsureClusterIsIdempotent(t *testing.T) {
 		}
 	}
 	u, err := root.UserGet(ctx, user)
-	if err != nil || !slices.Equal(u.Roles, []string{user}) {
-		t.Errorf("user %s = %v, %v; want role %s only", user, u, err, user)
+	if err != nil || !slices.Equal(u.Roles, []string{role}) {
+		t.Errorf("user %s = %v, %v; want role %s only", user, u, err, role)
 	}
 	users, err := root.UserList(ctx)
 	if err != nil || !slices.Equal(users.Users, []string{user, etcdsec.RootUser}) {
@@ -410,12 +423,15 @@ func TestEnsureClusterIsIdempotent(t *testing.T) {
 	// The user works after the second run.
 	mustPut(t, h.client(t, user), keyspace.ClusterSynced("alpha"), "1")
 
-	if err := etcdsec.EnsureCluster(ctx, root.Auth, "Not_A_Label"); !errors.Is(err, keyspace.ErrInvalidName) {
+	if err := etcdsec.EnsureCluster(ctx, root.Auth, "Not_A_Label", reg); !errors.Is(err, keyspace.ErrInvalidName) {
 		t.Errorf("EnsureCluster with an invalid name: %v, want keyspace.ErrInvalidName", err)
 	}
+	if err := etcdsec.EnsureCluster(ctx, root.Auth, "alpha", "not-hex"); err == nil || !strings.Contains(err.Error(), "hex digits") {
+		t.Errorf("EnsureCluster with an invalid registration: %v, want it refused", err)
+	}
 	roles, err := root.RoleList(ctx)
-	if err != nil || !slices.Equal(roles.Roles, []string{user, etcdsec.RootUser}) {
-		t.Errorf("roles %v, %v; want %s and root only", roles, err, user)
+	if err != nil || !slices.Equal(roles.Roles, []string{role, etcdsec.RootUser}) {
+		t.Errorf("roles %v, %v; want %s and root only", roles, err, role)
 	}
 }
 
@@ -427,7 +443,7 @@ func TestRemoveClusterRevokesCredentials(t *testing.T) {
 	ctx := testContext(t)
 	ensureCluster(t, root, "alpha")
 	ensureCluster(t, root, "beta")
-	alpha := h.client(t, hubinfo.EtcdUser("alpha"))
+	alpha := h.client(t, hubinfo.EtcdUser("alpha", reg))
 	mustPut(t, alpha, keyspace.ClusterSynced("alpha"), "1")
 
 	for i := range 2 {
@@ -435,10 +451,10 @@ func TestRemoveClusterRevokesCredentials(t *testing.T) {
 			t.Fatalf("RemoveCluster #%d: %v", i+1, err)
 		}
 	}
-	if _, err := root.UserGet(ctx, hubinfo.EtcdUser("alpha")); !errors.Is(err, rpctypes.ErrUserNotFound) {
+	if _, err := root.UserGet(ctx, hubinfo.EtcdUser("alpha", reg)); !errors.Is(err, rpctypes.ErrUserNotFound) {
 		t.Errorf("UserGet after removal: %v, want user not found", err)
 	}
-	if _, err := root.RoleGet(ctx, hubinfo.EtcdUser("alpha")); !errors.Is(err, rpctypes.ErrRoleNotFound) {
+	if _, err := root.RoleGet(ctx, hubinfo.EtcdRole("alpha")); !errors.Is(err, rpctypes.ErrRoleNotFound) {
 		t.Errorf("RoleGet after removal: %v, want role not found", err)
 	}
 	_, err := alpha.Put(ctx, keyspace.ClusterSynced("alpha"), "2")
@@ -452,9 +468,162 @@ func TestRemoveClusterRevokesCredentials(t *testing.T) {
 		t.Errorf("synced marker after removal = %v, %v; want it kept", got, err)
 	}
 	// Other clusters are unaffected.
-	mustPut(t, h.client(t, hubinfo.EtcdUser("beta")), keyspace.ClusterSynced("beta"), "1")
+	mustPut(t, h.client(t, hubinfo.EtcdUser("beta", reg)), keyspace.ClusterSynced("beta"), "1")
 
-	// Registering again restores access for the same certificate.
-	ensureCluster(t, root, "alpha")
-	mustPut(t, alpha, keyspace.ClusterSynced("alpha"), "3")
+	// Registering again (a new registration) gives access to the new registration's
+	// certificates only.
+	again := hubinfo.NewRegistration()
+	ensureRegistration(t, root, "alpha", again)
+	mustPut(t, h.client(t, hubinfo.EtcdUser("alpha", again)), keyspace.ClusterSynced("alpha"), "3")
+	_, err = alpha.Put(ctx, keyspace.ClusterSynced("alpha"), "4")
+	wantDenied(t, "Put with the first registration's certificate after registering again", err)
+}
+
+// Each registration of a cluster has its own etcd user: a new registration deletes
+// every earlier one's user, including the user of a cluster registered before
+// registrations existed, so their certificates are refused, for reads and writes,
+// while the new one's work and other clusters are untouched.
+func TestNewRegistrationRefusesEarlierOnes(t *testing.T) {
+	h, root := withAuth(t)
+	ctx := testContext(t)
+	ensureRegistration(t, root, "alpha", "") // registered before registrations existed
+	ensureCluster(t, root, "beta")
+	legacy := h.client(t, hubinfo.EtcdUser("alpha", ""))
+	mustPut(t, legacy, keyspace.ClusterSynced("alpha"), "legacy")
+	beta := h.client(t, hubinfo.EtcdUser("beta", reg))
+
+	var earlier []*clientv3.Client
+	earlier = append(earlier, legacy)
+	for i := range 3 {
+		r := hubinfo.NewRegistration()
+		ensureRegistration(t, root, "alpha", r)
+		cur := h.client(t, hubinfo.EtcdUser("alpha", r))
+		mustPut(t, cur, keyspace.ClusterSynced("alpha"), r)
+		if _, err := cur.Get(ctx, keyspace.Root, clientv3.WithPrefix()); err != nil {
+			t.Errorf("registration #%d: Get: %v", i+1, err)
+		}
+		for j, old := range earlier {
+			_, err := old.Put(ctx, keyspace.ClusterSynced("alpha"), "stale")
+			wantDenied(t, fmt.Sprintf("registration #%d: Put with registration #%d's certificate", i+1, j), err)
+			_, err = old.Get(ctx, keyspace.Root, clientv3.WithPrefix())
+			wantDenied(t, fmt.Sprintf("registration #%d: Get with registration #%d's certificate", i+1, j), err)
+		}
+		earlier = append(earlier, cur)
+		users, err := root.UserList(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := []string{hubinfo.EtcdUser("alpha", r), hubinfo.EtcdUser("beta", reg), etcdsec.RootUser}; !slices.Equal(users.Users, want) {
+			t.Errorf("registration #%d: users %v, want %v", i+1, users.Users, want)
+		}
+	}
+	mustPut(t, beta, keyspace.ClusterSynced("beta"), "unaffected")
+}
+
+// etcd checks a watch's permission only when it is created: a watch opened with a
+// certificate before its user is deleted keeps receiving every change, and so does a
+// lease keep-alive stream. The Guard ends both as soon as the user is gone, and a
+// watch opened again is refused. This test pins etcd's behaviour (without the Guard)
+// as well as the Guard's.
+func TestDeletedUserOpenStreams(t *testing.T) {
+	for _, guarded := range []bool{false, true} {
+		t.Run(fmt.Sprintf("guard=%v", guarded), func(t *testing.T) {
+			var h *hubEtcd
+			if guarded {
+				g := etcdsec.NewGuard(logr.Discard())
+				h = startEtcd(t, g.ServerOption())
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan struct{})
+				t.Cleanup(func() { cancel(); <-done })
+				go func() { defer close(done); g.Run(ctx, h.server) }()
+			} else {
+				h = startEtcd(t)
+			}
+			root := h.client(t, etcdsec.RootUser)
+			ctx := testContext(t)
+			if err := etcdsec.EnableAuth(ctx, root.Auth); err != nil {
+				t.Fatal(err)
+			}
+			ensureCluster(t, root, "alpha")
+			ensureCluster(t, root, "beta")
+			stolen := h.client(t, hubinfo.EtcdUser("alpha", reg))
+			beta := h.client(t, hubinfo.EtcdUser("beta", reg))
+
+			wctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			watch := stolen.Watch(wctx, keyspace.ClustersPrefix(), clientv3.WithPrefix(), clientv3.WithCreatedNotify())
+			if resp := <-watch; !resp.Created || resp.Err() != nil {
+				t.Fatalf("watch not created: %+v %v", resp, resp.Err())
+			}
+			lease, err := stolen.Grant(ctx, 5)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kctx, kcancel := context.WithCancel(ctx)
+			defer kcancel()
+			alive, err := stolen.KeepAlive(kctx, lease.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			<-alive
+
+			betaWatch := beta.Watch(wctx, keyspace.ClustersPrefix(), clientv3.WithPrefix(), clientv3.WithCreatedNotify())
+			if resp := <-betaWatch; !resp.Created || resp.Err() != nil {
+				t.Fatalf("beta's watch not created: %+v %v", resp, resp.Err())
+			}
+
+			if err := etcdsec.RemoveCluster(ctx, root.Auth, "alpha"); err != nil {
+				t.Fatal(err)
+			}
+			_, err = stolen.Put(ctx, keyspace.ClusterSynced("alpha"), "x")
+			wantDenied(t, "Put after removal", err)
+
+			// Another cluster writes: does the revoked watch still see it? Beta's own
+			// watch does, guard or not.
+			mustPut(t, beta, keyspace.ServiceEndpoints("beta", "shop", "cart"), "secret")
+			select {
+			case resp := <-betaWatch:
+				if resp.Err() != nil || len(resp.Events) != 1 {
+					t.Errorf("beta's own watch after alpha's removal: %+v %v, want its write", resp, resp.Err())
+				}
+			case <-time.After(waitFor):
+				t.Errorf("beta's own watch got nothing within %s", waitFor)
+			}
+			deadline := time.After(waitFor)
+			for {
+				select {
+				case resp, ok := <-watch:
+					if !ok {
+						if !guarded {
+							t.Fatal("without the guard the watch ended; etcd's behaviour changed: update the Guard's doc")
+						}
+						return
+					}
+					if len(resp.Events) > 0 {
+						if guarded {
+							t.Fatalf("the deleted user's watch received %s after its user was deleted", resp.Events[0].Kv.Key)
+						}
+						// etcd as documented: the open watch outlives its user.
+						return
+					}
+					if resp.Canceled && guarded {
+						if resp.Err() == nil {
+							t.Error("watch canceled without an error")
+						}
+						// The keep-alive stream ended too, and is refused when opened
+						// again: the lease is not kept alive and its channel closes
+						// when the lease's TTL has passed.
+						for range alive {
+						}
+						if ttl, err := root.TimeToLive(ctx, lease.ID); err != nil || ttl.TTL > 0 {
+							t.Errorf("the deleted user's lease: TTL %v, %v; want it expired", ttl, err)
+						}
+						return
+					}
+				case <-deadline:
+					t.Fatalf("watch neither delivered beta's write nor ended within %s", waitFor)
+				}
+			}
+		})
+	}
 }

@@ -32,9 +32,11 @@ var renewals = prometheus.NewCounterVec(prometheus.CounterOpts{
 }, []string{"result"})
 
 // ValidateEtcdCSR checks an agent's renewal CSR against what the hub authorized for
-// cluster: a PEM CSR whose signature verifies, whose common name is the cluster's
-// etcd user (never another cluster's, never root), and that asks for nothing else.
-func ValidateEtcdCSR(csrPEM []byte, cluster string) (*x509.CertificateRequest, error) {
+// cluster: a PEM CSR whose signature verifies, whose common name is the etcd user of
+// the cluster's current registration (never an earlier registration's, never another
+// cluster's, never root), and that asks for nothing else. A renewal keeps the
+// registration: only registering again makes a new one.
+func ValidateEtcdCSR(csrPEM []byte, cluster, registration string) (*x509.CertificateRequest, error) {
 	csr, err := pki.ParseCSR(csrPEM)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrRefused, err)
@@ -42,7 +44,11 @@ func ValidateEtcdCSR(csrPEM []byte, cluster string) (*x509.CertificateRequest, e
 	if err := csr.CheckSignature(); err != nil {
 		return nil, fmt.Errorf("%w: signature does not verify: %w", ErrRefused, err)
 	}
-	if want := hubinfo.EtcdUser(cluster); csr.Subject.CommonName != want {
+	if want := hubinfo.EtcdUser(cluster, registration); csr.Subject.CommonName != want {
+		if c, _, ok := hubinfo.ParseEtcdUser(csr.Subject.CommonName); ok && c == cluster {
+			return nil, fmt.Errorf("%w: common name %q is of an earlier registration of cluster %q, whose etcd user is now %q",
+				ErrRefused, csr.Subject.CommonName, cluster, want)
+		}
 		return nil, fmt.Errorf("%w: common name %q is not cluster %q's etcd user %q", ErrRefused, csr.Subject.CommonName, cluster, want)
 	}
 	if !onlyCommonName(csr) {
@@ -70,7 +76,8 @@ type KV interface {
 // registered cluster's renewal CSR (keyspace.ClusterEtcdCSR, which only that
 // cluster's etcd user may write) that has no answer yet, and writes the answer to
 // keyspace.ClusterEtcdCert. The key stays in the member cluster; the certificate
-// keeps the cluster's etcd user as its common name. One hub replica runs it.
+// keeps the etcd user of the cluster's registration (model.ClusterInfo.Registration)
+// as its common name. One hub replica runs it.
 type EtcdRenewals struct {
 	KV   KV
 	View *view.View
@@ -124,7 +131,7 @@ func (r *EtcdRenewals) signPending(ctx context.Context, refused map[string]strin
 		if (cl.EtcdCert != nil && cl.EtcdCert.CSRDigest == digest) || refused[cl.Name] == digest {
 			continue
 		}
-		csr, err := ValidateEtcdCSR([]byte(req.CSR), cl.Name)
+		csr, err := ValidateEtcdCSR([]byte(req.CSR), cl.Name, cl.Info.Registration)
 		if err != nil {
 			refused[cl.Name] = digest
 			renewals.WithLabelValues("Refused").Inc()

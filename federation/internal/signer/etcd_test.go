@@ -44,7 +44,7 @@ func csrPEM(t *testing.T, tmpl *x509.CertificateRequest) []byte {
 // A renewal CSR is accepted only for the writer's own cluster's etcd user, with
 // nothing but that common name.
 func TestValidateEtcdCSR(t *testing.T) {
-	good, _, err := pki.NewCSR(hubinfo.EtcdUser("alpha"))
+	good, _, err := pki.NewCSR(hubinfo.EtcdUser("alpha", testReg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,19 +53,23 @@ func TestValidateEtcdCSR(t *testing.T) {
 		csr  []byte
 		want string // "" accepts
 	}{
-		"own user":          {good, ""},
-		"another cluster's": {csrPEM(t, &x509.CertificateRequest{Subject: pkix.Name{CommonName: hubinfo.EtcdUser("beta")}}), "not cluster \"alpha\"'s etcd user"},
+		"own user": {good, ""},
+		"earlier registration": {csrPEM(t, &x509.CertificateRequest{Subject: pkix.Name{CommonName: hubinfo.EtcdUser("alpha", hubinfo.NewRegistration())}}),
+			"an earlier registration of cluster \"alpha\""},
+		"before registrations existed": {csrPEM(t, &x509.CertificateRequest{Subject: pkix.Name{CommonName: hubinfo.EtcdUser("alpha", "")}}),
+			"an earlier registration of cluster \"alpha\""},
+		"another cluster's": {csrPEM(t, &x509.CertificateRequest{Subject: pkix.Name{CommonName: hubinfo.EtcdUser("beta", testReg)}}), "not cluster \"alpha\"'s etcd user"},
 		"etcd root":         {csrPEM(t, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "root"}}), "not cluster"},
 		"no common name":    {csrPEM(t, &x509.CertificateRequest{}), "not cluster"},
-		"with organization": {csrPEM(t, &x509.CertificateRequest{Subject: pkix.Name{CommonName: hubinfo.EtcdUser("alpha"), Organization: []string{"system:masters"}}}), "only a common name"},
-		"with a DNS name":   {csrPEM(t, &x509.CertificateRequest{Subject: pkix.Name{CommonName: hubinfo.EtcdUser("alpha")}, DNSNames: []string{"etcd"}}), "only a common name"},
-		"with a URI": {csrPEM(t, &x509.CertificateRequest{Subject: pkix.Name{CommonName: hubinfo.EtcdUser("alpha")},
+		"with organization": {csrPEM(t, &x509.CertificateRequest{Subject: pkix.Name{CommonName: hubinfo.EtcdUser("alpha", testReg), Organization: []string{"system:masters"}}}), "only a common name"},
+		"with a DNS name":   {csrPEM(t, &x509.CertificateRequest{Subject: pkix.Name{CommonName: hubinfo.EtcdUser("alpha", testReg)}, DNSNames: []string{"etcd"}}), "only a common name"},
+		"with a URI": {csrPEM(t, &x509.CertificateRequest{Subject: pkix.Name{CommonName: hubinfo.EtcdUser("alpha", testReg)},
 			URIs: []*url.URL{{Scheme: "spiffe", Host: "x"}}}), "only a common name"},
 		"not PEM":            {[]byte("junk"), "parse CSR"},
 		"tampered signature": {tampered, "refused"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, err := signer.ValidateEtcdCSR(tc.csr, "alpha")
+			_, err := signer.ValidateEtcdCSR(tc.csr, "alpha", testReg)
 			switch {
 			case tc.want == "" && err != nil:
 				t.Errorf("refused: %v", err)
@@ -85,11 +89,11 @@ func TestSignEtcdCSR(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, _, err := pki.NewCSR(hubinfo.EtcdUser("alpha"))
+	req, _, err := pki.NewCSR(hubinfo.EtcdUser("alpha", testReg))
 	if err != nil {
 		t.Fatal(err)
 	}
-	csr, err := signer.ValidateEtcdCSR(req, "alpha")
+	csr, err := signer.ValidateEtcdCSR(req, "alpha", testReg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +125,7 @@ func TestSignEtcdCSR(t *testing.T) {
 			if cert.IsCA || len(cert.ExtKeyUsage) != 1 || cert.ExtKeyUsage[0] != x509.ExtKeyUsageClientAuth {
 				t.Errorf("IsCA %v, ExtKeyUsage %v: want a client-only certificate", cert.IsCA, cert.ExtKeyUsage)
 			}
-			if cert.Subject.CommonName != hubinfo.EtcdUser("alpha") || !cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(csr.PublicKey) {
+			if cert.Subject.CommonName != hubinfo.EtcdUser("alpha", testReg) || !cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(csr.PublicKey) {
 				t.Error("certificate is not for the CSR's user and key")
 			}
 			if err := cert.CheckSignatureFrom(ca.Cert); err != nil {
@@ -169,15 +173,17 @@ func TestEtcdRenewals(t *testing.T) {
 		}
 		v.OnUpsert(key, rec)
 	}
-	for _, c := range []string{"alpha", "beta"} {
-		upsert(keyspace.ClusterInfo(c), &model.ClusterInfo{Name: c, Region: "r", Zones: []string{"z"}, Network: "n"})
+	for _, c := range []string{"alpha", "beta", "delta"} {
+		upsert(keyspace.ClusterInfo(c), &model.ClusterInfo{Name: c, Region: "r", Zones: []string{"z"}, Network: "n", Registration: testReg})
 	}
 	v.OnSynced()
 	testutil.Run(t, "renewals", r.Start)
 
-	alphaCSR, _, _ := pki.NewCSR(hubinfo.EtcdUser("alpha"))
-	forged, _, _ := pki.NewCSR(hubinfo.EtcdUser("alpha")) // written under beta's prefix
-	gammaCSR, _, _ := pki.NewCSR(hubinfo.EtcdUser("gamma"))
+	alphaCSR, _, _ := pki.NewCSR(hubinfo.EtcdUser("alpha", testReg))
+	forged, _, _ := pki.NewCSR(hubinfo.EtcdUser("alpha", testReg)) // written under beta's prefix
+	gammaCSR, _, _ := pki.NewCSR(hubinfo.EtcdUser("gamma", testReg))
+	staleCSR, _, _ := pki.NewCSR(hubinfo.EtcdUser("delta", hubinfo.NewRegistration())) // an earlier registration's
+	upsert(keyspace.ClusterEtcdCSR("delta"), &model.EtcdCSR{CSR: string(staleCSR)})
 	upsert(keyspace.ClusterEtcdCSR("alpha"), &model.EtcdCSR{CSR: string(alphaCSR)})
 	upsert(keyspace.ClusterEtcdCSR("beta"), &model.EtcdCSR{CSR: string(forged)})
 	upsert(keyspace.ClusterEtcdCSR("gamma"), &model.EtcdCSR{CSR: string(gammaCSR)})
@@ -203,9 +209,10 @@ func TestEtcdRenewals(t *testing.T) {
 		t.Errorf("record NotAfter %v, certificate %v (%v)", rec.NotAfter, cert, err)
 	}
 	// An answer for alpha that the view shows stops the signer from signing again;
-	// beta's forged CSR and unregistered gamma's get nothing.
+	// beta's forged CSR, unregistered gamma's and delta's for an earlier
+	// registration get nothing.
 	upsert(keyspace.ClusterEtcdCert("alpha"), &rec)
-	for _, c := range []string{"beta", "gamma"} {
+	for _, c := range []string{"beta", "gamma", "delta"} {
 		if _, ok := kv.get(keyspace.ClusterEtcdCert(c)); ok {
 			t.Errorf("%s's CSR was answered", c)
 		}

@@ -120,7 +120,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	// Someone else may have approved the CSR: whatever the approval, this signer
 	// issues nothing but clusters' etcd users (never etcd's root).
-	if _, ok := hubinfo.ClusterOfEtcdUser(parsed.Subject.CommonName); !ok {
+	if _, _, ok := hubinfo.ParseEtcdUser(parsed.Subject.CommonName); !ok {
 		return ctrl.Result{}, r.fail(ctx, csr, fmt.Sprintf("common name %q is not the etcd user of a cluster: this signer signs nothing else",
 			parsed.Subject.CommonName))
 	}
@@ -152,25 +152,33 @@ func (r *Reconciler) review(ctx context.Context, csr *certificatesv1.Certificate
 	if err := parsed.CheckSignature(); err != nil {
 		return "", fmt.Sprintf("CSR signature does not verify: %v", err), nil
 	}
-	cluster, ok := hubinfo.ClusterOfEtcdUser(parsed.Subject.CommonName)
+	cluster, registration, ok := hubinfo.ParseEtcdUser(parsed.Subject.CommonName)
 	if !ok {
 		return "", fmt.Sprintf("common name %q is not the etcd user of a cluster (want %q)", parsed.Subject.CommonName,
-			hubinfo.EtcdUser("<cluster>")), nil
+			hubinfo.EtcdUser("<cluster>", "<registration>")), nil
 	}
 	if !onlyCommonName(parsed) {
 		return cluster, errOnlyCommonName, nil
 	}
 	mc := &v1.MeshCluster{}
 	err = r.Client.Get(ctx, client.ObjectKey{Name: cluster}, mc)
-	if apierrors.IsNotFound(err) && r.apiReader != nil {
-		// The cache may not yet have seen a MeshCluster created just before the CSR,
-		// and a denial is final: ask the API server before denying.
+	if r.apiReader != nil && (apierrors.IsNotFound(err) || (err == nil && !currentRegistration(mc, registration))) {
+		// The cache may not yet have seen a MeshCluster created or registered again
+		// just before the CSR, and a denial is final: ask the API server before denying.
 		err = r.apiReader.Get(ctx, client.ObjectKey{Name: cluster}, mc)
 	}
 	if apierrors.IsNotFound(err) {
 		return cluster, fmt.Sprintf("cluster %q is not registered: create its MeshCluster first", cluster), nil
 	} else if err != nil {
 		return "", "", err
+	}
+	if !currentRegistration(mc, registration) {
+		if mc.Spec.Revoked {
+			return cluster, fmt.Sprintf("cluster %q is revoked: run meshfedctl cluster register to register it again", cluster), nil
+		}
+		return cluster, fmt.Sprintf("common name %q is not the etcd user of cluster %q's current registration (%q): "+
+			"credentials of earlier registrations are never issued again; run meshfedctl cluster register",
+			parsed.Subject.CommonName, cluster, hubinfo.EtcdUser(cluster, mc.Spec.Registration)), nil
 	}
 	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
 		User: csr.Spec.Username, Groups: csr.Spec.Groups, UID: csr.Spec.UID, Extra: extra(csr.Spec.Extra),
@@ -185,6 +193,12 @@ func (r *Reconciler) review(ctx context.Context, csr *certificatesv1.Certificate
 		return cluster, fmt.Sprintf("user %q may not update MeshCluster %q, so may not obtain its credentials", csr.Spec.Username, cluster), nil
 	}
 	return cluster, "", nil
+}
+
+// currentRegistration reports whether registration is mc's current one, and mc not
+// revoked.
+func currentRegistration(mc *v1.MeshCluster, registration string) bool {
+	return !mc.Spec.Revoked && mc.DeletionTimestamp.IsZero() && mc.Spec.Registration == registration
 }
 
 const errOnlyCommonName = "the CSR may hold only a common name"

@@ -50,6 +50,9 @@ import (
 // see each other's objects, and each runs (and stops) its own signer.
 var hub *localkube.ControlPlane
 
+// testReg is the registration of every MeshCluster of these tests.
+var testReg = hubinfo.NewRegistration()
+
 func TestMain(m *testing.M) {
 	// controller-runtime complains, with a stack trace, when its global logger is
 	// never set; the signer's own logs go to each test's logger.
@@ -208,7 +211,7 @@ func registerCluster(t *testing.T, name string) {
 	c := adminClient(t)
 	mc := &v1.MeshCluster{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec:       v1.MeshClusterSpec{Region: "eu-west-1", Zones: []v1.LocalityName{"eu-west-1a"}},
+		Spec:       v1.MeshClusterSpec{Region: "eu-west-1", Zones: []v1.LocalityName{"eu-west-1a"}, Registration: testReg},
 	}
 	if err := c.Create(testContext(t), mc); err != nil {
 		t.Fatalf("create MeshCluster %s: %v", name, err)
@@ -226,7 +229,7 @@ type request struct {
 // etcdRequest asks for the etcd credentials of cluster, as meshfedctl does.
 func etcdRequest(t *testing.T, cluster string) (request, []byte) {
 	t.Helper()
-	csrPEM, keyPEM, err := pki.NewCSR(hubinfo.EtcdUser(cluster))
+	csrPEM, keyPEM, err := pki.NewCSR(hubinfo.EtcdUser(cluster, testReg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,8 +332,8 @@ func wantSigned(t *testing.T, csr *certificatesv1.CertificateSigningRequest, ca 
 	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		t.Errorf("certificate does not chain to the CA for client auth: %v", err)
 	}
-	if cert.Subject.CommonName != hubinfo.EtcdUser(cluster) || len(cert.Subject.Organization) > 0 {
-		t.Errorf("subject %v, want CN %s only", cert.Subject, hubinfo.EtcdUser(cluster))
+	if cert.Subject.CommonName != hubinfo.EtcdUser(cluster, testReg) || len(cert.Subject.Organization) > 0 {
+		t.Errorf("subject %v, want CN %s only", cert.Subject, hubinfo.EtcdUser(cluster, testReg))
 	}
 	if !slices.Equal(cert.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}) {
 		t.Errorf("EKUs %v, want client auth only", cert.ExtKeyUsage)
@@ -505,7 +508,16 @@ func TestSignerDenies(t *testing.T) {
 	startSigner(t, ca)
 	registerCluster(t, "bravo")
 	registerCluster(t, "charlie")
+	registerCluster(t, "delta")
 	admin := kubeClient(t, hub.Config)
+	revoked := &v1.MeshCluster{}
+	if err := adminClient(t).Get(testContext(t), client.ObjectKey{Name: "delta"}, revoked); err != nil {
+		t.Fatal(err)
+	}
+	revoked.Spec.Revoked = true
+	if err := adminClient(t).Update(testContext(t), revoked); err != nil {
+		t.Fatal(err)
+	}
 
 	// mallory may request CSRs and read MeshClusters, but update none.
 	bindRules(t, "mallory", requestCSRs, rbacv1.PolicyRule{
@@ -531,17 +543,22 @@ func TestSignerDenies(t *testing.T) {
 		"unregistered cluster": {admin, etcd("nowhere"), `cluster "nowhere" is not registered`},
 		"CN root":              {admin, cn("root"), `common name "root" is not the etcd user of a cluster`},
 		"CN without prefix":    {admin, cn("bravo"), `common name "bravo" is not the etcd user of a cluster`},
-		"CN of invalid cluster": {admin, cn(hubinfo.EtcdUser("Bravo_1")),
-			fmt.Sprintf("common name %q is not the etcd user of a cluster", hubinfo.EtcdUser("Bravo_1"))},
+		"CN of invalid cluster": {admin, cn(hubinfo.EtcdUser("Bravo_1", testReg)),
+			fmt.Sprintf("common name %q is not the etcd user of a cluster", hubinfo.EtcdUser("Bravo_1", testReg))},
 		"organization": {admin, customRequest(t, &x509.CertificateRequest{
-			Subject: pkix.Name{CommonName: hubinfo.EtcdUser("bravo"), Organization: []string{"system:masters"}}}),
+			Subject: pkix.Name{CommonName: hubinfo.EtcdUser("bravo", testReg), Organization: []string{"system:masters"}}}),
 			"the CSR may hold only a common name"},
 		"organizational unit": {admin, customRequest(t, &x509.CertificateRequest{
-			Subject: pkix.Name{CommonName: hubinfo.EtcdUser("bravo"), OrganizationalUnit: []string{"x"}}}),
+			Subject: pkix.Name{CommonName: hubinfo.EtcdUser("bravo", testReg), OrganizationalUnit: []string{"x"}}}),
 			"the CSR may hold only a common name"},
 		"DNS SAN": {admin, customRequest(t, &x509.CertificateRequest{
-			Subject: pkix.Name{CommonName: hubinfo.EtcdUser("bravo")}, DNSNames: []string{"etcd.example"}}),
+			Subject: pkix.Name{CommonName: hubinfo.EtcdUser("bravo", testReg)}, DNSNames: []string{"etcd.example"}}),
 			"the CSR may hold only a common name"},
+		"earlier registration": {admin, cn(hubinfo.EtcdUser("bravo", hubinfo.NewRegistration())),
+			"credentials of earlier registrations are never issued again"},
+		"user of a cluster registered before registrations existed": {admin, cn(hubinfo.EtcdUser("bravo", "")),
+			"credentials of earlier registrations are never issued again"},
+		"revoked cluster": {admin, etcd("delta"), `cluster "delta" is revoked`},
 		"user without update on the MeshCluster": {mallory, etcd("bravo"),
 			`user "mallory" may not update MeshCluster "bravo"`},
 		"user with update on another MeshCluster": {operator, etcd("bravo"),
@@ -661,7 +678,7 @@ func TestSignerSignsApprovedCSRsOnlyForClusterUsers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cert.Subject.CommonName != hubinfo.EtcdUser("echo") {
+		if cert.Subject.CommonName != hubinfo.EtcdUser("echo", testReg) {
 			t.Errorf("CN %q", cert.Subject.CommonName)
 		}
 		if _, err := tls.X509KeyPair(got.Status.Certificate, keyPEM); err != nil {

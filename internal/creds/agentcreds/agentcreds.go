@@ -93,6 +93,15 @@ func Load(ctx context.Context, kube kubernetes.Interface, namespace string) (Cre
 	return FromSecret(s)
 }
 
+// User is the etcd user the credentials' certificate names ("" if it does not parse).
+func (c Credentials) User() string {
+	cert, err := c.Certificate()
+	if err != nil {
+		return ""
+	}
+	return cert.Subject.CommonName
+}
+
 // Fresh reports whether the credentials' certificate is valid now and for at least a
 // third of its life to come.
 func (c Credentials) Fresh(now time.Time) bool {

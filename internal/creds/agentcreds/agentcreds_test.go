@@ -23,7 +23,7 @@ func testCredentials(t *testing.T, lifetime time.Duration) Credentials {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certPEM, keyPEM, err := ca.Issue(pki.ClientTemplate(hubinfo.EtcdUser("alpha")), lifetime)
+	certPEM, keyPEM, err := ca.Issue(pki.ClientTemplate(hubinfo.EtcdUser("alpha", "")), lifetime)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func TestSecretRoundTrip(t *testing.T) {
 		t.Errorf("round trip (-want +got):\n%s", diff)
 	}
 	cert, err := got.Certificate()
-	if err != nil || cert.Subject.CommonName != hubinfo.EtcdUser("alpha") {
+	if err != nil || cert.Subject.CommonName != hubinfo.EtcdUser("alpha", "") {
 		t.Errorf("Certificate() = %v, %v; want the client certificate", cert, err)
 	}
 }
@@ -179,9 +179,13 @@ func TestStoreCertificate(t *testing.T) {
 	kube := fake.NewClientset(cur.Secret("agents"))
 	other := testCredentials(t, time.Hour) // another CA, same user: the key check still applies
 	beta := other
-	beta.Etcd.Cert, beta.Etcd.Key = issueFor(t, hubinfo.EtcdUser("beta"))
+	beta.Etcd.Cert, beta.Etcd.Key = issueFor(t, hubinfo.EtcdUser("beta", ""))
 	for name, pair := range map[string][2][]byte{
-		"another user":      {beta.Etcd.Cert, beta.Etcd.Key},
+		"another user": {beta.Etcd.Cert, beta.Etcd.Key},
+		"another registration": func() [2][]byte {
+			c, k := issueFor(t, hubinfo.EtcdUser("alpha", hubinfo.NewRegistration()))
+			return [2][]byte{c, k}
+		}(),
 		"key of another":    {other.Etcd.Cert, cur.Etcd.Key},
 		"not a certificate": {[]byte("junk"), other.Etcd.Key},
 	} {

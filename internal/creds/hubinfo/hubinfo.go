@@ -2,6 +2,8 @@ package hubinfo
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"strings"
 
@@ -60,17 +62,58 @@ func Read(ctx context.Context, hub kubernetes.Interface) (Info, error) {
 	return info, nil
 }
 
-// etcdUserPrefix starts every cluster's etcd user name.
+// etcdUserPrefix starts every cluster's etcd user and role name.
 const etcdUserPrefix = "meshfed-cluster-"
 
-// EtcdUser is the etcd user (and role) of a member cluster's agent, and the common name
-// of its client certificate.
-func EtcdUser(cluster string) string { return etcdUserPrefix + cluster }
+// EtcdRole is the etcd role of a member cluster: what its agent may read and write.
+// Before registrations existed it was also the agent's etcd user (see EtcdUser).
+func EtcdRole(cluster string) string { return etcdUserPrefix + cluster }
 
-// ClusterOfEtcdUser returns the cluster whose etcd user this is.
-func ClusterOfEtcdUser(user string) (string, bool) {
-	cluster, ok := strings.CutPrefix(user, etcdUserPrefix)
-	return cluster, ok && keyspace.ValidateCluster(cluster) == nil
+// EtcdUser is the etcd user of one registration of a member cluster, and the common
+// name of its agent's client certificates: meshfed-cluster-<cluster>.<registration>.
+// Each registration has a user of its own, bound to the cluster's role, so deleting
+// it refuses exactly that registration's certificates. Registration "" is the user of
+// a cluster registered before registrations existed: the role's name.
+func EtcdUser(cluster, registration string) string {
+	if registration == "" {
+		return EtcdRole(cluster)
+	}
+	return EtcdRole(cluster) + "." + registration
+}
+
+// ParseEtcdUser returns the cluster and registration ("" for the user of a cluster
+// registered before registrations existed) of a cluster's etcd user.
+func ParseEtcdUser(user string) (cluster, registration string, ok bool) {
+	rest, ok := strings.CutPrefix(user, etcdUserPrefix)
+	if !ok {
+		return "", "", false
+	}
+	cluster, registration, dotted := strings.Cut(rest, ".")
+	if keyspace.ValidateCluster(cluster) != nil || (dotted && ValidateRegistration(registration) != nil) {
+		return "", "", false
+	}
+	return cluster, registration, true
+}
+
+// registrationBytes is the randomness of a registration: 64 bits, 16 hex digits.
+const registrationBytes = 8
+
+// NewRegistration returns a new random registration name.
+func NewRegistration() string {
+	b := make([]byte, registrationBytes)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	return hex.EncodeToString(b)
+}
+
+// ValidateRegistration checks that s is a registration name, as NewRegistration makes:
+// 16 lower-case hex digits.
+func ValidateRegistration(s string) error {
+	if len(s) != 2*registrationBytes || strings.Trim(s, "0123456789abcdef") != "" {
+		return fmt.Errorf("registration %q: want %d lower-case hex digits", s, 2*registrationBytes)
+	}
+	return nil
 }
 
 // Scheme holds the Kubernetes types and meshfed's, everything meshfed reads and writes

@@ -71,28 +71,44 @@ func TestReadErrors(t *testing.T) {
 }
 
 func TestEtcdUserRoundTrip(t *testing.T) {
+	reg := NewRegistration()
+	if err := ValidateRegistration(reg); err != nil {
+		t.Fatalf("NewRegistration() = %q: %v", reg, err)
+	}
+	if other := NewRegistration(); other == reg {
+		t.Errorf("two registrations are both %q", reg)
+	}
 	for _, cluster := range []string{"a", "alpha", "east-1", "0", strings.Repeat("x", 63), "meshfed-cluster-a"} {
-		user := EtcdUser(cluster)
-		if !strings.HasPrefix(user, "meshfed-cluster-") {
-			t.Errorf("EtcdUser(%q) = %q, want the meshfed-cluster- prefix", cluster, user)
+		for _, registration := range []string{"", reg} {
+			user := EtcdUser(cluster, registration)
+			if !strings.HasPrefix(user, EtcdRole(cluster)) {
+				t.Errorf("EtcdUser(%q, %q) = %q, want the prefix %q", cluster, registration, user, EtcdRole(cluster))
+			}
+			gotCluster, gotReg, ok := ParseEtcdUser(user)
+			if !ok || gotCluster != cluster || gotReg != registration {
+				t.Errorf("ParseEtcdUser(%q) = %q, %q, %v; want %q, %q, true", user, gotCluster, gotReg, ok, cluster, registration)
+			}
 		}
-		got, ok := ClusterOfEtcdUser(user)
-		if !ok || got != cluster {
-			t.Errorf("ClusterOfEtcdUser(%q) = %q, %v; want %q, true", user, got, ok, cluster)
-		}
+	}
+	if got := EtcdUser("alpha", ""); got != "meshfed-cluster-alpha" {
+		t.Errorf("the user of a cluster registered before registrations existed is %q, want meshfed-cluster-alpha", got)
 	}
 }
 
-// Only the etcd user of a valid cluster name maps back to a cluster: never etcd's
-// root, a bare cluster name, or a name that could not be a key segment.
-func TestClusterOfEtcdUserRejects(t *testing.T) {
+// Only the etcd user of a valid cluster name (and registration) maps back to a
+// cluster: never etcd's root, a bare cluster name, or a name that could not be a key
+// segment or a registration.
+func TestParseEtcdUserRejects(t *testing.T) {
 	for _, user := range []string{
 		"", "root", "alpha", "meshfed-cluster-", "meshfed-cluster", "Meshfed-cluster-alpha", "xmeshfed-cluster-alpha",
 		"meshfed-cluster-Alpha", "meshfed-cluster-a.b", "meshfed-cluster-a/b", "meshfed-cluster--a", "meshfed-cluster-a-",
 		"meshfed-cluster-a_b", "meshfed-cluster- a", "meshfed-cluster-" + strings.Repeat("x", 64),
+		"meshfed-cluster-a.", "meshfed-cluster-a.0123456789ABCDEF", "meshfed-cluster-a.0123456789abcde",
+		"meshfed-cluster-a.0123456789abcdef0", "meshfed-cluster-a.0123456789abcdef.0123456789abcdef",
+		"meshfed-cluster-.0123456789abcdef",
 	} {
-		if cluster, ok := ClusterOfEtcdUser(user); ok {
-			t.Errorf("ClusterOfEtcdUser(%q) = %q, true; want it refused", user, cluster)
+		if cluster, reg, ok := ParseEtcdUser(user); ok {
+			t.Errorf("ParseEtcdUser(%q) = %q, %q, true; want it refused", user, cluster, reg)
 		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -171,10 +172,11 @@ func Register(ctx context.Context, opts Options) error {
 			say("%s: address ranges found: %s (check them; --address-ranges sets them)", opts.Cluster, strings.Join(d.Ranges, ","))
 		}
 	}
-	if err := ensureMeshCluster(ctx, hub, &opts, discovered); err != nil {
+	registration, gen, err := ensureMeshCluster(ctx, hub, &opts, discovered)
+	if err != nil {
 		return err
 	}
-	say("%s: MeshCluster on the hub", opts.Cluster)
+	say("%s: MeshCluster on the hub, registration %s", opts.Cluster, registration)
 
 	apply, err := kubeapply.New(opts.Member)
 	if err != nil {
@@ -189,7 +191,11 @@ func Register(ctx context.Context, opts Options) error {
 	}
 	say("%s: agent namespace and RBAC in the member cluster", opts.Cluster)
 
-	renewed, err := ensureCredentials(ctx, hubKube, memberKube, info, &opts)
+	// The hub makes the registration's etcd user before the signer may sign for it.
+	if err := waitRegistered(ctx, hub, opts.Cluster, gen, opts.Timeout); err != nil {
+		return err
+	}
+	renewed, err := ensureCredentials(ctx, hubKube, memberKube, info, registration, &opts)
 	if err != nil {
 		return err
 	}
@@ -198,26 +204,35 @@ func Register(ctx context.Context, opts Options) error {
 	} else {
 		say("%s: etcd credentials present and fresh", opts.Cluster)
 	}
-
-	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, opts.Timeout, true, func(ctx context.Context) (bool, error) {
-		mc := &v1.MeshCluster{}
-		if err := hub.Get(ctx, client.ObjectKey{Name: opts.Cluster}, mc); err != nil {
-			return false, nil //nolint:nilerr // retried until the timeout
-		}
-		return meta.IsStatusConditionTrue(mc.Status.Conditions, v1.ConditionRegistered), nil
-	})
-	if err != nil {
-		return fmt.Errorf("cluster %q: the hub did not report it Registered within %s: is `meshfed hub` running? %w", opts.Cluster, opts.Timeout, err)
-	}
 	say("%s: registered", opts.Cluster)
 	return nil
 }
 
-// ensureMeshCluster creates the cluster's MeshCluster, or checks that the existing one
-// has the same settings. Address ranges differ from the rest: they change as a
-// cluster grows, so ranges given explicitly replace the existing ones, and discovered
-// ones (discovered) never do.
-func ensureMeshCluster(ctx context.Context, hub client.Client, opts *Options, discovered bool) error {
+// waitRegistered waits until the hub reports the cluster Registered for generation
+// gen of its MeshCluster (or a later one).
+func waitRegistered(ctx context.Context, hub client.Client, cluster string, gen int64, timeout time.Duration) error {
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		mc := &v1.MeshCluster{}
+		if err := hub.Get(ctx, client.ObjectKey{Name: cluster}, mc); err != nil {
+			return false, nil //nolint:nilerr // retried until the timeout
+		}
+		c := meta.FindStatusCondition(mc.Status.Conditions, v1.ConditionRegistered)
+		return c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration >= gen, nil
+	})
+	if err != nil {
+		return fmt.Errorf("cluster %q: the hub did not report it Registered within %s: is `meshfed hub` running? %w", cluster, timeout, err)
+	}
+	return nil
+}
+
+// ensureMeshCluster creates the cluster's MeshCluster, with a new registration, or
+// checks an existing one's settings. An existing cluster without a valid registration
+// (revoked, or registered before registrations existed) gets a new one, which makes
+// every certificate of its earlier registrations useless. Address ranges differ from
+// the rest: they change as a cluster grows, so ranges given explicitly replace the
+// existing ones, and discovered ones (discovered) never do. It returns the
+// registration and the MeshCluster's generation.
+func ensureMeshCluster(ctx context.Context, hub client.Client, opts *Options, discovered bool) (string, int64, error) {
 	want := v1.MeshClusterSpec{Region: v1.LocalityName(opts.Region), Network: opts.Network, Gateways: opts.Gateways}
 	for _, r := range opts.AddressRanges {
 		want.AddressRanges = append(want.AddressRanges, v1.CIDR(r))
@@ -234,35 +249,55 @@ func ensureMeshCluster(ctx context.Context, hub client.Client, opts *Options, di
 	err := hub.Get(ctx, client.ObjectKey{Name: opts.Cluster}, mc)
 	switch {
 	case apierrors.IsNotFound(err):
+		want.Registration = hubinfo.NewRegistration()
 		mc = &v1.MeshCluster{ObjectMeta: metav1.ObjectMeta{Name: opts.Cluster}, Spec: want}
 		if err := hub.Create(ctx, mc); err != nil {
-			return fmt.Errorf("create MeshCluster %q: %w", opts.Cluster, err)
+			return "", 0, fmt.Errorf("create MeshCluster %q: %w", opts.Cluster, err)
 		}
-		return nil
+		return mc.Spec.Registration, mc.Generation, nil
 	case err != nil:
-		return fmt.Errorf("get MeshCluster %q: %w", opts.Cluster, err)
+		return "", 0, fmt.Errorf("get MeshCluster %q: %w", opts.Cluster, err)
 	case !mc.DeletionTimestamp.IsZero():
-		return fmt.Errorf("cluster %q is being unregistered; wait until its MeshCluster is gone, then register again", opts.Cluster)
+		return "", 0, fmt.Errorf("cluster %q is being unregistered; wait until its MeshCluster is gone, then register again", opts.Cluster)
 	}
 	have := mc.Spec
 	if have.Region != want.Region || have.Network != want.Network || !slices.Equal(have.Zones, want.Zones) ||
 		!slices.Equal(have.Gateways, want.Gateways) {
-		return fmt.Errorf("cluster %q is already registered with region %s, zones %v, network %s, gateways %v; "+
+		return "", 0, fmt.Errorf("cluster %q is already registered with region %s, zones %v, network %s, gateways %v; "+
 			"register it with the same settings, or unregister it first", opts.Cluster, have.Region, have.Zones, have.Network, have.Gateways)
 	}
-	if slices.Equal(have.AddressRanges, want.AddressRanges) {
-		return nil
-	}
-	if discovered {
+	newRanges := !slices.Equal(have.AddressRanges, want.AddressRanges)
+	if newRanges && discovered {
 		fmt.Fprintf(opts.Progress, "%s: keeping the registered address ranges %v (--address-ranges replaces them)\n", opts.Cluster, have.AddressRanges)
-		return nil
+		newRanges = false
 	}
-	mc.Spec.AddressRanges = want.AddressRanges
-	if err := hub.Update(ctx, mc); err != nil {
-		return fmt.Errorf("update the address ranges of MeshCluster %q: %w", opts.Cluster, err)
+	reregister := have.Registration == "" || have.Revoked
+	if !newRanges && !reregister {
+		return have.Registration, mc.Generation, nil
 	}
-	fmt.Fprintf(opts.Progress, "%s: address ranges changed from %v to %v\n", opts.Cluster, have.AddressRanges, want.AddressRanges)
-	return nil
+	registration := have.Registration
+	if reregister {
+		registration = hubinfo.NewRegistration()
+	}
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := hub.Get(ctx, client.ObjectKey{Name: opts.Cluster}, mc); err != nil {
+			return err
+		}
+		if newRanges {
+			mc.Spec.AddressRanges = want.AddressRanges
+		}
+		if reregister {
+			mc.Spec.Registration, mc.Spec.Revoked = registration, false
+		}
+		return hub.Update(ctx, mc)
+	})
+	if err != nil {
+		return "", 0, fmt.Errorf("update MeshCluster %q: %w", opts.Cluster, err)
+	}
+	if newRanges {
+		fmt.Fprintf(opts.Progress, "%s: address ranges changed from %v to %v\n", opts.Cluster, have.AddressRanges, want.AddressRanges)
+	}
+	return registration, mc.Generation, nil
 }
 
 func agentManifests() ([]*unstructured.Unstructured, error) {
@@ -279,13 +314,14 @@ func agentManifests() ([]*unstructured.Unstructured, error) {
 
 // ensureCredentials makes sure the member cluster holds fresh etcd credentials for the
 // hub's current endpoints and CA. It reports whether it signed new ones.
-func ensureCredentials(ctx context.Context, hub, member kubernetes.Interface, info hubinfo.Info, opts *Options) (bool, error) {
+func ensureCredentials(ctx context.Context, hub, member kubernetes.Interface, info hubinfo.Info, registration string, opts *Options) (bool, error) {
+	user := hubinfo.EtcdUser(opts.Cluster, registration)
 	cur, err := agentcreds.Load(ctx, member, hubinfo.Namespace)
-	if err == nil && cur.Cluster == opts.Cluster && cur.Fresh(time.Now()) && string(cur.Etcd.CA) == string(info.EtcdCA) &&
-		slices.Equal(cur.Etcd.Endpoints, info.EtcdEndpoints) {
+	if err == nil && cur.Cluster == opts.Cluster && cur.User() == user && cur.Fresh(time.Now()) &&
+		string(cur.Etcd.CA) == string(info.EtcdCA) && slices.Equal(cur.Etcd.Endpoints, info.EtcdEndpoints) {
 		return false, nil
 	}
-	csrPEM, keyPEM, err := pki.NewCSR(hubinfo.EtcdUser(opts.Cluster))
+	csrPEM, keyPEM, err := pki.NewCSR(user)
 	if err != nil {
 		return false, err
 	}
@@ -395,5 +431,64 @@ func Unregister(ctx context.Context, opts UnregisterOptions) error {
 		return fmt.Errorf("remove the agent's objects from %s: %w", opts.Cluster, err)
 	}
 	fmt.Fprintf(opts.Progress, "%s: agent credentials, RBAC and namespace removed from the member cluster\n", opts.Cluster)
+	return nil
+}
+
+// RevokeOptions say which cluster to revoke.
+type RevokeOptions struct {
+	Cluster  string
+	Hub      *rest.Config
+	Timeout  time.Duration
+	Progress io.Writer
+}
+
+// Revoke cuts the cluster off the federation and keeps its MeshCluster: it marks it
+// revoked and waits until the hub reports it (Registered False, reason Revoked), by
+// which time the hub has deleted the cluster's etcd user, so that etcd refuses every
+// certificate of its registration, and its records. Register makes it a member again,
+// with new credentials. Revoking a revoked cluster changes nothing.
+func Revoke(ctx context.Context, opts RevokeOptions) error {
+	if opts.Timeout == 0 {
+		opts.Timeout = 60 * time.Second
+	}
+	if opts.Progress == nil {
+		opts.Progress = io.Discard
+	}
+	hub, err := hubinfo.NewClient(opts.Hub)
+	if err != nil {
+		return err
+	}
+	mc := &v1.MeshCluster{}
+	if err := hub.Get(ctx, client.ObjectKey{Name: opts.Cluster}, mc); apierrors.IsNotFound(err) {
+		return fmt.Errorf("cluster %q is not registered (no MeshCluster): nothing to revoke", opts.Cluster)
+	} else if err != nil {
+		return fmt.Errorf("get MeshCluster %q: %w", opts.Cluster, err)
+	}
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := hub.Get(ctx, client.ObjectKey{Name: opts.Cluster}, mc); err != nil {
+			return err
+		}
+		if mc.Spec.Revoked {
+			return nil
+		}
+		mc.Spec.Revoked = true
+		return hub.Update(ctx, mc)
+	})
+	if err != nil {
+		return fmt.Errorf("revoke MeshCluster %q: %w", opts.Cluster, err)
+	}
+	gen := mc.Generation
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, opts.Timeout, true, func(ctx context.Context) (bool, error) {
+		if err := hub.Get(ctx, client.ObjectKey{Name: opts.Cluster}, mc); err != nil {
+			return false, nil //nolint:nilerr // retried until the timeout
+		}
+		c := meta.FindStatusCondition(mc.Status.Conditions, v1.ConditionRegistered)
+		return c != nil && c.Reason == v1.ReasonRevoked && c.ObservedGeneration >= gen, nil
+	})
+	if err != nil {
+		return fmt.Errorf("cluster %q: the hub did not report it revoked within %s: is `meshfed hub` running? %w", opts.Cluster, opts.Timeout, err)
+	}
+	fmt.Fprintf(opts.Progress, "%s: revoked: etcd refuses its credentials and its records are deleted; "+
+		"`meshfedctl cluster register` registers it again with new ones\n", opts.Cluster)
 	return nil
 }

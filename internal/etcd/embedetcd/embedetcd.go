@@ -12,11 +12,13 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	etcdserverpb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
 )
 
 // Defaults of the server's limits: etcd's own, written down so that the hub
@@ -82,6 +84,10 @@ type Options struct {
 	// ZapLogger receives etcd's own logs. Default: JSON to stderr at warn
 	// level, so a healthy server is silent.
 	ZapLogger *zap.Logger
+
+	// GRPCServerOptions are added to the server's own, e.g. the hub's stream
+	// interceptor that ends the open streams of deleted users.
+	GRPCServerOptions []grpc.ServerOption
 }
 
 // TLS is the server side of client TLS. Files are PEM.
@@ -231,6 +237,7 @@ func start(ctx context.Context, opts Options, clientURL, peerURL url.URL) (*Serv
 	cfg.EnableGRPCGateway = false
 	cfg.QuotaBackendBytes = opts.QuotaBackendBytes
 	cfg.MaxRequestBytes = opts.MaxRequestBytes
+	cfg.GRPCAdditionalServerOptions = opts.GRPCServerOptions
 	if opts.AutoCompactionRetention > 0 {
 		cfg.AutoCompactionMode = embed.CompactorModePeriodic
 		cfg.AutoCompactionRetention = opts.AutoCompactionRetention.String()
@@ -306,6 +313,17 @@ func (s *Server) Client() (*clientv3.Client, error) {
 		return nil, fmt.Errorf("embedetcd: new client of %v: %w", s.endpoints, err)
 	}
 	return c, nil
+}
+
+// AuthRevision is the revision of the server's users, roles and permissions: it
+// grows with every change to them.
+func (s *Server) AuthRevision() uint64 { return s.etcd.Server.AuthStore().Revision() }
+
+// UserExists reports whether the server has the etcd user name, from its local
+// state, without a request.
+func (s *Server) UserExists(name string) bool {
+	_, err := s.etcd.Server.AuthStore().UserGet(&etcdserverpb.AuthUserGetRequest{Name: name})
+	return err == nil
 }
 
 // Err reports a fatal error of the running server; it is closed when the

@@ -45,6 +45,10 @@ type ClusterInfo struct {
 	// Limits bound what the cluster may publish; a zero field takes its default
 	// (v1alpha1.DefaultMax*).
 	Limits PublishLimits `json:"limits,omitzero"`
+	// Registration is the cluster's current registration (MeshCluster
+	// spec.registration): the hub renews only etcd certificates of this one.
+	// Empty: registered before registrations existed.
+	Registration string `json:"registration,omitempty"`
 }
 
 // PublishLimits bound what one member cluster may publish under its prefix. Every
