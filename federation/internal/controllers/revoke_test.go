@@ -56,7 +56,7 @@ func TestRevokeAndRegisterAgain(t *testing.T) {
 		t.Errorf("users %v, want only the registration's %v", got, want)
 	}
 	e.waitRecord(t, keyspace.ClusterInfo("rev-1"), &model.ClusterInfo{Name: "rev-1", Region: "us-east",
-		Zones: []string{"us-east-1a"}, Network: v1.DefaultNetwork, Registration: first})
+		Zones: []string{"us-east-1a"}, Network: v1.DefaultNetwork, Limits: defaultLimits, Registration: first})
 	e.put(t, keyspace.ClusterSynced("rev-1"), &model.Synced{SyncedAt: time.Now()})
 
 	update(t, e, mc, func(mc *v1.MeshCluster) { mc.Spec.Revoked = true })
@@ -80,7 +80,7 @@ func TestRevokeAndRegisterAgain(t *testing.T) {
 	}
 	e.waitEvent(t, mc, corev1.EventTypeNormal, v1.ReasonRegistered)
 	e.waitRecord(t, keyspace.ClusterInfo("rev-1"), &model.ClusterInfo{Name: "rev-1", Region: "us-east",
-		Zones: []string{"us-east-1a"}, Network: v1.DefaultNetwork, Registration: again})
+		Zones: []string{"us-east-1a"}, Network: v1.DefaultNetwork, Limits: defaultLimits, Registration: again})
 
 	e.deleteAndWait(t, mc)
 	if got := users(t); len(got) != 0 {
