@@ -37,6 +37,16 @@ const (
 	reasonAcceptError = "accept_error" // the listener's Accept failed (e.g. out of file descriptors)
 )
 
+// Types of xds_updates_total, and its results.
+const (
+	typeListener  = "listener"
+	typeEndpoints = "endpoints"
+
+	updateApplied = "applied" // every route in use; ACKed
+	updatePartial = "partial" // the good routes in use, the others rejected; NACKed
+	updateRefused = "refused" // nothing applied (unreadable); NACKed
+)
+
 // Directions of bytes_total.
 const (
 	directionToBackend = "to_backend" // from the remote client to the local endpoint, ClientHello included
@@ -86,6 +96,16 @@ var (
 		Help: "Server names in the route table last set.",
 	})
 
+	rejectedRoutes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "meshfed", Subsystem: "gateway", Name: "rejected_routes",
+		Help: "Parts of the configuration in use that the gateway refused (a filter chain, a server name, a load assignment), by reason; the update that brought them was NACKed.",
+	}, []string{"reason"})
+
+	updatesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "meshfed", Subsystem: "gateway", Name: "xds_updates_total",
+		Help: "xDS updates received, by type (listener, endpoints) and result: applied (ACKed), partial (good routes applied, the rest rejected; NACKed), refused (nothing applied; NACKed).",
+	}, []string{"type", "result"})
+
 	draining = prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: "meshfed", Subsystem: "gateway", Name: "draining",
 		Help: "1 while a gateway in this process drains (readiness fails), else 0.",
@@ -96,7 +116,7 @@ var (
 // registry; it panics if they are already registered there.
 func RegisterMetrics(reg prometheus.Registerer) {
 	reg.MustRegister(connectionsTotal, activeConnections, openConnections, bytesTotal,
-		errorsTotal, peekDuration, routesConfigured, draining)
+		errorsTotal, peekDuration, routesConfigured, rejectedRoutes, updatesTotal, draining)
 }
 
 // countFailure counts a connection that ended before its tunnel: its result (with
@@ -104,4 +124,15 @@ func RegisterMetrics(reg prometheus.Registerer) {
 func countFailure(service, reason string) {
 	connectionsTotal.WithLabelValues(service, reason).Inc()
 	errorsTotal.WithLabelValues(reason).Inc()
+}
+
+// setRejectedRoutes sets rejected_routes to what the configuration in use refused.
+func setRejectedRoutes(rejected []RouteRejection) {
+	counts := map[string]int{}
+	for _, r := range rejected {
+		counts[r.Reason]++
+	}
+	for _, reason := range []string{rejectDefaultChain, rejectFilterChain, rejectServerName, rejectDuplicateName, rejectEndpoints} {
+		rejectedRoutes.WithLabelValues(reason).Set(float64(counts[reason]))
+	}
 }
