@@ -52,7 +52,7 @@ type follower struct {
 	log       logr.Logger
 	subscribe func(typeURL string, names []string)
 
-	listener    *listenerv3.Listener                          // last applied, in whole or in part; nil until the first
+	listener    *listenerv3.Listener                         // last applied, in whole or in part; nil until the first
 	assignments map[string]*endpointv3.ClusterLoadAssignment // accepted, by cluster
 	refusedCLAs map[string]RouteRejection                    // the server's current assignment of a cluster, refused
 	rejected    []RouteRejection                             // what the listener in use had refused

@@ -20,7 +20,7 @@ var tcpProxyTypeURL = "type.googleapis.com/" + string(proto.MessageName(&tcpprox
 
 // Rejection reasons, the "reason" label of meshfed_gateway_rejected_routes.
 const (
-	rejectDefaultChain  = "default_filter_chain"    // a default (catch-all) filter chain
+	rejectDefaultChain  = "default_filter_chain"     // a default (catch-all) filter chain
 	rejectFilterChain   = "unsupported_filter_chain" // a chain the gateway cannot honour (match criteria, TLS termination, filters)
 	rejectServerName    = "invalid_server_name"      // a wildcard, over 255 bytes, or a byte a ClientHello may not carry
 	rejectDuplicateName = "duplicate_server_name"    // one name matched by two filter chains
