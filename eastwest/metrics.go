@@ -11,6 +11,8 @@ const (
 	resultOK = "ok" // a tunnel to an endpoint was established
 
 	reasonOverLimit   = "over_limit"   // MaxConnections were open: closed at once
+	reasonSourceLimit = "source_limit" // MaxConnectionsPerSource were open from the same source: closed at once
+	reasonFDBudget    = "fd_budget"    // MaxFDs were in use: closed at once
 	reasonNoData      = "no_data"      // closed by the client before sending a byte (e.g. TCP health checks)
 	reasonTruncated   = "truncated"    // closed by the client inside its ClientHello
 	reasonReadError   = "read_error"   // the client connection failed (reset) inside its ClientHello
@@ -96,6 +98,26 @@ var (
 		Help: "Server names in the route table last set.",
 	})
 
+	sourcesOpen = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "meshfed", Subsystem: "gateway", Name: "sources",
+		Help: "Sources (IPv4 addresses, IPv6 /64s) with client connections open; each may have MaxConnectionsPerSource.",
+	})
+
+	fdsInUse = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "meshfed", Subsystem: "gateway", Name: "fds",
+		Help: "File descriptors held by client connections (two each, for the connection and its endpoint) and splice pipes (two each); what MaxFDs bounds.",
+	})
+
+	fdBudgetGauge = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "meshfed", Subsystem: "gateway", Name: "fd_budget",
+		Help: "MaxFDs: the file descriptors connections and pipes may hold, below the process's limit.",
+	})
+
+	pipesOpen = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "meshfed", Subsystem: "gateway", Name: "splice_pipes",
+		Help: "Splice pipes open, by state: busy (moving a tunnel's bytes) or idle (pooled; closed after a few seconds unused).",
+	}, []string{"state"})
+
 	rejectedRoutes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "meshfed", Subsystem: "gateway", Name: "rejected_routes",
 		Help: "Parts of the configuration in use that the gateway refused (a filter chain, a server name, a load assignment), by reason; the update that brought them was NACKed.",
@@ -116,7 +138,8 @@ var (
 // registry; it panics if they are already registered there.
 func RegisterMetrics(reg prometheus.Registerer) {
 	reg.MustRegister(connectionsTotal, activeConnections, openConnections, bytesTotal,
-		errorsTotal, peekDuration, routesConfigured, rejectedRoutes, updatesTotal, draining)
+		errorsTotal, peekDuration, routesConfigured, rejectedRoutes, updatesTotal, draining,
+		sourcesOpen, fdsInUse, fdBudgetGauge, pipesOpen)
 }
 
 // countFailure counts a connection that ended before its tunnel: its result (with
