@@ -107,6 +107,8 @@ type Cluster struct {
 	// CertDir holds workload certificates the agent issues, <ns>/<sa>/{tls.crt,tls.key,ca.crt}.
 	CertDir    string `json:"certDir,omitempty"`
 	GatewayPID int    `json:"gatewayPID"`
+	// GatewayHealthAddr serves the gateway's /healthz, /readyz and /metrics.
+	GatewayHealthAddr string `json:"gatewayHealthAddr"`
 
 	cp      *localkube.ControlPlane
 	agent   *proc.Process
@@ -549,7 +551,7 @@ func (s *Sandbox) StartGateway(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	c.gateway, c.GatewayPID = p, p.Pid()
+	c.gateway, c.GatewayPID, c.GatewayHealthAddr = p, p.Pid(), health
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, s.opts.Timeout, true, func(ctx context.Context) (bool, error) {
 		if p.Exited() {
 			return false, p.Failure()
