@@ -23,7 +23,8 @@ func TestThousandConcurrentTunnels(t *testing.T) {
 	const n = 1000
 	sni, svc := uniqueSNI(t.Name())
 	b := newBackend(t, "b1")
-	_, addr := startGateway(t, Options{}, Routes{sni: {b.addr()}})
+	// Every client is 127.0.0.1: one source, allowed all n.
+	_, addr := startGateway(t, Options{MaxConnectionsPerSource: n}, Routes{sni: {b.addr()}})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

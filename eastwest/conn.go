@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -119,12 +120,11 @@ func (c *conn) socketBytes() (uint64, bool) {
 }
 
 // serveConn handles one client connection from accept to close.
-func (g *Gateway) serveConn(client net.Conn) {
+func (g *Gateway) serveConn(client net.Conn, src netip.Prefix) {
 	c := &conn{client: client}
 	defer func() {
 		c.close()
-		openConnections.Dec()
-		g.open.Add(-1)
+		g.release(src)
 		g.conns.Done()
 	}()
 	stop := context.AfterFunc(g.hardCtx, func() { c.abort(reasonShutdown) })
@@ -278,13 +278,31 @@ func (g *Gateway) tunnel(c *conn, rt *route, backend net.Conn) {
 // pipe copies src to dst until src ends, then half-closes dst so that the other side
 // sees the end too while the opposite direction goes on.
 //
-// Between two *net.TCPConn, io.Copy ends in TCPConn.ReadFrom, which on Linux moves
-// the bytes with splice(2) through a pipe, never through user space. To sample
+// Between two *net.TCPConn on Linux the bytes move with splice(2) through a kernel
+// pipe, never through user space (spliceCopy). Elsewhere they go through copy.
+func (g *Gateway) pipe(c *conn, dst, src net.Conn, counter prometheus.Counter) {
+	spliced, err := g.spliceCopy(c, dst, src, counter)
+	if !spliced {
+		err = g.copy(c, dst, src, counter)
+	}
+	if err != nil {
+		c.abort(reasonStreamError) // the first reason recorded wins
+		return
+	}
+	// src sent its FIN.
+	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite() //nolint:errcheck // dst may be gone already; the other direction will see it
+		return
+	}
+	c.abort(reasonStreamError) // cannot half-close: end both directions
+}
+
+// copy copies src to dst with io.Copy until src's end (nil) or an error. To sample
 // activity and update the byte counters while a long transfer runs, the copy is
 // bounded by a read deadline on src every sample interval; a read that times out has
-// moved nothing into splice's pipe, so resuming the copy loses nothing. dst gets no
-// deadline: a write that timed out could drop bytes already taken from src.
-func (g *Gateway) pipe(c *conn, dst, src net.Conn, counter prometheus.Counter) {
+// moved nothing, so resuming the copy loses nothing. dst gets no deadline: a write
+// that timed out could drop bytes already taken from src.
+func (g *Gateway) copy(c *conn, dst, src net.Conn, counter prometheus.Counter) error {
 	for {
 		src.SetReadDeadline(time.Now().Add(g.sample)) //nolint:errcheck
 		n, err := io.Copy(dst, src)
@@ -293,18 +311,12 @@ func (g *Gateway) pipe(c *conn, dst, src net.Conn, counter prometheus.Counter) {
 			c.touch()
 		}
 		switch {
-		case err == nil: // src sent its FIN
-			if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-				cw.CloseWrite() //nolint:errcheck // dst may be gone already; the other direction will see it
-				return
-			}
-			c.abort(reasonStreamError) // cannot half-close: end both directions
-			return
+		case err == nil:
+			return nil
 		case errors.Is(err, os.ErrDeadlineExceeded) && c.abortReason() == "":
 			continue
 		default:
-			c.abort(reasonStreamError) // the first reason recorded wins
-			return
+			return err
 		}
 	}
 }

@@ -30,20 +30,34 @@
 // one), so connection counts, not connection arrivals, are what should be even. A
 // failed dial is retried on another endpoint (Options.DialAttempts).
 //
-// Between TCP sockets, bytes move with io.Copy on *net.TCPConn pairs, which Go turns
-// into splice(2) on Linux: the payload goes socket to pipe to socket in the kernel,
-// never through user space. Each direction ends with a half-close (CloseWrite) of the
-// other socket, so a client that shuts down its sending side still gets the whole
-// answer.
+// Between TCP sockets on Linux, bytes move with splice(2): socket to pipe to socket
+// in the kernel, never through user space. The gateway splices by itself rather than
+// through io.Copy (whose pipes a tunnel holds while it waits, and which stay open
+// in a sync.Pool until the garbage collector runs): a tunnel takes a pipe from a
+// bounded pool when bytes come and gives it back once they stop; idle pipes are
+// closed after a few seconds. Each direction ends with a half-close (CloseWrite) of
+// the other socket, so a client that shuts down its sending side still gets the
+// whole answer.
+//
+// Limits, each enforced at accept (the connection is accepted and closed at once,
+// and counted by reason): MaxConnections in all, MaxConnectionsPerSource from one
+// source (an IPv4 address, an IPv6 /64), and MaxFDs, a budget of file descriptors
+// below the process's limit that connections (two each) and pipes (two each) draw
+// on, so that a flood never leaves the process without descriptors for /metrics,
+// /readyz and its xDS stream. A transfer that finds no room for a pipe copies
+// through user space.
 //
 // The configuration comes from outside: the agent's xDS (a Listener whose filter
 // chains match server_names and whose tcp_proxy names a cluster, plus that cluster's
 // ClusterLoadAssignment) becomes Routes through FromXDS, a pure translator, and
 // SetRoutes applies them. FollowXDS does this over ADS (eastwest/internal/adsclient):
-//   - An xDS response is ACKed only once its routes are in use (FromXDS accepted it
-//     and SetRoutes took it), or, for load assignments that arrive before any
-//     listener, once they are kept for it. Anything else is NACKed with the reason,
-//     and the routes and the accepted xDS state stay as they were.
+//   - An xDS response is applied route by route: FromXDS refuses what the gateway
+//     cannot honour one part at a time (a filter chain, a server name, a load
+//     assignment) and the rest is put in use. A response is ACKed when nothing in it
+//     was refused; otherwise it is NACKed with an error_detail naming each refused
+//     part, its good part in use all the same, and each refused name keeps the
+//     endpoints it had. One bad route never holds back the others. A response that
+//     cannot be read at all is NACKed and changes nothing.
 //   - Responses of types the gateway did not subscribe to are ignored.
 //
 // Metrics: the collectors are package variables, registered nowhere until

@@ -22,6 +22,7 @@ import (
 	sotwv3 "github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/go-logr/logr"
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -417,5 +418,189 @@ func TestFollowXDSResubscribesAfterReconnect(t *testing.T) {
 		if !slices.Contains(subscribed, want) {
 			t.Errorf("requests to the new server %v, want a subscription %s", subscribed, want)
 		}
+	}
+}
+
+// answerTo waits for the gateway's answer to the first response of typeURL sent
+// after the response after (nil: from the start) with another version, and returns
+// both: the answer is the request carrying the response's nonce.
+func answerTo(t *testing.T, x *testXDS, typeURL string, after *discoveryv3.DiscoveryResponse) (*discoveryv3.DiscoveryResponse, *discoveryv3.DiscoveryRequest) {
+	t.Helper()
+	var (
+		resp   *discoveryv3.DiscoveryResponse
+		answer *discoveryv3.DiscoveryRequest
+	)
+	testutil.Eventually(t, 10*time.Second, "an answer to a new "+typeURL, func() error {
+		resp = nil
+		seen := after == nil
+		for _, r := range x.rec.responses() {
+			switch {
+			case !seen:
+				seen = r.GetNonce() == after.GetNonce()
+			case r.GetTypeUrl() == typeURL && r.GetVersionInfo() != after.GetVersionInfo():
+				resp = r
+			}
+			if resp != nil {
+				break
+			}
+		}
+		if resp == nil {
+			return errors.New("no new response yet")
+		}
+		for _, req := range x.rec.requests() {
+			if req.GetTypeUrl() == typeURL && req.GetResponseNonce() == resp.GetNonce() {
+				answer = req
+				return nil
+			}
+		}
+		return fmt.Errorf("no answer yet to nonce %s", resp.GetNonce())
+	})
+	return resp, answer
+}
+
+// TestFollowXDSSkipsABadRoute: a listener with a route whose server name cannot be
+// a TLS server name (a 240-byte hostname makes a 258-byte SNI), among good ones. The
+// gateway applies the good routes, NACKs the update naming the bad one, counts it in
+// rejected_routes, and keeps taking updates: load assignments (ACKed) and listeners
+// (a new good route applied, NACKed again while the bad one stays). Once the bad
+// route is gone, the listener is ACKed and nothing is counted as rejected.
+func TestFollowXDSSkipsABadRoute(t *testing.T) {
+	cartSNI, _ := uniqueSNI(t.Name() + "-cart")
+	paySNI, _ := uniqueSNI(t.Name() + "-pay")
+	newSNI, _ := uniqueSNI(t.Name() + "-new")
+	badSNI := xdsnames.SNI(longHostname, 8080)
+	clusterOf := func(sni string) string {
+		host, _, _ := xdsnames.ParseSNI(sni)
+		return "outbound|8080||" + host
+	}
+	cart, pay, fresh, bad := clusterOf(cartSNI), clusterOf(paySNI), clusterOf(newSNI), "outbound|8080||"+longHostname
+	ep := func(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+	listener := func(chains ...*listenerv3.FilterChain) *listenerv3.Listener {
+		l := gatewayListener(t, chains...)
+		l.Name = xdsnames.GatewayListener
+		return l
+	}
+	lds, eds := newXDSCaches()
+	for c, e := range map[string]string{cart: "10.0.0.1:8080", pay: "10.0.1.1:8080", fresh: "10.0.2.1:8080", bad: "10.0.3.1:8080"} {
+		if err := eds.UpdateResource(c, claFor(c, ep(e))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := lds.UpdateResource(xdsnames.GatewayListener, listener(
+		sniChain(t, cart, cartSNI), sniChain(t, bad, badSNI), sniChain(t, pay, paySNI))); err != nil {
+		t.Fatal(err)
+	}
+	x := startXDS(t, "", lds, eds, nil)
+	gw := followedGateway(t, x)
+	before := promtestutil.ToFloat64(updatesTotal.WithLabelValues(typeListener, updatePartial))
+
+	testutil.Eventually(t, 10*time.Second, "the good routes applied", func() error {
+		return errors.Join(hasRoute(gw, cartSNI, ep("10.0.0.1:8080")), hasRoute(gw, paySNI, ep("10.0.1.1:8080")))
+	})
+	if _, ok := gw.Routes()[badSNI]; ok {
+		t.Fatal("the bad route is in the table")
+	}
+	first, answer := answerTo(t, x, resourcev3.ListenerType, nil)
+	checkNACK := func(answer *discoveryv3.DiscoveryRequest) {
+		t.Helper()
+		switch msg := answer.GetErrorDetail().GetMessage(); {
+		case answer.GetErrorDetail() == nil:
+			t.Fatalf("the listener with a bad route was ACKed (version %q)", answer.GetVersionInfo())
+		case !strings.Contains(msg, badSNI) || !strings.Contains(msg, "length must be 1-255") || !strings.Contains(msg, "1 route(s) rejected"):
+			t.Fatalf("NACK error_detail %q does not name the bad route and why", msg)
+		}
+	}
+	checkNACK(answer)
+	if got := promtestutil.ToFloat64(rejectedRoutes.WithLabelValues(rejectServerName)); got != 1 {
+		t.Errorf("rejected_routes{%s} = %v, want 1", rejectServerName, got)
+	}
+	if got := promtestutil.ToFloat64(updatesTotal.WithLabelValues(typeListener, updatePartial)) - before; got < 1 {
+		t.Errorf("xds_updates_total{listener, partial} +%v, want at least +1", got)
+	}
+
+	// Load assignments keep coming and are ACKed: the bad listener chain is not
+	// theirs to answer for.
+	acked(t, x, resourcev3.EndpointType)
+	if err := eds.UpdateResource(cart, claFor(cart, ep("10.0.0.2:8080"))); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "a new endpoint of a good route", func() error { return hasRoute(gw, cartSNI, ep("10.0.0.2:8080")) })
+	acked(t, x, resourcev3.EndpointType)
+
+	// A new listener, the bad route still in it: the new good route applies, NACKed again.
+	if err := lds.UpdateResource(xdsnames.GatewayListener, listener(
+		sniChain(t, cart, cartSNI), sniChain(t, bad, badSNI), sniChain(t, pay, paySNI), sniChain(t, fresh, newSNI))); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "a new good route applied", func() error { return hasRoute(gw, newSNI, ep("10.0.2.1:8080")) })
+	second, answer := answerTo(t, x, resourcev3.ListenerType, first)
+	checkNACK(answer)
+
+	// The bad route removed: ACKed, nothing rejected any more.
+	if err := lds.UpdateResource(xdsnames.GatewayListener, listener(
+		sniChain(t, cart, cartSNI), sniChain(t, pay, paySNI), sniChain(t, fresh, newSNI))); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the fixed listener ACKed", func() error {
+		if resp := x.rec.lastResponse(resourcev3.ListenerType); resp.GetVersionInfo() == second.GetVersionInfo() {
+			return errors.New("not sent yet")
+		}
+		return nil
+	})
+	acked(t, x, resourcev3.ListenerType)
+	if got := promtestutil.ToFloat64(rejectedRoutes.WithLabelValues(rejectServerName)); got != 0 {
+		t.Errorf("rejected_routes{%s} = %v after the fix, want 0", rejectServerName, got)
+	}
+	for _, sni := range []string{cartSNI, paySNI, newSNI} {
+		if _, ok := gw.Routes()[sni]; !ok {
+			t.Errorf("route %s gone", sni)
+		}
+	}
+}
+
+// TestFollowXDSKeepsARouteThatTurnsBad: a route that was good and turns bad (its load
+// assignment gets an endpoint that is not an IP) keeps the endpoints it had, the
+// assignment is NACKed naming its cluster, and the other routes take their updates.
+func TestFollowXDSKeepsARouteThatTurnsBad(t *testing.T) {
+	cartSNI, _ := uniqueSNI(t.Name() + "-cart")
+	paySNI, _ := uniqueSNI(t.Name() + "-pay")
+	clusterOf := func(sni string) string {
+		host, _, _ := xdsnames.ParseSNI(sni)
+		return "outbound|8080||" + host
+	}
+	cart, pay := clusterOf(cartSNI), clusterOf(paySNI)
+	ep := func(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+	lds, eds := newXDSCaches()
+	l := gatewayListener(t, sniChain(t, cart, cartSNI), sniChain(t, pay, paySNI))
+	l.Name = xdsnames.GatewayListener
+	if err := lds.UpdateResource(xdsnames.GatewayListener, l); err != nil {
+		t.Fatal(err)
+	}
+	if err := eds.UpdateResource(cart, claFor(cart, ep("10.0.0.1:8080"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := eds.UpdateResource(pay, claFor(pay, ep("10.0.1.1:8080"))); err != nil {
+		t.Fatal(err)
+	}
+	x := startXDS(t, "", lds, eds, nil)
+	gw := followedGateway(t, x)
+	testutil.Eventually(t, 10*time.Second, "both routes applied", func() error {
+		return errors.Join(hasRoute(gw, cartSNI, ep("10.0.0.1:8080")), hasRoute(gw, paySNI, ep("10.0.1.1:8080")))
+	})
+	good := acked(t, x, resourcev3.EndpointType)
+
+	if err := eds.UpdateResource(cart, assignment(cart, lbEP{"cart.local", 8080, corev3.HealthStatus_HEALTHY, 0})); err != nil {
+		t.Fatal(err)
+	}
+	if err := eds.UpdateResource(pay, claFor(pay, ep("10.0.1.2:8080"))); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "pay's new endpoint applied", func() error { return hasRoute(gw, paySNI, ep("10.0.1.2:8080")) })
+	_, answer := answerTo(t, x, resourcev3.EndpointType, good)
+	if msg := answer.GetErrorDetail().GetMessage(); !strings.Contains(msg, cart) || !strings.Contains(msg, "not an IP") {
+		t.Errorf("answer %v; want a NACK naming cluster %s", answer, cart)
+	}
+	if err := hasRoute(gw, cartSNI, ep("10.0.0.1:8080")); err != nil {
+		t.Errorf("the route that turned bad: %v; want the endpoints it had", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,11 @@ type Gateway struct {
 
 	open     atomic.Int64 // client connections open, what MaxConnections bounds
 	draining atomic.Bool
+	sources  *sources  // open connections per source, what MaxConnectionsPerSource bounds
+	fds      *fdBudget // descriptors held by connections and pipes, what MaxFDs bounds
+	pipes    *pipePool
+	// lastBudgetLog is when a refusal for the fd budget was last logged (unix ns).
+	lastBudgetLog atomic.Int64
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -61,6 +67,10 @@ func New(opts Options) (*Gateway, error) {
 	// The dialer's own timeout is per attempt; keep-alive detects endpoints that
 	// vanished without a reset (a node that died), as on accepted connections.
 	g.dialer = net.Dialer{Timeout: opts.DialTimeout}
+	g.sources = newSources(opts.MaxConnectionsPerSource)
+	g.fds = &fdBudget{max: int64(opts.MaxFDs)}
+	g.pipes = newPipePool(g.fds)
+	fdBudgetGauge.Set(float64(opts.MaxFDs))
 	g.hardCtx, g.hardStop = context.WithCancel(context.Background())
 	g.routes.Store(&table{routes: map[string]*route{}})
 	return g, nil
@@ -141,17 +151,69 @@ func (g *Gateway) Serve(ln net.Listener) error {
 			continue
 		}
 		backoff = 0
-		if n := g.open.Add(1); g.opts.MaxConnections > 0 && n > int64(g.opts.MaxConnections) {
-			g.open.Add(-1)
-			countFailure("", reasonOverLimit)
-			g.log.V(1).Info("Connection refused: too many connections", "remote", c.RemoteAddr().String(), "max", g.opts.MaxConnections)
+		src, ok := g.admit(c)
+		if !ok {
 			c.Close() //nolint:errcheck
 			continue
 		}
 		openConnections.Inc()
 		g.conns.Add(1)
-		go g.serveConn(c)
+		go g.serveConn(c, src)
 	}
+}
+
+// admit counts an accepted connection against MaxConnections, its source's
+// MaxConnectionsPerSource and the descriptor budget, or refuses it (counted and
+// logged; the caller closes it) if any is spent. What admit took, release returns.
+func (g *Gateway) admit(c net.Conn) (netip.Prefix, bool) {
+	remote := c.RemoteAddr().String()
+	if n := g.open.Add(1); n > int64(g.opts.MaxConnections) {
+		g.open.Add(-1)
+		countFailure("", reasonOverLimit)
+		g.log.V(1).Info("Connection refused: too many connections", "remote", remote, "max", g.opts.MaxConnections)
+		return netip.Prefix{}, false
+	}
+	src, known := sourceKey(c.RemoteAddr())
+	if known {
+		if ok, first := g.sources.acquire(src); !ok {
+			g.open.Add(-1)
+			countFailure("", reasonSourceLimit)
+			if first {
+				// Once per flood: the source is logged again only after all its
+				// connections have closed.
+				g.log.Info("Source over its connection limit; refusing its new connections", "source", src.String(), "max", g.opts.MaxConnectionsPerSource)
+			} else {
+				g.log.V(1).Info("Connection refused: too many connections from its source", "remote", remote, "max", g.opts.MaxConnectionsPerSource)
+			}
+			return netip.Prefix{}, false
+		}
+	}
+	// Idle pipes are a cache: connections come first.
+	if !g.fds.take(fdsPerConnection) && (!g.pipes.evict() || !g.fds.take(fdsPerConnection)) {
+		g.open.Add(-1)
+		if known {
+			g.sources.release(src)
+		}
+		countFailure("", reasonFDBudget)
+		if now := time.Now().UnixNano(); now-g.lastBudgetLog.Load() > int64(10*time.Second) {
+			g.lastBudgetLog.Store(now)
+			g.log.Info("File descriptor budget spent; refusing new connections", "budget", g.opts.MaxFDs, "open", g.open.Load())
+		} else {
+			g.log.V(1).Info("Connection refused: file descriptor budget spent", "remote", remote, "budget", g.opts.MaxFDs)
+		}
+		return netip.Prefix{}, false
+	}
+	return src, true
+}
+
+// release returns what admit took for a connection from src.
+func (g *Gateway) release(src netip.Prefix) {
+	g.fds.give(fdsPerConnection)
+	if src.IsValid() {
+		g.sources.release(src)
+	}
+	openConnections.Dec()
+	g.open.Add(-1)
 }
 
 func (g *Gateway) isClosed() bool {
@@ -192,6 +254,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		g.conns.Wait()
 		close(done)
 	}()
+	defer g.pipes.close() // every tunnel has ended: no pipe is in use
 	select {
 	case <-done:
 		g.log.Info("Gateway drained")

@@ -716,8 +716,13 @@ func TestOptionsDefaults(t *testing.T) {
 	if err := o.setDefaults(); err != nil {
 		t.Fatal(err)
 	}
+	limit, ok := openFileLimit()
+	if !ok {
+		t.Fatal("no RLIMIT_NOFILE")
+	}
 	want := Options{
-		Address: ":15443", MaxConnections: 10000, MaxClientHelloBytes: 16*1024 + 5,
+		Address: ":15443", MaxConnections: 10000, MaxConnectionsPerSource: 512, MaxClientHelloBytes: 16*1024 + 5,
+		MaxFDs:      limit - min(max(limit/8, 64), 1024),
 		PeekTimeout: 10 * time.Second, DialTimeout: 5 * time.Second, DialAttempts: 2, IdleTimeout: time.Hour,
 	}
 	o.Logger = want.Logger
@@ -725,9 +730,12 @@ func TestOptionsDefaults(t *testing.T) {
 		t.Errorf("defaults %+v, want %+v", o, want)
 	}
 	for name, bad := range map[string]Options{
-		"negative max":     {MaxConnections: -1},
-		"tiny hello bound": {MaxClientHelloBytes: 10},
-		"negative timeout": {IdleTimeout: -time.Second},
+		"negative max":                   {MaxConnections: -1},
+		"negative per source":            {MaxConnectionsPerSource: -1},
+		"tiny fd budget":                 {MaxFDs: 3},
+		"fd budget at the process limit": {MaxFDs: limit},
+		"tiny hello bound":               {MaxClientHelloBytes: 10},
+		"negative timeout":               {IdleTimeout: -time.Second},
 	} {
 		if _, err := New(bad); err == nil {
 			t.Errorf("%s: New accepted %+v", name, bad)

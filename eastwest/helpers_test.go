@@ -242,6 +242,12 @@ func tryDialTLS(addr, sni string, cfg *tls.Config) (*tls.Conn, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	return tryHandshake(raw, cfg)
+}
+
+// tryHandshake does cfg's handshake over raw (closing it on failure) and reads the
+// backend's name.
+func tryHandshake(raw net.Conn, cfg *tls.Config) (*tls.Conn, string, error) {
 	c := tls.Client(raw, cfg)
 	c.SetDeadline(time.Now().Add(time.Minute)) //nolint:errcheck
 	if err := c.Handshake(); err != nil {

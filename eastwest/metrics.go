@@ -11,6 +11,8 @@ const (
 	resultOK = "ok" // a tunnel to an endpoint was established
 
 	reasonOverLimit   = "over_limit"   // MaxConnections were open: closed at once
+	reasonSourceLimit = "source_limit" // MaxConnectionsPerSource were open from the same source: closed at once
+	reasonFDBudget    = "fd_budget"    // MaxFDs were in use: closed at once
 	reasonNoData      = "no_data"      // closed by the client before sending a byte (e.g. TCP health checks)
 	reasonTruncated   = "truncated"    // closed by the client inside its ClientHello
 	reasonReadError   = "read_error"   // the client connection failed (reset) inside its ClientHello
@@ -35,6 +37,16 @@ const (
 	reasonIdleTimeout = "idle_timeout" // a tunnel idle for IdleTimeout was closed
 	reasonStreamError = "stream_error" // a tunnel ended with an error (a reset) instead of both sides closing
 	reasonAcceptError = "accept_error" // the listener's Accept failed (e.g. out of file descriptors)
+)
+
+// Types of xds_updates_total, and its results.
+const (
+	typeListener  = "listener"
+	typeEndpoints = "endpoints"
+
+	updateApplied = "applied" // every route in use; ACKed
+	updatePartial = "partial" // the good routes in use, the others rejected; NACKed
+	updateRefused = "refused" // nothing applied (unreadable); NACKed
 )
 
 // Directions of bytes_total.
@@ -86,6 +98,36 @@ var (
 		Help: "Server names in the route table last set.",
 	})
 
+	sourcesOpen = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "meshfed", Subsystem: "gateway", Name: "sources",
+		Help: "Sources (IPv4 addresses, IPv6 /64s) with client connections open; each may have MaxConnectionsPerSource.",
+	})
+
+	fdsInUse = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "meshfed", Subsystem: "gateway", Name: "fds",
+		Help: "File descriptors held by client connections (two each, for the connection and its endpoint) and splice pipes (two each); what MaxFDs bounds.",
+	})
+
+	fdBudgetGauge = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "meshfed", Subsystem: "gateway", Name: "fd_budget",
+		Help: "MaxFDs: the file descriptors connections and pipes may hold, below the process's limit.",
+	})
+
+	pipesOpen = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "meshfed", Subsystem: "gateway", Name: "splice_pipes",
+		Help: "Splice pipes open, by state: busy (moving a tunnel's bytes) or idle (pooled; closed after a few seconds unused).",
+	}, []string{"state"})
+
+	rejectedRoutes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "meshfed", Subsystem: "gateway", Name: "rejected_routes",
+		Help: "Parts of the configuration in use that the gateway refused (a filter chain, a server name, a load assignment), by reason; the update that brought them was NACKed.",
+	}, []string{"reason"})
+
+	updatesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "meshfed", Subsystem: "gateway", Name: "xds_updates_total",
+		Help: "xDS updates received, by type (listener, endpoints) and result: applied (ACKed), partial (good routes applied, the rest rejected; NACKed), refused (nothing applied; NACKed).",
+	}, []string{"type", "result"})
+
 	draining = prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: "meshfed", Subsystem: "gateway", Name: "draining",
 		Help: "1 while a gateway in this process drains (readiness fails), else 0.",
@@ -96,7 +138,8 @@ var (
 // registry; it panics if they are already registered there.
 func RegisterMetrics(reg prometheus.Registerer) {
 	reg.MustRegister(connectionsTotal, activeConnections, openConnections, bytesTotal,
-		errorsTotal, peekDuration, routesConfigured, draining)
+		errorsTotal, peekDuration, routesConfigured, rejectedRoutes, updatesTotal, draining,
+		sourcesOpen, fdsInUse, fdBudgetGauge, pipesOpen)
 }
 
 // countFailure counts a connection that ended before its tunnel: its result (with
@@ -104,4 +147,15 @@ func RegisterMetrics(reg prometheus.Registerer) {
 func countFailure(service, reason string) {
 	connectionsTotal.WithLabelValues(service, reason).Inc()
 	errorsTotal.WithLabelValues(reason).Inc()
+}
+
+// setRejectedRoutes sets rejected_routes to what the configuration in use refused.
+func setRejectedRoutes(rejected []RouteRejection) {
+	counts := map[string]int{}
+	for _, r := range rejected {
+		counts[r.Reason]++
+	}
+	for _, reason := range []string{rejectDefaultChain, rejectFilterChain, rejectServerName, rejectDuplicateName, rejectEndpoints} {
+		rejectedRoutes.WithLabelValues(reason).Set(float64(counts[reason]))
+	}
 }

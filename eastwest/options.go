@@ -16,6 +16,9 @@ const (
 	DefaultAddress = ":15443"
 	// DefaultMaxConnections bounds open client connections (peeking and tunneled).
 	DefaultMaxConnections = 10000
+	// DefaultMaxConnectionsPerSource bounds open client connections from one source
+	// address (one IPv4 address, one IPv6 /64).
+	DefaultMaxConnectionsPerSource = 512
 	// DefaultMaxClientHelloBytes is one full TLS record with its header (16 KiB + 5).
 	DefaultMaxClientHelloBytes = clienthello.DefaultMaxBytes
 	// DefaultPeekTimeout bounds the wait for a whole ClientHello.
@@ -36,9 +39,28 @@ type Options struct {
 	// MaxConnections bounds client connections open at once, those still sending
 	// their ClientHello and established tunnels alike. A connection beyond it is
 	// accepted and closed at once (and counted with reason "over_limit"), so that it
-	// fails fast instead of waiting in the kernel's backlog. Default 10000; each
-	// tunnel holds two file descriptors, so keep the process's limit above twice this.
+	// fails fast instead of waiting in the kernel's backlog. Default 10000. MaxFDs
+	// bounds them too: a tunnel holds two file descriptors, four more while it
+	// splices in both directions.
 	MaxConnections int
+
+	// MaxConnectionsPerSource bounds the client connections open at once from one
+	// source: one IPv4 address, or one IPv6 /64. A connection beyond it is accepted
+	// and closed at once (reason "source_limit"), so that one client, or one host
+	// flooding the gateway, cannot take the connections every other cluster needs.
+	// Default 512. A gateway whose callers come through one NAT address needs more.
+	MaxConnectionsPerSource int
+
+	// MaxFDs is the file descriptors the gateway's connections may hold at once:
+	// each connection takes two when it is accepted (its socket and the one to its
+	// endpoint) and splice pipes two each while they are open. A connection that
+	// would go over it is accepted and closed at once (reason "fd_budget"), and a
+	// transfer that finds no room for a pipe copies through user space instead.
+	// Default: the process's limit on open files (RLIMIT_NOFILE) less an eighth of
+	// it (at least 64, at most 1024), so that the health and metrics server, the xDS
+	// stream and the accept of a refused connection never run out. New refuses a
+	// value that leaves less than 64 to the rest of the process.
+	MaxFDs int
 
 	// MaxClientHelloBytes bounds what is read before routing: the TLS records that
 	// carry the ClientHello, headers included. Default 16389 (16 KiB + 5), one full
@@ -82,6 +104,20 @@ func (o *Options) setDefaults() error {
 	if o.MaxConnections == 0 {
 		o.MaxConnections = DefaultMaxConnections
 	}
+	if o.MaxConnectionsPerSource == 0 {
+		o.MaxConnectionsPerSource = DefaultMaxConnectionsPerSource
+	}
+	limit, known := openFileLimit()
+	if o.MaxFDs == 0 {
+		if !known {
+			return fmt.Errorf("eastwest: the process's limit on open files is unknown here: set MaxFDs")
+		}
+		o.MaxFDs = limit - fdHeadroom(limit)
+	}
+	if known && o.MaxFDs > limit-minFDHeadroom {
+		return fmt.Errorf("eastwest: MaxFDs %d leaves less than %d of the process's %d file descriptors (RLIMIT_NOFILE) to the rest of the process: lower it or raise the limit",
+			o.MaxFDs, minFDHeadroom, limit)
+	}
 	if o.MaxClientHelloBytes == 0 {
 		o.MaxClientHelloBytes = DefaultMaxClientHelloBytes
 	}
@@ -103,6 +139,10 @@ func (o *Options) setDefaults() error {
 	switch {
 	case o.MaxConnections < 0:
 		return fmt.Errorf("eastwest: MaxConnections %d is negative", o.MaxConnections)
+	case o.MaxConnectionsPerSource < 0:
+		return fmt.Errorf("eastwest: MaxConnectionsPerSource %d is negative", o.MaxConnectionsPerSource)
+	case o.MaxFDs < minFDs:
+		return fmt.Errorf("eastwest: MaxFDs %d is below %d", o.MaxFDs, minFDs)
 	case o.MaxClientHelloBytes < minClientHelloBytes:
 		return fmt.Errorf("eastwest: MaxClientHelloBytes %d is below %d", o.MaxClientHelloBytes, minClientHelloBytes)
 	case o.PeekTimeout < 0, o.DialTimeout < 0, o.IdleTimeout < 0:
@@ -112,6 +152,13 @@ func (o *Options) setDefaults() error {
 	}
 	return nil
 }
+
+// minFDHeadroom is the fewest file descriptors MaxFDs must leave to the rest of the
+// process; minFDs the smallest MaxFDs, a few connections' worth.
+const (
+	minFDHeadroom = 64
+	minFDs        = 16
+)
 
 // minClientHelloBytes is the smallest MaxClientHelloBytes accepted: below it even a
 // ClientHello with nothing but a server name does not fit.

@@ -317,8 +317,8 @@ func roundAll(v []float64) []int {
 	return out
 }
 
-// TestTunnelSplicesAndKeepsBytes streams 64 MiB through a tunnel whose copy is
-// interrupted by the activity-sampling deadline many times, and checks that the
+// TestTunnelSplicesAndKeepsBytes streams 64 MiB through a tunnel whose copy gives
+// its pipe back and takes one again many times, and checks that the
 // sink got every byte in order, that bytes_total counted them, and (on Linux, from
 // /proc/self/io) that the gateway moved them with splice: this process's read
 // syscalls account for the sink's reads only, not for a second, user-space copy in
@@ -327,7 +327,11 @@ func TestTunnelSplicesAndKeepsBytes(t *testing.T) {
 	sni, svc := uniqueSNI(t.Name())
 	results := make(chan sinkResult, 1)
 	s := sink(t, results)
-	// IdleTimeout 200ms: activity is sampled, and each copy interrupted, every 50ms.
+	// IdleTimeout 200ms: activity is sampled every 50ms; pipes are given back after
+	// 10ms without bytes.
+	old := pipeHold
+	pipeHold = 10 * time.Millisecond
+	t.Cleanup(func() { pipeHold = old })
 	_, gw := startGateway(t, Options{IdleTimeout: 200 * time.Millisecond}, Routes{sni: {s}})
 	hello := rawHello(t, getPKI(t).clientConfig(sni))
 
@@ -347,7 +351,7 @@ func TestTunnelSplicesAndKeepsBytes(t *testing.T) {
 	if _, err := c.Write(hello); err != nil {
 		t.Fatal(err)
 	}
-	// Paced, so that the transfer spans many sampling deadlines.
+	// Paced, so that the transfer spans many samples and pipe hand-backs.
 	for off := 0; off < total; off += 4 << 20 {
 		if _, err := c.Write(data[off : off+4<<20]); err != nil {
 			t.Fatal(err)

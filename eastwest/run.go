@@ -101,7 +101,8 @@ func Run(ctx context.Context, opts RunOptions) error {
 	}()
 	errc := make(chan error, 1)
 	go func() { errc <- gw.ListenAndServe() }()
-	log.Info("East-west gateway starting", "listen", gw.opts.Address, "xdsServer", opts.XDSServer, "nodeID", opts.NodeID, "xdsCertDir", opts.XDSCertDir)
+	log.Info("East-west gateway starting", "listen", gw.opts.Address, "xdsServer", opts.XDSServer, "nodeID", opts.NodeID,
+		"maxConnections", gw.opts.MaxConnections, "maxConnectionsPerSource", gw.opts.MaxConnectionsPerSource, "maxFDs", gw.opts.MaxFDs, "xdsCertDir", opts.XDSCertDir)
 
 	select {
 	case err = <-errc:

@@ -1,6 +1,7 @@
 package eastwest
 
 import (
+	"maps"
 	"net/netip"
 	"strings"
 	"testing"
@@ -134,9 +135,9 @@ func TestFromXDS(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			got, err := FromXDS(lis, tc.assignments)
-			if err != nil {
-				t.Fatal(err)
+			got, rejected, err := FromXDS(lis, tc.assignments)
+			if err != nil || len(rejected) > 0 {
+				t.Fatalf("FromXDS: %v, rejected %v", err, rejected)
 			}
 			if diff := cmp.Diff(tc.want, got, cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
 				t.Errorf("routes (-want +got):\n%s", diff)
@@ -154,8 +155,18 @@ func TestFromXDS(t *testing.T) {
 
 func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
 
+// longHostname is 240 bytes, a valid DNS name whose SNI (outbound_.<port>_._.<host>)
+// is over the 255 bytes a TLS server name may have.
+var longHostname = strings.Repeat(strings.Repeat("a", 62)+".", 3) + strings.Repeat("b", 51)
+
+// TestFromXDSRefuses: each part the gateway cannot honour is refused on its own, with
+// a reason naming the field, and the good chain beside it is translated as usual.
 func TestFromXDSRefuses(t *testing.T) {
+	if len(longHostname) != 240 {
+		t.Fatalf("longHostname has %d bytes", len(longHostname))
+	}
 	cart, cartSNI := "outbound|8080||cart", xdsnames.SNI("cart", 8080)
+	pay, paySNI := "outbound|9090||pay", xdsnames.SNI("pay", 9090)
 	okCLA := map[string]*endpointv3.ClusterLoadAssignment{cart: assignment(cart, lbEP{"10.0.0.1", 8080, 0, 0})}
 	mutate := func(f func(*listenerv3.FilterChain)) *listenerv3.Listener {
 		fc := sniChain(t, cart, cartSNI)
@@ -163,37 +174,39 @@ func TestFromXDSRefuses(t *testing.T) {
 		return gatewayListener(t, fc)
 	}
 	tests := map[string]struct {
-		lis  *listenerv3.Listener
-		cla  map[string]*endpointv3.ClusterLoadAssignment
-		want string // in the error
+		lis    *listenerv3.Listener
+		cla    map[string]*endpointv3.ClusterLoadAssignment
+		reason string
+		want   string // in the rejection
 	}{
-		"no listener": {lis: nil, want: "no listener"},
 		"default filter chain": {lis: func() *listenerv3.Listener {
-			l := gatewayListener(t, sniChain(t, cart, cartSNI))
+			l := gatewayListener(t)
 			l.DefaultFilterChain = sniChain(t, cart)
 			return l
-		}(), want: "default filter chain"},
-		"catch-all chain":     {lis: gatewayListener(t, sniChain(t, cart)), want: "catch-all"},
-		"wildcard name":       {lis: gatewayListener(t, sniChain(t, cart, "*.shop.svc.clusterset.local")), want: "wildcard"},
-		"name with a space":   {lis: gatewayListener(t, sniChain(t, cart, "a b")), want: "not allowed"},
-		"name in two chains":  {lis: gatewayListener(t, sniChain(t, cart, cartSNI), sniChain(t, "other", strings.ToUpper(cartSNI))), want: "two filter chains"},
-		"raw buffer protocol": {lis: mutate(func(fc *listenerv3.FilterChain) { fc.FilterChainMatch.TransportProtocol = "raw_buffer" }), want: "transport_protocol"},
+		}(), reason: rejectDefaultChain, want: "default filter chain"},
+		"catch-all chain":     {lis: gatewayListener(t, sniChain(t, cart)), reason: rejectFilterChain, want: "catch-all"},
+		"wildcard name":       {lis: gatewayListener(t, sniChain(t, cart, "*.shop.svc.clusterset.local")), reason: rejectServerName, want: "wildcard"},
+		"name with a space":   {lis: gatewayListener(t, sniChain(t, cart, "a b")), reason: rejectServerName, want: "not allowed"},
+		"name over 255 bytes": {lis: gatewayListener(t, sniChain(t, cart, xdsnames.SNI(longHostname, 8080))), reason: rejectServerName, want: "length must be 1-255"},
+		"name in two chains": {lis: gatewayListener(t, sniChain(t, cart, cartSNI), sniChain(t, "other", strings.ToUpper(cartSNI))),
+			reason: rejectDuplicateName, want: "also matched by filter chain 0"},
+		"raw buffer protocol": {lis: mutate(func(fc *listenerv3.FilterChain) { fc.FilterChainMatch.TransportProtocol = "raw_buffer" }), reason: rejectFilterChain, want: "transport_protocol"},
 		"destination port": {lis: mutate(func(fc *listenerv3.FilterChain) {
 			fc.FilterChainMatch.DestinationPort = wrapperspb.UInt32(15443)
-		}), want: "criteria"},
+		}), reason: rejectFilterChain, want: "criteria"},
 		"alpn match": {lis: mutate(func(fc *listenerv3.FilterChain) {
 			fc.FilterChainMatch.ApplicationProtocols = []string{"istio-peer-exchange"}
-		}), want: "criteria"},
+		}), reason: rejectFilterChain, want: "criteria"},
 		"terminates tls": {lis: mutate(func(fc *listenerv3.FilterChain) {
 			fc.TransportSocket = &corev3.TransportSocket{
 				Name:       "envoy.transport_sockets.tls",
 				ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: anyOf(t, &tlsv3.DownstreamTlsContext{})},
 			}
-		}), want: "terminate TLS"},
-		"two filters": {lis: mutate(func(fc *listenerv3.FilterChain) { fc.Filters = append(fc.Filters, fc.Filters[0]) }), want: "exactly one tcp_proxy"},
+		}), reason: rejectFilterChain, want: "terminate TLS"},
+		"two filters": {lis: mutate(func(fc *listenerv3.FilterChain) { fc.Filters = append(fc.Filters, fc.Filters[0]) }), reason: rejectFilterChain, want: "exactly one tcp_proxy"},
 		"not tcp_proxy": {lis: mutate(func(fc *listenerv3.FilterChain) {
 			fc.Filters[0].ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: anyOf(t, &tlsinspectorv3.TlsInspector{})}
-		}), want: "not a tcp_proxy"},
+		}), reason: rejectFilterChain, want: "not a tcp_proxy"},
 		"weighted clusters": {lis: mutate(func(fc *listenerv3.FilterChain) {
 			fc.Filters[0].ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: anyOf(t, &tcpproxyv3.TcpProxy{
 				StatPrefix: "x",
@@ -201,23 +214,37 @@ func TestFromXDSRefuses(t *testing.T) {
 					Clusters: []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{{Name: cart, Weight: 1}},
 				}},
 			})}
-		}), want: "weighted_clusters"},
+		}), reason: rejectFilterChain, want: "weighted_clusters"},
 		"hostname endpoint": {lis: gatewayListener(t, sniChain(t, cart, cartSNI)),
-			cla: map[string]*endpointv3.ClusterLoadAssignment{cart: assignment(cart, lbEP{"cart.local", 8080, 0, 0})}, want: "not an IP"},
+			cla: map[string]*endpointv3.ClusterLoadAssignment{cart: assignment(cart, lbEP{"cart.local", 8080, 0, 0})}, reason: rejectEndpoints, want: "not an IP"},
+		"unspecified endpoint": {lis: gatewayListener(t, sniChain(t, cart, cartSNI)),
+			cla: map[string]*endpointv3.ClusterLoadAssignment{cart: assignment(cart, lbEP{"0.0.0.0", 8080, 0, 0})}, reason: rejectEndpoints, want: "not dialable"},
 		"endpoint without port": {lis: gatewayListener(t, sniChain(t, cart, cartSNI)),
-			cla: map[string]*endpointv3.ClusterLoadAssignment{cart: assignment(cart, lbEP{"10.0.0.1", 0, 0, 0})}, want: "port_value"},
+			cla: map[string]*endpointv3.ClusterLoadAssignment{cart: assignment(cart, lbEP{"10.0.0.1", 0, 0, 0})}, reason: rejectEndpoints, want: "port_value"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			cla := tc.cla
+			cla := maps.Clone(tc.cla)
 			if cla == nil {
-				cla = okCLA
+				cla = maps.Clone(okCLA)
 			}
-			got, err := FromXDS(tc.lis, cla)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("FromXDS = %v, %v; want an error about %q", got, err, tc.want)
+			cla[pay] = assignment(pay, lbEP{"10.0.1.1", 9090, 0, 0})
+			tc.lis.FilterChains = append(tc.lis.FilterChains, sniChain(t, pay, paySNI))
+			got, rejected, err := FromXDS(tc.lis, cla)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rejected) != 1 || rejected[0].Reason != tc.reason || !strings.Contains(rejected[0].Error(), tc.want) {
+				t.Errorf("rejected %v; want one %s about %q", rejected, tc.reason, tc.want)
+			}
+			want := Routes{paySNI: {ap("10.0.1.1:9090")}}
+			if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
+				t.Errorf("routes beside the refused part (-want +got):\n%s", diff)
 			}
 		})
+	}
+	if _, _, err := FromXDS(nil, okCLA); err == nil || !strings.Contains(err.Error(), "no listener") {
+		t.Errorf("FromXDS(nil) = %v, want an error about no listener", err)
 	}
 }
 
@@ -228,7 +255,7 @@ func TestFromXDSEndToEnd(t *testing.T) {
 	cluster := "outbound|" + "8080" + "||" + host
 	b := newBackend(t, "from-xds")
 	addr := b.addr()
-	routes, err := FromXDS(gatewayListener(t, sniChain(t, cluster, sni)), map[string]*endpointv3.ClusterLoadAssignment{
+	routes, _, err := FromXDS(gatewayListener(t, sniChain(t, cluster, sni)), map[string]*endpointv3.ClusterLoadAssignment{
 		cluster: assignment(cluster, lbEP{addr.Addr().String(), uint32(addr.Port()), corev3.HealthStatus_HEALTHY, 0}),
 	})
 	if err != nil {

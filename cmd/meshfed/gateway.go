@@ -36,5 +36,10 @@ func gatewayCommand() *cobra.Command {
 	f.StringVar(&opts.Gateway.Address, "listen", eastwest.DefaultAddress, "where to accept cross-network connections")
 	f.StringVar(&opts.HTTPAddress, "http-addr", eastwest.DefaultHTTPAddress, "address of /healthz, /readyz and /metrics")
 	f.DurationVar(&opts.Drain, "drain", eastwest.DefaultDrain, "how long established tunnels may finish after SIGTERM")
+	f.IntVar(&opts.Gateway.MaxConnections, "max-connections", eastwest.DefaultMaxConnections, "client connections open at once; more are closed at accept")
+	f.IntVar(&opts.Gateway.MaxConnectionsPerSource, "max-connections-per-source", eastwest.DefaultMaxConnectionsPerSource,
+		"client connections open at once from one source (an IPv4 address, an IPv6 /64); more are closed at accept")
+	f.IntVar(&opts.Gateway.MaxFDs, "max-fds", 0,
+		"file descriptors connections and splice pipes may hold; more connections are closed at accept (default: the process's limit less an eighth, 64 to 1024, for /metrics, /readyz and xDS)")
 	return cmd
 }

@@ -45,9 +45,12 @@ const (
 
 // NACK pacing: a server that answers a NACK by sending the refused configuration
 // again at once (go-control-plane's SnapshotCache does, since the NACK carries an
-// older version) would otherwise spin with the client. The first NACK of a refused
-// run goes out at once; the next ones wait firstNACKDelay, doubling up to
-// maxNACKDelay, until a response of the type is accepted.
+// older version) would otherwise spin with the client. The first NACK of a version
+// goes out at once; when the same version is refused again, the NACK waits
+// firstNACKDelay, doubling up to maxNACKDelay, until a response of the type is
+// accepted or another version comes. A new version is answered at once, refused or
+// not: a server waits for the answer before it sends the next version, so delaying
+// it would delay every later update of the type.
 const (
 	firstNACKDelay = 500 * time.Millisecond
 	maxNACKDelay   = 30 * time.Second
@@ -142,7 +145,8 @@ type typeState struct {
 	nonce   string   // of the last response received
 	sent    []string // names of the last request
 
-	refusals int              // responses refused in a row
+	refused  string           // version of the last response refused
+	refusals int              // responses of that version refused in a row
 	nack     *statuspb.Status // a NACK waiting for nackDue; nil when none
 	nackDue  time.Time
 }
@@ -263,18 +267,22 @@ func (c *Client) answer(ctx context.Context, s *session, resp *discoveryv3.Disco
 	}
 	st.nonce = resp.GetNonce()
 	if err != nil {
+		if st.refusals == 0 || resp.GetVersionInfo() != st.refused {
+			st.refused, st.refusals = resp.GetVersionInfo(), 0
+		}
 		st.refusals++
 		delay := nackDelay(st.refusals)
 		c.log.Error(err, "xDS response rejected (NACK)", "typeURL", typeURL,
 			"version", resp.GetVersionInfo(), "nonce", resp.GetNonce(), "keptVersion", st.version, "nackAfter", delay)
 		status := &statuspb.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
 		if delay == 0 {
+			st.nack = nil // answers this response; a NACK still waiting was for an older one
 			return s.send(typeURL, st, status)
 		}
 		st.nack, st.nackDue = status, time.Now().Add(delay)
 		return nil
 	}
-	st.refusals, st.nack = 0, nil
+	st.refused, st.refusals, st.nack = "", 0, nil
 	st.version = resp.GetVersionInfo()
 	c.log.V(1).Info("xDS response accepted (ACK)", "typeURL", typeURL, "version", st.version, "nonce", st.nonce)
 	return s.send(typeURL, st, nil)

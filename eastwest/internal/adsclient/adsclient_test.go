@@ -93,3 +93,87 @@ func TestNACKDelay(t *testing.T) {
 		t.Errorf("nackDelay(1000) = %v, want the cap %v", got, maxNACKDelay)
 	}
 }
+
+// TestNewVersionsAreAnsweredAtOnce: pacing holds back the NACKs of a version sent
+// again, never the first answer to a new version. A server sends nothing more of a
+// type until the last response is answered, so a refused route that stays in every
+// version (the gateway NACKs each) must not delay each update more than the last.
+func TestNewVersionsAreAnsweredAtOnce(t *testing.T) {
+	cache := cachev3.NewSnapshotCache(false, cachev3.IDHash{}, nil)
+	setVersion := func(v string) {
+		snap, err := cachev3.NewSnapshot(v, map[resourcev3.Type][]types.Resource{
+			resourcev3.ListenerType: {&listenerv3.Listener{Name: "l"}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cache.SetSnapshot(context.Background(), "gw", snap); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setVersion("v1")
+	var (
+		mu     sync.Mutex
+		sentAt = map[string]time.Time{} // nonce -> when the response went out
+		byNonc = map[string]string{}    // nonce -> version
+		gaps   = map[string]time.Duration{}
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv := serverv3.NewServer(ctx, cache, serverv3.CallbackFuncs{
+		StreamResponseFunc: func(_ context.Context, _ int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+			mu.Lock()
+			sentAt[resp.GetNonce()], byNonc[resp.GetNonce()] = time.Now(), resp.GetVersionInfo()
+			mu.Unlock()
+		},
+		StreamRequestFunc: func(_ int64, req *discoveryv3.DiscoveryRequest) error {
+			if req.GetErrorDetail() == nil {
+				return nil
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			v := byNonc[req.GetResponseNonce()]
+			if _, seen := gaps[v]; !seen {
+				gaps[v] = time.Since(sentAt[req.GetResponseNonce()])
+			}
+			return nil
+		},
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, srv)
+	go g.Serve(ln) //nolint:errcheck // ends with Stop
+	t.Cleanup(g.Stop)
+
+	c := New(ln.Addr().String(), &corev3.Node{Id: "gw"}, func(context.Context, Update) error {
+		return errors.New("refused")
+	}, logr.Discard())
+	c.Subscribe(resourcev3.ListenerType, []string{"l"})
+	testutil.Run(t, "ads client", c.Run)
+
+	versions := []string{"v1", "v2", "v3", "v4", "v5"}
+	for i, v := range versions {
+		if i > 0 {
+			setVersion(v)
+		}
+		testutil.Eventually(t, time.Minute, "a NACK of "+v, func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			if _, ok := gaps[v]; !ok {
+				return errors.New("not yet")
+			}
+			return nil
+		})
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, v := range versions {
+		// The old pacing delayed the k-th refused version by 0.5s·2^(k-2).
+		if gaps[v] >= firstNACKDelay {
+			t.Errorf("the first NACK of %s went out %v after it was sent; want at once", v, gaps[v])
+		}
+	}
+}

@@ -10,10 +10,13 @@
 //     error the response is NACKed: the answer carries the same nonce, the version of
 //     the last response the Handler accepted (empty before the first), and the error's
 //     message as error_detail.
-//   - NACKs are paced: the first of a run of refusals goes out at once, the next ones
-//     after 0.5s, doubling up to 30s, until a response of the type is accepted. A
+//   - NACKs of a version refused again are paced: the first NACK of a version goes
+//     out at once, the NACKs of the same version sent again after 0.5s, doubling up
+//     to 30s, until a response of the type is accepted or another version comes. A
 //     server that answers a NACK by resending the refused configuration at once
 //     (go-control-plane's SnapshotCache does) would otherwise spin with the client.
+//     A new version is answered at once even when it is refused too: the server
+//     sends nothing more of the type until it has its answer.
 //   - Responses are handled one at a time, in the order the server sent them, on the
 //     goroutine of Run; each is answered before the next is handled.
 //   - A response of a type not subscribed on the current stream is ignored: it is

@@ -115,6 +115,8 @@ type Cluster struct {
 	// are what bootstraps and raw ADS clients use.
 	XDSCertDir string `json:"xdsCertDir,omitempty"`
 	GatewayPID int    `json:"gatewayPID"`
+	// GatewayHealthAddr serves the gateway's /healthz, /readyz and /metrics.
+	GatewayHealthAddr string `json:"gatewayHealthAddr"`
 
 	cp      *localkube.ControlPlane
 	agent   *proc.Process
@@ -583,7 +585,7 @@ func (s *Sandbox) StartGateway(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	c.gateway, c.GatewayPID = p, p.Pid()
+	c.gateway, c.GatewayPID, c.GatewayHealthAddr = p, p.Pid(), health
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, s.opts.Timeout, true, func(ctx context.Context) (bool, error) {
 		if p.Exited() {
 			return false, p.Failure()
