@@ -159,10 +159,14 @@ type built struct {
 	version string // of the load assignments
 }
 
-// sharedResources are the resources every group gets.
+// sharedResources are the resources every group gets, and what they were built
+// from, by name, for the next build to reuse (see buildShared).
 type sharedResources struct {
 	version                     string
 	listeners, routes, clusters []types.Resource
+	servers                     []serverAddr
+	byTarget                    map[string]*targetResources
+	byServer                    map[string]types.Resource
 }
 
 // New returns a Server.
@@ -390,13 +394,10 @@ func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 	targets, holdEnd := s.hold.apply(Targets(in), now)
 	s.holdEnd = holdEnd
 	shared := s.shared
-	if shared == nil || !sameServices(s.targets, targets) {
+	servers := s.serverAddrs()
+	if !sameShared(shared, s.targets, targets, servers, s.opts.MTLS) {
 		s.version++
-		td := ""
-		if s.opts.MTLS {
-			td = s.opts.TrustDomain
-		}
-		shared = buildShared(targets, s.serverListeners(), strconv.FormatUint(s.version, 10), td)
+		shared = buildShared(shared, targets, servers, strconv.FormatUint(s.version, 10), s.trustDomain())
 	}
 	s.targets, s.shared = targets, shared
 	s.mu.Lock()
@@ -435,14 +436,22 @@ func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 	return errors.Join(errs...)
 }
 
-// serverListeners are the listeners for this cluster's endpoints, for proxyless
-// gRPC servers.
-func (s *Server) serverListeners() []types.Resource {
+// serverAddrs are the addresses of this cluster's endpoints, where proxyless gRPC
+// servers listen.
+func (s *Server) serverAddrs() []serverAddr {
 	c, ok := s.opts.View.Cluster(s.opts.Cluster)
 	if !ok {
 		return nil
 	}
-	return serverListenersOf(c)
+	return serverAddrsOf(c)
+}
+
+// trustDomain is the trust domain of mTLS, "" when mTLS is off.
+func (s *Server) trustDomain() string {
+	if s.opts.MTLS {
+		return s.opts.TrustDomain
+	}
+	return ""
 }
 
 // buildGroup returns the group's load assignments, reusing every one whose target did
