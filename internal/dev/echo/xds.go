@@ -32,7 +32,7 @@ func (p Proxy) Bootstrap() []byte {
 	b := map[string]any{
 		"xds_servers": []any{map[string]any{"server_uri": p.XDSServer,
 			"channel_creds": []any{map[string]any{"type": "insecure"}}, "server_features": []string{"xds_v3"}}},
-		"node": map[string]any{"id": p.NodeID, "locality": map[string]any{"region": p.Region, "zone": p.Zone}},
+		"node":                                   map[string]any{"id": p.NodeID, "locality": map[string]any{"region": p.Region, "zone": p.Zone}},
 		"server_listener_resource_name_template": xdsnames.ServerListenerTemplate,
 	}
 	if p.CertDir != "" {
