@@ -21,9 +21,10 @@ type targetResources struct {
 // route and cluster, and the server listeners of this cluster's endpoints (servers).
 // It reuses from prev (nil for none) every resource whose inputs did not change, so
 // that a change of one service's accounts serializes that service's SAN matchers
-// only, once for every group.
-func buildShared(prev *sharedResources, targets []Target, servers []serverAddr, version, trustDomain string) *sharedResources {
-	sh := &sharedResources{version: version, servers: servers,
+// only, once for every group. changed are the targets, reused from prev, whose SAN
+// matchers changed.
+func buildShared(prev *sharedResources, targets []Target, servers []serverAddr, version, trustDomain string) (sh *sharedResources, changed []Target) {
+	sh = &sharedResources{version: version, servers: servers,
 		byTarget: make(map[string]*targetResources, len(targets)), byServer: make(map[string]types.Resource, len(servers))}
 	for _, a := range servers {
 		name := ServerListenerName(a.Address, a.Port)
@@ -42,6 +43,7 @@ func buildShared(prev *sharedResources, targets []Target, servers []serverAddr, 
 			r = &targetResources{accounts: t.Accounts, listener: clientListener(t.Hostname, t.Port),
 				route: routeConfig(t.Hostname, t.Port), cluster: edsCluster(t.Hostname, t.Port, trustDomain, t.Accounts)}
 		case trustDomain != "" && !slices.Equal(r.accounts, t.Accounts):
+			changed = append(changed, t)
 			r = &targetResources{accounts: t.Accounts, listener: r.listener, route: r.route,
 				cluster: edsCluster(t.Hostname, t.Port, trustDomain, t.Accounts)}
 		}
@@ -55,7 +57,7 @@ func buildShared(prev *sharedResources, targets []Target, servers []serverAddr, 
 	gwListener, gwClusters := gatewayResources(targets)
 	sh.listeners = append(sh.listeners, gwListener)
 	sh.clusters = append(sh.clusters, gwClusters...)
-	return sh
+	return sh, changed
 }
 
 func (sh *sharedResources) target(name string) *targetResources {

@@ -50,7 +50,7 @@ func (s *Server) Snapshot(g Group) (*cachev3.Snapshot, error) {
 // BuildSnapshot builds group g's whole snapshot from targets with the functions a
 // rebuild uses for a group it has not built before, and checks it: for benchmarks.
 func (s *Server) BuildSnapshot(g Group, targets []Target) (*cachev3.Snapshot, error) {
-	shared := buildShared(nil, targets, s.serverAddrs(), "1", s.trustDomain())
+	shared, _ := buildShared(nil, targets, s.serverAddrs(), "1", s.trustDomain())
 	next, _ := s.buildGroup(g, targets, shared, nil)
 	snap := snapshot(shared, next)
 	return snap, check(snap, targets)

@@ -34,6 +34,14 @@ var (
 		Namespace: "meshfed", Subsystem: "xds", Name: "remote_gateway_down",
 		Help: "1 while a remote cluster's east-west gateway fails its probe (its cluster gets no traffic), else 0.",
 	}, []string{"gateway"})
+	allowedIdentities = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "meshfed", Subsystem: "xds", Name: "allowed_identities",
+		Help: "With mTLS: the exact SPIFFE IDs clients accept as servers, summed over the global service ports served.",
+	})
+	unservable = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "meshfed", Subsystem: "xds", Name: "ports_without_identity",
+		Help: "With mTLS: global service ports no identity may serve (no authorized, registered cluster publishes a member).",
+	})
 	nacks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "meshfed", Subsystem: "xds", Name: "nacks_total",
 		Help: "Responses proxies rejected, by resource type.",
@@ -43,5 +51,5 @@ var (
 // RegisterMetrics registers the xDS server's collectors with reg. Call it once per
 // registry: registering twice panics.
 func RegisterMetrics(reg prometheus.Registerer) {
-	reg.MustRegister(buildLatency, ackLatency, rebuildDuration, pushBytes, gatewayDown, nacks)
+	reg.MustRegister(buildLatency, ackLatency, rebuildDuration, pushBytes, gatewayDown, nacks, allowedIdentities, unservable)
 }

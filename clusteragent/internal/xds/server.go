@@ -33,6 +33,7 @@ import (
 	"github.com/meshfed/meshfed/internal/etcd/model"
 	"github.com/meshfed/meshfed/internal/etcd/view"
 	"github.com/meshfed/meshfed/internal/xdsnames"
+	"github.com/meshfed/meshfed/trust"
 )
 
 // Options configure a Server. Cluster and View are required.
@@ -397,7 +398,9 @@ func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 	servers := s.serverAddrs()
 	if !sameShared(shared, s.targets, targets, servers, s.opts.MTLS) {
 		s.version++
-		shared = buildShared(shared, targets, servers, strconv.FormatUint(s.version, 10), s.trustDomain())
+		var changed []Target
+		shared, changed = buildShared(shared, targets, servers, strconv.FormatUint(s.version, 10), s.trustDomain())
+		s.reportIdentities(targets, changed)
 	}
 	s.targets, s.shared = targets, shared
 	s.mu.Lock()
@@ -444,6 +447,33 @@ func (s *Server) serverAddrs() []serverAddr {
 		return nil
 	}
 	return serverAddrsOf(c)
+}
+
+// reportIdentities sets the identity gauges from targets and logs the ports whose
+// allowed servers changed.
+func (s *Server) reportIdentities(targets, changed []Target) {
+	td := s.trustDomain()
+	if td == "" {
+		return
+	}
+	n, none := 0, 0
+	for _, t := range targets {
+		n += len(t.Accounts)
+		if len(t.Accounts) == 0 {
+			none++
+		}
+	}
+	allowedIdentities.Set(float64(n))
+	unservable.Set(float64(none))
+	for _, t := range changed {
+		ids := make([]string, 0, len(t.Accounts))
+		for _, a := range t.Accounts {
+			ids = append(ids, trust.ServiceAccountID(td, a.Cluster, a.Namespace, a.Name))
+		}
+		s.log.Info("Identities allowed to serve a global service changed", "service", t.Namespace+"/"+t.Name,
+			"hostname", t.Hostname, "port", t.Port, "identities", len(ids))
+		s.log.V(1).Info("Identities allowed to serve", "service", t.Namespace+"/"+t.Name, "port", t.Port, "ids", ids)
+	}
 }
 
 // trustDomain is the trust domain of mTLS, "" when mTLS is off.
