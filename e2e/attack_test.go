@@ -42,7 +42,9 @@ func addAttack(name string, run func(t *testing.T, w *attackWorld)) {
 // attackWorld is the federation every attack runs against: three member clusters
 // (the last on a network of its own, behind its east-west gateway), the mesh CA
 // (its intermediates and workload certificates), and zonal cart backends in every cluster behind the GlobalService shop/cart
-// (port grpc 8080, every cluster, the default policy).
+// (port grpc 8080, every cluster, the default policy). The agents serve mTLS: the
+// backends are proxyless xDS servers presenting their cluster's shop/cart identity,
+// and clients need xDS credentials and a mesh certificate (w.client).
 type attackWorld struct {
 	ctx  context.Context
 	s    *sandbox.Sandbox
@@ -57,14 +59,14 @@ func TestAttacks(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	s, err := sandbox.Up(ctx, sandbox.Options{Dir: t.TempDir(), Clusters: 3, MeshfedBinary: meshfedBin(),
-		MeshCA: true, SeparateNetwork: true, HeartbeatTTL: 4 * time.Second,
+		MeshCA: true, MTLS: true, SeparateNetwork: true, HeartbeatTTL: 4 * time.Second,
 		WorkloadIdentities: []string{"shop/cart", "shop/client"}, Progress: testWriter{t}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Down)
 	w := &attackWorld{ctx: ctx, s: s, hub: hubClient(t, s)}
-	w.cart = startZonalCart(t, ctx, s, 1)
+	w.cart = startZonalCartWith(t, ctx, s, 1, true)
 	if err := w.hub.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}); err != nil {
 		t.Fatal(err)
 	}

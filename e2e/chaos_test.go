@@ -84,7 +84,9 @@ func TestChaos(t *testing.T) {
 	truth := map[string]*service{}
 	next := 0
 	for _, c := range s.Clusters {
-		svc := &service{namespace: "shop", name: "cart", port: 8080}
+		// Every backend of the cluster presents its shop/cart identity: the account
+		// the Services say their endpoints run as.
+		svc := &service{namespace: "shop", name: "cart", port: 8080, accounts: []string{"cart"}}
 		var serve []string
 		for j := range counts[c.Name] {
 			addr := host.Addr(next).String()
@@ -97,7 +99,8 @@ func TestChaos(t *testing.T) {
 			addr := host.Addr(next).String()
 			next++
 			serve = append(serve, "--serve", net.JoinHostPort(addr, "9090")+"=gamma-ledger")
-			ledger := &service{namespace: "shop", name: "ledger", port: 9090, endpoints: []endpoint{ready(addr, c.Zones[0])}}
+			ledger := &service{namespace: "shop", name: "ledger", port: 9090, endpoints: []endpoint{ready(addr, c.Zones[0])},
+				accounts: []string{"cart"}}
 			if err := ledger.apply(ctx, kubernetes.NewForConfigOrDie(c.Config())); err != nil {
 				t.Fatal(err)
 			}

@@ -123,7 +123,8 @@ func TestCredentialRenewal(t *testing.T) {
 
 	host := testnet.New(t, 1)
 	addr := host.Addr(0).String()
-	inventory := &service{namespace: "shop", name: "inventory", port: 8443, endpoints: []endpoint{ready(addr, beta.Zones[0])}}
+	inventory := &service{namespace: "shop", name: "inventory", port: 8443, endpoints: []endpoint{ready(addr, beta.Zones[0])},
+		accounts: []string{"inventory"}}
 	if err := inventory.apply(ctx, kubernetes.NewForConfigOrDie(beta.Config())); err != nil {
 		t.Fatal(err)
 	}

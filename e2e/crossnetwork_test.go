@@ -157,12 +157,15 @@ func TestCrossNetwork(t *testing.T) {
 	}
 
 	// alpha's copy (not ready), gamma's (through its gateway) and beta's.
+	// Each copy presents its own cluster's shop/inventory identity, the account its
+	// Service says it runs as: clients accept no other.
 	copies := map[*sandbox.Cluster]*service{}
-	var specs []string
 	for i, c := range []*sandbox.Cluster{alpha, gamma, beta} {
 		addr := host.Addr(i).String()
-		copies[c] = &service{namespace: "shop", name: "inventory", port: 8443, endpoints: []endpoint{ready(addr, c.Zones[0])}}
-		specs = append(specs, net.JoinHostPort(addr, "8443")+"="+c.Name)
+		copies[c] = &service{namespace: "shop", name: "inventory", port: 8443, endpoints: []endpoint{ready(addr, c.Zones[0])},
+			accounts: []string{"inventory"}}
+		host.Start(t, "mtls-echo-"+c.Name, []string{meshfedTestBinary(t)}, mtlsEchoEnv+"="+net.JoinHostPort(addr, "8443")+"="+c.Name,
+			tlsEchoDirEnv+"="+waitCertDir(t, c, "shop/inventory"))
 	}
 	copies[alpha].endpoints[0].ready, copies[alpha].endpoints[0].serving = false, false
 	for c, svc := range copies {
@@ -172,12 +175,13 @@ func TestCrossNetwork(t *testing.T) {
 	}
 	// ledger runs in gamma only.
 	ledgerAddr := host.Addr(3).String()
-	ledger := &service{namespace: "shop", name: "ledger", port: 8443, endpoints: []endpoint{ready(ledgerAddr, gamma.Zones[1])}}
+	ledger := &service{namespace: "shop", name: "ledger", port: 8443, endpoints: []endpoint{ready(ledgerAddr, gamma.Zones[1])},
+		accounts: []string{"inventory"}}
 	if err := ledger.apply(ctx, kubernetes.NewForConfigOrDie(gamma.Config())); err != nil {
 		t.Fatal(err)
 	}
-	specs = append(specs, net.JoinHostPort(ledgerAddr, "8443")+"=gamma-ledger")
-	host.Start(t, "mtls-echo", []string{meshfedTestBinary(t)}, mtlsEchoEnv+"="+strings.Join(specs, ","), tlsEchoDirEnv+"="+serverDir)
+	host.Start(t, "mtls-echo-ledger", []string{meshfedTestBinary(t)}, mtlsEchoEnv+"="+net.JoinHostPort(ledgerAddr, "8443")+"=gamma-ledger",
+		tlsEchoDirEnv+"="+serverDir)
 
 	hub := hubClient(t, s)
 	objs := []client.Object{

@@ -73,23 +73,47 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// grpcEchoEnv makes the test binary gRPC echo servers: "addr=id,addr=id".
+// grpcEchoEnv makes the test binary gRPC echo servers: "addr=id,addr=id". A server
+// given as "addr=id;<xDS server>;<region>;<zone>;<cert dir>" is a proxyless gRPC xDS
+// server of that agent instead (see xdsEchoSpec): its mTLS comes from the agent's
+// Listener and its workload certificate from the cert dir.
 const grpcEchoEnv = "MESHFED_E2E_GRPC_ECHO"
 
 // grpcEcho serves the echo service on each address, answering with its id.
 func grpcEcho(servers []string) {
 	for _, spec := range servers {
+		spec, proxy, isXDS := strings.Cut(spec, ";")
 		addr, id, _ := strings.Cut(spec, "=")
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(2)
 		}
+		if isXDS {
+			p := strings.Split(proxy, ";")
+			if len(p) != 4 {
+				fmt.Fprintln(os.Stderr, "bad xDS echo spec:", proxy)
+				os.Exit(2)
+			}
+			if _, err := meshecho.ServeXDS(l, id, meshecho.Proxy{XDSServer: p[0], NodeID: "echo-" + addr,
+				Region: p[1], Zone: p[2], CertDir: p[3]}); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(2)
+			}
+			continue
+		}
 		s := grpc.NewServer()
 		meshecho.Register(s, id)
 		go s.Serve(l) //nolint:errcheck
 	}
 	select {}
+}
+
+// xdsEchoSpec is the grpcEchoEnv spec of an echo server on addr answering id, as a
+// proxyless gRPC xDS server of the agent at xdsServer with the certificates in
+// certDir.
+func xdsEchoSpec(addr, id, xdsServer, region, zone, certDir string) string {
+	return addr + "=" + id + ";" + xdsServer + ";" + region + ";" + zone + ";" + certDir
 }
 
 // echo serves TCP echo on every address until killed.

@@ -198,7 +198,8 @@ func TestRootRotation(t *testing.T) {
 	// inventory runs in gamma only: alpha's and beta's calls cross gamma's gateway.
 	host := testnet.New(t, 1)
 	addr := host.Addr(0).String()
-	inventory := &service{namespace: "shop", name: "inventory", port: 8443, endpoints: []endpoint{ready(addr, gamma.Zones[0])}}
+	inventory := &service{namespace: "shop", name: "inventory", port: 8443, endpoints: []endpoint{ready(addr, gamma.Zones[0])},
+		accounts: []string{"inventory"}}
 	if err := inventory.apply(ctx, kubernetes.NewForConfigOrDie(gamma.Config())); err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
+	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/clusteragent"
 	"github.com/meshfed/meshfed/internal/dev/sandbox"
 	"github.com/meshfed/meshfed/internal/dev/testnet"
@@ -36,6 +37,9 @@ type service struct {
 	labels          map[string]string
 	port            int32 // the Service port "grpc", served on the same target port
 	endpoints       []endpoint
+	// accounts, if any, are the service accounts the endpoints run as (the Service's
+	// annotation v1alpha1.ServiceAccountsAnnotation: there are no pods).
+	accounts []string
 }
 
 func ready(addr, zone string) endpoint {
@@ -49,8 +53,12 @@ func (s *service) apply(ctx context.Context, kube kubernetes.Interface) error {
 	if _, err := kube.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
+	var annotations map[string]string
+	if len(s.accounts) > 0 {
+		annotations = map[string]string{v1.ServiceAccountsAnnotation: strings.Join(s.accounts, ",")}
+	}
 	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: s.namespace, Name: s.name, Labels: s.labels},
+		ObjectMeta: metav1.ObjectMeta{Namespace: s.namespace, Name: s.name, Labels: s.labels, Annotations: annotations},
 		Spec: corev1.ServiceSpec{
 			Selector: map[string]string{"app": s.name},
 			Ports: []corev1.ServicePort{{Name: "grpc", Port: s.port, TargetPort: intstr.FromInt32(s.port),
@@ -58,7 +66,7 @@ func (s *service) apply(ctx context.Context, kube kubernetes.Interface) error {
 		},
 	}
 	if cur, err := kube.CoreV1().Services(s.namespace).Get(ctx, s.name, metav1.GetOptions{}); err == nil {
-		cur.Labels = s.labels
+		cur.Labels, cur.Annotations = s.labels, annotations
 		if _, err := kube.CoreV1().Services(s.namespace).Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
 			return err
 		}
@@ -185,6 +193,14 @@ type zonalCart struct {
 }
 
 func startZonalCart(t *testing.T, ctx context.Context, s *sandbox.Sandbox, perZone int) *zonalCart {
+	return startZonalCartWith(t, ctx, s, perZone, false)
+}
+
+// startZonalCartWith is startZonalCart with, if mtls, backends that serve mTLS as
+// proxyless gRPC xDS servers of their cluster's agent (the sandbox runs with MTLS and
+// the workload identity shop/cart): each presents its cluster's shop/cart certificate,
+// the account its cluster publishes for shop/cart.
+func startZonalCartWith(t *testing.T, ctx context.Context, s *sandbox.Sandbox, perZone int, mtls bool) *zonalCart {
 	t.Helper()
 	host := testnet.New(t, perZone*2*len(s.Clusters))
 	z := &zonalCart{t: t, ctx: ctx, s: s, services: map[string]*service{}}
@@ -192,12 +208,21 @@ func startZonalCart(t *testing.T, ctx context.Context, s *sandbox.Sandbox, perZo
 	i := 0
 	for _, c := range s.Clusters {
 		svc := &service{namespace: "shop", name: "cart", port: 8080}
+		var xdsServer, certDir string
+		if mtls {
+			svc.accounts = []string{"cart"}
+			xdsServer, certDir = forwardFrom(t, host, c.XDSAddr), waitCertDir(t, c, "shop/cart")
+		}
 		for _, zone := range c.Zones {
 			for range perZone {
 				addr := host.Addr(i).String()
 				i++
 				svc.endpoints = append(svc.endpoints, ready(addr, zone))
-				specs = append(specs, net.JoinHostPort(addr, "8080")+"="+c.Name+"/"+zone)
+				spec := net.JoinHostPort(addr, "8080") + "=" + c.Name + "/" + zone
+				if mtls {
+					spec = xdsEchoSpec(net.JoinHostPort(addr, "8080"), c.Name+"/"+zone, xdsServer, c.Region, zone, certDir)
+				}
+				specs = append(specs, spec)
 			}
 		}
 		z.services[c.Name] = svc

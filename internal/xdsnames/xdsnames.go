@@ -16,6 +16,11 @@ const GatewayListener = "meshfed-eastwest"
 // east-west gateway.
 const AgentXDSPort = "15010"
 
+// ServerListenerTemplate is the bootstrap's server_listener_resource_name_template
+// of a proxyless gRPC server: it asks its cluster's agent for the Listener
+// grpc/server?xds.resource.listening_address=<ip:port> of the address it listens on.
+const ServerListenerTemplate = "grpc/server?xds.resource.listening_address=%s"
+
 // GatewayPort is where east-west gateways listen (Istio's convention).
 const GatewayPort = v1.DefaultGatewayPort
 

@@ -11,8 +11,9 @@
 // # How a Publisher works
 //
 // Run starts informers for Services, EndpointSlices (only those labelled
-// kubernetes.io/service-name), Nodes (only name and zone are kept) and, when the
-// cluster serves multicluster.x-k8s.io/v1alpha1, ServiceExports. Once every cache is
+// kubernetes.io/service-name), Nodes (only name and zone are kept), Pods that have not
+// finished (only name and service account are kept) and, when the cluster serves
+// multicluster.x-k8s.io/v1alpha1, ServiceExports. Once every cache is
 // synced and View.WaitSynced has returned, it makes a first pass: every exported
 // Service is upserted, and every key of View.PublishedServices that is not exported
 // now is deleted (a restarted agent thereby prunes what it stopped exporting while it
@@ -50,6 +51,6 @@
 // Registered by RegisterMetrics with the agent's own registry, all labelled by cluster:
 // meshfed_agent_exported_services, meshfed_agent_published_endpoints,
 // meshfed_agent_publish_operations_total{op="upsert"|"delete"},
-// meshfed_agent_publish_errors_total{reason="encode"|"discovery"|"bad_key"}; and the
+// meshfed_agent_publish_errors_total{reason="encode"|"discovery"|"bad_key"|"annotation"}; and the
 // work queue's, named "publish-<cluster>".
 package publish

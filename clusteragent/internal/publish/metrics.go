@@ -15,6 +15,9 @@ const (
 	reasonEncode    = "encode"
 	reasonDiscovery = "discovery"
 	reasonBadKey    = "bad_key"
+	// reasonAnnotation: a Service's ServiceAccountsAnnotation names something that
+	// is not a service account.
+	reasonAnnotation = "annotation"
 )
 
 // Every collector has a "cluster" label: one process may run several agents' publishers
@@ -52,7 +55,7 @@ var (
 		Namespace: "meshfed",
 		Subsystem: "agent",
 		Name:      "publish_errors_total",
-		Help:      "Errors while computing what to publish, by reason (encode, discovery, bad_key).",
+		Help:      "Errors while computing what to publish, by reason (encode, discovery, bad_key, annotation).",
 	}, []string{"cluster", "reason"})
 )
 

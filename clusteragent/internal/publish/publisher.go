@@ -33,6 +33,7 @@ import (
 	mcsinformers "sigs.k8s.io/mcs-api/pkg/client/informers/externalversions"
 	mcslisters "sigs.k8s.io/mcs-api/pkg/client/listers/apis/v1alpha1"
 
+	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/internal/etcd/admit"
 	"github.com/meshfed/meshfed/internal/etcd/keyspace"
 	"github.com/meshfed/meshfed/internal/etcd/model"
@@ -113,6 +114,10 @@ const (
 	indexByNode = "node"
 )
 
+// errInvalidAccounts is logged when a Service's ServiceAccountsAnnotation names
+// something that is not a service account.
+var errInvalidAccounts = errors.New("publish: invalid service account names")
+
 // errForeignKey is logged when the View lists a key the Publisher may not delete.
 var errForeignKey = errors.New("publish: foreign key")
 
@@ -135,6 +140,7 @@ type Publisher struct {
 	services corelisters.ServiceLister
 	nodes    corelisters.NodeLister
 	slices   cache.Indexer
+	pods     cache.Indexer                  // trimmed to their service accounts (slimPod)
 	exports  mcslisters.ServiceExportLister // nil: ServiceExports are ignored
 
 	// Owned by whichever goroutine runs passes: Run until the first pass is done,
@@ -230,13 +236,16 @@ func (p *Publisher) Run(ctx context.Context) error {
 	services := kube.Core().V1().Services()
 	nodes := kube.Core().V1().Nodes()
 	sliceInformer := kube.InformerFor(&discoveryv1.EndpointSlice{}, newSliceInformer)
+	podInformer := kube.InformerFor(&corev1.Pod{}, newPodInformer)
 	p.services = services.Lister()
 	p.nodes = nodes.Lister()
 	p.slices = sliceInformer.GetIndexer()
+	p.pods = podInformer.GetIndexer()
 	handlers := map[cache.SharedIndexInformer]cache.ResourceEventHandler{
 		services.Informer(): p.serviceHandler(),
 		nodes.Informer():    p.nodeHandler(),
 		sliceInformer:       p.sliceHandler(),
+		podInformer:         p.podHandler(),
 	}
 	if exportsServed {
 		mcs = mcsinformers.NewSharedInformerFactoryWithOptions(p.opts.MCS, 0, mcsinformers.WithTransform(trim))
@@ -447,6 +456,13 @@ func (p *Publisher) publish(key string, svc *corev1.Service, exportedBy []string
 		epSlices = append(epSlices, o.(*discoveryv1.EndpointSlice))
 	}
 	rec := Build(svc, epSlices, p.nodeZones(epSlices), exportedBy)
+	var invalid []string
+	rec.ServiceAccounts, invalid = ServiceAccounts(svc, epSlices, p.podAccount(svc.Namespace))
+	if len(invalid) > 0 {
+		errorsTotal.WithLabelValues(p.opts.Cluster, reasonAnnotation).Inc()
+		p.log.Error(errInvalidAccounts, "Ignoring invalid entries of the Service's annotation: each must be a service account name",
+			"service", svc.Namespace+"/"+svc.Name, "annotation", v1.ServiceAccountsAnnotation, "invalid", invalid)
+	}
 	value, err := model.Encode(&rec)
 	if err != nil {
 		return false, fmt.Errorf("encode service %s/%s: %w", svc.Namespace, svc.Name, err)
@@ -605,6 +621,7 @@ func newSliceInformer(c kubernetes.Interface, resync time.Duration) cache.Shared
 				}
 				return nil, nil
 			},
+			indexByPod: podsOfSlice,
 		},
 		// Only slices of a Service matter; the others are not even cached.
 		func(o *metav1.ListOptions) { o.LabelSelector = discoveryv1.LabelServiceName },
@@ -612,7 +629,8 @@ func newSliceInformer(c kubernetes.Interface, resync time.Duration) cache.Shared
 }
 
 // trim drops what the Publisher never reads from cached objects: managed fields
-// everywhere, and all of a Node but its name and zone.
+// everywhere, all of a Node but its name and zone, and all of a Pod but its name and
+// service account.
 func trim(obj any) (any, error) {
 	if node, ok := obj.(*corev1.Node); ok {
 		slim := &corev1.Node{ObjectMeta: metav1.ObjectMeta{
@@ -622,6 +640,9 @@ func trim(obj any) (any, error) {
 			slim.Labels = map[string]string{corev1.LabelTopologyZone: zone}
 		}
 		return slim, nil
+	}
+	if pod, ok := obj.(*corev1.Pod); ok {
+		return slimPod(pod), nil
 	}
 	if m, ok := obj.(metav1.Object); ok {
 		m.SetManagedFields(nil)

@@ -1,7 +1,9 @@
 package xds_test
 
 import (
+	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -89,5 +91,48 @@ func BenchmarkTargetsOneChange(b *testing.B) {
 		in.Clusters = v.Clusters()
 		b.StartTimer()
 		xds.Targets(in)
+	}
+}
+
+// BenchmarkRebuildOneChange: the same fleet with mTLS and four groups of proxies, a
+// whole rebuild (targets, every group's snapshot, checked) after one cluster's record
+// of one service changed: its service accounts (that service's SAN matchers change,
+// every other shared resource is reused), or one endpoint's address, for comparison.
+func BenchmarkRebuildOneChange(b *testing.B) {
+	for _, change := range []string{"accounts", "endpoint"} {
+		b.Run(change, func(b *testing.B) {
+			v, _ := fleet(100, 100, 10)
+			s, err := xds.New(xds.Options{Cluster: "c000", View: v, Addr: "127.0.0.1:0", MTLS: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			v.OnSynced()
+			groups := []xds.Group{{Region: "region-0", Zone: "c000-a"}, {Region: "region-0", Zone: "c000-b"},
+				{Region: "region-0", Zone: ""}, {Region: "region-1", Zone: "x"}}
+			now := time.Now()
+			if err := s.Rebuild(context.Background(), now, groups...); err != nil {
+				b.Fatal(err)
+			}
+			c, _ := v.Cluster("c042")
+			base := *c.Services[view.NamespacedName{Namespace: "ns", Name: "svc007"}]
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				b.StopTimer()
+				rec := base
+				if change == "accounts" {
+					rec.ServiceAccounts = []string{fmt.Sprintf("sa-%d", i%2)}
+				} else {
+					rec.Endpoints = slices.Clone(base.Endpoints)
+					rec.Endpoints[0].Address = fmt.Sprintf("10.9.9.%d", i%2)
+				}
+				i++
+				v.OnUpsert(keyspace.ServiceEndpoints("c042", "ns", "svc007"), &rec)
+				b.StartTimer()
+				if err := s.Rebuild(context.Background(), now, groups...); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

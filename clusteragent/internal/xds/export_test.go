@@ -50,11 +50,7 @@ func (s *Server) Snapshot(g Group) (*cachev3.Snapshot, error) {
 // BuildSnapshot builds group g's whole snapshot from targets with the functions a
 // rebuild uses for a group it has not built before, and checks it: for benchmarks.
 func (s *Server) BuildSnapshot(g Group, targets []Target) (*cachev3.Snapshot, error) {
-	td := ""
-	if s.opts.MTLS {
-		td = s.opts.TrustDomain
-	}
-	shared := buildShared(targets, s.serverListeners(), "1", td)
+	shared, _ := buildShared(nil, targets, s.serverAddrs(), "1", s.trustDomain())
 	next, _ := s.buildGroup(g, targets, shared, nil)
 	snap := snapshot(shared, next)
 	return snap, check(snap, targets)

@@ -25,7 +25,9 @@ import (
 var update = flag.Bool("update", false, "rewrite the golden files")
 
 // reference is the reference topology of docs/failover.md: three clusters in two
-// regions, two zones each, one global service with two endpoints per zone.
+// regions, two zones each, one global service with two endpoints per zone. Alpha's
+// endpoints run as the service account cart, beta's as cart and cart-canary, gamma's
+// name none (so: default).
 func reference() *view.View {
 	v := view.New(view.Options{})
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -33,7 +35,8 @@ func reference() *view.View {
 		v.OnUpsert(keyspace.ClusterInfo(c.name), &model.ClusterInfo{Name: c.name, Region: c.region,
 			Zones: []string{c.region + "-a", c.region + "-b"}, Network: "default"})
 		v.OnUpsert(keyspace.ClusterHeartbeat(c.name), &model.Heartbeat{Time: now, TTL: 15, Agent: c.name})
-		rec := &model.ServiceEndpoints{Namespace: "shop", Name: "cart", Ports: []model.ServicePort{{Name: "grpc", Port: 8080}}}
+		rec := &model.ServiceEndpoints{Namespace: "shop", Name: "cart", Ports: []model.ServicePort{{Name: "grpc", Port: 8080}},
+			ServiceAccounts: [][]string{{"cart"}, {"cart", "cart-canary"}, nil}[i]}
 		for z, zone := range []string{c.region + "-a", c.region + "-b"} {
 			for e := range 2 {
 				rec.Endpoints = append(rec.Endpoints, model.Endpoint{

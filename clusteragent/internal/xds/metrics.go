@@ -46,6 +46,14 @@ var (
 		Namespace: "meshfed", Subsystem: "xds", Name: "handshake_failures_total",
 		Help: "TLS handshakes the xDS port refused: clients without a certificate of this cluster's mesh identities.",
 	})
+	allowedIdentities = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "meshfed", Subsystem: "xds", Name: "allowed_identities",
+		Help: "With mTLS: the exact SPIFFE IDs clients accept as servers, summed over the global service ports served.",
+	})
+	unservable = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "meshfed", Subsystem: "xds", Name: "ports_without_identity",
+		Help: "With mTLS: global service ports no identity may serve (no authorized, registered cluster publishes a member).",
+	})
 	nacks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "meshfed", Subsystem: "xds", Name: "nacks_total",
 		Help: "Responses proxies rejected, by resource type.",
@@ -55,5 +63,6 @@ var (
 // RegisterMetrics registers the xDS server's collectors with reg. Call it once per
 // registry: registering twice panics.
 func RegisterMetrics(reg prometheus.Registerer) {
-	reg.MustRegister(buildLatency, ackLatency, rebuildDuration, pushBytes, gatewayDown, nacks, groupsGauge, claimsIgnored, handshakeFailures)
+	reg.MustRegister(buildLatency, ackLatency, rebuildDuration, pushBytes, gatewayDown, nacks, groupsGauge, claimsIgnored, handshakeFailures,
+		allowedIdentities, unservable)
 }

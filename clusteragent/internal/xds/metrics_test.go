@@ -21,7 +21,8 @@ func TestRegisterMetrics(t *testing.T) {
 	for _, f := range families {
 		names[f.GetName()] = true
 	}
-	for _, want := range []string{"meshfed_xds_rebuild_seconds", "meshfed_xds_change_to_push_seconds", "meshfed_xds_change_to_ack_seconds"} {
+	for _, want := range []string{"meshfed_xds_rebuild_seconds", "meshfed_xds_change_to_push_seconds", "meshfed_xds_change_to_ack_seconds",
+		"meshfed_xds_allowed_identities", "meshfed_xds_ports_without_identity"} {
 		if !names[want] {
 			t.Errorf("registry lacks %s; has %v", want, names)
 		}

@@ -3,7 +3,6 @@ package xds
 import (
 	"fmt"
 	"net"
-	"regexp"
 	"strconv"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshfed/meshfed/internal/xdsnames"
+	"github.com/meshfed/meshfed/trust"
 )
 
 // Resource names follow Istio's conventions, so that an Envoy sidecar or gateway
@@ -46,7 +46,7 @@ func ServerListenerName(addr string, port uint32) string {
 
 // ServerListenerTemplate is the bootstrap's server_listener_resource_name_template
 // that ServerListenerName follows.
-const ServerListenerTemplate = "grpc/server?xds.resource.listening_address=%s"
+const ServerListenerTemplate = xdsnames.ServerListenerTemplate
 
 const connectTimeout = 5 * time.Second
 
@@ -113,14 +113,15 @@ func routeConfig(hostname string, port uint32) *routev3.RouteConfiguration {
 }
 
 // edsCluster is the cluster of a global service port, its endpoints from EDS, with
-// mTLS to every endpoint unless trustDomain is "" (mTLS off): the client's certificate and the mesh's roots come from the
-// proxy's certificate provider instance CertificateProvider, the server must hold a
-// SPIFFE identity of the trust domain, and the SNI names the service port so that an
-// east-west gateway can route the stream without terminating it. A proxyless gRPC
-// client uses this only with xDS credentials (and GRPC_EXPERIMENTAL_XDS_SNI=true for
-// the SNI), but its bootstrap must define the provider instance in any case: grpc-go
-// refuses the cluster otherwise.
-func edsCluster(hostname string, port uint32, trustDomain string) *clusterv3.Cluster {
+// mTLS to every endpoint unless trustDomain is "" (mTLS off): the client's certificate
+// and the mesh's roots come from the proxy's certificate provider instance
+// CertificateProvider, the server must hold exactly one of the identities of accounts
+// (see sanMatchers), and the SNI names the service port so that an east-west gateway
+// can route the stream without terminating it. A proxyless gRPC client uses this only
+// with xDS credentials (and GRPC_EXPERIMENTAL_XDS_SNI=true for the SNI), but its
+// bootstrap must define the provider instance in any case: grpc-go refuses the
+// cluster otherwise.
+func edsCluster(hostname string, port uint32, trustDomain string, accounts []Account) *clusterv3.Cluster {
 	name := ClusterName(hostname, port)
 	c := &clusterv3.Cluster{
 		Name:                 name,
@@ -138,12 +139,7 @@ func edsCluster(hostname string, port uint32, trustDomain string) *clusterv3.Clu
 			TlsCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: CertificateProvider},
 			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
 				CaCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: CertificateProvider},
-				// Any cluster's identity, spiffe://<cluster>.<trust domain>/...
-				// (trust.ServiceAccountID); a full match, in grpc-go as in Envoy.
-				MatchSubjectAltNames: []*matcherv3.StringMatcher{{
-					MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{
-						Regex: `spiffe://[a-z0-9]([-a-z0-9]*[a-z0-9])?\.` + regexp.QuoteMeta(trustDomain) + `/.*`}},
-				}},
+				MatchSubjectAltNames:          sanMatchers(trustDomain, accounts),
 			}},
 		},
 	}
@@ -152,6 +148,27 @@ func edsCluster(hostname string, port uint32, trustDomain string) *clusterv3.Clu
 		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(upstream)},
 	}
 	return c
+}
+
+// NoIdentity is the only SAN a cluster of a global service without any account
+// accepts: not a SPIFFE ID, so no mesh CA signs it (a cluster's intermediate may sign
+// URIs of its own identity domain only). An empty matcher list would accept every
+// identity of the mesh.
+const NoIdentity = "meshfed:no-identity-may-serve"
+
+// sanMatchers are the exact SPIFFE IDs of accounts: a server is accepted only with
+// one of them, never by a prefix of the trust domain.
+func sanMatchers(trustDomain string, accounts []Account) []*matcherv3.StringMatcher {
+	if len(accounts) == 0 {
+		return []*matcherv3.StringMatcher{{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: NoIdentity}}}
+	}
+	out := make([]*matcherv3.StringMatcher, 0, len(accounts))
+	for _, a := range accounts {
+		out = append(out, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{
+			Exact: trust.ServiceAccountID(trustDomain, a.Cluster, a.Namespace, a.Name),
+		}})
+	}
+	return out
 }
 
 // CertificateProvider is the certificate provider instance a proxy's bootstrap must
@@ -203,8 +220,13 @@ func loadAssignment(hostname string, port uint32, localities []LocalityEndpoints
 }
 
 // serverListener is what a proxyless gRPC server listening on addr:port gets: accept
-// everything and hand it to the server's own handlers.
-func serverListener(addr string, port uint32) *listenerv3.Listener {
+// everything and hand it to the server's own handlers (a route with the non-forwarding
+// action, which grpc-go requires on the server side). With mTLS (mtls), its filter
+// chain's DownstreamTlsContext requires a client certificate that chains to the mesh's
+// roots, and the server presents its own: both from the server's certificate provider
+// instance CertificateProvider, as clients take theirs. Which mesh identities may call
+// is the server's own decision; grpc-go accepts no SAN matcher on the server side.
+func serverListener(addr string, port uint32, mtls bool) *listenerv3.Listener {
 	name := ServerListenerName(addr, port)
 	manager := &hcmv3.HttpConnectionManager{
 		StatPrefix: name,
@@ -221,14 +243,31 @@ func serverListener(addr string, port uint32) *listenerv3.Listener {
 		}},
 		HttpFilters: []*hcmv3.HttpFilter{routerFilter()},
 	}
-	return &listenerv3.Listener{
-		Name:    name,
-		Address: socketAddress(addr, port),
-		FilterChains: []*listenerv3.FilterChain{{
-			Filters: []*listenerv3.Filter{{
-				Name:       "envoy.filters.network.http_connection_manager",
-				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(manager)},
-			}},
+	chain := &listenerv3.FilterChain{
+		Name: "inbound",
+		Filters: []*listenerv3.Filter{{
+			Name:       "envoy.filters.network.http_connection_manager",
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(manager)},
 		}},
+	}
+	if mtls {
+		downstream := &tlsv3.DownstreamTlsContext{
+			RequireClientCertificate: wrapperspb.Bool(true),
+			CommonTlsContext: &tlsv3.CommonTlsContext{
+				TlsCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: CertificateProvider},
+				ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+					CaCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: CertificateProvider},
+				}},
+			},
+		}
+		chain.TransportSocket = &corev3.TransportSocket{
+			Name:       "envoy.transport_sockets.tls",
+			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(downstream)},
+		}
+	}
+	return &listenerv3.Listener{
+		Name:         name,
+		Address:      socketAddress(addr, port),
+		FilterChains: []*listenerv3.FilterChain{chain},
 	}
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/meshfed/meshfed/internal/etcd/model"
 	"github.com/meshfed/meshfed/internal/etcd/view"
 	"github.com/meshfed/meshfed/internal/xdsnames"
+	"github.com/meshfed/meshfed/trust"
 )
 
 // Options configure a Server. Cluster and View are required.
@@ -215,10 +216,14 @@ type built struct {
 	version string // of the load assignments
 }
 
-// sharedResources are the resources every group gets.
+// sharedResources are the resources every group gets, and what they were built
+// from, by name, for the next build to reuse (see buildShared).
 type sharedResources struct {
 	version                     string
 	listeners, routes, clusters []types.Resource
+	servers                     []serverAddr
+	byTarget                    map[string]*targetResources
+	byServer                    map[string]types.Resource
 }
 
 // New returns a Server.
@@ -532,13 +537,12 @@ func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 	targets, holdEnd := s.hold.apply(Targets(in), now)
 	s.holdEnd = holdEnd
 	shared := s.shared
-	if shared == nil || !sameServices(s.targets, targets) {
+	servers := s.serverAddrs()
+	if !sameShared(shared, s.targets, targets, servers, s.opts.MTLS) {
 		s.version++
-		td := ""
-		if s.opts.MTLS {
-			td = s.opts.TrustDomain
-		}
-		shared = buildShared(targets, s.serverListeners(), strconv.FormatUint(s.version, 10), td)
+		var changed []Target
+		shared, changed = buildShared(shared, targets, servers, strconv.FormatUint(s.version, 10), s.trustDomain())
+		s.reportIdentities(targets, changed)
 	}
 	s.targets, s.shared = targets, shared
 	s.mu.Lock()
@@ -577,14 +581,49 @@ func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 	return errors.Join(errs...)
 }
 
-// serverListeners are the listeners for this cluster's endpoints, for proxyless
-// gRPC servers.
-func (s *Server) serverListeners() []types.Resource {
+// serverAddrs are the addresses of this cluster's endpoints, where proxyless gRPC
+// servers listen.
+func (s *Server) serverAddrs() []serverAddr {
 	c, ok := s.opts.View.Cluster(s.opts.Cluster)
 	if !ok {
 		return nil
 	}
-	return serverListenersOf(c)
+	return serverAddrsOf(c)
+}
+
+// reportIdentities sets the identity gauges from targets and logs the ports whose
+// allowed servers changed.
+func (s *Server) reportIdentities(targets, changed []Target) {
+	td := s.trustDomain()
+	if td == "" {
+		return
+	}
+	n, none := 0, 0
+	for _, t := range targets {
+		n += len(t.Accounts)
+		if len(t.Accounts) == 0 {
+			none++
+		}
+	}
+	allowedIdentities.Set(float64(n))
+	unservable.Set(float64(none))
+	for _, t := range changed {
+		ids := make([]string, 0, len(t.Accounts))
+		for _, a := range t.Accounts {
+			ids = append(ids, trust.ServiceAccountID(td, a.Cluster, a.Namespace, a.Name))
+		}
+		s.log.Info("Identities allowed to serve a global service changed", "service", t.Namespace+"/"+t.Name,
+			"hostname", t.Hostname, "port", t.Port, "identities", len(ids))
+		s.log.V(1).Info("Identities allowed to serve", "service", t.Namespace+"/"+t.Name, "port", t.Port, "ids", ids)
+	}
+}
+
+// trustDomain is the trust domain of mTLS, "" when mTLS is off.
+func (s *Server) trustDomain() string {
+	if s.opts.MTLS {
+		return s.opts.TrustDomain
+	}
+	return ""
 }
 
 // buildGroup returns the group's load assignments, reusing every one whose target did

@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"cmp"
 	"iter"
 	"net"
 	"net/netip"
@@ -8,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/clusteragent/internal/locality"
@@ -28,6 +31,54 @@ type Target struct {
 	// reach Localities. Only explanations read it (see Table); what is served
 	// depends on Localities alone.
 	Excluded []Exclusion
+	// Accounts are the service accounts allowed to serve the global service, sorted:
+	// with mTLS, a client accepts only a server holding one of their identities (see
+	// AccountsOf). Every port of a global service shares one slice; never modify it.
+	Accounts []Account
+}
+
+// Account is a service account of a member cluster: with the mesh's trust domain it
+// names one SPIFFE ID (trust.ServiceAccountID).
+type Account struct {
+	Cluster, Namespace, Name string
+}
+
+// DefaultServiceAccount is the account a member Service's endpoints are taken to run
+// as when its record names none: a Kubernetes pod that names no service account runs
+// as "default".
+const DefaultServiceAccount = "default"
+
+// AccountsOf returns the service accounts allowed to serve g, sorted and without
+// duplicates: for every registered cluster authorized to provide g (g.Clusters, empty
+// for all) and every member Service of g it publishes, the accounts its record names,
+// or DefaultServiceAccount when it names none. An unregistered cluster's accounts are
+// not included, whatever its records say; names that are not valid service account
+// names are skipped (they could name no Kubernetes workload).
+func AccountsOf(clusters []view.Cluster, g *model.GlobalService) []Account {
+	var out []Account
+	for _, c := range clusters {
+		if c.Info == nil {
+			continue
+		}
+		for nn, s := range members(c, g) {
+			if !model.Selects(g, c.Name, nn.Namespace, nn.Name, s.Labels) {
+				continue
+			}
+			if len(s.ServiceAccounts) == 0 {
+				out = append(out, Account{Cluster: c.Name, Namespace: nn.Namespace, Name: DefaultServiceAccount})
+				continue
+			}
+			for _, sa := range s.ServiceAccounts {
+				if len(validation.IsDNS1123Subdomain(sa)) == 0 {
+					out = append(out, Account{Cluster: c.Name, Namespace: nn.Namespace, Name: sa})
+				}
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b Account) int {
+		return cmp.Or(strings.Compare(a.Cluster, b.Cluster), strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+	})
+	return slices.Compact(out)
 }
 
 // Exclusion is a cluster, or one zone of it (Zone set), whose member Service of a
@@ -128,8 +179,10 @@ func Targets(in Input) []Target {
 		if g.Policy != "" && in.Policy != nil {
 			policy = in.Policy(g.Namespace, g.Policy)
 		}
+		accounts := AccountsOf(in.Clusters, g)
 		for _, gp := range g.Ports {
-			t := &Target{Namespace: g.Namespace, Name: g.Name, Hostname: g.Hostname, Port: uint32(gp.Port), Policy: policy}
+			t := &Target{Namespace: g.Namespace, Name: g.Name, Hostname: g.Hostname, Port: uint32(gp.Port), Policy: policy,
+				Accounts: accounts}
 			for _, c := range in.Clusters {
 				locs, excluded := in.Memo.localities(in, network, c, g, gp, policy)
 				t.Localities = append(t.Localities, locs...)
