@@ -90,9 +90,11 @@ func TestFederation(t *testing.T) {
 		}
 	}
 
+	// Endpoints are in the zones their cluster declares: readers drop the others.
+	b1, b2 := beta.Zones[0], beta.Zones[1]
 	cart := &service{namespace: "shop", name: "cart", port: 8080, endpoints: []endpoint{
-		ready(addr(0), "us-east-a"), ready(addr(1), "us-east-b"),
-		{addr: addr(2), zone: "us-east-b"}, // not ready
+		ready(addr(0), b1), ready(addr(1), b2),
+		{addr: addr(2), zone: b2}, // not ready
 	}}
 	if err := cart.apply(ctx, betaKube); err != nil {
 		t.Fatal(err)
@@ -131,7 +133,7 @@ func TestFederation(t *testing.T) {
 	})
 
 	t.Run("updates propagate", func(t *testing.T) {
-		cart.endpoints = append(cart.endpoints, ready(addr(3), "us-east-a")) // scale up
+		cart.endpoints = append(cart.endpoints, ready(addr(3), b1)) // scale up
 		cart.endpoints[2].ready, cart.endpoints[2].serving = true, true      // becomes ready
 		cart.endpoints[0].ready, cart.endpoints[0].terminating = false, true
 		if err := cart.apply(ctx, betaKube); err != nil {
@@ -146,7 +148,7 @@ func TestFederation(t *testing.T) {
 	})
 
 	inventory := &service{namespace: "shop", name: "inventory", port: 8080, endpoints: []endpoint{
-		ready(addr(4), "eu-west-a"), ready(addr(5), "eu-west-b"),
+		ready(addr(4), gamma.Zones[0]), ready(addr(5), gamma.Zones[1]),
 	}}
 	t.Run("exported by ServiceExport alone", func(t *testing.T) {
 		if err := inventory.apply(ctx, gammaKube); err != nil {
@@ -168,7 +170,7 @@ func TestFederation(t *testing.T) {
 
 	t.Run("deletes propagate", func(t *testing.T) {
 		tmp := &service{namespace: "shop", name: "tmp", labels: map[string]string{"tier": "tmp"}, port: 8080,
-			endpoints: []endpoint{ready(addr(0), "us-east-a")}}
+			endpoints: []endpoint{ready(addr(0), b1)}}
 		if err := tmp.apply(ctx, betaKube); err != nil {
 			t.Fatal(err)
 		}
@@ -202,7 +204,7 @@ func TestFederation(t *testing.T) {
 		// Static stability: the other agents keep the dead cluster's endpoints.
 		expect("kept while beta's agent is down", "beta", "shop/cart", cart, alpha, gamma)
 		// Changes while the agent is down: a new endpoint, and a Service gone.
-		cart.endpoints = append(cart.endpoints, ready(addr(5), "us-east-b"))
+		cart.endpoints = append(cart.endpoints, ready(addr(5), b2))
 		if err := cart.apply(ctx, betaKube); err != nil {
 			t.Fatal(err)
 		}
