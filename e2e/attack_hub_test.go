@@ -48,7 +48,7 @@ func init() {
 		alpha := w.s.Cluster("alpha")
 		zone := alpha.Zones[0]
 		home := "alpha/" + zone
-		conn := proxyless(t, alpha, zone, hostname+":8080")
+		conn := w.client(t, "alpha", hostname+":8080") // in alpha's first zone
 		landsOn(t, w.ctx, conn, home)
 
 		// The claimant is younger than shop/cart by at least a second, so that age

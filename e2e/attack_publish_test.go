@@ -83,7 +83,7 @@ func init() {
 		t.Cleanup(func() { w.hub.Delete(w.ctx, g) }) //nolint:errcheck
 		host := model.ClusterSetHostname("shop", "cart-ag") + ":8080"
 		for _, c := range []string{"alpha", "gamma"} {
-			conn := proxyless(t, w.s.Cluster(c), w.s.Cluster(c).Zones[0], host)
+			conn := w.client(t, c, host)
 			testutil.Eventually(t, time.Minute, c+"'s client to reach cart-ag", func() error {
 				landed, failed := send(w.ctx, conn, 20)
 				for at := range landed {
@@ -121,7 +121,7 @@ func (w *attackWorld) publishAttack(t *testing.T, reason string, attack func(put
 	}
 	conns := map[string]func() map[string]int{}
 	for _, c := range []string{"alpha", "gamma"} {
-		conn := proxyless(t, w.s.Cluster(c), w.s.Cluster(c).Zones[0], "cart.shop.svc.clusterset.local:8080")
+		conn := w.client(t, c, "cart.shop.svc.clusterset.local:8080")
 		conns[c] = func() map[string]int {
 			landed, failed := send(w.ctx, conn, 20)
 			if failed > 0 {

@@ -250,7 +250,7 @@ func (w *attackWorld) registerAgain(t *testing.T, cluster string) {
 	if err := w.s.WaitConnected(w.ctx, waitLong); err != nil {
 		t.Fatal(err)
 	}
-	conn := proxyless(t, c, c.Zones[0], "cart.shop.svc.clusterset.local:8080")
+	conn := w.client(t, c.Name, "cart.shop.svc.clusterset.local:8080")
 	landsOn(t, w.ctx, conn, cluster+"/"+c.Zones[0])
 }
 
@@ -264,7 +264,7 @@ func (w *attackWorld) whileOthersServe(t *testing.T, f func()) {
 		if c.Name == "beta" {
 			continue
 		}
-		conn := proxyless(t, c, c.Zones[0], "cart.shop.svc.clusterset.local:8080")
+		conn := w.client(t, c.Name, "cart.shop.svc.clusterset.local:8080")
 		want := c.Name + "/" + c.Zones[0]
 		landsOn(t, w.ctx, conn, want)
 		others = append(others, startTraffic(t, c.Name, conn))
