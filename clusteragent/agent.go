@@ -280,6 +280,7 @@ func registry() prometheus.Gatherer {
 	registerAgentMetrics(reg)
 	registerCredentialsMetrics(reg)
 	registerDigestMetrics(reg)
+	registerXDSTLSMetrics(reg)
 	return prometheus.Gatherers{ctrlmetrics.Registry, reg}
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/meshfed/meshfed/internal/etcd/keyspace"
 	"github.com/meshfed/meshfed/internal/etcd/model"
 	"github.com/meshfed/meshfed/internal/etcd/view"
+	"github.com/meshfed/meshfed/internal/workloadtls"
 	"github.com/meshfed/meshfed/trust"
 )
 
@@ -84,7 +85,9 @@ type trustSync struct {
 
 // WorkloadCerts says which workload identities the agent issues certificates for,
 // into Dir/<namespace>/<serviceAccount>/{tls.crt,tls.key,ca.crt}, renewed at two
-// thirds of their life: what a file_watcher certificate provider reads.
+// thirds of their life: what a file_watcher certificate provider reads. Beside them,
+// xds-ca.crt (workloadtls.XDSCAFile) is the cluster's xDS serving CA, what proxies
+// verify the agent's xDS port against.
 type WorkloadCerts struct {
 	Dir        string
 	Identities []string // "<namespace>/<serviceAccount>"
@@ -185,7 +188,11 @@ func (s *trustSync) sync(ctx context.Context) error {
 	}
 	// Workloads first, then the ConfigMap with their status: the status never
 	// runs ahead of the files.
-	status, werr := s.issueWorkloads(chain, sec.Data[corev1.TLSPrivateKeyKey], bundle)
+	xdsCA, err := s.xdsCA(ctx)
+	if err != nil {
+		return err
+	}
+	status, werr := s.issueWorkloads(chain, sec.Data[corev1.TLSPrivateKeyKey], bundle, xdsCA)
 	if err := s.publishBundle(ctx, bundle, status); err != nil {
 		return err
 	}
@@ -257,11 +264,28 @@ func workloadAnnotation(current string, status *WorkloadCertsStatus, now time.Ti
 	return string(b), err
 }
 
+// xdsCA is the cluster's xDS serving CA as published for proxies (XDSCAConfigMap),
+// nil when there is none (the agent's xDS does not use TLS, or no replica made it yet).
+func (s *trustSync) xdsCA(ctx context.Context) ([]byte, error) {
+	if s.workloads.Dir == "" {
+		return nil, nil
+	}
+	cm, err := s.kube.CoreV1().ConfigMaps(s.namespace).Get(ctx, XDSCAConfigMap, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the xDS serving CA: %w", err)
+	}
+	return []byte(cm.Data["ca.crt"]), nil
+}
+
 // issueWorkloads writes a certificate for every configured identity that has none, or
 // whose certificate is due for renewal, was issued by another intermediate (a
-// rotation re-signed it) or came with another bundle; and returns what the files
-// now hold (nil when the agent issues no workload certificates).
-func (s *trustSync) issueWorkloads(chain, keyPEM []byte, bundle *model.TrustBundle) (*WorkloadCertsStatus, error) {
+// rotation re-signed it) or came with another bundle, and xdsCA (when there is one)
+// as workloadtls.XDSCAFile beside it; and returns what the files now hold (nil when
+// the agent issues no workload certificates).
+func (s *trustSync) issueWorkloads(chain, keyPEM []byte, bundle *model.TrustBundle, xdsCA []byte) (*WorkloadCertsStatus, error) {
 	if s.workloads.Dir == "" {
 		return nil, nil
 	}
@@ -281,6 +305,10 @@ func (s *trustSync) issueWorkloads(chain, keyPEM []byte, bundle *model.TrustBund
 			return nil, fmt.Errorf("workload identity %q: use <namespace>/<serviceAccount>", id)
 		}
 		dir := filepath.Join(s.workloads.Dir, ns, sa)
+		// The xDS CA first: a new directory is complete once tls.crt appears.
+		if err := writeXDSCA(dir, xdsCA); err != nil {
+			return nil, err
+		}
 		cur, err := os.ReadFile(filepath.Join(dir, "tls.crt"))
 		ca, _ := os.ReadFile(filepath.Join(dir, "ca.crt"))
 		want := trust.ServiceAccountID(bundle.TrustDomain, s.cluster, ns, sa)
@@ -291,26 +319,44 @@ func (s *trustSync) issueWorkloads(chain, keyPEM []byte, bundle *model.TrustBund
 		if err != nil {
 			return nil, err
 		}
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, err
-		}
 		// Key first, then certificate: a file watcher that sees the new certificate
 		// finds its key already there.
 		for _, f := range []struct {
 			name string
 			data []byte
 		}{{"tls.key", leafKey}, {"ca.crt", []byte(bundle.Roots)}, {"tls.crt", certPEM}} {
-			tmp := filepath.Join(dir, "."+f.name)
-			if err := os.WriteFile(tmp, f.data, 0o600); err != nil {
-				return nil, err
-			}
-			if err := os.Rename(tmp, filepath.Join(dir, f.name)); err != nil {
+			if err := writeFile(dir, f.name, f.data); err != nil {
 				return nil, err
 			}
 		}
 		s.log.Info("workload certificate issued", "identity", id, "intermediate", status.Intermediate[:16], "root", status.Root[:16])
 	}
 	return status, nil
+}
+
+// writeXDSCA writes xdsCA into dir's workloadtls.XDSCAFile unless it holds it already
+// (nothing when there is no xDS CA).
+func writeXDSCA(dir string, xdsCA []byte) error {
+	if len(xdsCA) == 0 {
+		return nil
+	}
+	if cur, err := os.ReadFile(filepath.Join(dir, workloadtls.XDSCAFile)); err == nil && bytes.Equal(cur, xdsCA) {
+		return nil
+	}
+	return writeFile(dir, workloadtls.XDSCAFile, xdsCA)
+}
+
+// writeFile replaces dir's file name with data at once (a temporary file renamed), so
+// that readers never see it half written.
+func writeFile(dir, name string, data []byte) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, "."+name)
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, name))
 }
 
 func dueForRenewal(chainPEM []byte) bool {

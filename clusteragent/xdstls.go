@@ -3,48 +3,85 @@ package clusteragent
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/meshfed/meshfed/internal/creds/pki"
-	"github.com/meshfed/meshfed/internal/etcd/keyspace"
 	"github.com/meshfed/meshfed/internal/etcd/view"
 	"github.com/meshfed/meshfed/trust"
 )
 
 // Authentication modes of the xDS port (Options.XDSAuth).
 const (
-	// XDSAuthMTLS serves xDS over TLS with a certificate issued from the cluster's
-	// intermediate, and requires a client certificate issued by the same intermediate
-	// (a workload certificate of this cluster) that chains to the mesh's trust bundle.
+	// XDSAuthMTLS serves xDS over TLS with a certificate from the cluster's xDS
+	// serving CA (XDSCASecret), and requires a client certificate issued by the
+	// cluster's intermediate (a workload certificate of this cluster) that chains to
+	// the mesh's trust bundle.
 	XDSAuthMTLS = "mtls"
 	// XDSAuthNone serves plaintext xDS to whoever connects: only on a loopback
 	// address, unless Options.XDSInsecureListen.
 	XDSAuthNone = "none"
 )
 
-// xdsServingLifetime is the lifetime of the xDS serving certificate; it is re-issued
-// at two thirds of it, and whenever the intermediate changes.
-const xdsServingLifetime = 24 * time.Hour
+// The cluster's xDS serving CA, in the agent's namespace of the member cluster.
+const (
+	// XDSCASecret holds the xDS serving CA (tls.crt, tls.key): made by the first
+	// replica that finds none, used by every replica to issue its serving
+	// certificate. Deleting it rotates the CA.
+	XDSCASecret = "meshfed-xds-ca"
+	// XDSCAConfigMap publishes the CA's certificate (ca.crt) for the cluster's
+	// proxies: the current CA and, for xdsCAOverlap after a rotation, the previous one.
+	XDSCAConfigMap = "meshfed-xds-ca"
+)
 
-// agentServiceAccount is the agent's ServiceAccount (deploy/agent): the identity in
-// its xDS serving certificate.
-const agentServiceAccount = "meshfed-agent"
+const (
+	// xdsCALifetime is the lifetime of the xDS serving CA.
+	xdsCALifetime = 10 * 365 * 24 * time.Hour
+	// xdsServingLifetime is the lifetime of an xDS serving certificate; it is
+	// re-issued at two thirds of it, and when the CA changed.
+	xdsServingLifetime = 24 * time.Hour
+	// xdsCAAdopt is how long after a new xDS CA was made (the Secret's creation) a
+	// replica that has a serving certificate keeps it: the new CA reaches proxies'
+	// xds-ca.crt files (the leader rewrites them every 30s at most) before any
+	// replica serves a certificate from it.
+	xdsCAAdopt = 2 * time.Minute
+	// xdsCAOverlap is how long XDSCAConfigMap keeps a replaced CA after its
+	// successor was made: the longest a serving certificate from it can still be
+	// in use.
+	xdsCAOverlap = xdsServingLifetime + time.Hour
+)
+
+var (
+	xdsServingExpiry = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "meshfed", Subsystem: "agent", Name: "xds_serving_cert_expiry_timestamp_seconds",
+		Help: "When this replica's xDS serving certificate expires, in seconds since the epoch (0: none yet).",
+	})
+	xdsCAExpiry = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "meshfed", Subsystem: "agent", Name: "xds_ca_expiry_timestamp_seconds",
+		Help: "When the cluster's xDS serving CA this replica issues from expires, in seconds since the epoch.",
+	})
+	xdsServingIssued = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "meshfed", Subsystem: "agent", Name: "xds_serving_certs_issued_total",
+		Help: "xDS serving certificates this replica issued itself, by reason (New, Renewal, CARotated).",
+	}, []string{"reason"})
+)
+
+func registerXDSTLSMetrics(reg prometheus.Registerer) {
+	reg.MustRegister(xdsServingExpiry, xdsCAExpiry, xdsServingIssued)
+}
 
 // DefaultXDSServerNames are the names the xDS serving certificate carries when
 // Options.XDSServerNames is empty: the agent's Service in namespace, and loopback.
@@ -55,12 +92,16 @@ func DefaultXDSServerNames(namespace string) []string {
 	return []string{svc, svc + ".svc", svc + ".svc.cluster.local", "localhost", "127.0.0.1", "::1"}
 }
 
-// xdsTLS is the server side of the xDS port's mTLS. Every replica runs it (the leader
-// alone manages the intermediate, in IntermediateSecret): it reads the intermediate
-// from the Secret and issues itself a serving certificate from it, here, so that the
-// intermediate's key is used only inside the cluster. Until the hub has signed the
-// intermediate there is no certificate and every handshake fails: no proxy is served
-// unauthenticated, ever.
+// xdsTLS is the server side of the xDS port's mTLS, run by every replica.
+//
+// The serving certificate does not chain to the mesh root: a cluster's intermediate
+// may sign only its cluster's SPIFFE IDs, no DNS name or IP (trust's name
+// constraints), and no member's intermediate must be able to impersonate an agent.
+// It comes from the cluster's own xDS serving CA, which lives only in the member
+// cluster (XDSCASecret) and which only the cluster's proxies trust (XDSCAConfigMap,
+// and xds-ca.crt next to every workload certificate). Client certificates are
+// checked against the mesh's trust bundle and must come from this cluster's
+// intermediate.
 type xdsTLS struct {
 	cluster, namespace string
 	kube               kubernetes.Interface
@@ -75,11 +116,11 @@ type xdsTLS struct {
 	pool   *x509.CertPool // roots client certificates must chain to
 }
 
-// servingCert is the xDS serving certificate and the intermediate chain it came from.
+// servingCert is the xDS serving certificate and the CA that issued it.
 type servingCert struct {
-	tls   tls.Certificate
-	leaf  *x509.Certificate
-	chain []byte
+	tls  tls.Certificate
+	leaf *x509.Certificate
+	ca   []byte // the CA's certificate, PEM
 }
 
 // config is the xDS server's TLS configuration: every handshake takes the current
@@ -90,7 +131,7 @@ func (x *xdsTLS) config() *tls.Config {
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 			sc := x.cert.Load()
 			if sc == nil {
-				return nil, errors.New("no xDS serving certificate yet: the hub has not signed this cluster's intermediate")
+				return nil, fmt.Errorf("no xDS serving certificate yet: no xDS serving CA in %s/%s", x.namespace, XDSCASecret)
 			}
 			roots, err := x.roots()
 			if err != nil {
@@ -143,20 +184,9 @@ func ownCluster(cluster string) func([][]byte, [][]*x509.Certificate) error {
 	}
 }
 
-// run keeps the serving certificate current until ctx is done: it rereads the
-// intermediate when the view says the hub answered this cluster's CSR or the bundle
-// changed, every second while it has no certificate, and every 30s after.
+// run keeps the serving certificate current until ctx is done: it rereads the CA
+// every second while it has no certificate, and every 30s after.
 func (x *xdsTLS) run(ctx context.Context) error {
-	wake := make(chan struct{}, 1)
-	unsubscribe := x.view.Subscribe(func(k keyspace.Key) {
-		if k.Kind == keyspace.KindTrustBundle || (k.Kind == keyspace.KindIntermediate && k.Cluster == x.cluster) {
-			select {
-			case wake <- struct{}{}:
-			default:
-			}
-		}
-	})
-	defer unsubscribe()
 	for {
 		if err := x.refresh(ctx, time.Now()); err != nil {
 			x.log.Error(err, "xDS serving certificate")
@@ -168,98 +198,152 @@ func (x *xdsTLS) run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-wake:
 		case <-time.After(every):
 		}
 	}
 }
 
-// refresh issues a serving certificate when there is none, the intermediate in the
-// Secret changed, or the current one is due for renewal.
+// refresh makes sure the xDS CA exists and is published, and issues a serving
+// certificate when there is none, the current one is due for renewal, or the CA
+// changed (once the new CA is xdsCAAdopt old, while the current one is valid).
 func (x *xdsTLS) refresh(ctx context.Context, now time.Time) error {
-	sec, err := x.kube.CoreV1().Secrets(x.namespace).Get(ctx, IntermediateSecret, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil // no mesh CA yet: the leader creates it once the hub publishes a bundle
-	}
+	ca, created, err := x.loadCA(ctx, now)
 	if err != nil {
-		return fmt.Errorf("read the intermediate: %w", err)
+		return err
 	}
-	chain, key := sec.Data[corev1.TLSCertKey], sec.Data[corev1.TLSPrivateKeyKey]
-	if len(chain) == 0 {
-		return nil // the hub has not signed it yet
+	xdsCAExpiry.Set(float64(ca.Cert.NotAfter.Unix()))
+	if err := x.publishCA(ctx, ca.Cert, now); err != nil {
+		return fmt.Errorf("publish the xDS serving CA in ConfigMap %s/%s: %w", x.namespace, XDSCAConfigMap, err)
 	}
 	cur := x.cert.Load()
-	if cur != nil && bytes.Equal(cur.chain, chain) && !trust.NeedsRenewal(cur.leaf, now) {
+	reason := "New"
+	switch {
+	case cur == nil:
+	case !bytes.Equal(cur.ca, ca.CertPEM):
+		if now.Before(created.Add(xdsCAAdopt)) && now.Before(cur.leaf.NotAfter) {
+			return nil // the new CA is on its way to the proxies
+		}
+		reason = "CARotated"
+	case trust.NeedsRenewal(cur.leaf, now):
+		reason = "Renewal"
+	default:
 		return nil
 	}
-	ic, err := trust.LoadIntermediate(chain, key)
+	sc, err := issueServing(ca, x.cluster, x.names)
 	if err != nil {
 		return err
 	}
-	sc, err := issueServing(ic, x.namespace, x.names, now)
-	if err != nil {
-		return err
-	}
-	sc.chain = chain
 	x.cert.Store(sc)
-	x.log.Info("xDS serving certificate issued", "names", x.names, "notAfter", sc.leaf.NotAfter.UTC().Format(time.RFC3339))
+	xdsServingExpiry.Set(float64(sc.leaf.NotAfter.Unix()))
+	xdsServingIssued.WithLabelValues(reason).Inc()
+	x.log.Info("xDS serving certificate issued", "reason", reason, "names", x.names,
+		"notAfter", sc.leaf.NotAfter.UTC().Format(time.RFC3339), "ca", Digest(ca.Cert.Raw)[:16])
 	return nil
 }
 
-// issueServing issues the xDS serving certificate from the cluster's intermediate: a
-// fresh key, the agent's SPIFFE ID and names (DNS names or IPs), for server
-// authentication, valid for xdsServingLifetime but never beyond the intermediate.
-func issueServing(ic *trust.Intermediate, namespace string, names []string, now time.Time) (*servingCert, error) {
-	key, err := pki.NewKey()
-	if err != nil {
-		return nil, err
-	}
-	id, err := url.Parse(trust.ServiceAccountID(ic.TrustDomain, ic.Cluster, namespace, agentServiceAccount))
-	if err != nil {
-		return nil, err
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		URIs:         []*url.URL{id},
-		NotBefore:    now.Add(-5 * time.Minute),
-		NotAfter:     now.Add(xdsServingLifetime),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	if tmpl.NotBefore.Before(ic.Cert.NotBefore) {
-		tmpl.NotBefore = ic.Cert.NotBefore
-	}
-	if tmpl.NotAfter.After(ic.Cert.NotAfter) {
-		tmpl.NotAfter = ic.Cert.NotAfter
-	}
-	tmpl.Subject.CommonName = "meshfed-agent xDS " + ic.Cluster
-	for _, n := range names {
-		if ip := net.ParseIP(n); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, n)
+// loadCA reads the cluster's xDS serving CA and when it was made, making it if there
+// is none: of replicas that race to make it, the one whose create fails reads the
+// winner's.
+func (x *xdsTLS) loadCA(ctx context.Context, now time.Time) (*pki.CA, time.Time, error) {
+	secrets := x.kube.CoreV1().Secrets(x.namespace)
+	sec, err := secrets.Get(ctx, XDSCASecret, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		sec, err = newXDSCASecret(x.namespace, x.cluster)
+		if err != nil {
+			return nil, time.Time{}, err
+		}
+		created, cerr := secrets.Create(ctx, sec, metav1.CreateOptions{})
+		switch {
+		case cerr == nil:
+			sec = created
+			x.log.Info("xDS serving CA made", "secret", XDSCASecret)
+		case apierrors.IsAlreadyExists(cerr):
+			sec, err = secrets.Get(ctx, XDSCASecret, metav1.GetOptions{})
+		default:
+			err = cerr
 		}
 	}
-	if !tmpl.NotAfter.After(now) {
-		return nil, fmt.Errorf("issue the xDS serving certificate: the intermediate of cluster %s expired at %s", ic.Cluster, ic.Cert.NotAfter.UTC().Format(time.RFC3339))
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("xDS serving CA in Secret %s/%s: %w", x.namespace, XDSCASecret, err)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ic.Cert, key.Public(), ic.Key)
+	ca, err := pki.LoadCA(sec.Data[corev1.TLSCertKey], sec.Data[corev1.TLSPrivateKeyKey])
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("xDS serving CA in Secret %s/%s: %w (delete the Secret: the agent makes a new CA)", x.namespace, XDSCASecret, err)
+	}
+	if !now.Before(ca.Cert.NotAfter) {
+		return nil, time.Time{}, fmt.Errorf("the xDS serving CA in Secret %s/%s expired at %s: delete the Secret, the agent makes a new CA",
+			x.namespace, XDSCASecret, ca.Cert.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return ca, sec.CreationTimestamp.Time, nil
+}
+
+// newXDSCASecret makes a new xDS serving CA for cluster, in its Secret.
+func newXDSCASecret(namespace, cluster string) (*corev1.Secret, error) {
+	ca, err := pki.NewCA("meshfed xds "+cluster, xdsCALifetime)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := ca.KeyPEM()
+	if err != nil {
+		return nil, err
+	}
+	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: XDSCASecret, Namespace: namespace}, Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{corev1.TLSCertKey: ca.CertPEM, corev1.TLSPrivateKeyKey: keyPEM}}, nil
+}
+
+// publishCA writes XDSCAConfigMap: the current CA first, then any other CA it holds
+// that has not expired, while the later of the two was made less than xdsCAOverlap
+// ago (a replica that has not yet seen a new CA does not drop it).
+func (x *xdsTLS) publishCA(ctx context.Context, current *x509.Certificate, now time.Time) error {
+	cms := x.kube.CoreV1().ConfigMaps(x.namespace)
+	cm, err := cms.Get(ctx, XDSCAConfigMap, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		cm, err = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: XDSCAConfigMap, Namespace: x.namespace}}, nil
+	}
+	if err != nil {
+		return err
+	}
+	want := pki.EncodeCert(current.Raw)
+	held, _ := trust.ParseCertificates([]byte(cm.Data["ca.crt"])) // unreadable: replaced by the current CA alone
+	for _, c := range held {
+		later := current.NotBefore
+		if c.NotBefore.After(later) {
+			later = c.NotBefore
+		}
+		if !c.Equal(current) && now.Before(c.NotAfter) && now.Before(later.Add(xdsCAOverlap)) {
+			want = append(want, pki.EncodeCert(c.Raw)...)
+		}
+	}
+	if cm.Data["ca.crt"] == string(want) && cm.ResourceVersion != "" {
+		return nil
+	}
+	cm.Data = map[string]string{"ca.crt": string(want)}
+	if cm.ResourceVersion == "" {
+		_, err = cms.Create(ctx, cm, metav1.CreateOptions{})
+	} else {
+		_, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
+	}
+	if apierrors.IsAlreadyExists(err) || apierrors.IsConflict(err) {
+		return nil // another replica wrote it; the next refresh checks it again
+	}
+	return err
+}
+
+// issueServing issues an xDS serving certificate from the xDS CA: a fresh key and the
+// names proxies dial (DNS names or IPs), for server authentication only, valid for
+// xdsServingLifetime but never beyond the CA (loadCA refuses an expired one).
+func issueServing(ca *pki.CA, cluster string, names []string) (*servingCert, error) {
+	tmpl := pki.ServerTemplate("meshfed-agent xDS "+cluster, names...)
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	certPEM, keyPEM, err := ca.Issue(tmpl, xdsServingLifetime)
 	if err != nil {
 		return nil, fmt.Errorf("issue the xDS serving certificate: %w", err)
 	}
-	leaf, err := x509.ParseCertificate(der)
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return nil, err
 	}
-	certs := [][]byte{der, ic.Cert.Raw}
-	for _, c := range ic.Chain {
-		certs = append(certs, c.Raw)
-	}
-	return &servingCert{tls: tls.Certificate{Certificate: certs, PrivateKey: key, Leaf: leaf}, leaf: leaf}, nil
+	return &servingCert{tls: pair, leaf: pair.Leaf, ca: ca.CertPEM}, nil
 }
 
 // isLoopback reports whether addr (host:port) listens only on a loopback interface.

@@ -97,7 +97,7 @@ func attackXDSUnauthenticated(t *testing.T, w *attackWorld) {
 	if alpha.XDSCertDir == "" {
 		t.Fatal("the attack world's agents do not require mTLS on xDS")
 	}
-	ca := filepath.Join(alpha.XDSCertDir, "ca.crt")
+	ca := alpha.XDSCAFile() // the agent is verified: the refusals are the agent's
 	foreignCert, foreignKey := agentForeignCert(t)
 	betaDir := filepath.Join(beta.CertDir, "shop", "client")
 	groupsBefore := scrape(t, w.ctx, alpha.AgentAddr, "meshfed_xds_groups")

@@ -32,9 +32,10 @@ type RunOptions struct {
 	Gateway Options
 	// XDSServer is the cluster agent's xDS (ADS) address, host:port. Required.
 	XDSServer string
-	// XDSCertDir holds the gateway's workload certificate (tls.crt, tls.key, ca.crt,
-	// as the agent writes them), presented to an agent whose xDS requires mTLS and
-	// reread at every connection. Empty: plaintext xDS (an agent on loopback).
+	// XDSCertDir holds the gateway's workload certificate (tls.crt, tls.key, as the
+	// agent writes them), presented to an agent whose xDS requires mTLS, and the
+	// cluster's xDS serving CA (xds-ca.crt) the agent is verified against; reread at
+	// every connection. Empty: plaintext xDS (an agent on loopback).
 	XDSCertDir string
 	// NodeID is the gateway's xDS node id. Default eastwest~<hostname>.
 	NodeID string

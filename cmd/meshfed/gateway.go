@@ -30,7 +30,7 @@ func gatewayCommand() *cobra.Command {
 	f := cmd.Flags()
 	logs.AddFlags(f)
 	f.StringVar(&opts.XDSServer, "xds-server", "127.0.0.1:"+xdsnames.AgentXDSPort, "the cluster agent's xDS address")
-	f.StringVar(&opts.XDSCertDir, "xds-cert-dir", "", "directory with the gateway's workload certificate (tls.crt, tls.key, ca.crt) "+
+	f.StringVar(&opts.XDSCertDir, "xds-cert-dir", "", "directory with the gateway's workload certificate (tls.crt, tls.key) and the cluster's xDS serving CA (xds-ca.crt) "+
 		"to present to an agent whose xDS requires mTLS (--xds-auth=mtls); empty: plaintext xDS")
 	f.StringVar(&opts.NodeID, "node-id", "", "xDS node id (default eastwest~<hostname>)")
 	f.StringVar(&opts.Gateway.Address, "listen", eastwest.DefaultAddress, "where to accept cross-network connections")

@@ -137,7 +137,7 @@ func agentCommand() *cobra.Command {
 	f.StringVar(&opts.XDSAddr, "xds-addr", "", "address of the xDS (ADS) server for the cluster's proxies (default "+
 		clusteragent.DefaultXDSAddr+" with --xds-auth=mtls, "+clusteragent.DefaultXDSLoopbackAddr+" with none)")
 	f.StringVar(&opts.XDSAuth, "xds-auth", "", "how the xDS server authenticates proxies: "+clusteragent.XDSAuthMTLS+
-		" (TLS from the cluster's intermediate; proxies present a workload certificate of this cluster) or "+clusteragent.XDSAuthNone+
+		" (TLS from the cluster's own xDS serving CA, which proxies trust by xds-ca.crt; proxies present a workload certificate of this cluster) or "+clusteragent.XDSAuthNone+
 		" (plaintext, loopback only unless --xds-insecure-listen); default mtls with --mtls, none without")
 	f.BoolVar(&opts.XDSInsecureListen, "xds-insecure-listen", false,
 		"with --xds-auth=none, let --xds-addr be an address beyond loopback: anyone who reaches it is served, unauthenticated")

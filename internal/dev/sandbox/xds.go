@@ -26,13 +26,23 @@ const (
 )
 
 // XDSChannelCreds is the "channel_creds" of a grpc-go xDS bootstrap for the cluster's
-// agent: TLS with XDSCertDir's certificate when its xDS requires mTLS, else insecure.
+// agent: when its xDS requires mTLS, TLS presenting XDSCertDir's certificate and
+// verifying the agent against the cluster's xDS serving CA (XDSCAFile), else insecure.
 func (c *Cluster) XDSChannelCreds() string {
 	if c.XDSCertDir == "" {
 		return `[{"type": "insecure"}]`
 	}
 	return fmt.Sprintf(`[{"type": "tls", "config": {"ca_certificate_file": %q, "certificate_file": %q, "private_key_file": %q}}]`,
-		filepath.Join(c.XDSCertDir, "ca.crt"), filepath.Join(c.XDSCertDir, "tls.crt"), filepath.Join(c.XDSCertDir, "tls.key"))
+		c.XDSCAFile(), filepath.Join(c.XDSCertDir, "tls.crt"), filepath.Join(c.XDSCertDir, "tls.key"))
+}
+
+// XDSCAFile is the file of the cluster's xDS serving CA that proxies verify the
+// agent's xDS port against ("" when it serves plaintext).
+func (c *Cluster) XDSCAFile() string {
+	if c.XDSCertDir == "" {
+		return ""
+	}
+	return filepath.Join(c.XDSCertDir, workloadtls.XDSCAFile)
 }
 
 // XDSCredentials are the transport credentials of a raw gRPC client of the cluster's
@@ -45,8 +55,8 @@ func (c *Cluster) XDSCredentials() credentials.TransportCredentials {
 }
 
 // waitXDS waits until the cluster's agent serves xDS over mTLS to XDSCertDir's
-// certificate: its intermediate is signed, its serving certificate issued and the
-// client's certificate written. A TLS handshake alone proves it; the health service
+// certificate: its intermediate is signed, its serving certificate issued, and the
+// client's certificate and the xDS serving CA written. A TLS handshake alone proves it; the health service
 // the call then reaches is not served (Unimplemented), which is an answer.
 func waitXDS(ctx context.Context, c *Cluster, timeout time.Duration) error {
 	var last error
