@@ -134,8 +134,8 @@ func attackXDSUnauthenticated(t *testing.T, w *attackWorld) {
 		t.Errorf("meshfed_xds_groups went from %v to %v: an unauthenticated client joined a group", groupsBefore, g)
 	}
 
-	// Alpha's own workload is served, the same way.
-	own := agentXDSClient(t, alpha, "alpha-client", alpha.XDSChannelCreds())
+	// Alpha's own workload is served, with its mesh certificate.
+	own := w.client(t, "alpha", "cart.shop.svc.clusterset.local:8080")
 	testutil.Eventually(t, time.Minute, "alpha's own workload to be served", func() error {
 		ctx, cancel := context.WithTimeout(w.ctx, 5*time.Second)
 		defer cancel()

@@ -3,7 +3,9 @@ package echo
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"os"
 	"path/filepath"
 
 	"google.golang.org/grpc"
@@ -11,6 +13,7 @@ import (
 	xdscreds "google.golang.org/grpc/credentials/xds"
 	"google.golang.org/grpc/xds"
 
+	"github.com/meshfed/meshfed/internal/workloadtls"
 	"github.com/meshfed/meshfed/internal/xdsnames"
 )
 
@@ -22,8 +25,24 @@ type Proxy struct {
 	NodeID, Region, Zone string
 	// CertDir, if set, holds the workload's tls.crt, tls.key and ca.crt (as an
 	// agent's --workload-cert-dir does per identity): the "meshfed" certificate
-	// provider instance reads them, as meshfed's mTLS resources require.
+	// provider instance reads them, as meshfed's mTLS resources require. When it also
+	// holds xds-ca.crt (the agent's xDS requires mTLS), the proxy speaks to the agent
+	// over TLS with that workload certificate.
 	CertDir string
+}
+
+// channelCreds are the bootstrap's channel_creds: TLS to the agent with the workload
+// certificate when CertDir has the cluster's xDS serving CA, else plaintext.
+func (p Proxy) channelCreds() []any {
+	if p.CertDir == "" {
+		return []any{map[string]any{"type": "insecure"}}
+	}
+	ca := filepath.Join(p.CertDir, workloadtls.XDSCAFile)
+	if _, err := os.Stat(ca); err != nil {
+		return []any{map[string]any{"type": "insecure"}}
+	}
+	return []any{map[string]any{"type": "tls", "config": map[string]any{"ca_certificate_file": ca,
+		"certificate_file": filepath.Join(p.CertDir, "tls.crt"), "private_key_file": filepath.Join(p.CertDir, "tls.key")}}}
 }
 
 // Bootstrap is the proxy's xDS bootstrap: the agent, the node, the server listener
@@ -31,7 +50,7 @@ type Proxy struct {
 func (p Proxy) Bootstrap() []byte {
 	b := map[string]any{
 		"xds_servers": []any{map[string]any{"server_uri": p.XDSServer,
-			"channel_creds": []any{map[string]any{"type": "insecure"}}, "server_features": []string{"xds_v3"}}},
+			"channel_creds": p.channelCreds(), "server_features": []string{"xds_v3"}}},
 		"node":                                   map[string]any{"id": p.NodeID, "locality": map[string]any{"region": p.Region, "zone": p.Zone}},
 		"server_listener_resource_name_template": xdsnames.ServerListenerTemplate,
 	}
@@ -53,7 +72,19 @@ func (p Proxy) Bootstrap() []byte {
 // address, and with the mTLS that Listener asks for (the agent's DownstreamTlsContext:
 // a client certificate from the mesh required, the server's own from p.CertDir);
 // without TLS in the Listener it serves plaintext. It returns the server; Stop it.
+//
+// An agent's serving certificate names loopback, not the host-link address a backend
+// in a network namespace reaches it by: with TLS to a non-loopback agent, ServeXDS
+// dials it through a relay of its own on the namespace's loopback, so that the name
+// the certificate is checked for is one it carries.
 func ServeXDS(lis net.Listener, id string, p Proxy) (*xds.GRPCServer, error) {
+	if p.channelCreds()[0].(map[string]any)["type"] == "tls" && !isLoopback(p.XDSServer) {
+		addr, err := relay(p.XDSServer)
+		if err != nil {
+			return nil, fmt.Errorf("echo: relay to the agent: %w", err)
+		}
+		p.XDSServer = addr
+	}
 	creds, err := xdscreds.NewServerCredentials(xdscreds.ServerOptions{FallbackCreds: insecure.NewCredentials()})
 	if err != nil {
 		return nil, fmt.Errorf("echo: xDS server credentials: %w", err)
@@ -65,4 +96,40 @@ func ServeXDS(lis net.Listener, id string, p Proxy) (*xds.GRPCServer, error) {
 	Register(s, id)
 	go s.Serve(lis) //nolint:errcheck // returns when stopped
 	return s, nil
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	ip := net.ParseIP(host)
+	return err == nil && (host == "localhost" || ip != nil && ip.IsLoopback())
+}
+
+// relay listens on 127.0.0.1 and carries every connection to target, for the life of
+// the process; it returns the address it listens on.
+func relay(target string) (string, error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	go func() {
+		for {
+			in, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer in.Close()
+				out, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer out.Close()
+				done := make(chan struct{}, 2)
+				go func() { io.Copy(out, in); done <- struct{}{} }() //nolint:errcheck // ends with either side
+				go func() { io.Copy(in, out); done <- struct{}{} }() //nolint:errcheck // ends with either side
+				<-done
+			}()
+		}
+	}()
+	return lis.Addr().String(), nil
 }
