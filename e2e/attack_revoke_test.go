@@ -23,6 +23,7 @@ import (
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/internal/creds/agentcreds"
 	"github.com/meshfed/meshfed/internal/creds/hubinfo"
+	"github.com/meshfed/meshfed/internal/dev/testnet"
 	"github.com/meshfed/meshfed/internal/dev/testutil"
 	"github.com/meshfed/meshfed/internal/etcd/etcdconn"
 	"github.com/meshfed/meshfed/internal/etcd/keyspace"
@@ -228,7 +229,8 @@ func (w *attackWorld) registerAgain(t *testing.T, cluster string) {
 	t.Helper()
 	c := w.s.Cluster(cluster)
 	meshfedctl(t, w.ctx, "cluster", "register", cluster, "--hub-kubeconfig", w.s.Hub.Kubeconfig, "--kubeconfig", c.Kubeconfig,
-		"--region", c.Region, "--zones", strings.Join(c.Zones, ","), "--network", c.Network, "--gateway", c.GatewayAddr)
+		"--region", c.Region, "--zones", strings.Join(c.Zones, ","), "--network", c.Network, "--gateway", c.GatewayAddr,
+		"--address-ranges", testnet.Range) // as the sandbox registered it: else discovered, and the test hosts' addresses refused
 	w.stealCredentials(t, cluster) // the new registration's credentials work
 	// The running agent connects as the earlier registration's user: it ends itself
 	// once it reads the new Secret.

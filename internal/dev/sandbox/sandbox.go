@@ -33,6 +33,7 @@ import (
 	"github.com/meshfed/meshfed/internal/dev/localkube"
 	"github.com/meshfed/meshfed/internal/dev/netlink"
 	"github.com/meshfed/meshfed/internal/dev/proc"
+	"github.com/meshfed/meshfed/internal/dev/testnet"
 )
 
 // Options configure a sandbox. Dir and MeshfedBinary are required.
@@ -259,7 +260,7 @@ func Up(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 			Cluster: c.Name, Region: c.Region, Zones: c.Zones, Network: c.Network,
 			Gateways: []v1.GatewayAddress{{Address: "127.0.0.1", Port: int32(ports[0])}},
 			// The range internal/dev/testnet gives its test hosts (10.250.x.0/24).
-			AddressRanges: []string{"10.250.0.0/16"},
+			AddressRanges: []string{testnet.Range},
 			Hub:           s.Hub.cp.Config, Member: c.cp.Config, Timeout: opts.Timeout, Progress: opts.Progress,
 		})
 		if err != nil {

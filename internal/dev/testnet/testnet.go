@@ -14,6 +14,10 @@ import (
 	"github.com/meshfed/meshfed/internal/dev/proc"
 )
 
+// Range holds every address a Host is given (10.250.x.0/24): the address range
+// sandbox clusters are registered with.
+const Range = "10.250.0.0/16"
+
 // Host is a network namespace with addresses reachable from the caller's namespace.
 type Host struct {
 	Name   string
