@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/meshfed/meshfed/internal/creds/agentcreds"
 	"github.com/meshfed/meshfed/internal/creds/hubinfo"
 	"github.com/meshfed/meshfed/internal/dev/sandbox"
+	"github.com/meshfed/meshfed/internal/dev/testutil"
 	"github.com/meshfed/meshfed/internal/etcd/etcdconn"
 )
 
@@ -76,6 +78,16 @@ func TestAttacks(t *testing.T) {
 	}
 	if err := w.hub.Create(ctx, cart); err != nil {
 		t.Fatal(err)
+	}
+	// Settled: every zone's backend is an xDS server of its agent, in its zone's
+	// group, before any attack counts groups or calls.
+	for _, c := range s.Clusters {
+		testutil.Eventually(t, waitLong, c.Name+"'s backends connected to its agent", func() error {
+			if g := scrape(t, ctx, c.AgentAddr, "meshfed_xds_groups"); int(g) < len(c.Zones) {
+				return fmt.Errorf("%v groups, want one per zone (%d)", g, len(c.Zones))
+			}
+			return nil
+		})
 	}
 
 	sorted := slices.Clone(attacks)
