@@ -224,7 +224,10 @@ func publish(ctx context.Context, c *sandbox.Cluster, addrs []string) (*discover
 	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{}); err != nil {
 		return nil, err
 	}
-	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "cart"}, Spec: corev1.ServiceSpec{
+	// The backends hold shop/cart's certificate: clients accept exactly the accounts
+	// a cluster publishes for the service (no pods here to read them from).
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "cart",
+		Annotations: map[string]string{v1.ServiceAccountsAnnotation: "cart"}}, Spec: corev1.ServiceSpec{
 		Selector: map[string]string{"app": "cart"},
 		Ports:    []corev1.ServicePort{{Name: "grpc", Port: 8080, TargetPort: intstr.FromInt32(8080)}}}}
 	if _, err := kube.CoreV1().Services("shop").Create(ctx, svc, metav1.CreateOptions{}); err != nil {

@@ -42,7 +42,8 @@ func (p Proxy) channelCreds() []any {
 		return []any{map[string]any{"type": "insecure"}}
 	}
 	return []any{map[string]any{"type": "tls", "config": map[string]any{"ca_certificate_file": ca,
-		"certificate_file": filepath.Join(p.CertDir, "tls.crt"), "private_key_file": filepath.Join(p.CertDir, "tls.key")}}}
+		"certificate_file": filepath.Join(p.CertDir, "tls.crt"), "private_key_file": filepath.Join(p.CertDir, "tls.key"),
+		"refresh_interval": "1s"}}}
 }
 
 // Bootstrap is the proxy's xDS bootstrap: the agent, the node, the server listener

@@ -32,7 +32,9 @@ func (c *Cluster) XDSChannelCreds() string {
 	if c.XDSCertDir == "" {
 		return `[{"type": "insecure"}]`
 	}
-	return fmt.Sprintf(`[{"type": "tls", "config": {"ca_certificate_file": %q, "certificate_file": %q, "private_key_file": %q}}]`,
+	// The files are reread every second (grpc-go's default is ten minutes): sandbox
+	// certificates may live minutes, and a reconnect must not present an expired one.
+	return fmt.Sprintf(`[{"type": "tls", "config": {"ca_certificate_file": %q, "certificate_file": %q, "private_key_file": %q, "refresh_interval": "1s"}}]`,
 		c.XDSCAFile(), filepath.Join(c.XDSCertDir, "tls.crt"), filepath.Join(c.XDSCertDir, "tls.key"))
 }
 
