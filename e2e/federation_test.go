@@ -133,8 +133,8 @@ func TestFederation(t *testing.T) {
 	})
 
 	t.Run("updates propagate", func(t *testing.T) {
-		cart.endpoints = append(cart.endpoints, ready(addr(3), b1)) // scale up
-		cart.endpoints[2].ready, cart.endpoints[2].serving = true, true      // becomes ready
+		cart.endpoints = append(cart.endpoints, ready(addr(3), b1))     // scale up
+		cart.endpoints[2].ready, cart.endpoints[2].serving = true, true // becomes ready
 		cart.endpoints[0].ready, cart.endpoints[0].terminating = false, true
 		if err := cart.apply(ctx, betaKube); err != nil {
 			t.Fatal(err)
