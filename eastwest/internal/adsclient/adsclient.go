@@ -15,6 +15,7 @@ import (
 	"github.com/go-logr/logr"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -111,7 +112,13 @@ func (c *Client) Subscribe(typeURL string, names []string) {
 // Run keeps a stream open, reconnecting as needed, until ctx is done; then it
 // returns nil.
 func (c *Client) Run(ctx context.Context) error {
-	conn, err := grpc.NewClient(c.target, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, c.dial...)...)
+	// gRPC's own reconnect backoff grows to two minutes: a gateway that starts before
+	// its workload certificate exists (every handshake refused) would then wait that
+	// long once the certificate is there. One local connection is cheap to retry.
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: initialBackoff, Multiplier: 2,
+			Jitter: 0.1, MaxDelay: maxBackoff}, MinConnectTimeout: 5 * time.Second})}
+	conn, err := grpc.NewClient(c.target, append(opts, c.dial...)...)
 	if err != nil {
 		return fmt.Errorf("ads client: %w", err)
 	}
