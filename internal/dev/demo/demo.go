@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -141,6 +143,15 @@ func Run(ctx context.Context, opts Options) error {
 	if err := until(ctx, func() bool { l, f := send(ctx, conn, 10); return f == 0 && l["alpha/"+alpha.Zones[0]] == 10 }); err != nil {
 		return fmt.Errorf("traffic never settled on alpha: %w", err)
 	}
+	// Converged: alpha's agent has every cluster's copies healthy, none held back or
+	// demoted (a locality that just became healthy is held for the failback hold).
+	if err := until(ctx, func() bool {
+		out := explain(ctx, alpha)
+		return strings.Contains(out, "gamma") && strings.Contains(out, "beta") &&
+			!strings.Contains(out, "excluded") && !strings.Contains(out, "demoted")
+	}); err != nil {
+		return fmt.Errorf("alpha's agent never had every cluster's copies healthy: %w\n%s", err, explain(ctx, alpha))
+	}
 
 	type phase struct {
 		name   string
@@ -163,6 +174,9 @@ func Run(ctx context.Context, opts Options) error {
 		<-done
 		phases = append(phases, p)
 		say("   %-34s %v, %d failed", name, p.landed, p.failed)
+		if steady && !allIn(p.landed, want) {
+			say("%s", explain(ctx, alpha))
+		}
 	}
 	setReady := func(c string, ready bool) {
 		sl := slices_[c]
@@ -214,6 +228,34 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	say("\nEvery steady phase: zero failed requests, all traffic where the policy says.")
 	return nil
+}
+
+// allIn reports whether every request in landed ("cluster/zone" → count) landed in
+// cluster.
+func allIn(landed map[string]int, cluster string) bool {
+	for id := range landed {
+		if c, _, _ := strings.Cut(id, "/"); c != cluster {
+			return false
+		}
+	}
+	return true
+}
+
+// explain is what alpha's agent says of cart for the client's zone: why traffic went
+// where it did.
+func explain(ctx context.Context, c *sandbox.Cluster) string {
+	u := "http://" + c.AgentAddr + "/debug/explain?service=shop/cart&zone=" + url.QueryEscape(c.Zones[0])
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err.Error()
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	return string(out)
 }
 
 func publish(ctx context.Context, c *sandbox.Cluster, addrs []string) (*discoveryv1.EndpointSlice, error) {
