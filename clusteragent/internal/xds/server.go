@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -109,7 +110,11 @@ type Server struct {
 	cache cachev3.SnapshotCache
 	since time.Time
 	wake  chan struct{} // a change or a new group; buffered 1
-	probe *prober
+	beat  chan struct{} // a heartbeat seen: rebuild only if a freshness state changed; buffered 1
+	// rebuilds counts rebuilds (Rebuilds), as rebuildDuration's count does for the
+	// process.
+	rebuilds atomic.Int64
+	probe    *prober
 
 	// Owned by Run's loop.
 	targets []Target
@@ -249,7 +254,7 @@ func New(opts Options) (*Server, error) {
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
-	s := &Server{opts: opts, log: opts.Logger, since: opts.Clock.Now(), wake: make(chan struct{}, 1),
+	s := &Server{opts: opts, log: opts.Logger, since: opts.Clock.Now(), wake: make(chan struct{}, 1), beat: make(chan struct{}, 1),
 		groups: map[string]*groupState{}, streams: map[int64]*stream{}, freed: map[string]bool{}, sent: map[sentKey]sentResp{}, built: map[string]*built{},
 		pending: map[string]pendingAck{}, hold: newFailback(), memo: NewMemo()}
 	if s.log.GetSink() == nil {
@@ -415,6 +420,9 @@ func (s *Server) wakeLoop() {
 	}
 }
 
+// Rebuilds is how many times the server rebuilt its snapshots.
+func (s *Server) Rebuilds() int64 { return s.rebuilds.Load() }
+
 // Groups is how many groups of proxies have open streams, each with its snapshot.
 func (s *Server) Groups() int {
 	s.mu.Lock()
@@ -457,7 +465,18 @@ func (s *Server) Run(ctx context.Context) error {
 	clusterservice.RegisterClusterDiscoveryServiceServer(grpcServer, xdsServer)
 	endpointservice.RegisterEndpointDiscoveryServiceServer(grpcServer, xdsServer)
 
-	unsubscribe := s.opts.View.Subscribe(func(keyspace.Key) { s.poke(time.Now()) })
+	// A heartbeat changes nothing a proxy sees unless it changes a cluster's freshness
+	// state (a stale cluster heard again): the loop checks that, and rebuilds only then.
+	unsubscribe := s.opts.View.Subscribe(func(k keyspace.Key) {
+		if k.Kind == keyspace.KindClusterHeartbeat {
+			select {
+			case s.beat <- struct{}{}:
+			default:
+			}
+			return
+		}
+		s.poke(time.Now())
+	})
 	defer unsubscribe()
 	go func() {
 		<-ctx.Done()
@@ -487,6 +506,10 @@ func (s *Server) Run(ctx context.Context) error {
 		case <-refresh.C:
 			now := s.opts.Clock.Now()
 			if s.freshnessChanged(now) || (!s.holdEnd.IsZero() && !now.Before(s.holdEnd)) {
+				s.poke(time.Now())
+			}
+		case <-s.beat:
+			if s.freshnessChanged(s.opts.Clock.Now()) {
 				s.poke(time.Now())
 			}
 		case <-s.wake:
@@ -578,6 +601,7 @@ func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 		buildLatency.Observe(time.Since(changed).Seconds())
 	}
 	rebuildDuration.Observe(time.Since(start).Seconds())
+	s.rebuilds.Add(1)
 	return errors.Join(errs...)
 }
 
