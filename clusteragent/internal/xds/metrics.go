@@ -9,21 +9,25 @@ import (
 // (RegisterMetrics), never at init, so that a process exports only the metrics of
 // the components it runs.
 
+// latencyBuckets resolve change-to-proxy latencies from 0.5 ms to the tail of a slow
+// fleet: 33 s.
+var latencyBuckets = prometheus.ExponentialBuckets(0.0005, 2, 17)
+
 var (
 	buildLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: "meshfed", Subsystem: "xds", Name: "change_to_push_seconds",
 		Help:    "From a change seen in the view to the snapshots that carry it being set (pushed to connected proxies).",
-		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		Buckets: latencyBuckets,
 	})
 	ackLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: "meshfed", Subsystem: "xds", Name: "change_to_ack_seconds",
 		Help:    "From a change seen in the view to the first proxy of a locality acknowledging the load assignments that carry it.",
-		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		Buckets: latencyBuckets,
 	})
 	rebuildDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: "meshfed", Subsystem: "xds", Name: "rebuild_seconds",
 		Help:    "Time to recompute targets and changed load assignments for every locality.",
-		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18), // 0.1 ms .. 13 s
 	})
 	pushBytes = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "meshfed", Subsystem: "xds", Name: "push_bytes",
