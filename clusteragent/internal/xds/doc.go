@@ -34,6 +34,9 @@
 //   - A snapshot is built whole, checked (our own consistency check, which follows
 //     API listeners' RDS references, and ValidateAll), and only then set: a proxy never gets a resource that fails validation, or a route to a cluster
 //     it cannot resolve.
+//   - A heartbeat that changes no cluster's freshness state (fresh, stale, dropped)
+//     rebuilds nothing: freshness transitions are found by the loop (on a heartbeat,
+//     and every Options.Refresh for lapses), not by rebuilding on every heartbeat.
 //   - Versions move per resource type: an endpoint change pushes load assignments, not
 //     listeners, routes or clusters. A change that only alters an explanation (a
 //     reason) pushes nothing.
