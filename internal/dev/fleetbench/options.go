@@ -34,6 +34,9 @@ type Options struct {
 	// HeartbeatTTL is the simulated clusters' heartbeat lease; the heartbeat is
 	// rewritten every third of it, as agents do.
 	HeartbeatTTL time.Duration
+	// HeapSettle is how long after the fan-out streams left the agent's heap is read:
+	// its garbage collector runs on its own schedule.
+	HeapSettle time.Duration
 	// Out receives progress lines. Default: discard.
 	Out io.Writer
 }
@@ -41,11 +44,11 @@ type Options struct {
 // Defaults are the sizes `make bench-fleet` runs with: a few minutes on a 2-core
 // machine.
 var Defaults = Options{Clusters: 100, Services: 100, Endpoints: 10, Streams: 1000, Rate: 100, Duration: 30 * time.Second,
-	Zones: 4, LightChanges: 50, BurstChanges: 100, FanoutChanges: 5, HeartbeatTTL: 15 * time.Second}
+	Zones: 4, LightChanges: 50, BurstChanges: 100, FanoutChanges: 5, HeartbeatTTL: 15 * time.Second, HeapSettle: 10 * time.Second}
 
 // Quick is a tiny fleet that runs in seconds: what the unit test runs.
 var Quick = Options{Clusters: 3, Services: 3, Endpoints: 4, Streams: 20, Rate: 20, Duration: 2 * time.Second,
-	Zones: 2, LightChanges: 5, BurstChanges: 10, FanoutChanges: 2, HeartbeatTTL: 3 * time.Second}
+	Zones: 2, LightChanges: 5, BurstChanges: 10, FanoutChanges: 2, HeartbeatTTL: 3 * time.Second, HeapSettle: time.Second}
 
 // Env names the variables FromEnv reads.
 var Env = struct{ Clusters, Services, Endpoints, Streams, Rate, Duration, Zones string }{
@@ -88,6 +91,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.HeartbeatTTL == 0 {
 		o.HeartbeatTTL = d.HeartbeatTTL
+	}
+	if o.HeapSettle == 0 {
+		o.HeapSettle = d.HeapSettle
 	}
 	if o.Out == nil {
 		o.Out = io.Discard

@@ -60,6 +60,12 @@ type Result struct {
 	FanoutP99       time.Duration
 	FanoutCPUChange time.Duration // agent CPU per change
 	FanoutRSS       int64
+	// Heap in use (go_memstats_heap_inuse_bytes) before the fan-out streams came,
+	// with them, and Options.HeapSettle after they left.
+	HeapBase, HeapFanout, HeapAfter int64
+	// BenchCPU is this process's CPU during the churn (the simulator, etcd, the
+	// streams' clients): the rest of the machine the agent shares.
+	BenchCPU float64
 	// Superseded counts changes a newer change of the same endpoint replaced unseen.
 	Superseded int
 }
@@ -261,6 +267,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if u, err = startUsage(pid); err != nil {
 		return nil, err
 	}
+	self, err := startUsage(os.Getpid())
+	if err != nil {
+		return nil, err
+	}
 	if rebuilds0, err = metric(ctx, metricsURL, "meshfed_xds_rebuild_seconds_count"); err != nil {
 		return nil, err
 	}
@@ -289,6 +299,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if res.ChurnCPU, _, err = u.percent(); err != nil {
 		return nil, err
 	}
+	if res.BenchCPU, _, err = self.percent(); err != nil {
+		return nil, err
+	}
 	if rebuilds1, err = metric(ctx, metricsURL, "meshfed_xds_rebuild_seconds_count"); err != nil {
 		return nil, err
 	}
@@ -309,6 +322,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	observers = nil
 
 	// Fan-out: Streams streams of one service across the zones, one change at a time.
+	if res.HeapBase, err = heap(ctx, metricsURL); err != nil {
+		return nil, err
+	}
 	say("fan-out: %d streams of one service...", o.Streams)
 	var fan []*stream
 	defer func() {
@@ -327,6 +343,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	if res.FanoutRSS, err = rss(pid); err != nil {
+		return nil, err
+	}
+	if res.HeapFanout, err = heap(ctx, metricsURL); err != nil {
 		return nil, err
 	}
 	tr.take()
@@ -349,6 +368,16 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	lat, _ = tr.take()
 	res.FanoutStreams, res.FanoutP99, res.FanoutCPUChange = o.Streams, quantile(lat, 0.99), cpu/time.Duration(o.FanoutChanges)
+	for _, st := range fan {
+		st.close()
+	}
+	fan = nil
+	if err := sleep(ctx, o.HeapSettle); err != nil {
+		return nil, err
+	}
+	if res.HeapAfter, err = heap(ctx, metricsURL); err != nil {
+		return nil, err
+	}
 	tr.mu.Lock()
 	res.Superseded = tr.superseded
 	tr.mu.Unlock()
@@ -356,6 +385,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("agent exited: %w (log: %s)", agent.Failure(), agent.LogPath)
 	}
 	return res, nil
+}
+
+func heap(ctx context.Context, metricsURL string) (int64, error) {
+	v, err := metric(ctx, metricsURL, "go_memstats_heap_inuse_bytes")
+	return int64(v), err
 }
 
 // startEtcd starts the hub's kind of etcd, serving clients over mTLS, and returns the
