@@ -60,7 +60,7 @@ type Result struct {
 	FanoutP99       time.Duration
 	FanoutCPUChange time.Duration // agent CPU per change
 	FanoutRSS       int64
-	// Heap in use (go_memstats_heap_inuse_bytes) before the fan-out streams came,
+	// Live heap (go_gc_heap_live_bytes: as of the last GC) before the fan-out streams came,
 	// with them, and Options.HeapSettle after they left.
 	HeapBase, HeapFanout, HeapAfter int64
 	// BenchCPU is this process's CPU during the churn (the simulator, etcd, the
@@ -388,7 +388,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 }
 
 func heap(ctx context.Context, metricsURL string) (int64, error) {
-	v, err := metric(ctx, metricsURL, "go_memstats_heap_inuse_bytes")
+	v, err := metric(ctx, metricsURL, "go_gc_heap_live_bytes")
 	return int64(v), err
 }
 
