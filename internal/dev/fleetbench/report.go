@@ -71,8 +71,9 @@ func (r *Result) Print(w io.Writer) {
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nfleet: %d clusters × %d services × %d endpoints = %d endpoints, %d zones; heartbeat TTL %s (%d heartbeat writes, "+
-		"%d EDS responses to %d observers in the heartbeat-only window)\n",
-		o.Clusters, o.Services, o.Endpoints, r.Endpoints, o.Zones, o.HeartbeatTTL, r.HeartbeatWrites, r.HeartbeatPushes, o.Zones*o.Services)
+		"%d EDS responses to %d observers, mean rebuild %s in the heartbeat-only window)\n",
+		o.Clusters, o.Services, o.Endpoints, r.Endpoints, o.Zones, o.HeartbeatTTL, r.HeartbeatWrites, r.HeartbeatPushes, o.Zones*o.Services,
+		ms(r.RebuildMean))
 	fmt.Fprintf(w, "churn: %.1f changes/s achieved, %.0f rebuilds, %d changes unseen at the end, the benchmark's own process "+
 		"(simulator, etcd, stream clients) %.0f%% of a core; fan-out: agent CPU %s per change, RSS %s and live heap %s with %d streams; "+
 		"%d changes superseded unseen\n",

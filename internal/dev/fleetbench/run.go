@@ -45,6 +45,9 @@ type Result struct {
 	HeartbeatWindow   time.Duration
 	HeartbeatWrites   int64
 	HeartbeatPushes   int64 // EDS responses the observers received
+	// RebuildMean is the agent's mean rebuild time (meshfed_xds_rebuild_seconds) in
+	// the heartbeat-only window.
+	RebuildMean time.Duration
 
 	LightP50, LightP99 time.Duration
 	BurstLast          time.Duration // last seen after the last write
@@ -202,6 +205,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	rebuildSecs0, err := metric(ctx, metricsURL, "meshfed_xds_rebuild_seconds_sum")
+	if err != nil {
+		return nil, err
+	}
 	hb0, p0 := f.heartbeats.Load(), pushes()
 	say("heartbeats only for %s...", window)
 	if err := sleep(ctx, window); err != nil {
@@ -216,6 +223,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	res.HeartbeatRebuilds, res.HeartbeatWrites, res.HeartbeatPushes = rebuilds1-rebuilds0, f.heartbeats.Load()-hb0, pushes()-p0
+	rebuildSecs1, err := metric(ctx, metricsURL, "meshfed_xds_rebuild_seconds_sum")
+	if err != nil {
+		return nil, err
+	}
+	if res.HeartbeatRebuilds > 0 {
+		res.RebuildMean = time.Duration((rebuildSecs1 - rebuildSecs0) / res.HeartbeatRebuilds * float64(time.Second))
+	}
 
 	rnd := rand.New(rand.NewPCG(1, 2))
 	one := func() (*change, error) {
