@@ -336,6 +336,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	observers = nil
 
 	// Fan-out: Streams streams of one service across the zones, one change at a time.
+	// The baseline is read as the figure after the fan-out is: HeapSettle after the
+	// streams before them left.
+	if err := sleep(ctx, o.HeapSettle); err != nil {
+		return nil, err
+	}
 	if res.HeapBase, err = heap(ctx, metricsURL); err != nil {
 		return nil, err
 	}
