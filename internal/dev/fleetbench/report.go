@@ -74,6 +74,8 @@ func (r *Result) Print(w io.Writer) {
 		"%d EDS responses to %d observers, mean rebuild %s in the heartbeat-only window)\n",
 		o.Clusters, o.Services, o.Endpoints, r.Endpoints, o.Zones, o.HeartbeatTTL, r.HeartbeatWrites, r.HeartbeatPushes, o.Zones*o.Services,
 		ms(r.RebuildMean))
+	fmt.Fprintf(w, "light load: the agent's own share (meshfed_xds_change_to_push_seconds, view → snapshots set) %s on average\n",
+		ms(r.LightPushMean))
 	fmt.Fprintf(w, "churn: %.1f changes/s achieved, %.0f rebuilds, %d changes unseen at the end, the benchmark's own process "+
 		"(simulator, etcd, stream clients) %.0f%% of a core; fan-out: agent CPU %s per change, RSS %s and live heap %s with %d streams; "+
 		"%d changes superseded unseen\n",

@@ -48,6 +48,9 @@ type Result struct {
 	// RebuildMean is the agent's mean rebuild time (meshfed_xds_rebuild_seconds) in
 	// the heartbeat-only window.
 	RebuildMean time.Duration
+	// LightPushMean is the agent's own share of a light-load change: the mean of
+	// meshfed_xds_change_to_push_seconds (view → snapshots set) over that phase.
+	LightPushMean time.Duration
 
 	LightP50, LightP99 time.Duration
 	BurstLast          time.Duration // last seen after the last write
@@ -241,6 +244,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	// Light load: one change at a time, each seen by every observer before the next.
 	say("light load: %d changes one at a time...", o.LightChanges)
 	tr.take()
+	push0, err := meanParts(ctx, metricsURL, "meshfed_xds_change_to_push_seconds")
+	if err != nil {
+		return nil, err
+	}
 	for range o.LightChanges {
 		ch, err := one()
 		if err != nil {
@@ -252,6 +259,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	lat, _ := tr.take()
 	res.LightP50, res.LightP99 = quantile(lat, 0.5), quantile(lat, 0.99)
+	push1, err := meanParts(ctx, metricsURL, "meshfed_xds_change_to_push_seconds")
+	if err != nil {
+		return nil, err
+	}
+	res.LightPushMean = push1.since(push0)
 
 	// Burst: back-to-back changes.
 	say("burst: %d changes back to back...", o.BurstChanges)
@@ -404,6 +416,26 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("agent exited: %w (log: %s)", agent.Failure(), agent.LogPath)
 	}
 	return res, nil
+}
+
+// histogram is a histogram's sum and count.
+type histogram struct{ sum, count float64 }
+
+func meanParts(ctx context.Context, metricsURL, name string) (histogram, error) {
+	sum, err := metric(ctx, metricsURL, name+"_sum")
+	if err != nil {
+		return histogram{}, err
+	}
+	count, err := metric(ctx, metricsURL, name+"_count")
+	return histogram{sum, count}, err
+}
+
+// since is the mean of the observations made after old was read.
+func (h histogram) since(old histogram) time.Duration {
+	if h.count <= old.count {
+		return 0
+	}
+	return time.Duration((h.sum - old.sum) / (h.count - old.count) * float64(time.Second))
 }
 
 func heap(ctx context.Context, metricsURL string) (int64, error) {
