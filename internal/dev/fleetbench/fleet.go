@@ -51,8 +51,8 @@ type fleet struct {
 	// writes, so that the store never goes back to an older record.
 	recs  [][]*model.ServiceEndpoints
 	locks [][]sync.Mutex
-	// heartbeats counts heartbeat writes.
-	heartbeats atomic.Int64
+	// heartbeats counts heartbeat writes, heartbeatErrors the failed ones.
+	heartbeats, heartbeatErrors atomic.Int64
 }
 
 func newFleet(o Options, etcd *clientv3.Client, tr *tracker) *fleet {
@@ -175,7 +175,11 @@ func (f *fleet) heartbeat(ctx context.Context) error {
 			for i := 0; ; i++ {
 				v, _ := model.Encode(&model.Heartbeat{Time: time.Now().UTC(), TTL: ttl, Agent: simCluster(c) + "-agent"})
 				if _, err := f.etcd.Put(ctx, key, string(v), clientv3.WithLease(lease.ID)); err != nil && ctx.Err() == nil {
-					errs <- fmt.Errorf("heartbeat of %s: %w", simCluster(c), err)
+					f.heartbeatErrors.Add(1)
+					select {
+					case errs <- fmt.Errorf("heartbeat of %s: %w", simCluster(c), err):
+					default:
+					}
 				} else {
 					f.heartbeats.Add(1)
 				}

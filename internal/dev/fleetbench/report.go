@@ -70,9 +70,9 @@ func (r *Result) Print(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", x.figure, x.measured, x.budget, ratio, met)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\nfleet: %d clusters × %d services × %d endpoints = %d endpoints, %d zones; heartbeat TTL %s (%d heartbeat writes, "+
+	fmt.Fprintf(w, "\nfleet: %d clusters × %d services × %d endpoints = %d endpoints, %d zones; heartbeat TTL %s (%d failed heartbeat writes in the run; %d heartbeat writes, "+
 		"%d EDS responses to %d observers, mean rebuild %s in the heartbeat-only window)\n",
-		o.Clusters, o.Services, o.Endpoints, r.Endpoints, o.Zones, o.HeartbeatTTL, r.HeartbeatWrites, r.HeartbeatPushes, o.Zones*o.Services,
+		o.Clusters, o.Services, o.Endpoints, r.Endpoints, o.Zones, o.HeartbeatTTL, r.HeartbeatErrors, r.HeartbeatWrites, r.HeartbeatPushes, o.Zones*o.Services,
 		ms(r.RebuildMean))
 	fmt.Fprintf(w, "light load: the agent's own share (meshfed_xds_change_to_push_seconds, view → snapshots set) %s on average\n",
 		ms(r.LightPushMean))

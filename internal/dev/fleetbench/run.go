@@ -44,7 +44,9 @@ type Result struct {
 	HeartbeatRebuilds float64
 	HeartbeatWindow   time.Duration
 	HeartbeatWrites   int64
-	HeartbeatPushes   int64 // EDS responses the observers received
+	// HeartbeatErrors counts failed heartbeat writes over the whole run.
+	HeartbeatErrors int64
+	HeartbeatPushes int64 // EDS responses the observers received
 	// RebuildMean is the agent's mean rebuild time (meshfed_xds_rebuild_seconds) in
 	// the heartbeat-only window.
 	RebuildMean time.Duration
@@ -116,6 +118,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	defer cli.Close()
+	// Before the client closes: the heartbeats stop writing first.
+	defer cancel()
 
 	tr := newTracker()
 	f := newFleet(o, cli, tr)
@@ -253,7 +257,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := waitDone(ctx, ch, 5*time.Second); err != nil {
+		if err := waitDone(ctx, ch, 30*time.Second); err != nil {
 			return nil, err
 		}
 	}
@@ -278,7 +282,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	var lastSeen time.Time
 	for _, ch := range burst {
-		if err := waitDone(ctx, ch, 10*time.Second); err != nil {
+		if err := waitDone(ctx, ch, time.Minute); err != nil {
 			return nil, err
 		}
 		if ch.last.After(lastSeen) {
@@ -389,7 +393,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := waitDone(ctx, ch, 30*time.Second); err != nil {
+		if err := waitDone(ctx, ch, time.Minute); err != nil {
 			return nil, err
 		}
 	}
@@ -409,6 +413,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if res.HeapAfter, err = heap(ctx, metricsURL); err != nil {
 		return nil, err
 	}
+	res.HeartbeatErrors = f.heartbeatErrors.Load()
 	tr.mu.Lock()
 	res.Superseded = tr.superseded
 	tr.mu.Unlock()
