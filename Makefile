@@ -50,6 +50,10 @@ soak: binaries build ## Run the chaos suite again and again for SOAK (default 30
 bench: binaries ## Run the Go benchmarks.
 	MESHFED_ASSETS="$$(bash hack/binaries/build.sh)" go test -run='^$$' -bench=. -benchmem $(PKGS)
 
+.PHONY: bench-fleet
+bench-fleet: build binaries ## Run the fleet benchmark (FLEET_CLUSTERS, FLEET_SERVICES, FLEET_ENDPOINTS, FLEET_STREAMS, FLEET_RATE, FLEET_DURATION) and print each figure beside its budget.
+	MESHFED_ASSETS="$$(bash hack/binaries/build.sh)" bin/meshfedctl dev bench-fleet --meshfed bin/meshfed
+
 .PHONY: binaries
 binaries: ## Build (once per version) and cache kube-apiserver, kubectl and etcd.
 	@bash hack/binaries/build.sh >/dev/null

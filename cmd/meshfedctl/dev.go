@@ -19,7 +19,7 @@ import (
 
 func devCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "dev", Short: "Run a local sandbox federation on this machine"}
-	cmd.AddCommand(devUpCommand(), devDownCommand(), devClientCommand(), devDemoCommand(), devEchoCommand())
+	cmd.AddCommand(devUpCommand(), devDownCommand(), devClientCommand(), devDemoCommand(), devEchoCommand(), devBenchFleetCommand())
 	return cmd
 }
 
