@@ -3,7 +3,6 @@ package echo
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	xdscreds "google.golang.org/grpc/credentials/xds"
 	"google.golang.org/grpc/xds"
 
+	"github.com/meshfed/meshfed/internal/dev/netlink"
 	"github.com/meshfed/meshfed/internal/workloadtls"
 	"github.com/meshfed/meshfed/internal/xdsnames"
 )
@@ -80,11 +80,11 @@ func (p Proxy) Bootstrap() []byte {
 // the certificate is checked for is one it carries.
 func ServeXDS(lis net.Listener, id string, p Proxy) (*xds.GRPCServer, error) {
 	if p.channelCreds()[0].(map[string]any)["type"] == "tls" && !isLoopback(p.XDSServer) {
-		addr, err := relay(p.XDSServer)
+		l, err := netlink.New(p.XDSServer) // for the life of the process
 		if err != nil {
 			return nil, fmt.Errorf("echo: relay to the agent: %w", err)
 		}
-		p.XDSServer = addr
+		p.XDSServer = l.Addr()
 	}
 	creds, err := xdscreds.NewServerCredentials(xdscreds.ServerOptions{FallbackCreds: insecure.NewCredentials()})
 	if err != nil {
@@ -103,34 +103,4 @@ func isLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	ip := net.ParseIP(host)
 	return err == nil && (host == "localhost" || ip != nil && ip.IsLoopback())
-}
-
-// relay listens on 127.0.0.1 and carries every connection to target, for the life of
-// the process; it returns the address it listens on.
-func relay(target string) (string, error) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	go func() {
-		for {
-			in, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer in.Close()
-				out, err := net.Dial("tcp", target)
-				if err != nil {
-					return
-				}
-				defer out.Close()
-				done := make(chan struct{}, 2)
-				go func() { io.Copy(out, in); done <- struct{}{} }() //nolint:errcheck // ends with either side
-				go func() { io.Copy(in, out); done <- struct{}{} }() //nolint:errcheck // ends with either side
-				<-done
-			}()
-		}
-	}()
-	return lis.Addr().String(), nil
 }

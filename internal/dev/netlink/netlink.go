@@ -4,7 +4,8 @@
 // their own timeouts and keepalives), and new connections are accepted but go
 // nowhere. Heal closes what the cut held and carries new connections again.
 //
-// Traffic goes only between loopback addresses of this machine.
+// Traffic stays on this machine: between loopback addresses, or (Listen) from a test
+// host's network namespace to loopback.
 package netlink
 
 import (
@@ -26,8 +27,12 @@ type Link struct {
 }
 
 // New listens on a free loopback port and forwards to target (host:port).
-func New(target string) (*Link, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func New(target string) (*Link, error) { return Listen("127.0.0.1:0", target) }
+
+// Listen is New listening on addr (host:port; port 0 for a free one), for a link
+// that another network namespace reaches, such as a test host's side of its veth.
+func Listen(addr, target string) (*Link, error) {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
