@@ -243,14 +243,29 @@ func admissionChanged(old, new *model.ClusterInfo) bool {
 // not name the cluster among its clusters, why the record contributes nothing to
 // it; "" otherwise. The caller holds v.mu.
 func (v *View) authorization(cluster string, nn NamespacedName, rec *model.ServiceEndpoints) string {
-	for _, gn := range slices.SortedFunc(maps.Keys(v.globals), compareNN) {
+	excludes := func(gn NamespacedName) bool {
 		g := v.globals[gn]
 		if len(g.Clusters) == 0 || slices.Contains(g.Clusters, cluster) {
-			continue
+			return false
 		}
 		open := *g
 		open.Clusters = nil
-		if model.Selects(&open, cluster, nn.Namespace, nn.Name, rec.Labels) {
+		return model.Selects(&open, cluster, nn.Namespace, nn.Name, rec.Labels)
+	}
+	// Most records are refused by no global service: find out without sorting, on
+	// every upsert; name the first in key order only when there is one.
+	found := false
+	for gn := range v.globals {
+		if found = excludes(gn); found {
+			break
+		}
+	}
+	if !found {
+		return ""
+	}
+	for _, gn := range slices.SortedFunc(maps.Keys(v.globals), compareNN) {
+		if excludes(gn) {
+			g := v.globals[gn]
 			return fmt.Sprintf("%s is not among the clusters of global service %s (%s)", cluster, g, strings.Join(g.Clusters, ", "))
 		}
 	}
