@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,9 +19,33 @@ import (
 // sandbox clusters are registered with.
 const Range = "10.250.0.0/16"
 
+// claimed are the subnets this process's hosts hold, between picking one and its
+// route existing, and until Close.
+var (
+	claimedMu sync.Mutex
+	claimed   = map[string]bool{}
+)
+
+func claim(subnet string) bool {
+	claimedMu.Lock()
+	defer claimedMu.Unlock()
+	if claimed[subnet] {
+		return false
+	}
+	claimed[subnet] = true
+	return true
+}
+
+func release(subnet string) {
+	claimedMu.Lock()
+	defer claimedMu.Unlock()
+	delete(claimed, subnet)
+}
+
 // Host is a network namespace with addresses reachable from the caller's namespace.
 type Host struct {
 	Name   string
+	subnet string
 	addrs  []netip.Addr
 	outer  string
 	logDir string
@@ -31,11 +56,24 @@ type Host struct {
 // logDir. Close it when done.
 func NewHost(n int, logDir string) (*Host, error) {
 	id := make([]byte, 3)
-	rand.Read(id) //nolint:errcheck // never fails
+	subnet := ""
+	for range 1000 {
+		rand.Read(id) //nolint:errcheck // never fails
+		// A subnet another host (of this process or another) routes would make two
+		// hosts answer for one address: pick one no interface routes.
+		candidate := fmt.Sprintf("10.250.%d", int(id[0]))
+		out, err := exec.Command("ip", "-4", "route", "show", candidate+".0/24").Output()
+		if err == nil && len(strings.TrimSpace(string(out))) == 0 && claim(candidate) {
+			subnet = candidate
+			break
+		}
+	}
+	if subnet == "" {
+		return nil, fmt.Errorf("testnet: no free subnet in %s", Range)
+	}
 	suffix := hex.EncodeToString(id)
-	h := &Host{Name: "meshfed-" + suffix, outer: "mfo" + suffix, logDir: logDir}
+	h := &Host{Name: "meshfed-" + suffix, outer: "mfo" + suffix, logDir: logDir, subnet: subnet}
 	inner := "mfi" + suffix
-	subnet := fmt.Sprintf("10.250.%d", int(id[0]))
 	steps := [][]string{
 		{"netns", "add", h.Name},
 		{"link", "add", h.outer, "type", "veth", "peer", "name", inner},
@@ -104,4 +142,5 @@ func (h *Host) Close() {
 	// Deleting the namespace deletes its end of the veth pair, and so the pair.
 	exec.Command("ip", "netns", "del", h.Name).Run() //nolint:errcheck
 	exec.Command("ip", "link", "del", h.outer).Run() //nolint:errcheck
+	release(h.subnet)
 }
