@@ -54,6 +54,10 @@ bench: binaries ## Run the Go benchmarks.
 bench-fleet: build binaries ## Run the fleet benchmark (FLEET_CLUSTERS, FLEET_SERVICES, FLEET_ENDPOINTS, FLEET_STREAMS, FLEET_RATE, FLEET_DURATION) and print each figure beside its budget.
 	MESHFED_ASSETS="$$(bash hack/binaries/build.sh)" bin/meshfedctl dev bench-fleet --meshfed bin/meshfed
 
+.PHONY: bench-gateway
+bench-gateway: build ## Measure the east-west gateway beside a minimal splice proxy and direct TCP (pinned with taskset) and print the ratios.
+	bin/meshfedctl dev bench-gateway --meshfed bin/meshfed
+
 .PHONY: binaries
 binaries: ## Build (once per version) and cache kube-apiserver, kubectl and etcd.
 	@bash hack/binaries/build.sh >/dev/null

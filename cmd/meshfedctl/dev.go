@@ -19,7 +19,8 @@ import (
 
 func devCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "dev", Short: "Run a local sandbox federation on this machine"}
-	cmd.AddCommand(devUpCommand(), devDownCommand(), devClientCommand(), devDemoCommand(), devEchoCommand(), devBenchFleetCommand())
+	cmd.AddCommand(devUpCommand(), devDownCommand(), devClientCommand(), devDemoCommand(), devEchoCommand(), devBenchFleetCommand(),
+		devBenchGatewayCommand(), devSpliceProxyCommand())
 	return cmd
 }
 

@@ -25,8 +25,12 @@ func (r *Result) Print(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t—\t%s\t%s\t%s\t—\n", name, us(get(s)-get(d)), us(get(g)-get(d)),
 			ratio(float64(get(g)-get(d)), float64(get(s)-get(d))))
 	}
-	rtt := func(p float64) func(*Figures) time.Duration { return func(f *Figures) time.Duration { return percentile(f.RTT, p) } }
-	setup := func(p float64) func(*Figures) time.Duration { return func(f *Figures) time.Duration { return percentile(f.Setup, p) } }
+	rtt := func(p float64) func(*Figures) time.Duration {
+		return func(f *Figures) time.Duration { return percentile(f.RTT, p) }
+	}
+	setup := func(p float64) func(*Figures) time.Duration {
+		return func(f *Figures) time.Duration { return percentile(f.Setup, p) }
+	}
 	lat(fmt.Sprintf("round trip p50 (%d B over TLS)", o.MessageSize), rtt(.5))
 	lat(fmt.Sprintf("round trip p99 (%d B over TLS)", o.MessageSize), rtt(.99))
 	added("added to a round trip p50 (vs direct)", rtt(.5))

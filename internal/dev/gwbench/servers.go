@@ -148,7 +148,7 @@ func clientHello(cfg *tls.Config) ([]byte, error) {
 	client, srv := net.Pipe()
 	defer client.Close()
 	defer srv.Close()
-	go tls.Client(client, cfg).Handshake() //nolint:errcheck // ends when the pipe closes
+	go tls.Client(client, cfg).Handshake()                //nolint:errcheck // ends when the pipe closes
 	srv.SetReadDeadline(time.Now().Add(10 * time.Second)) //nolint:errcheck
 	hdr := make([]byte, 5)
 	if _, err := io.ReadFull(srv, hdr); err != nil {

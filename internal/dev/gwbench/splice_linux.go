@@ -19,8 +19,8 @@ func spliceCopy(dst, src *net.TCPConn) error {
 	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
 		return err
 	}
-	defer syscall.Close(p[0]) //nolint:errcheck
-	defer syscall.Close(p[1]) //nolint:errcheck
+	defer syscall.Close(p[0])                                                  //nolint:errcheck
+	defer syscall.Close(p[1])                                                  //nolint:errcheck
 	syscall.Syscall(syscall.SYS_FCNTL, uintptr(p[0]), fSetPipeSize, maxSplice) //nolint:errcheck // a smaller pipe works too
 	sraw, err := src.SyscallConn()
 	if err != nil {
