@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -42,6 +43,9 @@ func testSpliceCommand(forwards []string) *exec.Cmd {
 // sink's count), every round trip and connection setup succeeds and is echoed
 // intact, and the table has every row. It asserts no timing.
 func TestQuickRun(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the benchmark reads /proc and splices: Linux only")
+	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "meshfed")
 	if out, err := exec.Command("go", "build", "-o", bin, "github.com/meshfed/meshfed/cmd/meshfed").CombinedOutput(); err != nil {
