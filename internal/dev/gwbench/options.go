@@ -33,7 +33,7 @@ type Options struct {
 	Out io.Writer
 }
 
-// Defaults are what `make bench-gateway` runs: about a minute on a 2-core machine.
+// Defaults are what `make bench-gateway` runs: about 20 seconds on a 2-core machine.
 var Defaults = Options{Rounds: 3, Bytes: 2 << 30, Conns: 4, RoundTrips: 5000, RTTConns: 5, MessageSize: 64, Setups: 500}
 
 // Quick is a tiny run, what the unit test runs: seconds.
