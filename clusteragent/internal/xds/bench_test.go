@@ -54,50 +54,31 @@ func BenchmarkTargets(b *testing.B) {
 	}
 }
 
-// BenchmarkSnapshot: the same fleet, the whole snapshot the server sets for one
-// locality of proxies (listeners, routes, clusters and 100 load assignments with
-// their priority tables), checked.
-func BenchmarkSnapshot(b *testing.B) {
-	v, in := fleet(100, 100, 10)
-	targets := xds.Targets(in)
-	s, err := xds.New(xds.Options{Cluster: "c000", View: v, Addr: "127.0.0.1:0", MTLS: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	g := xds.Group{Region: "region-0", Zone: "c000-a"}
+// BenchmarkFirstBuild: the same fleet with mTLS, everything a new server builds for
+// four groups of proxies: targets, the shared resources and every group's load
+// assignments, each validated and serialized once.
+func BenchmarkFirstBuild(b *testing.B) {
+	v, _ := fleet(100, 100, 10)
+	v.OnSynced()
+	groups := []xds.Group{{Region: "region-0", Zone: "c000-a"}, {Region: "region-0", Zone: "c000-b"},
+		{Region: "region-0", Zone: ""}, {Region: "region-1", Zone: "x"}}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := s.BuildSnapshot(g, targets); err != nil {
+		s, err := xds.New(xds.Options{Cluster: "c000", View: v, Addr: "127.0.0.1:0", MTLS: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := s.Rebuild(context.Background(), time.Now(), groups...); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
-// BenchmarkTargetsOneChange: the same fleet after one service record of one cluster
-// changed, with the memo of the previous computation.
-func BenchmarkTargetsOneChange(b *testing.B) {
-	v, in := fleet(100, 100, 10)
-	in.Memo = xds.NewMemo()
-	xds.Targets(in)
-	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		b.StopTimer()
-		rec := &model.ServiceEndpoints{Namespace: "ns", Name: "svc007", Ports: []model.ServicePort{{Name: "grpc", Port: 8080}},
-			Endpoints: []model.Endpoint{{Address: fmt.Sprintf("10.9.9.%d", i%200), Zone: "c042-a", Ready: true,
-				Ports: []model.EndpointPort{{Name: "grpc", Port: 8080}}}}}
-		i++
-		v.OnUpsert(keyspace.ServiceEndpoints("c042", "ns", "svc007"), rec)
-		in.Clusters = v.Clusters()
-		b.StartTimer()
-		xds.Targets(in)
-	}
-}
-
 // BenchmarkRebuildOneChange: the same fleet with mTLS and four groups of proxies, a
-// whole rebuild (targets, every group's snapshot, checked) after one cluster's record
-// of one service changed: its service accounts (that service's SAN matchers change,
-// every other shared resource is reused), or one endpoint's address, for comparison.
+// rebuild after one cluster's record of one service changed: its service accounts
+// (that service's cluster with its SAN matchers is rebuilt, every other shared
+// resource is reused), or one endpoint's address (that service's load assignment in
+// every group).
 func BenchmarkRebuildOneChange(b *testing.B) {
 	for _, change := range []string{"accounts", "endpoint"} {
 		b.Run(change, func(b *testing.B) {

@@ -2,62 +2,143 @@ package xds
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"strings"
 
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/meshfed/meshfed/internal/etcd/view"
+	"github.com/meshfed/meshfed/internal/xdsnames"
 )
+
+// builder makes resources: it validates each once, marshals it once, and stamps it
+// with the next version. It belongs to Run's loop.
+type builder struct {
+	version uint64
+}
+
+// next is a new version, higher than every earlier one.
+func (b *builder) next() uint64 {
+	b.version++
+	return b.version
+}
+
+// make validates and marshals m as a resource at a new version.
+func (b *builder) make(m proto.Message) (*resource, error) {
+	if err := validate(m); err != nil {
+		return nil, fmt.Errorf("%s fails validation: %w", resourceName(m), err)
+	}
+	r, err := marshal(m, b.next())
+	if err != nil {
+		return nil, fmt.Errorf("marshal %s: %w", resourceName(m), err)
+	}
+	return r, nil
+}
+
+func resourceName(m proto.Message) string {
+	if n, ok := m.(interface{ GetName() string }); ok && n.GetName() != "" {
+		return n.GetName()
+	}
+	if n, ok := m.(interface{ GetClusterName() string }); ok {
+		return n.GetClusterName()
+	}
+	return "resource"
+}
 
 // targetResources are the shared resources of one target, and the accounts its
 // cluster's SAN matchers were built from.
 type targetResources struct {
 	accounts                 []Account
-	listener, route, cluster types.Resource
+	listener, route, cluster *resource
+	gatewayCluster           *resource
+}
+
+// sharedResources are the listeners, routes and clusters every group gets, and what
+// they were built from, by name, for the next build to reuse (see buildShared).
+type sharedResources struct {
+	targets                     []Target // Hostname, Port and Accounts are what counts
+	servers                     []serverAddr
+	byTarget                    map[string]*targetResources
+	byServer                    map[string]*resource
+	listeners, routes, clusters *resources
 }
 
 // buildShared makes the resources every group gets: per target a client listener,
-// route and cluster, and the server listeners of this cluster's endpoints (servers).
-// It reuses from prev (nil for none) every resource whose inputs did not change, so
-// that a change of one service's accounts serializes that service's SAN matchers
-// only, once for every group. changed are the targets, reused from prev, whose SAN
-// matchers changed.
-func buildShared(prev *sharedResources, targets []Target, servers []serverAddr, version, trustDomain string) (sh *sharedResources, changed []Target) {
-	sh = &sharedResources{version: version, servers: servers,
-		byTarget: make(map[string]*targetResources, len(targets)), byServer: make(map[string]types.Resource, len(servers))}
+// route and cluster, the east-west gateway's listener and clusters, and the server
+// listeners of this cluster's endpoints (servers). It reuses from prev (nil for none)
+// every resource whose inputs did not change, so that a change of one service's
+// accounts serializes that service's cluster only, once for every group. changed are
+// the targets whose SAN matchers changed. A resource that fails validation is left
+// out, with the error.
+func (b *builder) buildShared(prev *sharedResources, targets []Target, servers []serverAddr, trustDomain string) (sh *sharedResources, changed []Target, errs []error) {
+	sh = &sharedResources{targets: targets, servers: servers,
+		byTarget: make(map[string]*targetResources, len(targets)), byServer: make(map[string]*resource, len(servers)),
+		listeners: &resources{byName: map[string]*resource{}}, routes: &resources{byName: map[string]*resource{}},
+		clusters: &resources{byName: map[string]*resource{}}}
+	add := func(rs *resources, name string, r *resource, err error) *resource {
+		if err != nil {
+			errs = append(errs, err)
+			return nil
+		}
+		rs.byName[name] = r
+		return r
+	}
 	for _, a := range servers {
 		name := ServerListenerName(a.Address, a.Port)
 		r, ok := prev.server(name)
+		var err error
 		if !ok {
-			r = serverListener(a.Address, a.Port, trustDomain != "")
+			r, err = b.make(serverListener(a.Address, a.Port, trustDomain != ""))
 		}
-		sh.byServer[name] = r
-		sh.listeners = append(sh.listeners, r)
+		if add(sh.listeners, name, r, err) != nil {
+			sh.byServer[name] = r
+		}
 	}
 	for _, t := range targets {
-		name := ListenerName(t.Hostname, t.Port)
+		name, cluster, sni := ListenerName(t.Hostname, t.Port), ClusterName(t.Hostname, t.Port), xdsnames.SNI(t.Hostname, t.Port)
 		r := prev.target(name)
-		switch {
-		case r == nil:
-			r = &targetResources{accounts: t.Accounts, listener: clientListener(t.Hostname, t.Port),
-				route: routeConfig(t.Hostname, t.Port), cluster: edsCluster(t.Hostname, t.Port, trustDomain, t.Accounts)}
-		case trustDomain != "" && !slices.Equal(r.accounts, t.Accounts):
-			changed = append(changed, t)
-			r = &targetResources{accounts: t.Accounts, listener: r.listener, route: r.route,
-				cluster: edsCluster(t.Hostname, t.Port, trustDomain, t.Accounts)}
+		if r == nil || (trustDomain != "" && !slices.Equal(r.accounts, t.Accounts)) {
+			next := &targetResources{accounts: t.Accounts}
+			var err error
+			if r != nil {
+				changed = append(changed, t)
+				next.listener, next.route, next.gatewayCluster = r.listener, r.route, r.gatewayCluster
+			} else {
+				if next.listener, err = b.make(clientListener(t.Hostname, t.Port)); err != nil {
+					errs = append(errs, err)
+				}
+				if next.route, err = b.make(routeConfig(t.Hostname, t.Port)); err != nil {
+					errs = append(errs, err)
+				}
+				if next.gatewayCluster, err = b.make(gatewayCluster(t)); err != nil {
+					errs = append(errs, err)
+				}
+			}
+			if next.cluster, err = b.make(edsCluster(t.Hostname, t.Port, trustDomain, t.Accounts)); err != nil {
+				errs = append(errs, err)
+			}
+			r = next
 		}
 		sh.byTarget[name] = r
-		sh.listeners = append(sh.listeners, r.listener)
-		sh.routes = append(sh.routes, r.route)
-		sh.clusters = append(sh.clusters, r.cluster)
+		for _, x := range []struct {
+			rs   *resources
+			name string
+			r    *resource
+		}{{sh.listeners, name, r.listener}, {sh.routes, name, r.route}, {sh.clusters, cluster, r.cluster}, {sh.clusters, sni, r.gatewayCluster}} {
+			if x.r != nil {
+				x.rs.byName[x.name] = x.r
+			}
+		}
 	}
 	// The east-west gateway's resources have names of their own: every proxy asks
 	// only for what it uses.
-	gwListener, gwClusters := gatewayResources(targets)
-	sh.listeners = append(sh.listeners, gwListener)
-	sh.clusters = append(sh.clusters, gwClusters...)
-	return sh, changed
+	gw, err := b.make(gatewayListener(targets, xdsnames.GatewayPort))
+	add(sh.listeners, xdsnames.GatewayListener, gw, err)
+	v := b.next()
+	sh.listeners.version, sh.routes.version, sh.clusters.version = v, v, v
+	return sh, changed, errs
 }
 
 func (sh *sharedResources) target(name string) *targetResources {
@@ -67,7 +148,7 @@ func (sh *sharedResources) target(name string) *targetResources {
 	return sh.byTarget[name]
 }
 
-func (sh *sharedResources) server(name string) (types.Resource, bool) {
+func (sh *sharedResources) server(name string) (*resource, bool) {
 	if sh == nil {
 		return nil, false
 	}
@@ -75,14 +156,21 @@ func (sh *sharedResources) server(name string) (types.Resource, bool) {
 	return r, ok
 }
 
-// sameShared reports whether the shared resources built for prevTargets and
-// prevServers serve targets and servers too: the same hostnames and ports (their
-// endpoints may differ), with mTLS the same accounts, and the same server addresses.
-func sameShared(prev *sharedResources, prevTargets, targets []Target, servers []serverAddr, mtls bool) bool {
+// sameShared reports whether the shared resources prev serve targets and servers
+// too: the same hostnames and ports (their endpoints may differ), with mTLS the same
+// accounts, and the same server addresses.
+func sameShared(prev *sharedResources, targets []Target, servers []serverAddr, mtls bool) bool {
 	return prev != nil && slices.Equal(prev.servers, servers) &&
-		slices.EqualFunc(prevTargets, targets, func(x, y Target) bool {
+		slices.EqualFunc(prev.targets, targets, func(x, y Target) bool {
 			return x.Hostname == y.Hostname && x.Port == y.Port && (!mtls || slices.Equal(x.Accounts, y.Accounts))
 		})
+}
+
+// publish hands the shared resources to the cache.
+func (sh *sharedResources) publish(c *cache) {
+	c.setShared(resourcev3.ListenerType, sh.listeners)
+	c.setShared(resourcev3.RouteType, sh.routes)
+	c.setShared(resourcev3.ClusterType, sh.clusters)
 }
 
 // serverAddr is an address:port a proxyless gRPC server of this cluster listens on.

@@ -11,7 +11,7 @@ import (
 
 func TestFailbackHold(t *testing.T) {
 	policy := &model.Policy{FailbackHold: metav1.Duration{Duration: 10 * time.Second}}
-	target := func(aHealthy, bHealthy int) []Target {
+	target := func(aHealthy, bHealthy int) Target {
 		l := func(zone string, n int) Locality {
 			loc := Locality{Cluster: "alpha", Zone: zone, Total: 2}
 			for range n {
@@ -19,10 +19,10 @@ func TestFailbackHold(t *testing.T) {
 			}
 			return loc
 		}
-		return []Target{{Hostname: "h", Port: 80, Policy: policy, Localities: []Locality{l("a", aHealthy), l("b", bHealthy)}}}
+		return Target{Hostname: "h", Port: 80, Policy: policy, Localities: []Locality{l("a", aHealthy), l("b", bHealthy)}}
 	}
-	healthyIn := func(ts []Target, zone string) int {
-		for _, l := range ts[0].Localities {
+	healthyIn := func(ts Target, zone string) int {
+		for _, l := range ts.Localities {
 			if l.Zone == zone {
 				return len(l.Healthy)
 			}

@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"maps"
 	"testing"
 	"time"
 
@@ -60,14 +61,14 @@ func TestFreshness(t *testing.T) {
 func TestFreshnessStatesChangeOnlyOnTransitions(t *testing.T) {
 	t0 := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 	quick := &model.Policy{DemoteAfter: metav1.Duration{Duration: 10 * time.Second}, DropAfter: metav1.Duration{Duration: time.Minute}}
-	in := func(lastBeat, now time.Time) Input {
-		return Input{Self: "a", Since: t0, Now: now, Clusters: []view.Cluster{{Name: "a"}, {Name: "b", LastHeartbeat: lastBeat}}}
+	states := func(lastBeat, now time.Time) map[string]string {
+		return FreshnessStates(Input{Self: "a", Since: t0, Now: now}, map[string]time.Time{"a": {}, "b": lastBeat}, []*model.Policy{quick})
 	}
-	before := FreshnessStates(in(t0, t0.Add(time.Second)), []*model.Policy{quick})
-	if after := FreshnessStates(in(t0.Add(5*time.Second), t0.Add(6*time.Second)), []*model.Policy{quick}); after != before {
+	before := states(t0, t0.Add(time.Second))
+	if after := states(t0.Add(5*time.Second), t0.Add(6*time.Second)); !maps.Equal(after, before) {
 		t.Fatalf("a heartbeat that keeps b fresh changed the states: %q -> %q", before, after)
 	}
-	if stale := FreshnessStates(in(t0, t0.Add(12*time.Second)), []*model.Policy{quick}); stale == before {
+	if stale := states(t0, t0.Add(12*time.Second)); maps.Equal(stale, before) {
 		t.Fatalf("b demoted under the quick policy but the states did not change: %q", stale)
 	}
 }

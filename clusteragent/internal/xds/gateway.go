@@ -6,7 +6,6 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/meshfed/meshfed/internal/xdsnames"
@@ -68,12 +67,4 @@ func gatewayAssignment(self string, t Target) *endpointv3.ClusterLoadAssignment 
 	cla := loadAssignment(t.Hostname, t.Port, local)
 	cla.ClusterName = xdsnames.SNI(t.Hostname, t.Port)
 	return cla
-}
-
-// gatewayResources are the gateway's listener and clusters.
-func gatewayResources(targets []Target) (listener types.Resource, clusters []types.Resource) {
-	for _, t := range targets {
-		clusters = append(clusters, gatewayCluster(t))
-	}
-	return gatewayListener(targets, xdsnames.GatewayPort), clusters
 }

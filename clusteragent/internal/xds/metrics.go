@@ -58,6 +58,18 @@ var (
 		Namespace: "meshfed", Subsystem: "xds", Name: "ports_without_identity",
 		Help: "With mTLS: global service ports no identity may serve (no authorized, registered cluster publishes a member).",
 	})
+	recomputedGlobals = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "meshfed", Subsystem: "xds", Name: "recomputed_global_services_total",
+		Help: "Global services whose targets a rebuild recomputed: those the changes it carried can affect.",
+	})
+	builtAssignments = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "meshfed", Subsystem: "xds", Name: "built_load_assignments_total",
+		Help: "Load assignments built (validated and serialized once each), over every group: one per group for each target whose served form changed.",
+	})
+	droppedResponses = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "meshfed", Subsystem: "xds", Name: "dropped_responses_total",
+		Help: "Responses a stream's full channel refused (never expected: a stream holds one watch per type).",
+	})
 	nacks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "meshfed", Subsystem: "xds", Name: "nacks_total",
 		Help: "Responses proxies rejected, by resource type.",
@@ -68,5 +80,5 @@ var (
 // registry: registering twice panics.
 func RegisterMetrics(reg prometheus.Registerer) {
 	reg.MustRegister(buildLatency, ackLatency, rebuildDuration, pushBytes, gatewayDown, nacks, groupsGauge, claimsIgnored, handshakeFailures,
-		allowedIdentities, unservable)
+		allowedIdentities, unservable, recomputedGlobals, builtAssignments, droppedResponses)
 }

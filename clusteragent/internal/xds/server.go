@@ -5,10 +5,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"reflect"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,8 +20,6 @@ import (
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
 	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/go-logr/logr"
@@ -36,7 +34,6 @@ import (
 	"github.com/meshfed/meshfed/internal/etcd/keyspace"
 	"github.com/meshfed/meshfed/internal/etcd/model"
 	"github.com/meshfed/meshfed/internal/etcd/view"
-	"github.com/meshfed/meshfed/internal/xdsnames"
 	"github.com/meshfed/meshfed/trust"
 )
 
@@ -61,9 +58,6 @@ type Options struct {
 	// certificate and the client certificates it requires (see the agent's xDS
 	// authentication). nil serves plaintext: the caller decides where that is allowed.
 	TLS *tls.Config
-	// Debounce is how long a change waits for more before snapshots are rebuilt.
-	// Default 1ms: bursts coalesce, single changes go out at once.
-	Debounce time.Duration
 	// Refresh re-evaluates cluster freshness (stale, dropped) this often, rebuilding
 	// only when a state changed, and ends failback holds at this resolution. Default 1s.
 	Refresh time.Duration
@@ -82,20 +76,20 @@ type Options struct {
 // calls rebuild), go-control-plane's stream goroutines (the callbacks, and the cache
 // calling groupHash), and callers of Addr and Explain (the agent's debug handlers).
 //   - opts, log, cache, since, wake and probe are set by New and only read after.
-//   - Run's loop owns targets, shared, built, version, hold, memo and holdEnd: no
-//     other goroutine reads or writes them, so they need no lock.
-//   - mu guards groups, streams, freed, sent, changed, pending, served and lis. The stream
-//     callbacks also write sent (the last response of each stream and type) and read
-//     it to hold a NACK until a newer snapshot (holdRefused). The stream
-//     callbacks write groups and streams (a stream joins its group on its first
-//     request and leaves it when it closes) and delete from pending; Run's loop
-//     reads groups, writes changed, pending and served; poke (any goroutine) writes
-//     changed; Explain and Addr only read.
+//     The cache has its own lock.
+//   - Run's loop owns build, perGlobal, targets, gateway, built, servers, shared,
+//     hold, holdEnd and fresh: no other goroutine reads or writes them, so they need
+//     no lock.
+//   - mu guards groups, streams, freed, dirty, changed, pending, served and lis. The
+//     stream callbacks write groups and streams (a stream joins its group on its
+//     first request and leaves it when it closes) and delete from pending; Run's loop
+//     reads groups, takes dirty and changed, writes pending and served; the view's
+//     subscription (mark) and poke write dirty and changed; Explain and Addr only read.
 //   - served is the targets of the last rebuild, set whole and never mutated after:
 //     Explain computes from it what the proxies were sent.
 //
 // A group leaves groups when its last stream closes and its key goes to freed; the
-// loop then drops its snapshot (built, the cache's snapshot and watches, pending)
+// loop then drops its load assignments (built, the cache's, pending)
 // unless a stream joined it again in between, under mu, so that a stream joining the
 // group cannot slip between the check and the clearing.
 //
@@ -107,7 +101,7 @@ type Options struct {
 type Server struct {
 	opts  Options
 	log   logr.Logger
-	cache cachev3.SnapshotCache
+	cache *cache
 	since time.Time
 	wake  chan struct{} // a change or a new group; buffered 1
 	beat  chan struct{} // a heartbeat seen: rebuild only if a freshness state changed; buffered 1
@@ -117,34 +111,31 @@ type Server struct {
 	probe    *prober
 
 	// Owned by Run's loop.
-	targets []Target
-	shared  *sharedResources
-	built   map[string]*built // last snapshot per group
-	version uint64
-	hold    *failback
-	memo    *Memo
-	holdEnd time.Time // when the earliest failback hold ends; zero if none
-	fresh   string    // FreshnessStates of the last rebuild
+	build     builder
+	perGlobal map[string]globalEntry   // by GlobalService key (namespace/name)
+	targets   map[string]*servedTarget // by listener name
+	gateway   map[string]*resource     // the gateway's load assignments, by SNI
+	built     map[string]*groupBuilt   // by group key
+	servers   []serverAddr             // this cluster's server addresses
+	shared    *sharedResources         // listeners, routes, clusters
+	hold      *failback
+	holdEnd   time.Time         // when the earliest failback hold ends; zero if none
+	fresh     map[string]string // FreshnessStates of the last rebuild
+
+	// recomputed and assignments count global services whose targets were
+	// recomputed and load assignments built, for tests of what a change costs.
+	recomputed, assignments atomic.Int64
 
 	mu      sync.Mutex
 	groups  map[string]*groupState // groups with proxies, by key
 	streams map[int64]*stream      // open streams, by stream ID
 	freed   map[string]bool        // groups whose last stream closed, to be dropped by the loop
-	sent    map[sentKey]sentResp   // the last response of each stream and type
+	dirty   dirty                  // what changed since the last rebuild
 	changed time.Time              // earliest change not yet in a snapshot
 	pending map[string]pendingAck  // by group key
 	served  []Target               // what the last rebuild built snapshots from
 	lis     net.Listener
 }
-
-// sentKey and sentResp record what a stream was last sent of a type, so that a NACK
-// can name the version it refused.
-type sentKey struct {
-	stream  int64
-	typeURL string
-}
-
-type sentResp struct{ nonce, version string }
 
 // stream is an open stream's group, and the node its requests carry once the group
 // is written into it.
@@ -212,25 +203,6 @@ type pendingAck struct {
 	changed time.Time
 }
 
-// built is what a group's current snapshot was made from.
-type built struct {
-	shared  *sharedResources
-	cla     map[string]types.Resource // by cluster name
-	inputs  map[string]Target         // the target each load assignment was built from
-	eds     uint64
-	version string // of the load assignments
-}
-
-// sharedResources are the resources every group gets, and what they were built
-// from, by name, for the next build to reuse (see buildShared).
-type sharedResources struct {
-	version                     string
-	listeners, routes, clusters []types.Resource
-	servers                     []serverAddr
-	byTarget                    map[string]*targetResources
-	byServer                    map[string]types.Resource
-}
-
 // New returns a Server.
 func New(opts Options) (*Server, error) {
 	if opts.Cluster == "" || opts.View == nil || opts.Addr == "" {
@@ -238,9 +210,6 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.TrustDomain == "" {
 		opts.TrustDomain = v1.DefaultTrustDomain
-	}
-	if opts.Debounce == 0 {
-		opts.Debounce = time.Millisecond
 	}
 	if opts.Refresh == 0 {
 		opts.Refresh = time.Second
@@ -255,21 +224,15 @@ func New(opts Options) (*Server, error) {
 		opts.Clock = clock.RealClock{}
 	}
 	s := &Server{opts: opts, log: opts.Logger, since: opts.Clock.Now(), wake: make(chan struct{}, 1), beat: make(chan struct{}, 1),
-		groups: map[string]*groupState{}, streams: map[int64]*stream{}, freed: map[string]bool{}, sent: map[sentKey]sentResp{}, built: map[string]*built{},
-		pending: map[string]pendingAck{}, hold: newFailback(), memo: NewMemo()}
+		groups: map[string]*groupState{}, streams: map[int64]*stream{}, freed: map[string]bool{}, dirty: newDirty(),
+		perGlobal: map[string]globalEntry{}, targets: map[string]*servedTarget{}, gateway: map[string]*resource{},
+		built: map[string]*groupBuilt{}, pending: map[string]pendingAck{}, hold: newFailback(), cache: newCache()}
 	if s.log.GetSink() == nil {
 		s.log = logr.Discard()
 	}
-	s.cache = cachev3.NewSnapshotCache(false, groupHash{}, nil)
-	s.probe = newProber(opts.ProbeInterval, opts.ProbeTimeout, func() { s.poke(time.Now()) })
+	s.probe = newProber(opts.ProbeInterval, opts.ProbeTimeout, func() { s.pokeAll(time.Now()) })
 	return s, nil
 }
-
-// groupHash maps a proxy to its group's snapshot. It is pure: the cache calls it on
-// every request, after join wrote the group the server chose into the request's node.
-type groupHash struct{}
-
-func (groupHash) ID(node *corev3.Node) string { return groupOf(node).key() }
 
 // join puts the group the server chose for stream id into req's node, registering the
 // stream with that group on its first request and scheduling a rebuild when the group
@@ -350,11 +313,6 @@ func (s *Server) leave(id int64) {
 		return // closed before its first request
 	}
 	delete(s.streams, id)
-	for k := range s.sent {
-		if k.stream == id {
-			delete(s.sent, k)
-		}
-	}
 	freed := false
 	if gs := s.groups[st.key]; gs != nil {
 		if gs.streams--; gs.streams <= 0 {
@@ -370,10 +328,10 @@ func (s *Server) leave(id int64) {
 	}
 }
 
-// dropFreed drops the snapshots of the groups whose last stream closed and that no
-// stream joined since. It holds mu while clearing: a stream joining such a group
-// waits in join, and its watch is made after the clearing, on a fresh cache entry that
-// the rebuild its join schedules fills.
+// dropFreed drops the load assignments of the groups whose last stream closed and
+// that no stream joined since. It holds mu while clearing: a stream joining such a
+// group waits in join, and its watch is made after the clearing, on a fresh cache
+// entry that the rebuild its join schedules fills.
 func (s *Server) dropFreed() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -382,23 +340,9 @@ func (s *Server) dropFreed() {
 		if _, back := s.groups[key]; back {
 			continue
 		}
-		s.cache.ClearSnapshot(key)
+		s.cache.clear(key)
 		delete(s.built, key)
 		delete(s.pending, key)
-	}
-}
-
-// holdRefused makes a NACK wait for a newer snapshot. A NACK carries the version
-// the proxy last accepted, older than the cache's, and go-control-plane's snapshot
-// cache answers such a request at once with the same snapshot the proxy just
-// refused: the proxy and the server would spin. Presenting the refused version as
-// the request's makes the cache answer only once it holds another one.
-func (s *Server) holdRefused(id int64, req *discoverygrpc.DiscoveryRequest) {
-	s.mu.Lock()
-	last, ok := s.sent[sentKey{id, req.GetTypeUrl()}]
-	s.mu.Unlock()
-	if ok && last.nonce == req.GetResponseNonce() {
-		req.VersionInfo = last.version
 	}
 }
 
@@ -467,6 +411,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 	// A heartbeat changes nothing a proxy sees unless it changes a cluster's freshness
 	// state (a stale cluster heard again): the loop checks that, and rebuilds only then.
+	// Any other change is marked for the next rebuild to recompute what it affects.
 	unsubscribe := s.opts.View.Subscribe(func(k keyspace.Key) {
 		if k.Kind == keyspace.KindClusterHeartbeat {
 			select {
@@ -475,7 +420,7 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 			return
 		}
-		s.poke(time.Now())
+		s.mark(k, time.Now())
 	})
 	defer unsubscribe()
 	go func() {
@@ -513,7 +458,8 @@ func (s *Server) Run(ctx context.Context) error {
 				s.poke(time.Now())
 			}
 		case <-s.wake:
-			time.Sleep(s.opts.Debounce)
+			// No debounce: the first change goes out at once, and what arrives while a
+			// rebuild runs is merged into the next one.
 			s.dropFreed()
 			if err := s.rebuild(ctx, time.Now()); err != nil {
 				s.log.Error(err, "rebuild xDS snapshots")
@@ -525,7 +471,8 @@ func (s *Server) Run(ctx context.Context) error {
 // freshnessChanged reports whether some cluster's freshness differs from what the
 // last rebuild used: a heartbeat that changes no freshness state costs no rebuild.
 func (s *Server) freshnessChanged(now time.Time) bool {
-	return FreshnessStates(s.input(now), s.opts.View.Policies()) != s.fresh
+	in := Input{Self: s.opts.Cluster, Since: s.since, Now: now, Offline: s.opts.View.Offline}
+	return !maps.Equal(FreshnessStates(in, s.opts.View.Heartbeats(), s.opts.View.Policies()), s.fresh)
 }
 
 // input reads the view.
@@ -539,70 +486,6 @@ func (s *Server) input(now time.Time) Input {
 		},
 		Since: s.since, Now: now, GatewayUp: s.probe.up, Offline: v.Offline,
 	}
-}
-
-// rebuild recomputes targets and, for every group, the load assignments whose target
-// changed, and sets the snapshots.
-func (s *Server) rebuild(ctx context.Context, start time.Time) error {
-	s.mu.Lock()
-	changed := s.changed
-	s.changed = time.Time{}
-	groups := make([]Group, 0, len(s.groups))
-	for _, g := range s.groups {
-		groups = append(groups, g.Group)
-	}
-	s.mu.Unlock()
-
-	now := s.opts.Clock.Now()
-	in := s.input(now)
-	s.fresh = FreshnessStates(in, s.opts.View.Policies())
-	in.Memo = s.memo // only this goroutine uses it
-	targets, holdEnd := s.hold.apply(Targets(in), now)
-	s.holdEnd = holdEnd
-	shared := s.shared
-	servers := s.serverAddrs()
-	if !sameShared(shared, s.targets, targets, servers, s.opts.MTLS) {
-		s.version++
-		var changed []Target
-		shared, changed = buildShared(shared, targets, servers, strconv.FormatUint(s.version, 10), s.trustDomain())
-		s.reportIdentities(targets, changed)
-	}
-	s.targets, s.shared = targets, shared
-	s.mu.Lock()
-	s.served = targets
-	s.mu.Unlock()
-
-	var errs []error
-	pushed := 0
-	for _, g := range groups {
-		prev := s.built[g.key()]
-		next, dirty := s.buildGroup(g, targets, shared, prev)
-		if !dirty {
-			continue
-		}
-		snap := snapshot(shared, next)
-		if err := check(snap, targets); err != nil {
-			errs = append(errs, fmt.Errorf("group %s: %w", g.key(), err))
-			continue
-		}
-		if err := s.cache.SetSnapshot(ctx, g.key(), snap); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		s.built[g.key()] = next
-		pushed++
-		if !changed.IsZero() {
-			s.mu.Lock()
-			s.pending[g.key()] = pendingAck{version: next.version, changed: changed}
-			s.mu.Unlock()
-		}
-	}
-	if pushed > 0 && !changed.IsZero() {
-		buildLatency.Observe(time.Since(changed).Seconds())
-	}
-	rebuildDuration.Observe(time.Since(start).Seconds())
-	s.rebuilds.Add(1)
-	return errors.Join(errs...)
 }
 
 // serverAddrs are the addresses of this cluster's endpoints, where proxyless gRPC
@@ -650,51 +533,6 @@ func (s *Server) trustDomain() string {
 	return ""
 }
 
-// buildGroup returns the group's load assignments, reusing every one whose target did
-// not change, and whether anything changed.
-func (s *Server) buildGroup(g Group, targets []Target, shared *sharedResources, prev *built) (*built, bool) {
-	next := &built{shared: shared, cla: map[string]types.Resource{}, inputs: map[string]Target{}}
-	dirty := prev == nil || prev.shared != shared
-	client := Client{Cluster: s.opts.Cluster, Region: g.Region, Zone: g.Zone}
-	for _, t := range targets {
-		name := ClusterName(t.Hostname, t.Port)
-		if prev != nil {
-			if old, ok := prev.inputs[name]; ok && sameServed(old, t) {
-				next.cla[name], next.inputs[name] = prev.cla[name], old
-				continue
-			}
-		}
-		dirty = true
-		next.cla[name] = loadAssignment(t.Hostname, t.Port, place(Table(client, t), t))
-		next.inputs[name] = t
-	}
-	// The gateway's assignments follow the client ones' inputs: rebuilt when dirty.
-	for _, t := range targets {
-		sni := xdsnames.SNI(t.Hostname, t.Port)
-		if old, ok := prevGateway(prev, sni); ok && !dirty {
-			next.cla[sni] = old
-			continue
-		}
-		next.cla[sni] = gatewayAssignment(s.opts.Cluster, t)
-	}
-	if prev != nil && len(prev.cla) != len(next.cla) {
-		dirty = true
-		for _, t := range targets { // a target went away: rebuild the gateway's too
-			sni := xdsnames.SNI(t.Hostname, t.Port)
-			next.cla[sni] = gatewayAssignment(s.opts.Cluster, t)
-		}
-	}
-	next.eds = 1
-	if prev != nil {
-		next.eds = prev.eds
-		if dirty {
-			next.eds++
-		}
-	}
-	next.version = strconv.FormatUint(next.eds, 10)
-	return next, dirty
-}
-
 // sameServed reports whether two versions of a target give every client the same
 // load assignment: they differ at most in what only explanations read (Excluded,
 // Withheld), so a change of reason alone pushes nothing.
@@ -706,58 +544,6 @@ func sameServed(a, b Target) bool {
 				x.State == y.State && x.Total == y.Total &&
 				slices.Equal(x.Healthy, y.Healthy) && slices.Equal(x.Gateways, y.Gateways)
 		})
-}
-
-func prevGateway(prev *built, sni string) (types.Resource, bool) {
-	if prev == nil {
-		return nil, false
-	}
-	r, ok := prev.cla[sni]
-	return r, ok
-}
-
-// snapshot assembles a group's snapshot with per-type versions.
-func snapshot(shared *sharedResources, b *built) *cachev3.Snapshot {
-	snap := &cachev3.Snapshot{}
-	cla := make([]types.Resource, 0, len(b.cla))
-	for _, r := range b.cla {
-		cla = append(cla, r)
-	}
-	snap.Resources[types.Listener] = cachev3.NewResources(shared.version, shared.listeners)
-	snap.Resources[types.Route] = cachev3.NewResources(shared.version, shared.routes)
-	snap.Resources[types.Cluster] = cachev3.NewResources(shared.version, shared.clusters)
-	snap.Resources[types.Endpoint] = cachev3.NewResources(b.version, cla)
-	return snap
-}
-
-// check refuses a snapshot that is inconsistent or holds an invalid resource. The
-// consistency check is ours: go-control-plane's Snapshot.Consistent does not follow
-// the RDS references of API listeners, which is what proxyless gRPC uses.
-func check(snap *cachev3.Snapshot, targets []Target) error {
-	for _, t := range targets {
-		listener, cluster := ListenerName(t.Hostname, t.Port), ClusterName(t.Hostname, t.Port)
-		for _, want := range []struct {
-			typ        types.ResponseType
-			kind, name string
-		}{
-			{types.Listener, "listener", listener}, {types.Route, "route", listener},
-			{types.Cluster, "cluster", cluster}, {types.Endpoint, "load assignment", cluster},
-		} {
-			if _, ok := snap.Resources[want.typ].Items[want.name]; !ok {
-				return fmt.Errorf("inconsistent snapshot: %s lacks its %s %s", listener, want.kind, want.name)
-			}
-		}
-	}
-	for _, typ := range []types.ResponseType{types.Listener, types.Route, types.Cluster, types.Endpoint} {
-		for name, r := range snap.Resources[typ].Items {
-			if v, ok := r.Resource.(interface{ ValidateAll() error }); ok {
-				if err := v.ValidateAll(); err != nil {
-					return fmt.Errorf("%s fails validation: %w", name, err)
-				}
-			}
-		}
-	}
-	return nil
 }
 
 func (s *Server) callbacks() serverv3.Callbacks {
@@ -776,8 +562,8 @@ func (s *Server) callbacks() serverv3.Callbacks {
 			if req.GetTypeUrl() != resourcev3.EndpointType || req.GetResponseNonce() == "" || req.GetErrorDetail() != nil {
 				if req.GetErrorDetail() != nil {
 					nacks.WithLabelValues(req.GetTypeUrl()).Inc()
+					// The cache answers a NACK only with another version: it sent this one.
 					s.log.Info("proxy rejected a resource", "node", req.GetNode().GetId(), "type", req.GetTypeUrl(), "error", req.GetErrorDetail().GetMessage())
-					s.holdRefused(id, req)
 				}
 				return nil
 			}
@@ -794,11 +580,8 @@ func (s *Server) callbacks() serverv3.Callbacks {
 			return nil
 		},
 		StreamClosedFunc: func(id int64, _ *corev3.Node) { s.leave(id) },
-		StreamResponseFunc: func(_ context.Context, id int64, _ *discoverygrpc.DiscoveryRequest, resp *discoverygrpc.DiscoveryResponse) {
+		StreamResponseFunc: func(_ context.Context, _ int64, _ *discoverygrpc.DiscoveryRequest, resp *discoverygrpc.DiscoveryResponse) {
 			pushBytes.WithLabelValues(resp.GetTypeUrl()).Observe(float64(proto.Size(resp)))
-			s.mu.Lock()
-			s.sent[sentKey{id, resp.GetTypeUrl()}] = sentResp{nonce: resp.GetNonce(), version: resp.GetVersionInfo()}
-			s.mu.Unlock()
 		},
 	}
 }

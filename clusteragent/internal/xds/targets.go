@@ -120,89 +120,71 @@ type Input struct {
 	Offline func(from, to time.Time) time.Duration
 	// GatewayUp says whether a remote cluster's gateway answers probes; nil: all do.
 	GatewayUp func(addr netip.AddrPort) bool
-	// Memo, if set, reuses localities computed by an earlier call (see Memo).
-	Memo *Memo
 }
-
-// Memo remembers a cluster's localities for a global service port between calls of
-// Targets. Records in a view are never mutated, so the same record pointers (and the
-// same cluster state, gateways and service definition) give the same localities:
-// after one endpoint change, Targets recomputes one cluster's localities of the
-// services that record feeds, not the whole fleet's. Only services that name their
-// member Service are memoized; selector-based ones are recomputed.
-type Memo struct {
-	entries map[memoKey]memoEntry
-	seen    map[memoKey]bool
-}
-
-type memoKey struct {
-	hostname string
-	port     int32
-	cluster  string
-}
-
-type memoEntry struct {
-	record   *model.ServiceEndpoints
-	info     *model.ClusterInfo
-	state    locality.State
-	gateways []Endpoint
-	service  model.ServiceRef
-	port     model.GlobalPort
-	clusters []string
-	refused  bool
-	out      []Locality
-	excluded []Exclusion
-}
-
-// NewMemo returns an empty Memo.
-func NewMemo() *Memo { return &Memo{entries: map[memoKey]memoEntry{}} }
 
 // Targets computes every global service port's localities. It is pure: the same input
 // gives the same targets, sorted by hostname and port.
 func Targets(in Input) []Target {
-	byKey := map[string]*Target{}
-	var out []*Target
-	add := func(t *Target) {
-		key := ListenerName(t.Hostname, t.Port)
-		if _, dup := byKey[key]; dup {
-			return // two global services claiming one hostname:port: the first (sorted) wins
+	globals := Globals(in)
+	per := make([][]Target, len(globals))
+	network := selfNetwork(in)
+	for i := range globals {
+		per[i] = globalTargets(in, network, &globals[i])
+	}
+	return merge(per)
+}
+
+// Globals are the global services of in: its GlobalServices and the implicit ones of
+// MCS ServiceExports, in the order merge gives precedence to.
+func Globals(in Input) []model.GlobalService {
+	globals := slices.Clone(in.Globals)
+	return append(globals, implicitExports(in, globals)...)
+}
+
+// globalTargets are the targets of every port of g.
+func globalTargets(in Input, network string, g *model.GlobalService) []Target {
+	var policy *model.Policy
+	if g.Policy != "" && in.Policy != nil {
+		policy = in.Policy(g.Namespace, g.Policy)
+	}
+	accounts := AccountsOf(in.Clusters, g)
+	out := make([]Target, 0, len(g.Ports))
+	for _, gp := range g.Ports {
+		t := Target{Namespace: g.Namespace, Name: g.Name, Hostname: g.Hostname, Port: uint32(gp.Port), Policy: policy,
+			Accounts: accounts}
+		for _, c := range in.Clusters {
+			locs, excluded := localitiesOf(in, network, c, g, gp, policy)
+			t.Localities = append(t.Localities, locs...)
+			t.Excluded = append(t.Excluded, excluded...)
 		}
-		byKey[key] = t
 		out = append(out, t)
 	}
-	network := selfNetwork(in)
-	globals := slices.Clone(in.Globals)
-	globals = append(globals, implicitExports(in, globals)...)
-	for i := range globals {
-		g := &globals[i]
-		var policy *model.Policy
-		if g.Policy != "" && in.Policy != nil {
-			policy = in.Policy(g.Namespace, g.Policy)
-		}
-		accounts := AccountsOf(in.Clusters, g)
-		for _, gp := range g.Ports {
-			t := &Target{Namespace: g.Namespace, Name: g.Name, Hostname: g.Hostname, Port: uint32(gp.Port), Policy: policy,
-				Accounts: accounts}
-			for _, c := range in.Clusters {
-				locs, excluded := in.Memo.localities(in, network, c, g, gp, policy)
-				t.Localities = append(t.Localities, locs...)
-				t.Excluded = append(t.Excluded, excluded...)
+	return out
+}
+
+// merge joins the targets of each global service, given in Globals' order, sorted by
+// hostname and port. Two global services claiming one hostname:port: the first wins.
+func merge(per [][]Target) []Target {
+	n := 0
+	for _, ts := range per {
+		n += len(ts)
+	}
+	out := make([]Target, 0, n)
+	seen := make(map[string]bool, n)
+	for _, ts := range per {
+		for _, t := range ts {
+			key := ListenerName(t.Hostname, t.Port)
+			if seen[key] {
+				continue
 			}
-			add(t)
+			seen[key] = true
+			out = append(out, t)
 		}
 	}
-	in.Memo.sweep()
-	result := make([]Target, len(out))
-	for i, t := range out {
-		result[i] = *t
-	}
-	slices.SortFunc(result, func(a, b Target) int {
-		if c := strings.Compare(a.Hostname, b.Hostname); c != 0 {
-			return c
-		}
-		return int(a.Port) - int(b.Port)
+	slices.SortFunc(out, func(a, b Target) int {
+		return cmp.Or(strings.Compare(a.Hostname, b.Hostname), cmp.Compare(a.Port, b.Port))
 	})
-	return result
+	return out
 }
 
 // implicitExports are the global services MCS ServiceExports make: a Service exported
@@ -241,53 +223,6 @@ func implicitExports(in Input, globals []model.GlobalService) []model.GlobalServ
 	}
 	slices.SortFunc(out, func(a, b model.GlobalService) int { return strings.Compare(a.String(), b.String()) })
 	return out
-}
-
-// localities is localitiesOf through the memo (m may be nil).
-func (m *Memo) localities(in Input, network string, c view.Cluster, g *model.GlobalService, gp model.GlobalPort, policy *model.Policy) ([]Locality, []Exclusion) {
-	if m == nil || g.Service == nil || c.Info == nil {
-		return localitiesOf(in, network, c, g, gp, policy)
-	}
-	ref := view.NamespacedName{Namespace: g.Service.Namespace, Name: g.Service.Name}
-	if m.seen == nil {
-		m.seen = map[memoKey]bool{}
-	}
-	key := memoKey{g.Hostname, gp.Port, c.Name}
-	m.seen[key] = true
-	gateways, _ := gatewaysOf(in, network, c)
-	e := memoEntry{
-		record:   c.Services[ref],
-		info:     c.Info,
-		state:    freshness(in, c, policy),
-		gateways: gateways,
-		service:  *g.Service,
-		port:     gp,
-		clusters: g.Clusters,
-		// What admission refused is shown, and its text may change without the
-		// record (a count of services beyond the limit): never reused.
-		refused: len(c.Refused[ref]) > 0,
-	}
-	if old, ok := m.entries[key]; ok && old.record == e.record && old.info == e.info && old.state == e.state &&
-		old.service == e.service && old.port == e.port && slices.Equal(old.gateways, e.gateways) &&
-		slices.Equal(old.clusters, e.clusters) && !old.refused && !e.refused {
-		return old.out, old.excluded
-	}
-	e.out, e.excluded = localitiesOf(in, network, c, g, gp, policy)
-	m.entries[key] = e
-	return e.out, e.excluded
-}
-
-// sweep forgets entries the last call did not use.
-func (m *Memo) sweep() {
-	if m == nil {
-		return
-	}
-	for k := range m.entries {
-		if !m.seen[k] {
-			delete(m.entries, k)
-		}
-	}
-	m.seen = nil
 }
 
 // localitiesOf returns cluster c's localities serving global port gp of g, and the
@@ -476,11 +411,17 @@ func selfNetwork(in Input) string {
 // heartbeat often enough for every policy's demoteAfter (see the agent's
 // heartbeat interval), so a live cluster is never judged stale.
 func freshness(in Input, c view.Cluster, policy *model.Policy) locality.State {
-	if c.Name == in.Self {
+	return freshnessOf(in, c.Name, c.LastHeartbeat, policy)
+}
+
+// freshnessOf is the freshness of cluster name, whose heartbeat was last seen
+// written at last (zero: never).
+func freshnessOf(in Input, name string, last time.Time, policy *model.Policy) locality.State {
+	if name == in.Self {
 		return locality.Fresh
 	}
 	demote, drop := staleTimes(policy)
-	since := c.LastHeartbeat
+	since := last
 	if since.IsZero() || since.Before(in.Since) {
 		since = in.Since
 	}
@@ -514,9 +455,10 @@ func staleTimes(policy *model.Policy) (demote, drop time.Duration) {
 }
 
 // FreshnessStates is every other cluster's freshness under each distinct pair of
-// stale times among policies and the default, in a canonical form: the server
-// rebuilds when it changes, a timer rather than a rebuild per heartbeat.
-func FreshnessStates(in Input, policies []*model.Policy) string {
+// stale times among policies and the default, by cluster, from when each cluster's
+// heartbeat was last seen written (view.Heartbeats): the server recomputes what a
+// cluster serves when its states change, a timer rather than a rebuild per heartbeat.
+func FreshnessStates(in Input, beats map[string]time.Time, policies []*model.Policy) map[string]string {
 	timings := []*model.Policy{nil}
 	seen := map[[2]time.Duration]bool{}
 	for _, p := range append([]*model.Policy{nil}, policies...) {
@@ -528,16 +470,16 @@ func FreshnessStates(in Input, policies []*model.Policy) string {
 			}
 		}
 	}
-	var b strings.Builder
-	for _, c := range in.Clusters {
-		if c.Name == in.Self {
+	out := make(map[string]string, len(beats))
+	states := make([]byte, len(timings))
+	for name, last := range beats {
+		if name == in.Self {
 			continue
 		}
-		b.WriteString(c.Name)
-		for _, p := range timings {
-			b.WriteByte(byte('0' + freshness(in, c, p)))
+		for i, p := range timings {
+			states[i] = byte('0' + freshnessOf(in, name, last, p))
 		}
-		b.WriteByte(';')
+		out[name] = string(states)
 	}
-	return b.String()
+	return out
 }

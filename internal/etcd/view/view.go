@@ -375,6 +375,18 @@ func (v *View) Clusters() []Cluster {
 	return out
 }
 
+// Heartbeats is when each cluster's heartbeat was last seen written (zero: never),
+// by cluster: what freshness is judged from, without copying the clusters.
+func (v *View) Heartbeats() map[string]time.Time {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	out := make(map[string]time.Time, len(v.clusters))
+	for name, c := range v.clusters {
+		out[name] = c.LastHeartbeat
+	}
+	return out
+}
+
 // GlobalServices returns every global service, sorted by namespace/name.
 func (v *View) GlobalServices() []model.GlobalService {
 	v.mu.RLock()

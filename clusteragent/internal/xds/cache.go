@@ -1,0 +1,279 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// The server's cache: the resources of every group, each marshalled once, and the
+// streams' watches on them.
+//
+// Why not go-control-plane's snapshot cache: it marshals a response's resources for
+// every stream it answers, so a change fanned out to thousands of streams of one
+// locality was serialized thousands of times (the agent's CPU per change grew with
+// its streams), and it answers a stream whenever its type's version moved, whether or
+// not a resource the stream asked for changed. Here a resource is marshalled once,
+// when it is built, into an anypb.Any that every response of every stream shares
+// (a stream's response is a slice of pointers to the same bytes), and a stream is
+// answered only when one of the resources it subscribes to changed, was added or
+// went away.
+
+// resource is one marshalled resource at one version. It is never modified once made:
+// responses share its Any.
+type resource struct {
+	version uint64
+	any     *anypb.Any
+}
+
+// resources are one type's resources by name, as one group is served them. A
+// resources value is never modified once published; a change publishes another.
+type resources struct {
+	version uint64 // of the set: the highest version of a change to it
+	byName  map[string]*resource
+}
+
+// marshal makes a resource of m at version. m must be valid (validate).
+func marshal(m proto.Message, version uint64) (*resource, error) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	return &resource{version: version, any: &anypb.Any{TypeUrl: resourcev3.APITypePrefix + string(m.ProtoReflect().Descriptor().FullName()), Value: b}}, nil
+}
+
+// validate checks a resource against its protoc-gen-validate rules.
+func validate(m proto.Message) error {
+	if v, ok := m.(interface{ ValidateAll() error }); ok {
+		return v.ValidateAll()
+	}
+	return nil
+}
+
+// servedTypes are the resource types the server serves, in the order a proxy needs
+// them.
+var servedTypes = []string{resourcev3.ListenerType, resourcev3.RouteType, resourcev3.ClusterType, resourcev3.EndpointType}
+
+// cache holds, per type, the resources every group shares (listeners, routes,
+// clusters) or each group's own (load assignments), and answers go-control-plane's
+// streams from them. It implements cachev3.Cache for state-of-the-world streams only.
+type cache struct {
+	mu sync.Mutex
+	// shared are the listeners, routes and clusters, by type; nil until set.
+	shared map[string]*resources
+	// eds are the load assignments of each group, by group key.
+	eds map[string]*resources
+	// watches are the open watches, by group key.
+	watches map[string]map[*watch]struct{}
+}
+
+// watch is one stream's open request for one type.
+type watch struct {
+	req *discoverygrpc.DiscoveryRequest
+	sub cachev3.Subscription
+	out chan cachev3.Response
+}
+
+func newCache() *cache {
+	return &cache{shared: map[string]*resources{}, eds: map[string]*resources{}, watches: map[string]map[*watch]struct{}{}}
+}
+
+// typeOf is the resources group key is served of typ; nil until set.
+func (c *cache) typeOf(key, typ string) *resources {
+	if typ == resourcev3.EndpointType {
+		return c.eds[key]
+	}
+	return c.shared[typ]
+}
+
+// setShared publishes the resources of a shared type for every group, answering
+// every watch it changes.
+func (c *cache) setShared(typ string, rs *resources) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.shared[typ] = rs
+	for key, ws := range c.watches {
+		c.answer(key, ws, typ)
+	}
+}
+
+// setEndpoints publishes the load assignments of group key.
+func (c *cache) setEndpoints(key string, rs *resources) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.eds[key] = rs
+	c.answer(key, c.watches[key], resourcev3.EndpointType)
+}
+
+// clear forgets group key's load assignments (its last stream closed).
+func (c *cache) clear(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.eds, key)
+}
+
+// answer responds to the watches of ws of type typ that the group's current
+// resources change, and closes them. c.mu is held.
+func (c *cache) answer(key string, ws map[*watch]struct{}, typ string) {
+	rs := c.typeOf(key, typ)
+	if rs == nil {
+		return
+	}
+	for w := range ws {
+		if w.req.GetTypeUrl() != typ {
+			continue
+		}
+		if resp := respond(w, rs); resp != nil {
+			delete(ws, w)
+			c.send(w, resp)
+		}
+	}
+}
+
+// send hands resp to its stream. The stream's channel holds a response of every type,
+// and a stream holds at most one watch of a type: it is never full.
+func (c *cache) send(w *watch, resp *response) {
+	select {
+	case w.out <- resp:
+	default:
+		droppedResponses.Inc()
+	}
+}
+
+// CreateWatch answers the request at once if the group holds resources the stream
+// subscribes to and was not sent at their version, else when it does.
+func (c *cache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, out chan cachev3.Response) (func(), error) {
+	key := groupOf(req.GetNode()).key()
+	w := &watch{req: req, sub: sub, out: out}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if rs := c.typeOf(key, req.GetTypeUrl()); rs != nil {
+		if resp := respond(w, rs); resp != nil {
+			c.send(w, resp)
+			return func() {}, nil
+		}
+	}
+	ws := c.watches[key]
+	if ws == nil {
+		ws = map[*watch]struct{}{}
+		c.watches[key] = ws
+	}
+	ws[w] = struct{}{}
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if ws := c.watches[key]; ws != nil {
+			delete(ws, w)
+			if len(ws) == 0 {
+				delete(c.watches, key)
+			}
+		}
+	}, nil
+}
+
+// CreateDeltaWatch refuses: the server serves state-of-the-world ADS only.
+func (c *cache) CreateDeltaWatch(*cachev3.DeltaRequest, cachev3.Subscription, chan cachev3.DeltaResponse) (func(), error) {
+	return nil, errors.New("meshfed's xDS server serves state-of-the-world ADS only")
+}
+
+// Fetch refuses: the server serves state-of-the-world ADS only.
+func (c *cache) Fetch(context.Context, *cachev3.Request) (cachev3.Response, error) {
+	return nil, errors.New("meshfed's xDS server serves state-of-the-world ADS only")
+}
+
+// respond is w's response from rs, or nil if rs holds nothing w must be sent: every
+// resource the stream subscribes to (all of them for a wildcard subscription) that
+// it was not sent at its current version, or that was sent and went away. The first
+// request of a type is always answered, with what exists of what it asks for. A NACK
+// is not answered: the stream was sent the current versions, so it waits for another.
+func respond(w *watch, rs *resources) *response {
+	returned := w.sub.ReturnedResources()
+	send := len(returned) == 0 && w.req.GetVersionInfo() == ""
+	var names []string
+	if w.sub.IsWildcard() {
+		names = make([]string, 0, len(rs.byName))
+		for name, r := range rs.byName {
+			names = append(names, name)
+			if v, ok := returned[name]; !ok || v != versionString(r.version) {
+				send = true
+			}
+		}
+		for name := range returned {
+			if _, ok := rs.byName[name]; !ok {
+				send = true // gone
+			}
+		}
+	} else {
+		for name := range w.sub.SubscribedResources() {
+			r, ok := rs.byName[name]
+			v, sent := returned[name]
+			switch {
+			case ok:
+				names = append(names, name)
+				if !sent || v != versionString(r.version) {
+					send = true
+				}
+			case sent:
+				send = true // gone
+			}
+		}
+	}
+	if !send {
+		return nil
+	}
+	resp := &response{req: w.req, version: versionString(rs.version), returned: make(map[string]string, len(names)),
+		resources: make([]*anypb.Any, 0, len(names))}
+	for _, name := range names {
+		r := rs.byName[name]
+		resp.returned[name] = versionString(r.version)
+		resp.resources = append(resp.resources, r.any)
+	}
+	return resp
+}
+
+func versionString(v uint64) string { return strconv.FormatUint(v, 10) }
+
+// response is a state-of-the-world response whose resources are shared with every
+// other response of their version.
+type response struct {
+	req       *discoverygrpc.DiscoveryRequest
+	version   string
+	returned  map[string]string
+	resources []*anypb.Any
+}
+
+// GetDiscoveryResponse returns a new DiscoveryResponse (the server writes its nonce
+// into it) holding the shared resources.
+func (r *response) GetDiscoveryResponse() (*discoverygrpc.DiscoveryResponse, error) {
+	return &discoverygrpc.DiscoveryResponse{VersionInfo: r.version, Resources: r.resources, TypeUrl: r.req.GetTypeUrl()}, nil
+}
+
+func (r *response) GetRequest() *discoverygrpc.DiscoveryRequest { return r.req }
+func (r *response) GetVersion() (string, error)                 { return r.version, nil }
+func (r *response) GetResponseVersion() string                  { return r.version }
+func (r *response) GetReturnedResources() map[string]string     { return r.returned }
+func (r *response) GetContext() context.Context                 { return context.Background() }
+
+// decode is the resource named name of type typ that group key is served, decoded:
+// for tests and debugging.
+func (c *cache) decode(key, typ, name string) (proto.Message, error) {
+	c.mu.Lock()
+	rs := c.typeOf(key, typ)
+	c.mu.Unlock()
+	if rs == nil {
+		return nil, fmt.Errorf("group %s has no %s resources", key, typ)
+	}
+	r, ok := rs.byName[name]
+	if !ok {
+		return nil, fmt.Errorf("group %s has no %s %s", key, typ, name)
+	}
+	return r.any.UnmarshalNew()
+}

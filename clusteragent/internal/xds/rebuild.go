@@ -1,0 +1,338 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"time"
+
+	"github.com/meshfed/meshfed/internal/etcd/keyspace"
+	"github.com/meshfed/meshfed/internal/etcd/model"
+	"github.com/meshfed/meshfed/internal/etcd/view"
+	"github.com/meshfed/meshfed/internal/xdsnames"
+)
+
+// What a rebuild recomputes. The view tells the server the key of every change
+// (dirty); a rebuild recomputes the targets of the global services those keys can
+// change (affects) and nothing else, and for every group the load assignments of the
+// targets whose served form changed. A heartbeat changes nothing unless it changes a
+// cluster's freshness state, and then it changes what that cluster serves.
+
+// dirty is what changed in the view since the last rebuild.
+type dirty struct {
+	// all: recompute everything (a gateway's probe changed, a test asked).
+	all bool
+	// clusters changed whole: registration, freshness state, or every record at once.
+	clusters map[string]bool
+	// services are member Service records (of any cluster) that changed.
+	services map[view.NamespacedName]bool
+	// self: this cluster's own records changed (its server listeners).
+	self bool
+	// globals and policies changed, by key.
+	globals  map[string]bool
+	policies map[view.NamespacedName]bool
+	// namespaces of the changed global services, before and after, that name the
+	// clusters allowed to provide them: such a change changes which records of its
+	// namespaces the view admits (the view's reauthorization).
+	namespaces map[string]bool
+}
+
+func newDirty() dirty {
+	return dirty{clusters: map[string]bool{}, services: map[view.NamespacedName]bool{}, globals: map[string]bool{},
+		policies: map[view.NamespacedName]bool{}, namespaces: map[string]bool{}}
+}
+
+func (d *dirty) empty() bool {
+	return !d.all && !d.self && len(d.clusters) == 0 && len(d.services) == 0 && len(d.globals) == 0 && len(d.policies) == 0
+}
+
+// add records a change of key k; self is this agent's cluster. It reports whether k
+// can change what proxies are served: trust, certificates and markers cannot.
+func (d *dirty) add(k keyspace.Key, self string) bool {
+	nn := view.NamespacedName{Namespace: k.Namespace, Name: k.Name}
+	switch k.Kind {
+	case keyspace.KindServiceEndpoints:
+		d.self = d.self || k.Cluster == self
+		if k.Namespace == "" && k.Name == "" {
+			d.clusters[k.Cluster] = true // every record of the cluster (its informers' first pass)
+		} else {
+			d.services[nn] = true
+		}
+	case keyspace.KindClusterInfo:
+		d.clusters[k.Cluster] = true
+		// This cluster's own registration decides its groups' region and zones, and
+		// what of its own records is admitted.
+		d.all = d.all || k.Cluster == self
+	case keyspace.KindGlobalService:
+		d.globals[nn.String()] = true
+	case keyspace.KindPolicy:
+		d.policies[nn] = true
+	default:
+		return false
+	}
+	return true
+}
+
+// affects reports whether g's targets may have changed.
+func (d *dirty) affects(g *model.GlobalService) bool {
+	switch {
+	case d.all || len(d.clusters) > 0 || d.globals[g.String()] || d.namespaces[g.Namespace]:
+		return true
+	case g.Service != nil && d.namespaces[g.Service.Namespace]:
+		return true
+	case g.Policy != "" && d.policies[view.NamespacedName{Namespace: g.Namespace, Name: g.Policy}]:
+		return true
+	case g.Service != nil:
+		return d.services[view.NamespacedName{Namespace: g.Service.Namespace, Name: g.Service.Name}]
+	}
+	for nn := range d.services { // a selector: any Service of its namespace
+		if nn.Namespace == g.Namespace {
+			return true
+		}
+	}
+	return false
+}
+
+// globalEntry is a global service and the targets last computed for it.
+type globalEntry struct {
+	global  model.GlobalService
+	targets []Target
+}
+
+// servedTarget is a target as computed (raw) and as served (after failback holds),
+// and when its earliest hold ends (zero: none).
+type servedTarget struct {
+	raw, served Target
+	holdEnd     time.Time
+}
+
+// groupBuilt is what a group was last served: its clients' load assignments by
+// cluster name, and the set published (with the gateway's).
+type groupBuilt struct {
+	cla map[string]*resource
+}
+
+// mark records a change of the view (Subscribe's callback) and wakes the loop if it
+// can change what is served.
+func (s *Server) mark(k keyspace.Key, t time.Time) {
+	s.mu.Lock()
+	ok := s.dirty.add(k, s.opts.Cluster)
+	s.mu.Unlock()
+	if ok {
+		s.poke(t)
+	}
+}
+
+// pokeAll schedules a rebuild of everything for a change seen at t.
+func (s *Server) pokeAll(t time.Time) {
+	s.mu.Lock()
+	s.dirty.all = true
+	s.mu.Unlock()
+	s.poke(t)
+}
+
+// rebuild recomputes what changed since the last one and publishes it: the targets
+// of the global services the changes affect, the shared resources if their
+// hostnames, ports, accounts or this cluster's server addresses changed, and for
+// every group the load assignments of the targets whose served form changed.
+func (s *Server) rebuild(ctx context.Context, start time.Time) error {
+	s.mu.Lock()
+	changed := s.changed
+	s.changed = time.Time{}
+	d := s.dirty
+	s.dirty = newDirty()
+	groups := make([]Group, 0, len(s.groups))
+	newGroup := false
+	for _, g := range s.groups {
+		groups = append(groups, g.Group)
+		newGroup = newGroup || s.built[g.key()] == nil
+	}
+	s.mu.Unlock()
+
+	now := s.opts.Clock.Now()
+	in := Input{Self: s.opts.Cluster, Since: s.since, Now: now, Offline: s.opts.View.Offline}
+	fresh := FreshnessStates(in, s.opts.View.Heartbeats(), s.opts.View.Policies())
+	for name, st := range fresh {
+		if s.fresh[name] != st {
+			d.clusters[name] = true
+		}
+	}
+	for name := range s.fresh {
+		if _, ok := fresh[name]; !ok {
+			d.clusters[name] = true
+		}
+	}
+	s.fresh = fresh
+	holdsDue := !s.holdEnd.IsZero() && !now.Before(s.holdEnd)
+	if d.empty() && !holdsDue && !newGroup && s.shared != nil {
+		return nil // nothing a proxy sees can have changed
+	}
+	in = s.input(now)
+
+	// The targets of the global services the changes affect.
+	globals := Globals(in)
+	current := make(map[string]*model.GlobalService, len(globals))
+	for i := range globals {
+		current[globals[i].String()] = &globals[i]
+	}
+	for key := range d.globals {
+		old, g := s.globalOf(key), current[key]
+		if (old == nil || len(old.Clusters) == 0) && (g == nil || len(g.Clusters) == 0) {
+			continue // the view admits the same records as before
+		}
+		for _, g := range []*model.GlobalService{old, g} {
+			if g != nil {
+				d.namespaces[g.Namespace] = true
+				if g.Service != nil {
+					d.namespaces[g.Service.Namespace] = true
+				}
+			}
+		}
+	}
+	network := selfNetwork(in)
+	per := make([][]Target, len(globals))
+	recomputed := map[string]bool{}
+	next := make(map[string]globalEntry, len(globals))
+	for i := range globals {
+		g := &globals[i]
+		key := g.String()
+		if old, ok := s.perGlobal[key]; ok && !d.affects(g) {
+			per[i], next[key] = old.targets, old
+			continue
+		}
+		per[i] = globalTargets(in, network, g)
+		next[key] = globalEntry{global: *g, targets: per[i]}
+		recomputed[key] = true
+	}
+	s.perGlobal = next
+	targets := merge(per)
+
+	// Failback holds, and which targets are served differently.
+	served := make([]Target, len(targets))
+	var changedNames []string
+	var removed []Target
+	present := make(map[string]bool, len(targets))
+	s.holdEnd = time.Time{}
+	for i, t := range targets {
+		name := ListenerName(t.Hostname, t.Port)
+		present[name] = true
+		st := s.targets[name]
+		due := st != nil && !st.holdEnd.IsZero() && !now.Before(st.holdEnd)
+		if st == nil || due || recomputed[t.Namespace+"/"+t.Name] || st.raw.Namespace != t.Namespace || st.raw.Name != t.Name {
+			sv, end := s.hold.apply(t, now)
+			if st == nil || !sameServed(st.served, sv) {
+				changedNames = append(changedNames, name)
+			}
+			st = &servedTarget{raw: t, served: sv, holdEnd: end}
+			s.targets[name] = st
+		}
+		served[i] = st.served
+		if !st.holdEnd.IsZero() && (s.holdEnd.IsZero() || st.holdEnd.Before(s.holdEnd)) {
+			s.holdEnd = st.holdEnd
+		}
+	}
+	for name := range s.targets {
+		if !present[name] {
+			removed = append(removed, s.targets[name].served)
+			delete(s.targets, name)
+			s.hold.forget(name)
+		}
+	}
+	s.mu.Lock()
+	s.served = served
+	s.mu.Unlock()
+
+	var errs []error
+	// The east-west gateway's load assignments, shared by every group.
+	for _, name := range changedNames {
+		t := s.targets[name].served
+		sni := xdsnames.SNI(t.Hostname, t.Port)
+		r, err := s.build.make(gatewayAssignment(s.opts.Cluster, t))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.gateway[sni] = r
+	}
+	for _, t := range removed {
+		delete(s.gateway, xdsnames.SNI(t.Hostname, t.Port))
+	}
+
+	// Every group's load assignments: those of changed targets, or all for a group
+	// not built yet. They are published before the clusters that name them.
+	pushed := 0
+	for _, g := range groups {
+		key := g.key()
+		prev := s.built[key]
+		if prev != nil && len(changedNames) == 0 && len(removed) == 0 {
+			continue
+		}
+		client := Client{Cluster: s.opts.Cluster, Region: g.Region, Zone: g.Zone}
+		b := &groupBuilt{}
+		build := changedNames
+		if prev == nil {
+			b.cla = make(map[string]*resource, len(served))
+			build = make([]string, 0, len(served))
+			for _, t := range served {
+				build = append(build, ListenerName(t.Hostname, t.Port))
+			}
+		} else {
+			b.cla = maps.Clone(prev.cla)
+			for _, t := range removed {
+				delete(b.cla, ClusterName(t.Hostname, t.Port))
+			}
+		}
+		for _, name := range build {
+			t := s.targets[name].served
+			r, err := s.build.make(loadAssignment(t.Hostname, t.Port, place(Table(client, t), t)))
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			b.cla[ClusterName(t.Hostname, t.Port)] = r
+		}
+		s.assignments.Add(int64(len(build)))
+		builtAssignments.Add(float64(len(build)))
+		rs := &resources{version: s.build.next(), byName: make(map[string]*resource, len(b.cla)+len(s.gateway))}
+		maps.Copy(rs.byName, b.cla)
+		maps.Copy(rs.byName, s.gateway)
+		s.built[key] = b
+		s.cache.setEndpoints(key, rs)
+		pushed++
+		if !changed.IsZero() {
+			s.mu.Lock()
+			s.pending[key] = pendingAck{version: versionString(rs.version), changed: changed}
+			s.mu.Unlock()
+		}
+	}
+
+	// The shared resources, if their inputs changed.
+	if d.self || d.all || s.shared == nil {
+		s.servers = s.serverAddrs()
+	}
+	if !sameShared(s.shared, served, s.servers, s.opts.MTLS) {
+		sh, accounts, e := s.build.buildShared(s.shared, served, s.servers, s.trustDomain())
+		errs = append(errs, e...)
+		s.reportIdentities(served, accounts)
+		s.shared = sh
+		sh.publish(s.cache)
+		pushed++
+	}
+
+	if pushed > 0 && !changed.IsZero() {
+		buildLatency.Observe(time.Since(changed).Seconds())
+	}
+	rebuildDuration.Observe(time.Since(start).Seconds())
+	s.rebuilds.Add(1)
+	s.recomputed.Add(int64(len(recomputed)))
+	recomputedGlobals.Add(float64(len(recomputed)))
+	return errors.Join(errs...)
+}
+
+// globalOf is the global service key was last computed from, nil if none.
+func (s *Server) globalOf(key string) *model.GlobalService {
+	if e, ok := s.perGlobal[key]; ok {
+		return &e.global
+	}
+	return nil
+}
