@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -147,7 +148,8 @@ func listenHTTP(opts Options, s surfaces, log logr.Logger) (map[string]func(cont
 	return out, nil
 }
 
-// debugHandlers adds /debug/view, /debug/explain and the test hooks to mux.
+// debugHandlers adds /debug/view, /debug/explain, /debug/pprof and the test hooks to
+// mux.
 func debugHandlers(mux *http.ServeMux, cluster string, v *view.View, explain explainer) {
 	mux.HandleFunc("/debug/explain", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
@@ -170,6 +172,12 @@ func debugHandlers(mux *http.ServeMux, cluster string, v *view.View, explain exp
 			fmt.Fprintf(w, "%s:%d\n%s\n", e.Hostname, e.Port, e.Text)
 		}
 	})
+	// Profiles, as istiod and cilium-agent serve them on their debug ports.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	for _, hook := range debugHooks {
 		hook(mux, v)
 	}

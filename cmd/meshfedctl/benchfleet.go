@@ -37,7 +37,7 @@ func devBenchFleetCommand() *cobra.Command {
 				if opts.Dir, err = os.MkdirTemp("", "meshfed-bench-fleet-"); err != nil {
 					return err
 				}
-				if !keep {
+				if !keep && !opts.Profile {
 					defer os.RemoveAll(opts.Dir)
 				}
 			}
@@ -61,6 +61,7 @@ func devBenchFleetCommand() *cobra.Command {
 	f.IntVar(&opts.Zones, "zones", opts.Zones, "locality zones of the agent's cluster the streams sit in")
 	f.StringVar(&opts.Dir, "dir", "", "directory for etcd, the kube-apiserver and the agent's log (default: a temporary directory, removed after)")
 	f.BoolVar(&keep, "keep", false, "keep the temporary directory (the agent's log) after the run")
+	f.BoolVar(&opts.Profile, "profile", false, "write the agent's CPU profiles (churn, fan-out) and heap profile (after the bootstrap) into --dir (implies --keep)")
 	f.StringVar(&meshfed, "meshfed", "", "the meshfed binary (default: next to meshfedctl, else on PATH)")
 	return cmd
 }

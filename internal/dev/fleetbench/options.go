@@ -37,6 +37,10 @@ type Options struct {
 	// HeapSettle is how long after the fan-out streams left the agent's heap is read:
 	// its garbage collector runs on its own schedule.
 	HeapSettle time.Duration
+	// Profile writes the agent's profiles into Dir: its CPU during the churn
+	// (churn.cpu.pprof) and the fan-out (fanout.cpu.pprof), its heap after the
+	// bootstrap (bootstrap.heap.pprof), from its /debug/pprof.
+	Profile bool
 	// Out receives progress lines. Default: discard.
 	Out io.Writer
 }

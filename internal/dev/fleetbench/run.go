@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -138,6 +141,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	defer agent.Stop(5 * time.Second)
+	debugURL := strings.TrimSuffix(metricsURL, "/metrics")
 	agentStart := time.Now()
 	pid := agent.Pid()
 
@@ -194,6 +198,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	say("%d observer streams (%d zones × %d services) connected; agent RSS %s", len(observers), o.Zones, o.Services, mib(res.RSS))
+	o.profile(ctx, debugURL, "bootstrap.heap.pprof", "heap?gc=1")()
 
 	// Heartbeats only.
 	pushes := func() int64 {
@@ -304,6 +309,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if rebuilds0, err = metric(ctx, metricsURL, "meshfed_xds_rebuild_seconds_count"); err != nil {
 		return nil, err
 	}
+	stopProfile := o.profile(ctx, debugURL, "churn.cpu.pprof", "profile?seconds="+strconv.Itoa(max(1, int(o.Duration.Seconds()))))
 	churnStart := time.Now()
 	n := int(o.Duration.Seconds() * float64(o.Rate))
 	sem := make(chan struct{}, 32)
@@ -326,6 +332,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	wg.Wait()
 	res.ChurnRate = float64(n) / time.Since(churnStart).Seconds()
+	stopProfile()
 	if res.ChurnCPU, _, err = u.percent(); err != nil {
 		return nil, err
 	}
@@ -387,6 +394,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if u, err = startUsage(pid); err != nil {
 		return nil, err
 	}
+	stopProfile = o.profile(ctx, debugURL, "fanout.cpu.pprof", "profile?seconds=5")
 	for range o.FanoutChanges {
 		c, e := f.pick(rnd)
 		ch, err := f.flip(ctx, c, 0, e)
@@ -401,6 +409,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	stopProfile()
 	lat, _ = tr.take()
 	res.FanoutStreams, res.FanoutP99, res.FanoutCPUChange = o.Streams, quantile(lat, 0.99), cpu/time.Duration(o.FanoutChanges)
 	for _, st := range fan {
@@ -425,6 +434,45 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 
 // histogram is a histogram's sum and count.
 type histogram struct{ sum, count float64 }
+
+// profile fetches the agent's profile at debugURL+"/debug/pprof/"+query into
+// o.Dir/name in the background when o.Profile is set; the function it returns waits
+// for it, and says where it went or why not.
+func (o Options) profile(ctx context.Context, debugURL, name, query string) (wait func()) {
+	if !o.Profile {
+		return func() {}
+	}
+	done := make(chan error, 1)
+	path := filepath.Join(o.Dir, name)
+	go func() {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, debugURL+"/debug/pprof/"+query, nil)
+		if err != nil {
+			done <- err
+			return
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("%s: %s", resp.Status, b)
+		}
+		if err == nil {
+			err = os.WriteFile(path, b, 0o644)
+		}
+		done <- err
+	}()
+	return func() {
+		if err := <-done; err != nil {
+			fmt.Fprintf(o.Out, "fleetbench: profile %s: %v\n", name, err)
+			return
+		}
+		fmt.Fprintf(o.Out, "fleetbench: profile written to %s\n", path)
+	}
+}
 
 func meanParts(ctx context.Context, metricsURL, name string) (histogram, error) {
 	sum, err := metric(ctx, metricsURL, name+"_sum")
