@@ -68,5 +68,5 @@ var (
 // registry: registering twice panics.
 func RegisterMetrics(reg prometheus.Registerer) {
 	reg.MustRegister(buildLatency, ackLatency, rebuildDuration, pushBytes, gatewayDown, nacks, groupsGauge, claimsIgnored, handshakeFailures,
-		allowedIdentities, unservable)
+		allowedIdentities, unservable, propagationSeconds, propagationDiscarded)
 }
