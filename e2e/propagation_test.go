@@ -94,19 +94,23 @@ func BenchmarkPropagation(b *testing.B) {
 	cfg.QPS, cfg.Burst = 1000, 2000
 	kube := kubernetes.NewForConfigOrDie(cfg)
 	svc := &service{namespace: "default", name: "cart", port: 8080}
-	for i := range 20 { // documentation addresses: nothing dials them
-		svc.endpoints = append(svc.endpoints, ready(fmt.Sprintf("192.0.2.%d", i+1), beta.Zones[i%2]))
+	// Addresses inside the clusters' declared range (testnet.Range, or admission
+	// refuses them), in a subnet no test host is given: nothing dials them.
+	for i := range 20 {
+		svc.endpoints = append(svc.endpoints, ready(fmt.Sprintf("10.250.254.%d", i+1), beta.Zones[i%2]))
 	}
 	if err := svc.apply(ctx, kube); err != nil {
 		b.Fatal(err)
 	}
 	alpha := s.Cluster("alpha")
 	updates := edsWatch(ctx, b, alpha, alpha.Zones[0], "outbound|8080||cart.default.svc.clusterset.local")
+	last := -1
 	waitFor := func(want int, timeout time.Duration) bool {
 		deadline := time.After(timeout)
 		for {
 			select {
 			case got := <-updates:
+				last = got
 				if got == want {
 					return true
 				}
@@ -116,7 +120,8 @@ func BenchmarkPropagation(b *testing.B) {
 		}
 	}
 	if !waitFor(20, 60*time.Second) {
-		b.Fatal("the proxy never saw the 20 endpoints")
+		v, err := agentView(ctx, alpha.AgentAddr)
+		b.Fatalf("the proxy never saw the 20 endpoints (last response: %d healthy); alpha's view: %+v %v", last, v, err)
 	}
 	// Each iteration flips one endpoint's readiness with a single EndpointSlice update,
 	// as the EndpointSlice controller does when a pod's readiness changes.
