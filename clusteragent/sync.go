@@ -46,9 +46,12 @@ func syncOnce(ctx context.Context, deps publishDeps, opts Options, cluster strin
 	// The publisher is the only writer of the cluster's services: after a hub
 	// store restored from a backup, services deleted since come back, and the
 	// writer deletes them.
+	// pub is set before services.Run, the only caller of OnWritten, starts.
+	var pub *publish.Publisher
 	services, err := kvstore.NewWriter(kvstore.WriterOptions{
 		Name: "services", Client: etcd, SyncedKey: keyspace.ClusterSynced(cluster), Logger: log.WithName("services"),
 		OwnedPrefixes: []string{keyspace.ClusterServices(cluster)},
+		OnWritten:     func(key string, value []byte) { pub.Written(key, value) },
 	})
 	if err != nil {
 		return err
@@ -63,7 +66,7 @@ func syncOnce(ctx context.Context, deps publishDeps, opts Options, cluster strin
 		return err
 	}
 	defer heartbeat.Close()
-	pub, err := publish.New(publish.Options{
+	pub, err = publish.New(publish.Options{
 		Cluster: cluster, Kube: deps.kube, MCS: deps.mcs, Sink: services, View: publishView{v, cluster},
 		// The publisher names the cluster in its own log lines.
 		Logger: opts.Logger.WithName("publish"),

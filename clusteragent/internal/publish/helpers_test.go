@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/meshfed/meshfed/internal/etcd/model"
 )
 
@@ -95,6 +97,38 @@ func (s *recordingSink) keys() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Sorted(maps.Keys(s.state))
+}
+
+// value returns the current value of key; nil when the key is not set.
+func (s *recordingSink) value(key string) []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state[key]
+}
+
+// histogramCount returns the number of observations of vec's series with the given
+// label values (in the order of its labels).
+func histogramCount(t *testing.T, vec *prometheus.HistogramVec, labels ...string) uint64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(vec)
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			got := make([]string, 0, len(m.GetLabel()))
+			for _, l := range m.GetLabel() {
+				got = append(got, l.GetValue())
+			}
+			// Gather sorts labels by name: "cluster" < "stage", the order of the vecs.
+			if slices.Equal(got, labels) {
+				return m.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	return 0
 }
 
 // get decodes the current value of key; nil when the key is not set.

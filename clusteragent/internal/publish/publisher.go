@@ -134,6 +134,13 @@ type Publisher struct {
 	mu sync.Mutex
 	// queue is nil until Run creates it.
 	queue workqueue.TypedRateLimitingInterface[types.NamespacedName]
+	// seen holds, per queued item, when the earliest event not yet handled about it
+	// arrived: what a record changed by handling the item says in ChangedAt, and
+	// where the publish latency starts.
+	seen map[types.NamespacedName]time.Time
+	// inflight holds, per key handed to the Sink and not yet acknowledged by it
+	// (Written), the timings of that value.
+	inflight map[string]inflight
 
 	// Set by Run before any event handler or pass runs.
 	log      logr.Logger
@@ -151,8 +158,23 @@ type Publisher struct {
 
 // published is what the Publisher last handed the Sink for a key.
 type published struct {
-	value     []byte
+	// content is the value without ChangedAt, which an equal record rebuilt later
+	// must not make a write.
+	content   []byte
 	endpoints int
+}
+
+// change is when handling a work item began: the event that caused it arrived at
+// seen (the item was taken from the queue at dequeued when nothing says when).
+type change struct {
+	seen, dequeued time.Time
+}
+
+// inflight is a value handed to the Sink, waiting for Written.
+type inflight struct {
+	value []byte
+	change
+	handed time.Time
 }
 
 // New checks opts and returns a Publisher.
@@ -171,7 +193,8 @@ func New(opts Options) (*Publisher, error) {
 	if opts.ResyncPeriod == 0 {
 		opts.ResyncPeriod = defaultResyncPeriod
 	}
-	return &Publisher{opts: opts, published: map[string]published{}}, nil
+	return &Publisher{opts: opts, published: map[string]published{},
+		seen: map[types.NamespacedName]time.Time{}, inflight: map[string]inflight{}}, nil
 }
 
 // GlobalServicesChanged tells the Publisher that View.GlobalServices changed: every
@@ -179,12 +202,58 @@ func New(opts Options) (*Publisher, error) {
 // time; before Run it is not needed (the first pass reads the view anyway) and is a
 // no-op, as it is once Run has returned.
 func (p *Publisher) GlobalServicesChanged() {
+	p.add(fullPass)
+}
+
+// add queues item, noting when its first unhandled event arrived. It is a no-op
+// before Run.
+func (p *Publisher) add(item types.NamespacedName) {
+	now := time.Now()
 	p.mu.Lock()
 	q := p.queue
+	if q != nil {
+		if _, ok := p.seen[item]; !ok {
+			p.seen[item] = now
+		}
+	}
 	p.mu.Unlock()
 	if q != nil {
-		q.Add(fullPass)
+		q.Add(item)
 	}
+}
+
+// takeSeen returns and forgets when the earliest unhandled event about item
+// arrived, or dequeued when none is noted (a periodic pass, a retry).
+func (p *Publisher) takeSeen(item types.NamespacedName, dequeued time.Time) change {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	at, ok := p.seen[item]
+	if !ok {
+		return change{seen: dequeued, dequeued: dequeued}
+	}
+	delete(p.seen, item)
+	return change{seen: at, dequeued: dequeued}
+}
+
+// Written tells the Publisher that the Sink wrote value at key (for a
+// *kvstore.Writer: that etcd acknowledged the Put; see WriterOptions.OnWritten). It
+// observes the publish latency of that value, if the Publisher handed it over and
+// nothing newer replaced it since. Safe from any goroutine; keys the Publisher did
+// not write are ignored.
+func (p *Publisher) Written(key string, value []byte) {
+	now := time.Now()
+	p.mu.Lock()
+	f, ok := p.inflight[key]
+	if ok && bytes.Equal(f.value, value) {
+		delete(p.inflight, key)
+	} else {
+		ok = false
+	}
+	p.mu.Unlock()
+	if !ok || p.opts.Local {
+		return
+	}
+	observeStages(p.opts.Cluster, f.seen, f.dequeued, f.handed, now)
 }
 
 // Run publishes until ctx is done, then returns nil. It returns an error if called
@@ -278,7 +347,8 @@ func (p *Publisher) Run(ctx context.Context) error {
 		return fmt.Errorf("publish: cluster %s: wait for the view: %w", p.opts.Cluster, err)
 	}
 
-	upserts, deletes := p.runFullPass()
+	now := time.Now()
+	upserts, deletes := p.runFullPass(change{seen: now, dequeued: now})
 	p.opts.Sink.MarkSynced()
 	p.log.Info("Initial publish done", "services", len(p.published), "endpoints", p.endpoints,
 		"upserts", upserts, "deletes", deletes, "serviceExports", exportsServed)
@@ -334,9 +404,10 @@ func (p *Publisher) processNext(queue workqueue.TypedRateLimitingInterface[types
 		return false
 	}
 	defer queue.Done(item)
+	at := p.takeSeen(item, time.Now())
 
 	if item == fullPass {
-		upserts, deletes := p.runFullPass()
+		upserts, deletes := p.runFullPass(at)
 		p.log.V(1).Info("Full pass done", "services", len(p.published), "upserts", upserts, "deletes", deletes)
 		queue.Forget(item)
 		if p.opts.ResyncPeriod > 0 {
@@ -345,7 +416,7 @@ func (p *Publisher) processNext(queue workqueue.TypedRateLimitingInterface[types
 		return true
 	}
 
-	err := p.syncService(item)
+	err := p.syncService(item, at)
 	if err == nil {
 		queue.Forget(item)
 		return true
@@ -353,6 +424,12 @@ func (p *Publisher) processNext(queue workqueue.TypedRateLimitingInterface[types
 	errorsTotal.WithLabelValues(p.opts.Cluster, reasonEncode).Inc()
 	if n := queue.NumRequeues(item); n < maxRetries {
 		p.log.V(1).Info("Cannot publish service, will retry", "service", item, "attempt", n+1, "error", err.Error())
+		// The retry still publishes the change that arrived then.
+		p.mu.Lock()
+		if prev, ok := p.seen[item]; !ok || at.seen.Before(prev) {
+			p.seen[item] = at.seen
+		}
+		p.mu.Unlock()
 		queue.AddRateLimited(item)
 		return true
 	}
@@ -361,8 +438,9 @@ func (p *Publisher) processNext(queue workqueue.TypedRateLimitingInterface[types
 	return true
 }
 
-// syncService makes the record of one Service what its current state says.
-func (p *Publisher) syncService(nn types.NamespacedName) error {
+// syncService makes the record of one Service what its current state says; at is
+// when the change that queued it arrived.
+func (p *Publisher) syncService(nn types.NamespacedName, at change) error {
 	// Names come from API objects, but a Service name in an EndpointSlice label is
 	// not validated by the API server; keyspace panics on invalid names.
 	if keyspace.ValidateNamespace(nn.Namespace) != nil || keyspace.ValidateName(nn.Name) != nil {
@@ -383,14 +461,15 @@ func (p *Publisher) syncService(nn types.NamespacedName) error {
 		p.unpublish(key)
 		return nil
 	}
-	_, err = p.publish(key, svc, exportedBy)
+	_, err = p.publish(key, svc, exportedBy, at)
 	return err
 }
 
 // runFullPass re-evaluates every Service, then deletes every key of this cluster,
-// known to the Publisher or to the View, that is not exported now. It returns the
-// numbers of upserts and deletes handed to the Sink.
-func (p *Publisher) runFullPass() (upserts, deletes int) {
+// known to the Publisher or to the View, that is not exported now; at is when the
+// pass was asked for. It returns the numbers of upserts and deletes handed to the
+// Sink.
+func (p *Publisher) runFullPass(at change) (upserts, deletes int) {
 	globals := p.opts.View.GlobalServices()
 	svcs, _ := p.services.List(labels.Everything()) // a lister never fails
 	slices.SortFunc(svcs, func(a, b *corev1.Service) int {
@@ -406,7 +485,13 @@ func (p *Publisher) runFullPass() (upserts, deletes int) {
 		key := keyspace.ServiceEndpoints(p.opts.Cluster, svc.Namespace, svc.Name)
 		// Wanted even if it cannot be built now: its last good value stays.
 		want[key] = true
-		changed, err := p.publish(key, svc, exportedBy)
+		// A Service's own event still queued is handled here: its record says
+		// when that event arrived if it came before the pass was asked for.
+		svcAt := p.takeSeen(nn, at.dequeued)
+		if at.seen.Before(svcAt.seen) {
+			svcAt = at
+		}
+		changed, err := p.publish(key, svc, exportedBy, svcAt)
 		if err != nil {
 			errorsTotal.WithLabelValues(p.opts.Cluster, reasonEncode).Inc()
 			p.log.Error(err, "Cannot publish service", "service", nn)
@@ -444,9 +529,10 @@ func (p *Publisher) runFullPass() (upserts, deletes int) {
 	return upserts, deletes
 }
 
-// publish builds svc's record and hands it to the Sink unless it is unchanged. It
-// reports whether it did.
-func (p *Publisher) publish(key string, svc *corev1.Service, exportedBy []string) (bool, error) {
+// publish builds svc's record and hands it to the Sink unless it is unchanged (but
+// for ChangedAt). It reports whether it did. at is when the change being handled
+// arrived: what the record's ChangedAt says if it changed.
+func (p *Publisher) publish(key string, svc *corev1.Service, exportedBy []string, at change) (bool, error) {
 	objs, err := p.slices.ByIndex(indexByService, svc.Namespace+"/"+svc.Name)
 	if err != nil {
 		return false, fmt.Errorf("list endpoint slices of %s/%s: %w", svc.Namespace, svc.Name, err)
@@ -463,6 +549,11 @@ func (p *Publisher) publish(key string, svc *corev1.Service, exportedBy []string
 		p.log.Error(errInvalidAccounts, "Ignoring invalid entries of the Service's annotation: each must be a service account name",
 			"service", svc.Namespace+"/"+svc.Name, "annotation", v1.ServiceAccountsAnnotation, "invalid", invalid)
 	}
+	content, err := model.Encode(&rec)
+	if err != nil {
+		return false, fmt.Errorf("encode service %s/%s: %w", svc.Namespace, svc.Name, err)
+	}
+	rec.ChangedAt = at.seen.UTC()
 	value, err := model.Encode(&rec)
 	if err != nil {
 		return false, fmt.Errorf("encode service %s/%s: %w", svc.Namespace, svc.Name, err)
@@ -475,11 +566,14 @@ func (p *Publisher) publish(key string, svc *corev1.Service, exportedBy []string
 		return false, nil
 	}
 	prev, existed := p.published[key]
-	if existed && bytes.Equal(prev.value, value) {
+	if existed && bytes.Equal(prev.content, content) {
 		return false, nil
 	}
+	p.mu.Lock()
+	p.inflight[key] = inflight{value: value, change: at, handed: time.Now()}
+	p.mu.Unlock()
 	p.opts.Sink.Upsert(key, value)
-	p.published[key] = published{value: value, endpoints: len(rec.Endpoints)}
+	p.published[key] = published{content: content, endpoints: len(rec.Endpoints)}
 	p.endpoints += len(rec.Endpoints) - prev.endpoints
 	p.updateGauges()
 	p.countOp(opUpsert)
@@ -528,6 +622,9 @@ func (p *Publisher) unpublish(key string) {
 // delete hands the Sink a Delete of key, which must be one of this cluster's
 // service keys.
 func (p *Publisher) delete(key string) {
+	p.mu.Lock()
+	delete(p.inflight, key)
+	p.mu.Unlock()
 	p.opts.Sink.Delete(key)
 	p.endpoints -= p.published[key].endpoints
 	delete(p.published, key)
@@ -655,7 +752,7 @@ func trim(obj any) (any, error) {
 
 func (p *Publisher) enqueue(nn types.NamespacedName, ok bool) {
 	if ok && nn.Name != "" {
-		p.queue.Add(nn)
+		p.add(nn)
 	}
 }
 

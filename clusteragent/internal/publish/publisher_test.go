@@ -357,6 +357,52 @@ func TestPublisher(t *testing.T) {
 			"192.0.2.6(zone=\"\" ready=true serving=true terminating=false ref=Pod/cart-3 ports=[{http 8080}])")
 	})
 
+	t.Run("a record says when its change was seen, and only a change writes", func(t *testing.T) {
+		upserts := func() int { ops, _ := sink.calls(); return countOps(ops, "upsert", key("cart")) }
+		before, n0 := time.Now(), upserts()
+		// An update that changes nothing published (a label of the slice) rebuilds
+		// cart's record, equal but for the time: no write.
+		cartSlice = m.updateSlice(cartSlice, func(s *discoveryv1.EndpointSlice) { s.Labels["touched"] = "1" })
+		// One worker takes items in order: once pay's change is published, cart's
+		// update has been handled.
+		paySlices, err := m.kube.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=pay"})
+		if err != nil || len(paySlices.Items) != 1 {
+			t.Fatalf("pay's slices: %v, %v", paySlices, err)
+		}
+		paySlice := m.updateSlice(&paySlices.Items[0], func(s *discoveryv1.EndpointSlice) { s.Endpoints[0].Conditions.Ready = ptr.To(false) })
+		// pay is ready again for the next tests.
+		defer func() {
+			m.updateSlice(paySlice, func(s *discoveryv1.EndpointSlice) { s.Endpoints[0].Conditions.Ready = ptr.To(true) })
+			waitRecord(t, sink, "pay", []string{ExportedByServiceExport},
+				"192.0.2.4(zone=\"\" ready=true serving=true terminating=false ref=Pod/pay-1 ports=[{http 8080}])")
+		}()
+		waitRecord(t, sink, "pay", []string{ExportedByServiceExport},
+			"192.0.2.4(zone=\"\" ready=false serving=true terminating=false ref=Pod/pay-1 ports=[{http 8080}])")
+		if n := upserts(); n != n0 {
+			t.Errorf("cart written %d times by an update that changed nothing in its record, want 0", n-n0)
+		}
+		if at := sink.get(t, key("pay")).ChangedAt; at.Before(before) || at.After(time.Now()) {
+			t.Errorf("pay's record says it changed at %v, want between the update (%v) and now", at, before)
+		}
+
+		// The writer acknowledges pay's value: each stage is observed once, and only
+		// for the value handed over last.
+		stale := sink.value(key("cart"))
+		counts := func() []uint64 {
+			return []uint64{histogramCount(t, publishStageSeconds, cluster, stageQueue), histogramCount(t, publishStageSeconds, cluster, stageBuild),
+				histogramCount(t, publishStageSeconds, cluster, stageWrite), histogramCount(t, publishLatencySeconds, cluster)}
+		}
+		c0 := counts()
+		p.Written(key("cart"), append(slices.Clone(stale), ' ')) // not what was handed over
+		p.Written(key("pay"), sink.value(key("pay")))
+		p.Written(key("pay"), sink.value(key("pay"))) // already acknowledged
+		for i, c := range counts() {
+			if c != c0[i]+1 {
+				t.Errorf("publish histogram %d went from %d to %d figures, want one more", i, c0[i], c)
+			}
+		}
+	})
+
 	t.Run("node zones", func(t *testing.T) {
 		// node-c had no zone: cart-3 and pay-1 take the new one. node-a's change does
 		// not touch web, whose slices carry their own zone.

@@ -80,5 +80,5 @@ var (
 // registry: registering twice panics.
 func RegisterMetrics(reg prometheus.Registerer) {
 	reg.MustRegister(buildLatency, ackLatency, rebuildDuration, pushBytes, gatewayDown, nacks, groupsGauge, claimsIgnored, handshakeFailures,
-		allowedIdentities, unservable, recomputedGlobals, builtAssignments, droppedResponses)
+		allowedIdentities, unservable, recomputedGlobals, builtAssignments, droppedResponses, propagationSeconds, propagationDiscarded)
 }

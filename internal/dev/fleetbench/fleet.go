@@ -219,6 +219,9 @@ func (f *fleet) flip(ctx context.Context, c, s, e int) (*change, error) {
 	rec.Endpoints = append([]model.Endpoint(nil), rec.Endpoints...)
 	rec.Endpoints[e].Ready = !rec.Endpoints[e].Ready
 	rec.Endpoints[e].Serving = rec.Endpoints[e].Ready
+	// Stamped as an agent's publisher does, so that the agent's per-cluster
+	// propagation metric covers the simulated clusters.
+	rec.ChangedAt = time.Now().UTC()
 	v, err := model.Encode(&rec)
 	if err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"reflect"
 	"testing"
+	"time"
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/internal/etcd/admit"
@@ -141,5 +142,33 @@ func TestLimitsOf(t *testing.T) {
 	want.Services = 3
 	if got := admit.LimitsOf(info); got != want {
 		t.Errorf("LimitsOf = %+v, want %+v", got, want)
+	}
+}
+
+// changedAt feeds a metric only: whatever it says (zero, far future, long ago), a
+// record decodes, is admitted as it is, and keeps it, also when endpoints are refused.
+func TestRecordKeepsChangedAt(t *testing.T) {
+	info := &model.ClusterInfo{Name: "east-1", Region: "eu", Zones: []string{"eu-a"}, Network: "n"}
+	key := "/meshfed/v1/clusters/east-1/services/shop/cart"
+	for _, at := range []time.Time{{}, time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC), time.Date(1970, 1, 1, 0, 0, 0, 1, time.UTC)} {
+		rec := record(ep("10.0.0.1", "eu-a"))
+		rec.ChangedAt = at
+		value, err := model.Encode(rec)
+		if err != nil {
+			t.Fatalf("changedAt %v: encode: %v", at, err)
+		}
+		decoded, err := model.Decode(key, value)
+		if err != nil {
+			t.Fatalf("changedAt %v: decode: %v", at, err)
+		}
+		got, rejections := admit.Record(info, decoded.(*model.ServiceEndpoints))
+		if len(rejections) > 0 || !got.ChangedAt.Equal(at) {
+			t.Errorf("changedAt %v: admitted with changedAt %v, refusals %v", at, got.ChangedAt, rejections)
+		}
+		// A copy without refused endpoints keeps it too.
+		rec.Endpoints = append(rec.Endpoints, ep("10.0.0.2", "undeclared"))
+		if got, _ := admit.Record(info, rec); !got.ChangedAt.Equal(at) {
+			t.Errorf("changedAt %v: the admitted copy says %v", at, got.ChangedAt)
+		}
 	}
 }

@@ -80,6 +80,11 @@ type WriterOptions struct {
 	// Logger receives the Writer's logs. Default: logr.FromContextOrDiscard
 	// of the context passed to Run.
 	Logger logr.Logger
+	// OnWritten, if set, is called after etcd acknowledged a Put of value at
+	// key (an Upsert's value, which a later Upsert may already have replaced),
+	// from Run's worker: it must return quickly and must not call the Writer.
+	// It lets the caller time its writes end to end.
+	OnWritten func(key string, value []byte)
 }
 
 // setDefaults fills unset optional fields (see the field docs) and checks the
@@ -453,6 +458,9 @@ func (w *Writer) write(ctx context.Context, key string) error {
 	w.doneLocked(key, version, gen, value, deleted, hdr)
 	w.mu.Unlock()
 	w.endSession(s)
+	if !deleted && w.opts.OnWritten != nil {
+		w.opts.OnWritten(key, value)
+	}
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -432,5 +433,36 @@ func TestWriterSurvivesPartition(t *testing.T) {
 	}
 	if err := w.WaitSynced(ctx); err != nil {
 		t.Fatalf("WaitSynced after the partition: %v", err)
+	}
+}
+
+// OnWritten is called once per acknowledged Put, with the value etcd then holds, and
+// never for a delete.
+func TestWriterOnWritten(t *testing.T) {
+	_, direct := startEtcd(t)
+	type call struct{ key, value, inStore string }
+	var (
+		mu    sync.Mutex
+		calls []call
+	)
+	w := newWriter(t, WriterOptions{Client: direct, OnWritten: func(key string, value []byte) {
+		// Called after the Put returned: etcd holds the value.
+		got := groundTruth(t, direct, key)[key]
+		mu.Lock()
+		defer mu.Unlock()
+		calls = append(calls, call{key, string(value), got})
+	}})
+	startWriter(t, w)
+	const key = "/test/onwritten/k"
+	w.Upsert(key, []byte("v1"))
+	flush(t, w)
+	w.Upsert(key, []byte("v1")) // unchanged: no Put, no call
+	w.Delete(key)
+	flush(t, w)
+
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []call{{key, "v1", "v1"}}; !slices.Equal(calls, want) {
+		t.Errorf("OnWritten calls %+v, want %+v", calls, want)
 	}
 }

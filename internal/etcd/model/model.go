@@ -119,6 +119,15 @@ type ServiceEndpoints struct {
 	// service's endpoints run as: with the cluster's identity domain they name the
 	// identities allowed to serve it (trust.ServiceAccountID).
 	ServiceAccounts []string `json:"serviceAccounts,omitempty"`
+	// ChangedAt is when the writing agent's informer saw the change (an
+	// EndpointSlice, Service or Node event) that made this record differ from the
+	// one before, on the writing cluster's clock. It feeds one metric only, the
+	// propagation time from that cluster to each reader's proxies, which therefore
+	// includes the clock skew between the two clusters: no reader trusts it for
+	// anything else, and an absurd value (zero, in the future, hours old) is
+	// ignored. It is not part of the record's content: a writer that rebuilds a
+	// record equal but for ChangedAt does not write it again.
+	ChangedAt time.Time `json:"changedAt,omitzero"`
 }
 
 // ServicePort is a port of the member Service.
