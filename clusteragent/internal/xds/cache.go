@@ -31,7 +31,12 @@ import (
 // responses share its Any.
 type resource struct {
 	version uint64
+	vs      string // version, formatted: what streams were sent
 	any     *anypb.Any
+}
+
+func newResource(version uint64, a *anypb.Any) *resource {
+	return &resource{version: version, vs: versionString(version), any: a}
 }
 
 // resources are one type's resources by name, as one group is served them. A
@@ -47,7 +52,7 @@ func marshal(m proto.Message, version uint64) (*resource, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &resource{version: version, any: &anypb.Any{TypeUrl: resourcev3.APITypePrefix + string(m.ProtoReflect().Descriptor().FullName()), Value: b}}, nil
+	return newResource(version, &anypb.Any{TypeUrl: resourcev3.APITypePrefix + string(m.ProtoReflect().Descriptor().FullName()), Value: b}), nil
 }
 
 // validate checks a resource against its protoc-gen-validate rules.
@@ -202,7 +207,7 @@ func respond(w *watch, rs *resources) *response {
 		names = make([]string, 0, len(rs.byName))
 		for name, r := range rs.byName {
 			names = append(names, name)
-			if v, ok := returned[name]; !ok || v != versionString(r.version) {
+			if v, ok := returned[name]; !ok || v != r.vs {
 				send = true
 			}
 		}
@@ -218,7 +223,7 @@ func respond(w *watch, rs *resources) *response {
 			switch {
 			case ok:
 				names = append(names, name)
-				if !sent || v != versionString(r.version) {
+				if !sent || v != r.vs {
 					send = true
 				}
 			case sent:
@@ -233,7 +238,7 @@ func respond(w *watch, rs *resources) *response {
 		resources: make([]*anypb.Any, 0, len(names))}
 	for _, name := range names {
 		r := rs.byName[name]
-		resp.returned[name] = versionString(r.version)
+		resp.returned[name] = r.vs
 		resp.resources = append(resp.resources, r.any)
 	}
 	return resp

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"slices"
 	"time"
 
 	"github.com/meshfed/meshfed/internal/etcd/keyspace"
@@ -24,8 +25,10 @@ type dirty struct {
 	all bool
 	// clusters changed whole: registration, freshness state, or every record at once.
 	clusters map[string]bool
-	// services are member Service records (of any cluster) that changed.
+	// services are member Service records (of any cluster) that changed, and
+	// records the same with their cluster.
 	services map[view.NamespacedName]bool
+	records  map[record]bool
 	// self: this cluster's own records changed (its server listeners).
 	self bool
 	// globals and policies changed, by key.
@@ -37,8 +40,14 @@ type dirty struct {
 	namespaces map[string]bool
 }
 
+// record is one cluster's record of a Service.
+type record struct {
+	cluster string
+	nn      view.NamespacedName
+}
+
 func newDirty() dirty {
-	return dirty{clusters: map[string]bool{}, services: map[view.NamespacedName]bool{}, globals: map[string]bool{},
+	return dirty{clusters: map[string]bool{}, services: map[view.NamespacedName]bool{}, records: map[record]bool{}, globals: map[string]bool{},
 		policies: map[view.NamespacedName]bool{}, namespaces: map[string]bool{}}
 }
 
@@ -57,6 +66,7 @@ func (d *dirty) add(k keyspace.Key, self string) bool {
 			d.clusters[k.Cluster] = true // every record of the cluster (its informers' first pass)
 		} else {
 			d.services[nn] = true
+			d.records[record{k.Cluster, nn}] = true
 		}
 	case keyspace.KindClusterInfo:
 		d.clusters[k.Cluster] = true
@@ -104,6 +114,7 @@ type globalEntry struct {
 type servedTarget struct {
 	raw, served Target
 	holdEnd     time.Time
+	pieces      *pieces // its localities' endpoints, serialized
 }
 
 // groupBuilt is what a group was last served: its clients' load assignments by
@@ -115,6 +126,9 @@ type groupBuilt struct {
 // mark records a change of the view (Subscribe's callback) and wakes the loop if it
 // can change what is served.
 func (s *Server) mark(k keyspace.Key, t time.Time) {
+	if k.Kind == keyspace.KindServiceEndpoints && k.Name != "" {
+		s.prop.written(k.Cluster, s.opts.View.Service(k.Cluster, k.Namespace, k.Name))
+	}
 	s.mu.Lock()
 	ok := s.dirty.add(k, s.opts.Cluster)
 	s.mu.Unlock()
@@ -165,12 +179,16 @@ func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 	s.fresh = fresh
 	holdsDue := !s.holdEnd.IsZero() && !now.Before(s.holdEnd)
 	if d.empty() && !holdsDue && !newGroup && s.shared != nil {
-		return nil // nothing a proxy sees can have changed
+		s.prop.pushed(time.Now()) // what changed, if anything, changes nothing served
+		return nil                // nothing a proxy sees can have changed
 	}
 	in = s.input(now)
 
 	// The targets of the global services the changes affect.
-	globals := Globals(in)
+	if s.implicit == nil || !d.exportsUnchanged(s.opts.View, s.implicit) {
+		s.implicit = append([]model.GlobalService{}, implicitExports(in, in.Globals)...) // never nil once computed
+	}
+	globals := append(slices.Clone(in.Globals), s.implicit...)
 	current := make(map[string]*model.GlobalService, len(globals))
 	for i := range globals {
 		current[globals[i].String()] = &globals[i]
@@ -220,10 +238,17 @@ func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 		due := st != nil && !st.holdEnd.IsZero() && !now.Before(st.holdEnd)
 		if st == nil || due || recomputed[t.Namespace+"/"+t.Name] || st.raw.Namespace != t.Namespace || st.raw.Name != t.Name {
 			sv, end := s.hold.apply(t, now)
-			if st == nil || !sameServed(st.served, sv) {
+			next := &servedTarget{raw: t, served: sv, holdEnd: end, pieces: &pieces{byLocality: map[pieceKey]*piece{}}}
+			if st != nil {
+				next.pieces = st.pieces
+				if !sameServed(st.served, sv) {
+					next.pieces = st.pieces.next()
+					changedNames = append(changedNames, name)
+				}
+			} else {
 				changedNames = append(changedNames, name)
 			}
-			st = &servedTarget{raw: t, served: sv, holdEnd: end}
+			st = next
 			s.targets[name] = st
 		}
 		served[i] = st.served
@@ -283,8 +308,9 @@ func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 			}
 		}
 		for _, name := range build {
-			t := s.targets[name].served
-			r, err := s.build.make(loadAssignment(t.Hostname, t.Port, place(Table(client, t), t)))
+			st := s.targets[name]
+			t := st.served
+			r, err := s.build.assemble(t.Hostname, t.Port, place(Table(client, t), t), st.pieces)
 			if err != nil {
 				errs = append(errs, err)
 				continue
@@ -306,6 +332,10 @@ func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 		}
 	}
 
+	for _, name := range changedNames {
+		s.targets[name].pieces.forget()
+	}
+
 	// The shared resources, if their inputs changed.
 	if d.self || d.all || s.shared == nil {
 		s.servers = s.serverAddrs()
@@ -322,11 +352,33 @@ func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 	if pushed > 0 && !changed.IsZero() {
 		buildLatency.Observe(time.Since(changed).Seconds())
 	}
+	s.prop.pushed(time.Now())
 	rebuildDuration.Observe(time.Since(start).Seconds())
 	s.rebuilds.Add(1)
 	s.recomputed.Add(int64(len(recomputed)))
 	recomputedGlobals.Add(float64(len(recomputed)))
 	return errors.Join(errs...)
+}
+
+// exportsUnchanged reports whether the changes leave the global services of MCS
+// ServiceExports as they were (implicit): no cluster's registration, no
+// GlobalService and no record that is, or was, exported by a ServiceExport changed.
+// Computing them scans every record of the fleet.
+func (d *dirty) exportsUnchanged(v *view.View, implicit []model.GlobalService) bool {
+	if d.all || len(d.clusters) > 0 || len(d.globals) > 0 {
+		return false
+	}
+	for r := range d.records {
+		if rec := v.Service(r.cluster, r.nn.Namespace, r.nn.Name); rec != nil && slices.Contains(rec.ExportedBy, model.ExportedByServiceExport) {
+			return false
+		}
+		for _, g := range implicit {
+			if g.Namespace == r.nn.Namespace && g.Name == r.nn.Name {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // globalOf is the global service key was last computed from, nil if none.

@@ -203,20 +203,29 @@ func loadAssignment(hostname string, port uint32, localities []LocalityEndpoints
 		Policy: &endpointv3.ClusterLoadAssignment_Policy{OverprovisioningFactor: wrapperspb.UInt32(100)},
 	}
 	for _, l := range localities {
-		lle := &endpointv3.LocalityLbEndpoints{
-			Locality:            &corev3.Locality{Region: l.Region, Zone: l.Zone, SubZone: l.Cluster},
-			LoadBalancingWeight: wrapperspb.UInt32(l.Weight),
-			Priority:            l.Priority,
-		}
-		for _, e := range l.Endpoints {
-			lle.LbEndpoints = append(lle.LbEndpoints, &endpointv3.LbEndpoint{
-				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: socketAddress(e.Address, e.Port)}},
-				HealthStatus:   corev3.HealthStatus_HEALTHY,
-			})
-		}
+		lle := localityHeader(l)
+		lle.LbEndpoints = lbEndpoints(l.Endpoints)
 		cla.Endpoints = append(cla.Endpoints, lle)
 	}
 	return cla
+}
+
+// localityOf is the locality of l in a load assignment: the sub-zone carries the
+// cluster.
+func localityOf(l LocalityEndpoints) *corev3.Locality {
+	return &corev3.Locality{Region: l.Region, Zone: l.Zone, SubZone: l.Cluster}
+}
+
+// lbEndpoints are the healthy endpoints of a load assignment's locality.
+func lbEndpoints(endpoints []Endpoint) []*endpointv3.LbEndpoint {
+	out := make([]*endpointv3.LbEndpoint, 0, len(endpoints))
+	for _, e := range endpoints {
+		out = append(out, &endpointv3.LbEndpoint{
+			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: socketAddress(e.Address, e.Port)}},
+			HealthStatus:   corev3.HealthStatus_HEALTHY,
+		})
+	}
+	return out
 }
 
 // serverListener is what a proxyless gRPC server listening on addr:port gets: accept

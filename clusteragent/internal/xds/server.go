@@ -109,10 +109,12 @@ type Server struct {
 	// process.
 	rebuilds atomic.Int64
 	probe    *prober
+	prop     propagation // per source cluster, for the pair metric; its own lock
 
 	// Owned by Run's loop.
 	build     builder
 	perGlobal map[string]globalEntry   // by GlobalService key (namespace/name)
+	implicit  []model.GlobalService    // of MCS ServiceExports; nil: compute
 	targets   map[string]*servedTarget // by listener name
 	gateway   map[string]*resource     // the gateway's load assignments, by SNI
 	built     map[string]*groupBuilt   // by group key
@@ -479,7 +481,7 @@ func (s *Server) freshnessChanged(now time.Time) bool {
 func (s *Server) input(now time.Time) Input {
 	v := s.opts.View
 	return Input{
-		Self: s.opts.Cluster, Clusters: v.Clusters(), Globals: v.GlobalServices(),
+		Self: s.opts.Cluster, Clusters: v.ReadOnlyClusters(), Globals: v.GlobalServices(),
 		Policy: func(ns, name string) *model.Policy {
 			p, _ := v.Policy(ns, name)
 			return p

@@ -198,8 +198,11 @@ func implicitExports(in Input, globals []model.GlobalService) []model.GlobalServ
 	implicit := map[string]*model.GlobalService{}
 	for _, c := range in.Clusters {
 		for nn, s := range c.Services {
+			if !slices.Contains(s.ExportedBy, model.ExportedByServiceExport) {
+				continue
+			}
 			key := nn.String()
-			if explicit[key] || !slices.Contains(s.ExportedBy, model.ExportedByServiceExport) {
+			if explicit[key] {
 				continue
 			}
 			g := implicit[key]

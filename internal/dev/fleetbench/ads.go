@@ -1,6 +1,7 @@
 package fleetbench
 
 import (
+	"bytes"
 	"context"
 	"sync/atomic"
 	"time"
@@ -11,6 +12,7 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // stream is one ADS client: what a proxyless gRPC client of the agent's cluster in
@@ -66,18 +68,23 @@ func openStream(ctx context.Context, addr string, id int, zone string, services 
 				return
 			}
 			at := time.Now()
-			clas := make([]*endpointv3.ClusterLoadAssignment, 0, len(resp.GetResources()))
+			// The benchmark shares the machine with the agent: a stream reads only
+			// the name of each load assignment and looks for the changed addresses
+			// in its bytes, decoding it whole only for handle.
+			var clas []*endpointv3.ClusterLoadAssignment
 			for _, r := range resp.GetResources() {
-				cla := &endpointv3.ClusterLoadAssignment{}
-				if r.UnmarshalTo(cla) != nil {
-					continue
+				if handle != nil {
+					cla := &endpointv3.ClusterLoadAssignment{}
+					if r.UnmarshalTo(cla) == nil {
+						clas = append(clas, cla)
+					}
 				}
-				clas = append(clas, cla)
-				s, ok := bySvc[cla.GetClusterName()]
+				s, ok := bySvc[clusterNameOf(r.GetValue())]
 				if !ok {
 					continue
 				}
-				tr.observe(id, s, addresses(cla), at)
+				value := r.GetValue()
+				tr.observe(id, s, func(addr string) bool { return bytes.Contains(value, addressField(addr)) }, at)
 			}
 			if handle != nil {
 				handle(at, clas)
@@ -100,15 +107,39 @@ func (st *stream) close() {
 	<-st.done
 }
 
-// addresses are the endpoint addresses a load assignment lists.
-func addresses(cla *endpointv3.ClusterLoadAssignment) map[string]bool {
-	out := map[string]bool{}
-	for _, l := range cla.GetEndpoints() {
-		for _, e := range l.GetLbEndpoints() {
-			out[e.GetEndpoint().GetAddress().GetSocketAddress().GetAddress()] = true
+// clusterNameOf reads the cluster_name of a serialized ClusterLoadAssignment.
+func clusterNameOf(b []byte) string {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return ""
 		}
+		b = b[n:]
+		if num == clusterNameField && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return ""
+			}
+			return string(v)
+		}
+		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+			return ""
+		}
+		b = b[n:]
 	}
-	return out
+	return ""
+}
+
+var (
+	clusterNameField = (&endpointv3.ClusterLoadAssignment{}).ProtoReflect().Descriptor().Fields().ByName("cluster_name").Number()
+	addressNumber    = (&corev3.SocketAddress{}).ProtoReflect().Descriptor().Fields().ByName("address").Number()
+)
+
+// addressField is the serialized address field of a SocketAddress of addr: present
+// in a load assignment's bytes if and only if it lists addr (the length prefix keeps
+// 10.0.0.1 from matching inside 10.0.0.10).
+func addressField(addr string) []byte {
+	return protowire.AppendString(protowire.AppendTag(nil, addressNumber, protowire.BytesType), addr)
 }
 
 func countEndpoints(cla *endpointv3.ClusterLoadAssignment) int {

@@ -80,13 +80,13 @@ func (t *tracker) drop(ch *change) {
 	}
 }
 
-// observe is stream id's receipt at at of service svc's load assignment, whose
-// endpoint addresses are present.
-func (t *tracker) observe(id, svc int, present map[string]bool, at time.Time) {
+// observe is stream id's receipt at at of service svc's load assignment, which
+// lists the addresses present says.
+func (t *tracker) observe(id, svc int, present func(addr string) bool, at time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, ch := range t.pending[svc] {
-		if ch.seen[id] || present[ch.addr] != ch.present {
+		if ch.seen[id] || present(ch.addr) != ch.present {
 			continue
 		}
 		ch.seen[id] = true
@@ -98,6 +98,9 @@ func (t *tracker) observe(id, svc int, present map[string]bool, at time.Time) {
 
 // complete ends ch if every watcher of its service has seen it. t.mu is held.
 func (t *tracker) complete(ch *change) {
+	if len(ch.seen) < len(t.watchers[ch.svc]) {
+		return // some watcher has not: no need to look which
+	}
 	for id := range t.watchers[ch.svc] {
 		if !ch.seen[id] {
 			return

@@ -144,6 +144,7 @@ func (v *View) upsertService(c *Cluster, nn NamespacedName, rec *model.ServiceEn
 		}
 		delete(p.raw, nn)
 		p.order = slices.Delete(p.order, i, i+1)
+		v.own(c)
 		delete(c.Services, nn)
 		delete(c.Refused, nn)
 		if i < limit && len(p.order) >= limit {
@@ -194,6 +195,7 @@ func (v *View) serve(c *Cluster, p *published, nn NamespacedName) {
 	e := p.raw[nn]
 	limit := admit.LimitsOf(c.Info).Services
 	i, _ := slices.BinarySearchFunc(p.order, nn, compareNN)
+	v.own(c)
 	if i >= limit {
 		delete(c.Services, nn)
 		c.Refused[nn] = []admit.Rejection{{Reason: admit.TooManyServices, Count: 1,
@@ -214,8 +216,8 @@ func (v *View) readmit(c *Cluster) {
 	p := v.published[c.Name]
 	if p != nil {
 		clear(p.tally)
-		clear(c.Services)
-		clear(c.Refused)
+		c.Services, c.Refused = map[NamespacedName]*model.ServiceEndpoints{}, map[NamespacedName][]admit.Rejection{}
+		v.cloned[c.Name] = v.lends.Load()
 		for _, nn := range p.order {
 			e := v.admitEntry(c, nn, p.raw[nn].rec)
 			p.raw[nn] = e
@@ -416,6 +418,7 @@ func (v *View) readmitLocal() {
 		return
 	}
 	v.localServed = make(map[NamespacedName]*model.ServiceEndpoints, len(v.local))
+	v.localCloned = v.lends.Load()
 	for nn, rec := range v.local {
 		v.localServed[nn] = v.admitLocal(rec)
 	}

@@ -38,6 +38,7 @@ func (v *View) local1(key string, rec *model.ServiceEndpoints) {
 		m[nn] = rec
 	}
 	if v.local != nil {
+		v.ownLocal()
 		if rec == nil {
 			delete(v.localServed, nn)
 		} else {

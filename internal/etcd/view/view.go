@@ -2,9 +2,11 @@ package view
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -114,6 +116,15 @@ type View struct {
 
 	contact contact
 
+	// lends counts the copies of clusters handed out (copyOf), which share their
+	// Services and Refused maps with the View instead of copying them: the View
+	// clones a cluster's maps before its next write to them if any copy was handed
+	// out since it last did (own): cloned holds the count of copies when it last
+	// did, by cluster; localCloned is the same for localServed.
+	lends       atomic.Uint64
+	cloned      map[string]uint64
+	localCloned uint64
+
 	// versions, imported, rev and dirty: see digest.go.
 	versions map[string]version
 	imported kvstore.Digest
@@ -132,6 +143,7 @@ func New(opts Options) *View {
 		log:          opts.Logger,
 		published:    map[string]*published{},
 		clusters:     map[string]*Cluster{},
+		cloned:       map[string]uint64{},
 		globals:      map[NamespacedName]*model.GlobalService{},
 		policies:     map[NamespacedName]*model.Policy{},
 		synced:       make(chan struct{}),
@@ -341,6 +353,7 @@ func (v *View) applyCluster(k keyspace.Key, nn NamespacedName, rec model.Record,
 	if c.Info == nil && c.Heartbeat == nil && c.Synced == nil && len(c.Services) == 0 &&
 		c.IntermediateCSR == nil && c.Intermediate == nil && c.EtcdCSR == nil && c.EtcdCert == nil {
 		delete(v.clusters, k.Cluster)
+		delete(v.cloned, k.Cluster)
 	}
 }
 
@@ -361,18 +374,36 @@ func (v *View) Cluster(name string) (Cluster, bool) {
 
 // Clusters returns copies of every cluster, sorted by name; Self's services as
 // Cluster says.
-func (v *View) Clusters() []Cluster {
+func (v *View) Clusters() []Cluster { return v.clusterList(v.copyOf) }
+
+// clusterList is every cluster, sorted by name, each as of returns it.
+func (v *View) clusterList(of func(*Cluster) Cluster) []Cluster {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	out := make([]Cluster, 0, len(v.clusters)+1)
 	for _, c := range v.clusters {
-		out = append(out, v.copyOf(c))
+		out = append(out, of(c))
 	}
 	if _, ok := v.clusters[v.self]; !ok && v.self != "" && v.local != nil {
-		out = append(out, v.copyOf(&Cluster{Name: v.self}))
+		out = append(out, of(&Cluster{Name: v.self}))
 	}
 	slices.SortFunc(out, func(a, b Cluster) int { return strings.Compare(a.Name, b.Name) })
 	return out
+}
+
+// Service is cluster's record of the Service namespace/name as served (admitted),
+// nil if it has none: one record, without copying the cluster.
+func (v *View) Service(cluster, namespace, name string) *model.ServiceEndpoints {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	nn := NamespacedName{Namespace: namespace, Name: name}
+	if cluster == v.self && v.local != nil {
+		return v.localServed[nn]
+	}
+	if c := v.clusters[cluster]; c != nil {
+		return c.Services[nn]
+	}
+	return nil
 }
 
 // Heartbeats is when each cluster's heartbeat was last seen written (zero: never),
@@ -386,6 +417,12 @@ func (v *View) Heartbeats() map[string]time.Time {
 	}
 	return out
 }
+
+// ReadOnlyClusters is Clusters without copying each cluster's maps of services and
+// refusals: they are shared with the View, which never writes to them again, and
+// must not be modified. For readers that read the whole fleet on every change (the
+// xDS server).
+func (v *View) ReadOnlyClusters() []Cluster { return v.clusterList(v.lend) }
 
 // GlobalServices returns every global service, sorted by namespace/name.
 func (v *View) GlobalServices() []model.GlobalService {
@@ -445,20 +482,52 @@ func (v *View) PublishedServices(cluster string) []string {
 	return out
 }
 
-// copyOf copies c, with Self's services from the informers when they are synced.
+// copyOf copies c, with Self's services from the informers when they are synced,
+// and copies of its maps of services and refusals. The caller holds v.mu, for
+// reading at least.
 func (v *View) copyOf(c *Cluster) Cluster {
-	out := *c
-	services, refused := c.Services, c.Refused
-	if c.Name == v.self && v.local != nil {
-		services, refused = v.localServed, nil
+	out := v.served(c)
+	out.Services, out.Refused = maps.Clone(out.Services), maps.Clone(out.Refused)
+	if out.Services == nil {
+		out.Services = map[NamespacedName]*model.ServiceEndpoints{}
 	}
-	out.Services = make(map[NamespacedName]*model.ServiceEndpoints, len(services))
-	for k, s := range services {
-		out.Services[k] = s
-	}
-	out.Refused = make(map[NamespacedName][]admit.Rejection, len(refused))
-	for k, r := range refused {
-		out.Refused[k] = r
+	if out.Refused == nil {
+		out.Refused = map[NamespacedName][]admit.Rejection{}
 	}
 	return out
+}
+
+// lend is copyOf sharing c's maps of services and refusals, which the View never
+// writes again once lent: it writes to clones of them (own). The caller holds v.mu,
+// for reading at least.
+func (v *View) lend(c *Cluster) Cluster {
+	v.lends.Add(1)
+	return v.served(c)
+}
+
+// served is c with Self's services from the informers when they are synced,
+// sharing its maps. The caller holds v.mu, for reading at least.
+func (v *View) served(c *Cluster) Cluster {
+	out := *c
+	if c.Name == v.self && v.local != nil {
+		out.Services, out.Refused = v.localServed, nil
+	}
+	return out
+}
+
+// own makes c's maps of services and refusals safe to write: clones of them if a
+// copy of c may hold them. The caller holds v.mu for writing.
+func (v *View) own(c *Cluster) {
+	if n := v.lends.Load(); n != v.cloned[c.Name] {
+		c.Services, c.Refused = maps.Clone(c.Services), maps.Clone(c.Refused)
+		v.cloned[c.Name] = n
+	}
+}
+
+// ownLocal is own for localServed.
+func (v *View) ownLocal() {
+	if n := v.lends.Load(); n != v.localCloned {
+		v.localServed = maps.Clone(v.localServed)
+		v.localCloned = n
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -639,5 +640,24 @@ func TestConcurrentUse(t *testing.T) {
 		if c.LastHeartbeat.IsZero() {
 			t.Errorf("cluster %s has a heartbeat but no LastHeartbeat with the default clock", c.Name)
 		}
+	}
+}
+
+// TestReadOnlyClustersAreNotWrittenAfter: the maps ReadOnlyClusters shares with the
+// View keep what they held when lent, whatever the View is told after.
+func TestReadOnlyClustersAreNotWrittenAfter(t *testing.T) {
+	v, _ := newView()
+	v.OnUpsert(keyspace.ClusterInfo("east-1"), info("east-1", "us-east"))
+	v.OnUpsert(keyspace.ServiceEndpoints("east-1", "shop", "cart"), endpoints("shop", "cart", true))
+	lent := v.ReadOnlyClusters()
+	before := maps.Clone(lent[0].Services)
+	v.OnUpsert(keyspace.ServiceEndpoints("east-1", "shop", "web"), endpoints("shop", "web", true))
+	v.OnUpsert(keyspace.ServiceEndpoints("east-1", "shop", "cart"), endpoints("shop", "cart", false))
+	v.OnDelete(keyspace.ServiceEndpoints("east-1", "shop", "cart"))
+	if !maps.Equal(lent[0].Services, before) {
+		t.Fatalf("a lent map changed: %v, was %v", lent[0].Services, before)
+	}
+	if now := v.ReadOnlyClusters(); len(now[0].Services) != 1 {
+		t.Fatalf("the View holds %d services, want 1 (web)", len(now[0].Services))
 	}
 }
