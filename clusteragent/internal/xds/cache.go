@@ -77,7 +77,7 @@ type cache struct {
 	// eds are the load assignments of each group, by group key.
 	eds map[string]*resources
 	// watches are the open watches, by group key.
-	watches map[string]map[*watch]struct{}
+	watches map[string]*watchSet
 }
 
 // watch is one stream's open request for one type.
@@ -85,10 +85,53 @@ type watch struct {
 	req *discoverygrpc.DiscoveryRequest
 	sub cachev3.Subscription
 	out chan cachev3.Response
+	// names are the resources it subscribes to when made (the stream changes its
+	// subscription only after cancelling it); wildcard: all of them.
+	names    []string
+	wildcard bool
+}
+
+// watchSet is a group's open watches, and those subscribing to each resource, so
+// that a change of one resource looks only at its watches.
+type watchSet struct {
+	all    map[*watch]struct{}
+	byName map[typedName]map[*watch]struct{} // not wildcards
+}
+
+type typedName struct{ typ, name string }
+
+func (ws *watchSet) add(w *watch) {
+	ws.all[w] = struct{}{}
+	if w.wildcard {
+		return
+	}
+	for _, name := range w.names {
+		k := typedName{w.req.GetTypeUrl(), name}
+		if ws.byName[k] == nil {
+			ws.byName[k] = map[*watch]struct{}{}
+		}
+		ws.byName[k][w] = struct{}{}
+	}
+}
+
+func (ws *watchSet) remove(w *watch) {
+	delete(ws.all, w)
+	if w.wildcard {
+		return
+	}
+	for _, name := range w.names {
+		k := typedName{w.req.GetTypeUrl(), name}
+		if m := ws.byName[k]; m != nil {
+			delete(m, w)
+			if len(m) == 0 {
+				delete(ws.byName, k)
+			}
+		}
+	}
 }
 
 func newCache() *cache {
-	return &cache{shared: map[string]*resources{}, eds: map[string]*resources{}, watches: map[string]map[*watch]struct{}{}}
+	return &cache{shared: map[string]*resources{}, eds: map[string]*resources{}, watches: map[string]*watchSet{}}
 }
 
 // typeOf is the resources group key is served of typ; nil until set.
@@ -106,16 +149,20 @@ func (c *cache) setShared(typ string, rs *resources) {
 	defer c.mu.Unlock()
 	c.shared[typ] = rs
 	for key, ws := range c.watches {
-		c.answer(key, ws, typ)
+		c.answer(key, ws, typ, nil)
 	}
 }
 
-// setEndpoints publishes the load assignments of group key.
-func (c *cache) setEndpoints(key string, rs *resources) {
+// setEndpoints publishes the load assignments of group key. changed are the names of
+// the load assignments that changed (built or removed) since the last set; nil:
+// any may have.
+func (c *cache) setEndpoints(key string, rs *resources, changed []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.eds[key] = rs
-	c.answer(key, c.watches[key], resourcev3.EndpointType)
+	if ws := c.watches[key]; ws != nil {
+		c.answer(key, ws, resourcev3.EndpointType, changed)
+	}
 }
 
 // clear forgets group key's load assignments (its last stream closed).
@@ -126,19 +173,42 @@ func (c *cache) clear(key string) {
 }
 
 // answer responds to the watches of ws of type typ that the group's current
-// resources change, and closes them. c.mu is held.
-func (c *cache) answer(key string, ws map[*watch]struct{}, typ string) {
+// resources change, and closes them: those subscribing to a name in changed, and
+// wildcards; every one of the type if changed is nil. c.mu is held.
+func (c *cache) answer(key string, ws *watchSet, typ string, changed []string) {
 	rs := c.typeOf(key, typ)
 	if rs == nil {
 		return
 	}
-	for w := range ws {
+	try := func(w *watch) {
 		if w.req.GetTypeUrl() != typ {
-			continue
+			return
 		}
 		if resp := respond(w, rs); resp != nil {
-			delete(ws, w)
+			ws.remove(w)
 			c.send(w, resp)
+		}
+	}
+	if changed == nil {
+		for w := range ws.all {
+			try(w)
+		}
+		return
+	}
+	var candidates []*watch
+	for w := range ws.all {
+		if w.wildcard {
+			candidates = append(candidates, w)
+		}
+	}
+	for _, name := range changed {
+		for w := range ws.byName[typedName{typ, name}] {
+			candidates = append(candidates, w)
+		}
+	}
+	for _, w := range candidates {
+		if _, open := ws.all[w]; open { // a watch of two changed names is answered once
+			try(w)
 		}
 	}
 }
@@ -157,7 +227,12 @@ func (c *cache) send(w *watch, resp *response) {
 // subscribes to and was not sent at their version, else when it does.
 func (c *cache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, out chan cachev3.Response) (func(), error) {
 	key := groupOf(req.GetNode()).key()
-	w := &watch{req: req, sub: sub, out: out}
+	w := &watch{req: req, sub: sub, out: out, wildcard: sub.IsWildcard()}
+	if !w.wildcard {
+		for name := range sub.SubscribedResources() {
+			w.names = append(w.names, name)
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if rs := c.typeOf(key, req.GetTypeUrl()); rs != nil {
@@ -168,16 +243,16 @@ func (c *cache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, out 
 	}
 	ws := c.watches[key]
 	if ws == nil {
-		ws = map[*watch]struct{}{}
+		ws = &watchSet{all: map[*watch]struct{}{}, byName: map[typedName]map[*watch]struct{}{}}
 		c.watches[key] = ws
 	}
-	ws[w] = struct{}{}
+	ws.add(w)
 	return func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if ws := c.watches[key]; ws != nil {
-			delete(ws, w)
-			if len(ws) == 0 {
+			ws.remove(w)
+			if len(ws.all) == 0 {
 				delete(c.watches, key)
 			}
 		}

@@ -81,7 +81,7 @@ func place(table locality.Table, t Target) []LocalityEndpoints {
 			remote[l.Cluster] = true
 			continue
 		}
-		endpoints[k] = append(endpoints[k], l.Healthy...)
+		endpoints[k] = l.Healthy // one locality per cluster and zone (localitiesOf): shared, never modified
 	}
 	var out []LocalityEndpoints
 	first := map[string]int{} // remote cluster -> its entry in out

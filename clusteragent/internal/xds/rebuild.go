@@ -323,7 +323,18 @@ func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 		maps.Copy(rs.byName, b.cla)
 		maps.Copy(rs.byName, s.gateway)
 		s.built[key] = b
-		s.cache.setEndpoints(key, rs)
+		var names []string // of what changed; nil for a group built whole
+		if prev != nil {
+			names = make([]string, 0, 2*(len(build)+len(removed)))
+			for _, name := range build {
+				t := s.targets[name].served
+				names = append(names, ClusterName(t.Hostname, t.Port), xdsnames.SNI(t.Hostname, t.Port))
+			}
+			for _, t := range removed {
+				names = append(names, ClusterName(t.Hostname, t.Port), xdsnames.SNI(t.Hostname, t.Port))
+			}
+		}
+		s.cache.setEndpoints(key, rs, names)
 		pushed++
 		if !changed.IsZero() {
 			s.mu.Lock()
