@@ -198,3 +198,46 @@ func endpointsOf(t *testing.T, resp *discoveryv3.DiscoveryResponse) []string {
 	}
 	return out
 }
+
+// TestServiceLimitCrossingIsServed: a new record that pushes another of its cluster
+// beyond the cluster's service limit changes what that other record's global service
+// serves, and the incremental rebuild sees it.
+func TestServiceLimitCrossingIsServed(t *testing.T) {
+	v, _ := fleet(3, 3, 2)
+	v.OnUpsert(keyspace.ClusterInfo("c001"), &model.ClusterInfo{Name: "c001", Region: "region-1",
+		Zones: []string{"c001-a", "c001-b"}, Network: "default", Limits: model.PublishLimits{MaxServices: 3}})
+	v.OnSynced()
+	s, err := xds.New(xds.Options{Cluster: "c000", View: v, Addr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := xds.Group{Region: "region-0", Zone: "c000-a"}
+	if err := s.Rebuild(context.Background(), time.Now(), g); err != nil {
+		t.Fatal(err)
+	}
+	serves := func(svc string) bool {
+		t.Helper()
+		cla, err := s.Served(g, xds.ClusterName(svc+".ns.global", 8080))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range cla.GetEndpoints() {
+			if l.GetLocality().GetSubZone() == "c001" && len(l.GetLbEndpoints()) > 0 {
+				return true
+			}
+		}
+		return false
+	}
+	if !serves("svc002") {
+		t.Fatal("c001's svc002 is not served before the limit is reached")
+	}
+	// ns/svc0015 sorts before ns/svc002: c001's fourth service pushes svc002 out.
+	rec := &model.ServiceEndpoints{Namespace: "ns", Name: "svc0015", Ports: []model.ServicePort{{Name: "grpc", Port: 8080}}}
+	v.OnUpsert(keyspace.ServiceEndpoints("c001", "ns", "svc0015"), rec)
+	if err := s.Rebuild(context.Background(), time.Now(), g); err != nil {
+		t.Fatal(err)
+	}
+	if serves("svc002") {
+		t.Error("c001's svc002, beyond its service limit now, is still served")
+	}
+}

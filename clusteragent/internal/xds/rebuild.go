@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"reflect"
 	"slices"
 	"time"
 
@@ -103,10 +104,30 @@ func (d *dirty) affects(g *model.GlobalService) bool {
 	return false
 }
 
+// onlyRecords are the clusters whose parts of g's targets must be recomputed when
+// the changes are records only and g itself is unchanged: those whose records of its
+// member Services changed. nil: recompute every cluster's part.
+func (d *dirty) onlyRecords(g *model.GlobalService) map[string]bool {
+	if d.all || len(d.clusters) > 0 || d.globals[g.String()] || d.namespaces[g.Namespace] ||
+		(g.Service != nil && d.namespaces[g.Service.Namespace]) ||
+		(g.Policy != "" && d.policies[view.NamespacedName{Namespace: g.Namespace, Name: g.Policy}]) {
+		return nil
+	}
+	redo := map[string]bool{}
+	for r := range d.records {
+		if (g.Service != nil && r.nn.Namespace == g.Service.Namespace && r.nn.Name == g.Service.Name) ||
+			(g.Service == nil && r.nn.Namespace == g.Namespace) {
+			redo[r.cluster] = true
+		}
+	}
+	return redo
+}
+
 // globalEntry is a global service and the targets last computed for it.
 type globalEntry struct {
 	global  model.GlobalService
 	targets []Target
+	parts   []map[string]part // by port, by cluster (globalTargetsFrom)
 }
 
 // servedTarget is a target as computed (raw) and as served (after failback holds),
@@ -214,12 +235,18 @@ func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 	for i := range globals {
 		g := &globals[i]
 		key := g.String()
-		if old, ok := s.perGlobal[key]; ok && !d.affects(g) {
+		old, ok := s.perGlobal[key]
+		if ok && !d.affects(g) {
 			per[i], next[key] = old.targets, old
 			continue
 		}
-		per[i] = globalTargets(in, network, g)
-		next[key] = globalEntry{global: *g, targets: per[i]}
+		e := globalEntry{global: *g}
+		var prev []map[string]part
+		if ok && reflect.DeepEqual(old.global, *g) { // (an implicit one's ports follow its records)
+			prev = old.parts
+		}
+		e.targets, e.parts = globalTargetsFrom(in, network, g, prev, d.onlyRecords(g))
+		per[i], next[key] = e.targets, e
 		recomputed[key] = true
 	}
 	s.perGlobal = next

@@ -143,23 +143,47 @@ func Globals(in Input) []model.GlobalService {
 
 // globalTargets are the targets of every port of g.
 func globalTargets(in Input, network string, g *model.GlobalService) []Target {
+	ts, _ := globalTargetsFrom(in, network, g, nil, nil)
+	return ts
+}
+
+// part is one cluster's share of a target: its localities and exclusions.
+type part struct {
+	locs     []Locality
+	excluded []Exclusion
+}
+
+// globalTargetsFrom is globalTargets reusing, from prev (the parts of an earlier
+// computation of the same global service, by port and cluster), the part of every
+// cluster not in redo; prev nil or redo nil: nothing is reused. It returns the parts
+// it computed with, for the next call.
+func globalTargetsFrom(in Input, network string, g *model.GlobalService, prev []map[string]part, redo map[string]bool) ([]Target, []map[string]part) {
 	var policy *model.Policy
 	if g.Policy != "" && in.Policy != nil {
 		policy = in.Policy(g.Namespace, g.Policy)
 	}
 	accounts := AccountsOf(in.Clusters, g)
 	out := make([]Target, 0, len(g.Ports))
-	for _, gp := range g.Ports {
+	parts := make([]map[string]part, len(g.Ports))
+	for i, gp := range g.Ports {
 		t := Target{Namespace: g.Namespace, Name: g.Name, Hostname: g.Hostname, Port: uint32(gp.Port), Policy: policy,
 			Accounts: accounts}
+		parts[i] = make(map[string]part, len(in.Clusters))
 		for _, c := range in.Clusters {
-			locs, excluded := localitiesOf(in, network, c, g, gp, policy)
-			t.Localities = append(t.Localities, locs...)
-			t.Excluded = append(t.Excluded, excluded...)
+			p, ok := part{}, false
+			if redo != nil && !redo[c.Name] && i < len(prev) {
+				p, ok = prev[i][c.Name]
+			}
+			if !ok {
+				p.locs, p.excluded = localitiesOf(in, network, c, g, gp, policy)
+			}
+			parts[i][c.Name] = p
+			t.Localities = append(t.Localities, p.locs...)
+			t.Excluded = append(t.Excluded, p.excluded...)
 		}
 		out = append(out, t)
 	}
-	return out
+	return out, parts
 }
 
 // merge joins the targets of each global service, given in Globals' order, sorted by

@@ -39,8 +39,9 @@ type Result struct {
 
 	// Bootstrap: from the agent's start to a stream holding every endpoint.
 	Bootstrap time.Duration
-	// RSS at the endpoint count, with the latency observers connected.
-	RSS int64
+	// RSS at the endpoint count with the latency observers connected: just after
+	// the bootstrap (BootRSS), and in steady state, after the churn (RSS).
+	BootRSS, RSS int64
 
 	// Heartbeats only.
 	HeartbeatCPU      float64 // % of a core
@@ -71,8 +72,9 @@ type Result struct {
 	FanoutP99       time.Duration
 	FanoutCPUChange time.Duration // agent CPU per change
 	FanoutRSS       int64
-	// Live heap (go_gc_heap_live_bytes: as of the last GC) before the fan-out streams came,
-	// with them, and Options.HeapSettle after they left.
+	// Live heap (go_gc_heap_live_bytes, right after a collection the benchmark asks
+	// for) before the fan-out streams came, with them, and Options.HeapSettle after
+	// they left.
 	HeapBase, HeapFanout, HeapAfter int64
 	// BenchCPU is this process's CPU during the churn (the simulator, etcd, the
 	// streams' clients): the rest of the machine the agent shares.
@@ -194,10 +196,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := waitFirst(ctx, observers, agent); err != nil {
 		return nil, err
 	}
-	if res.RSS, err = rss(pid); err != nil {
+	if res.BootRSS, err = rss(pid); err != nil {
 		return nil, err
 	}
-	say("%d observer streams (%d zones × %d services) connected; agent RSS %s", len(observers), o.Zones, o.Services, mib(res.RSS))
+	say("%d observer streams (%d zones × %d services) connected; agent RSS %s", len(observers), o.Zones, o.Services, mib(res.BootRSS))
 	o.profile(ctx, debugURL, "bootstrap.heap.pprof", "heap?gc=1")()
 
 	// Heartbeats only.
@@ -352,6 +354,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	})
 	lat, res.ChurnUnseen = tr.take()
 	res.ChurnP50, res.ChurnP99 = quantile(lat, 0.5), quantile(lat, 0.99)
+	if res.RSS, err = rss(pid); err != nil {
+		return nil, err
+	}
 
 	for _, st := range observers {
 		st.close()
@@ -364,7 +369,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := sleep(ctx, o.HeapSettle); err != nil {
 		return nil, err
 	}
-	if res.HeapBase, err = heap(ctx, metricsURL); err != nil {
+	if res.HeapBase, err = heap(ctx, debugURL); err != nil {
 		return nil, err
 	}
 	say("fan-out: %d streams of one service...", o.Streams)
@@ -387,7 +392,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if res.FanoutRSS, err = rss(pid); err != nil {
 		return nil, err
 	}
-	if res.HeapFanout, err = heap(ctx, metricsURL); err != nil {
+	if res.HeapFanout, err = heap(ctx, debugURL); err != nil {
 		return nil, err
 	}
 	tr.take()
@@ -419,7 +424,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := sleep(ctx, o.HeapSettle); err != nil {
 		return nil, err
 	}
-	if res.HeapAfter, err = heap(ctx, metricsURL); err != nil {
+	if res.HeapAfter, err = heap(ctx, debugURL); err != nil {
 		return nil, err
 	}
 	res.HeartbeatErrors = f.heartbeatErrors.Load()
@@ -491,8 +496,21 @@ func (h histogram) since(old histogram) time.Duration {
 	return time.Duration((h.sum - old.sum) / (h.count - old.count) * float64(time.Second))
 }
 
-func heap(ctx context.Context, metricsURL string) (int64, error) {
-	v, err := metric(ctx, metricsURL, "go_gc_heap_live_bytes")
+// heap is the agent's live heap right after a collection: its /debug/pprof/heap runs
+// one (gc=1) before go_gc_heap_live_bytes is read, so that the figure does not
+// depend on when the agent last collected.
+func heap(ctx context.Context, agentURL string) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, agentURL+"/debug/pprof/heap?gc=1", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	io.Copy(io.Discard, resp.Body) //nolint:errcheck
+	resp.Body.Close()
+	v, err := metric(ctx, agentURL+"/metrics", "go_gc_heap_live_bytes")
 	return int64(v), err
 }
 

@@ -149,6 +149,7 @@ func (v *View) upsertService(c *Cluster, nn NamespacedName, rec *model.ServiceEn
 		delete(c.Refused, nn)
 		if i < limit && len(p.order) >= limit {
 			v.serve(c, p, p.order[limit-1]) // the first record beyond the limit moves in
+			v.alsoChanged(c.Name, p.order[limit-1])
 		}
 		v.report(c.Name)
 		v.forget(c.Name)
@@ -161,10 +162,18 @@ func (v *View) upsertService(c *Cluster, nn NamespacedName, rec *model.ServiceEn
 		p.order = slices.Insert(p.order, i, nn)
 		if i < limit && len(p.order) > limit {
 			v.serve(c, p, p.order[limit]) // pushed beyond the limit
+			v.alsoChanged(c.Name, p.order[limit])
 		}
 	}
 	v.serve(c, p, nn)
 	v.report(c.Name)
+}
+
+// alsoChanged tells the subscribers, with the key being applied, that cluster's
+// record nn is served differently too (it crossed its cluster's service limit). The
+// caller holds v.mu.
+func (v *View) alsoChanged(cluster string, nn NamespacedName) {
+	v.also = append(v.also, keyspace.Key{Kind: keyspace.KindServiceEndpoints, Cluster: cluster, Namespace: nn.Namespace, Name: nn.Name})
 }
 
 // forget drops the cluster's admission state once it holds nothing. The caller

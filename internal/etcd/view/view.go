@@ -96,6 +96,7 @@ type View struct {
 	live     chan struct{} // closed after the first complete list of the store itself
 	subs     map[int]func(keyspace.Key)
 	nextSub  int
+	also     []keyspace.Key // see alsoChanged
 
 	// unconfirmed holds the keys a Restore loaded, or a Resync found held, that no
 	// list or event of the store has confirmed since; the next complete list removes
@@ -296,15 +297,20 @@ func (v *View) apply(k keyspace.Key, rec model.Record, seen bool) {
 	v.notify(k)
 }
 
-// notify releases v.mu and calls every subscriber with k.
+// notify releases v.mu and calls every subscriber with k, and with the keys whose
+// records applying k served differently too (alsoChanged).
 func (v *View) notify(k keyspace.Key) {
 	subs := make([]func(keyspace.Key), 0, len(v.subs))
 	for _, fn := range v.subs {
 		subs = append(subs, fn)
 	}
+	keys := append([]keyspace.Key{k}, v.also...)
+	v.also = nil
 	v.mu.Unlock()
-	for _, fn := range subs {
-		fn(k)
+	for _, k := range keys {
+		for _, fn := range subs {
+			fn(k)
+		}
 	}
 }
 
