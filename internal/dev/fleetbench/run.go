@@ -57,6 +57,10 @@ type Result struct {
 	// LightPushMean is the agent's own share of a light-load change: the mean of
 	// meshfed_xds_change_to_push_seconds (view → snapshots set) over that phase.
 	LightPushMean time.Duration
+	// BurstPushMean and BurstRebuilds are the same over the burst, and the rebuilds
+	// it took.
+	BurstPushMean time.Duration
+	BurstRebuilds float64
 
 	LightP50, LightP99 time.Duration
 	BurstLast          time.Duration // last seen after the last write
@@ -280,6 +284,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	say("burst: %d changes back to back...", o.BurstChanges)
 	var burst []*change
 	var lastWrite time.Time
+	push0, err = meanParts(ctx, metricsURL, "meshfed_xds_change_to_push_seconds")
+	if err != nil {
+		return nil, err
+	}
+	rb0, err := metric(ctx, metricsURL, "meshfed_xds_rebuild_seconds_count")
+	if err != nil {
+		return nil, err
+	}
 	for range o.BurstChanges {
 		ch, err := one()
 		if err != nil {
@@ -298,6 +310,15 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	lat, _ = tr.take()
 	res.BurstLast, res.BurstP99 = lastSeen.Sub(lastWrite), quantile(lat, 0.99)
+	if push1, err = meanParts(ctx, metricsURL, "meshfed_xds_change_to_push_seconds"); err != nil {
+		return nil, err
+	}
+	res.BurstPushMean = push1.since(push0)
+	rb1, err := metric(ctx, metricsURL, "meshfed_xds_rebuild_seconds_count")
+	if err != nil {
+		return nil, err
+	}
+	res.BurstRebuilds = rb1 - rb0
 
 	// Churn at Rate for Duration.
 	say("churn: %d changes/s for %s...", o.Rate, o.Duration)
