@@ -61,6 +61,7 @@ func devBenchFleetCommand() *cobra.Command {
 	f.IntVar(&opts.Zones, "zones", opts.Zones, "locality zones of the agent's cluster the streams sit in")
 	f.StringVar(&opts.Dir, "dir", "", "directory for etcd, the kube-apiserver and the agent's log (default: a temporary directory, removed after)")
 	f.BoolVar(&keep, "keep", false, "keep the temporary directory (the agent's log) after the run")
+	f.StringVar(&opts.AgentMemoryLimit, "agent-memory-limit", opts.AgentMemoryLimit, "the agent's GOMEMLIMIT, as a container memory limit of about 10% more sets it; empty: none")
 	f.BoolVar(&opts.Profile, "profile", false, "write the agent's CPU profiles (churn, fan-out) and heap profile (after the bootstrap) into --dir (implies --keep)")
 	f.StringVar(&meshfed, "meshfed", "", "the meshfed binary (default: next to meshfedctl, else on PATH)")
 	return cmd

@@ -83,11 +83,7 @@ func (b *builder) assemble(hostname string, port uint32, localities []LocalityEn
 	bodies := make([][]byte, len(localities))
 	size := proto.Size(head)
 	for i, l := range localities {
-		lh := localityHeader(l)
-		if err := lh.ValidateAll(); err != nil {
-			return nil, err
-		}
-		hb, err := proto.MarshalOptions{Deterministic: true}.Marshal(lh)
+		hb, err := appendLocalityHeader(nil, l)
 		if err != nil {
 			return nil, err
 		}
@@ -111,8 +107,16 @@ func (b *builder) assemble(hostname string, port uint32, localities []LocalityEn
 	return newResource(b.next(), &anypb.Any{TypeUrl: resourcev3.EndpointType, Value: out}), nil
 }
 
-// Field numbers of what a piece holds, from the generated descriptors.
+// Field numbers of what a piece and a locality's header hold, from the generated
+// descriptors.
 var (
+	localityField    = field(&endpointv3.LocalityLbEndpoints{}, "locality")
+	weightField      = field(&endpointv3.LocalityLbEndpoints{}, "load_balancing_weight")
+	priorityField    = field(&endpointv3.LocalityLbEndpoints{}, "priority")
+	regionField      = field(&corev3.Locality{}, "region")
+	zoneField        = field(&corev3.Locality{}, "zone")
+	subZoneField     = field(&corev3.Locality{}, "sub_zone")
+	wrapperValue     = field(&wrapperspb.UInt32Value{}, "value")
 	lbEndpointsField = field(&endpointv3.LocalityLbEndpoints{}, "lb_endpoints")
 	lbEndpointField  = field(&endpointv3.LbEndpoint{}, "endpoint")
 	healthField      = field(&endpointv3.LbEndpoint{}, "health_status")
@@ -155,6 +159,42 @@ func appendLbEndpoints(b []byte, endpoints []Endpoint) ([]byte, error) {
 		b = protowire.AppendVarint(b, uint64(e.Port))
 		b = protowire.AppendTag(b, healthField, protowire.VarintType)
 		b = protowire.AppendVarint(b, uint64(corev3.HealthStatus_HEALTHY))
+	}
+	return b, nil
+}
+
+// appendLocalityHeader appends the encoding of localityHeader(l), serialized
+// directly like the pieces. The checks are the generated validation's rules for
+// these fields.
+func appendLocalityHeader(b []byte, l LocalityEndpoints) ([]byte, error) {
+	if l.Weight < 1 || l.Priority > 128 {
+		return nil, fmt.Errorf("invalid locality %s/%s/%s: weight %d, priority %d", l.Region, l.Zone, l.Cluster, l.Weight, l.Priority)
+	}
+	str := func(n protowire.Number, v string) int {
+		if v == "" {
+			return 0
+		}
+		return protowire.SizeTag(n) + protowire.SizeBytes(len(v))
+	}
+	loc := str(regionField, l.Region) + str(zoneField, l.Zone) + str(subZoneField, l.Cluster)
+	b = protowire.AppendTag(b, localityField, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(loc))
+	for _, f := range []struct {
+		n protowire.Number
+		v string
+	}{{regionField, l.Region}, {zoneField, l.Zone}, {subZoneField, l.Cluster}} {
+		if f.v != "" {
+			b = protowire.AppendTag(b, f.n, protowire.BytesType)
+			b = protowire.AppendString(b, f.v)
+		}
+	}
+	b = protowire.AppendTag(b, weightField, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(protowire.SizeTag(wrapperValue)+protowire.SizeVarint(uint64(l.Weight))))
+	b = protowire.AppendTag(b, wrapperValue, protowire.VarintType)
+	b = protowire.AppendVarint(b, uint64(l.Weight))
+	if l.Priority != 0 {
+		b = protowire.AppendTag(b, priorityField, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(l.Priority))
 	}
 	return b, nil
 }

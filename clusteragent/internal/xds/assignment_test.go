@@ -15,6 +15,7 @@ func TestAssembledAssignments(t *testing.T) {
 	b := []Endpoint{{Address: "10.1.0.1", Port: 8080}}
 	tables := [][]LocalityEndpoints{
 		nil,
+		{{Cluster: "delta", Priority: 0, Weight: 300, Endpoints: b}, {Zone: "z9", Cluster: "epsilon", Priority: 128, Weight: 1}},
 		{{Region: "r", Zone: "z1", Cluster: "alpha", Priority: 0, Weight: 2, Endpoints: a}},
 		{{Region: "r", Zone: "z1", Cluster: "alpha", Priority: 0, Weight: 2, Endpoints: a},
 			{Region: "r", Zone: "z2", Cluster: "beta", Priority: 1, Weight: 1, Endpoints: b},

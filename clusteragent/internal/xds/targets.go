@@ -248,7 +248,7 @@ func implicitExports(in Input, globals []model.GlobalService) []model.GlobalServ
 		slices.SortFunc(g.Ports, func(a, b model.GlobalPort) int { return int(a.Port - b.Port) })
 		out = append(out, *g)
 	}
-	slices.SortFunc(out, func(a, b model.GlobalService) int { return strings.Compare(a.String(), b.String()) })
+	slices.SortFunc(out, func(a, b model.GlobalService) int { return model.Compare(&a, &b) })
 	return out
 }
 

@@ -37,6 +37,10 @@ type Options struct {
 	// HeapSettle is how long after the fan-out streams left the agent's heap is read:
 	// its garbage collector runs on its own schedule.
 	HeapSettle time.Duration
+	// AgentMemoryLimit, if not empty, is the agent's GOMEMLIMIT (Go's soft memory
+	// limit, e.g. "180MiB"), as a container's memory limit sets it (see
+	// docs/operations.md); "" runs it without.
+	AgentMemoryLimit string
 	// Profile writes the agent's profiles into Dir: its CPU during the churn
 	// (churn.cpu.pprof) and the fan-out (fanout.cpu.pprof), its heap after the
 	// bootstrap (bootstrap.heap.pprof), from its /debug/pprof.
@@ -47,7 +51,7 @@ type Options struct {
 
 // Defaults are the sizes `make bench-fleet` runs with: a few minutes on a 2-core
 // machine.
-var Defaults = Options{Clusters: 100, Services: 100, Endpoints: 10, Streams: 1000, Rate: 100, Duration: 30 * time.Second,
+var Defaults = Options{AgentMemoryLimit: "180MiB", Clusters: 100, Services: 100, Endpoints: 10, Streams: 1000, Rate: 100, Duration: 30 * time.Second,
 	Zones: 4, LightChanges: 50, BurstChanges: 100, FanoutChanges: 5, HeartbeatTTL: 15 * time.Second, HeapSettle: 10 * time.Second}
 
 // Quick is a tiny fleet that runs in seconds: what the unit test runs.

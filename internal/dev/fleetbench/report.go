@@ -76,6 +76,11 @@ func (r *Result) Print(w io.Writer) {
 		ms(r.RebuildMean))
 	fmt.Fprintf(w, "light load: the agent's own share (meshfed_xds_change_to_push_seconds, view → snapshots set) %s on average; "+
 		"agent RSS just after the bootstrap %s\n", ms(r.LightPushMean), mib(r.BootRSS))
+	limit := "none"
+	if o.AgentMemoryLimit != "" {
+		limit = o.AgentMemoryLimit
+	}
+	fmt.Fprintf(w, "agent's soft memory limit (GOMEMLIMIT): %s\n", limit)
 	fmt.Fprintf(w, "burst: %.0f rebuilds for %d changes, the agent's own share %s on average\n", r.BurstRebuilds, o.BurstChanges, ms(r.BurstPushMean))
 	fmt.Fprintf(w, "churn: %.1f changes/s achieved, %.0f rebuilds, %d changes unseen at the end, the benchmark's own process "+
 		"(simulator, etcd, stream clients) %.0f%% of a core; fan-out: agent CPU %s per change, RSS %s and live heap %s with %d streams; "+

@@ -601,7 +601,11 @@ func startAgent(ctx context.Context, o Options, admin *rest.Config, creds etcdco
 	httpAddr, xdsAddr := "127.0.0.1:"+strconv.Itoa(ports[0]), "127.0.0.1:"+strconv.Itoa(ports[1])
 	args := []string{"agent", "--kubeconfig", kubeconfig, "--identity", "fleetbench-agent", "--http-addr", httpAddr,
 		"--metrics-addr", httpAddr, "--debug-addr", httpAddr, "--xds-addr", xdsAddr, "--log-format", "text"}
-	p, err := proc.Start("agent", o.MeshfedBinary, args, filepath.Join(o.Dir, "agent.log"))
+	var env []string
+	if o.AgentMemoryLimit != "" {
+		env = append(env, "GOMEMLIMIT="+o.AgentMemoryLimit)
+	}
+	p, err := proc.Start("agent", o.MeshfedBinary, args, filepath.Join(o.Dir, "agent.log"), env...)
 	if err != nil {
 		return nil, "", "", err
 	}

@@ -1,7 +1,6 @@
 package model
 
 import (
-	"fmt"
 	"slices"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -48,7 +47,37 @@ func validSelector(s *metav1.LabelSelector) error {
 }
 
 // String returns namespace/name.
-func (g *GlobalService) String() string { return fmt.Sprintf("%s/%s", g.Namespace, g.Name) }
+func (g *GlobalService) String() string { return g.Namespace + "/" + g.Name }
+
+// Compare orders global services as their String forms sort, without making them:
+// the order in which the first of two claiming one hostname wins.
+func Compare(a, b *GlobalService) int {
+	x, y := [3]string{a.Namespace, "/", a.Name}, [3]string{b.Namespace, "/", b.Name}
+	i, j, p, q := 0, 0, 0, 0 // part and offset in x, in y
+	for {
+		for i < 3 && p == len(x[i]) {
+			i, p = i+1, 0
+		}
+		for j < 3 && q == len(y[j]) {
+			j, q = j+1, 0
+		}
+		switch {
+		case i == 3 && j == 3:
+			return 0
+		case i == 3:
+			return -1
+		case j == 3:
+			return 1
+		}
+		if c, d := x[i][p], y[j][q]; c != d {
+			if c < d {
+				return -1
+			}
+			return 1
+		}
+		p, q = p+1, q+1
+	}
+}
 
 // ClusterSetHostname is the MCS clusterset name of the Service namespace/name,
 // <name>.<namespace>.svc.clusterset.local: the hostname of a GlobalService whose spec

@@ -438,7 +438,7 @@ func (v *View) GlobalServices() []model.GlobalService {
 	for _, g := range v.globals {
 		out = append(out, *g)
 	}
-	slices.SortFunc(out, func(a, b model.GlobalService) int { return strings.Compare(a.String(), b.String()) })
+	slices.SortFunc(out, func(a, b model.GlobalService) int { return model.Compare(&a, &b) })
 	return out
 }
 
