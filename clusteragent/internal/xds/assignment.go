@@ -79,11 +79,11 @@ func (b *builder) assemble(hostname string, port uint32, localities []LocalityEn
 		return nil, err
 	}
 	// Each locality is its header and its piece; the buffer is sized once.
-	headers := make([][]byte, len(localities))
 	bodies := make([][]byte, len(localities))
+	heads := make([]int, len(localities))
 	size := proto.Size(head)
 	for i, l := range localities {
-		hb, err := appendLocalityHeader(nil, l)
+		n, err := localityHeaderSize(l)
 		if err != nil {
 			return nil, err
 		}
@@ -91,18 +91,18 @@ func (b *builder) assemble(hostname string, port uint32, localities []LocalityEn
 		if err != nil {
 			return nil, err
 		}
-		headers[i], bodies[i] = hb, eb
-		n := len(hb) + len(eb)
-		size += protowire.SizeTag(endpointsField) + protowire.SizeBytes(n)
+		bodies[i], heads[i] = eb, n
+		size += protowire.SizeTag(endpointsField) + protowire.SizeBytes(n+len(eb))
 	}
 	out, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend(make([]byte, 0, size), head)
 	if err != nil {
 		return nil, err
 	}
-	for i := range localities {
+	for i, l := range localities {
 		out = protowire.AppendTag(out, endpointsField, protowire.BytesType)
-		out = protowire.AppendVarint(out, uint64(len(headers[i])+len(bodies[i])))
-		out = append(append(out, headers[i]...), bodies[i]...)
+		out = protowire.AppendVarint(out, uint64(heads[i]+len(bodies[i])))
+		out = appendLocalityHeader(out, l)
+		out = append(out, bodies[i]...)
 	}
 	return newResource(b.next(), &anypb.Any{TypeUrl: resourcev3.EndpointType, Value: out}), nil
 }
@@ -163,23 +163,43 @@ func appendLbEndpoints(b []byte, endpoints []Endpoint) ([]byte, error) {
 	return b, nil
 }
 
-// appendLocalityHeader appends the encoding of localityHeader(l), serialized
-// directly like the pieces. The checks are the generated validation's rules for
-// these fields.
-func appendLocalityHeader(b []byte, l LocalityEndpoints) ([]byte, error) {
+// localityHeaderSize is the size of localityHeader(l)'s encoding, or why l is
+// invalid: the generated validation's rules for these fields.
+func localityHeaderSize(l LocalityEndpoints) (int, error) {
 	if l.Weight < 1 || l.Priority > 128 {
-		return nil, fmt.Errorf("invalid locality %s/%s/%s: weight %d, priority %d", l.Region, l.Zone, l.Cluster, l.Weight, l.Priority)
+		return 0, fmt.Errorf("invalid locality %s/%s/%s: weight %d, priority %d", l.Region, l.Zone, l.Cluster, l.Weight, l.Priority)
 	}
-	str := func(n protowire.Number, v string) int {
-		if v == "" {
-			return 0
+	n := protowire.SizeTag(localityField) + protowire.SizeBytes(localitySize(l)) +
+		protowire.SizeTag(weightField) + protowire.SizeBytes(weightSize(l))
+	if l.Priority != 0 {
+		n += protowire.SizeTag(priorityField) + protowire.SizeVarint(uint64(l.Priority))
+	}
+	return n, nil
+}
+
+func localitySize(l LocalityEndpoints) int {
+	n := 0
+	for _, f := range [...]struct {
+		n protowire.Number
+		v string
+	}{{regionField, l.Region}, {zoneField, l.Zone}, {subZoneField, l.Cluster}} {
+		if f.v != "" {
+			n += protowire.SizeTag(f.n) + protowire.SizeBytes(len(f.v))
 		}
-		return protowire.SizeTag(n) + protowire.SizeBytes(len(v))
 	}
-	loc := str(regionField, l.Region) + str(zoneField, l.Zone) + str(subZoneField, l.Cluster)
+	return n
+}
+
+func weightSize(l LocalityEndpoints) int {
+	return protowire.SizeTag(wrapperValue) + protowire.SizeVarint(uint64(l.Weight))
+}
+
+// appendLocalityHeader appends the encoding of localityHeader(l), serialized
+// directly like the pieces; localityHeaderSize has checked l.
+func appendLocalityHeader(b []byte, l LocalityEndpoints) []byte {
 	b = protowire.AppendTag(b, localityField, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(loc))
-	for _, f := range []struct {
+	b = protowire.AppendVarint(b, uint64(localitySize(l)))
+	for _, f := range [...]struct {
 		n protowire.Number
 		v string
 	}{{regionField, l.Region}, {zoneField, l.Zone}, {subZoneField, l.Cluster}} {
@@ -189,14 +209,14 @@ func appendLocalityHeader(b []byte, l LocalityEndpoints) ([]byte, error) {
 		}
 	}
 	b = protowire.AppendTag(b, weightField, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(protowire.SizeTag(wrapperValue)+protowire.SizeVarint(uint64(l.Weight))))
+	b = protowire.AppendVarint(b, uint64(weightSize(l)))
 	b = protowire.AppendTag(b, wrapperValue, protowire.VarintType)
 	b = protowire.AppendVarint(b, uint64(l.Weight))
 	if l.Priority != 0 {
 		b = protowire.AppendTag(b, priorityField, protowire.VarintType)
 		b = protowire.AppendVarint(b, uint64(l.Priority))
 	}
-	return b, nil
+	return b
 }
 
 // localityHeader is a locality of a load assignment without its endpoints.

@@ -71,48 +71,76 @@ func Prioritize(c Client, t Target) []LocalityEndpoints {
 // those in lower priorities are left out, as the gateways are already reachable above.
 // Behind the gateway the cluster's endpoints are balanced whatever their zone.
 func place(table locality.Table, t Target) []LocalityEndpoints {
-	type key struct{ cluster, zone string }
-	endpoints := make(map[key][]Endpoint, len(t.Localities))
-	remote := map[string]bool{}
+	return newPlacer(t).place(table)
+}
+
+// placer places the entries of any table of one target: what it looks up is indexed
+// once for every group's table.
+type placer struct {
+	endpoints map[placeKey][]Endpoint
+	remote    map[string]bool
+}
+
+type placeKey struct{ cluster, zone string }
+
+func newPlacer(t Target) *placer {
+	p := &placer{endpoints: make(map[placeKey][]Endpoint, len(t.Localities))}
 	for _, l := range t.Localities {
-		k := key{l.Cluster, l.Zone}
+		k := placeKey{l.Cluster, l.Zone}
 		if l.Gateways != nil {
-			endpoints[k] = l.Gateways // another network: through its gateways
-			remote[l.Cluster] = true
+			p.endpoints[k] = l.Gateways // another network: through its gateways
+			if p.remote == nil {
+				p.remote = map[string]bool{}
+			}
+			p.remote[l.Cluster] = true
 			continue
 		}
-		endpoints[k] = l.Healthy // one locality per cluster and zone (localitiesOf): shared, never modified
+		p.endpoints[k] = l.Healthy // one locality per cluster and zone (localitiesOf): shared, never modified
 	}
-	var out []LocalityEndpoints
-	first := map[string]int{} // remote cluster -> its entry in out
+	return p
+}
+
+func (pl *placer) place(table locality.Table) []LocalityEndpoints {
+	n := 0
+	for _, entries := range table.Priorities {
+		n += len(entries)
+	}
+	out := make([]LocalityEndpoints, 0, n)
+	var first map[string]int // remote cluster -> its entry in out
 	for p, entries := range table.Priorities {
 		for _, e := range entries {
-			if remote[e.Cluster] {
+			if pl.remote[e.Cluster] {
 				if i, ok := first[e.Cluster]; ok {
 					if out[i].Priority == uint32(p) {
 						out[i].Weight += e.Weight
 					}
 					continue
 				}
+				if first == nil {
+					first = map[string]int{}
+				}
 				first[e.Cluster] = len(out)
 			}
 			out = append(out, LocalityEndpoints{
 				Region: e.Region, Zone: e.Zone, Cluster: e.Cluster,
 				Priority: uint32(p), Weight: e.Weight,
-				Endpoints: endpoints[key{e.Cluster, e.Zone}],
+				Endpoints: pl.endpoints[placeKey{e.Cluster, e.Zone}],
 			})
 		}
 	}
 	// Leaving a lower priority's zones out may have emptied it: number the priorities
 	// left contiguously from 0, as proxies require.
-	renumber := map[uint32]uint32{}
+	renumber := make([]int32, len(table.Priorities))
+	for i := range renumber {
+		renumber[i] = -1
+	}
+	next := int32(0)
 	for i := range out {
-		n, ok := renumber[out[i].Priority]
-		if !ok {
-			n = uint32(len(renumber))
-			renumber[out[i].Priority] = n
+		if renumber[out[i].Priority] < 0 {
+			renumber[out[i].Priority] = next
+			next++
 		}
-		out[i].Priority = n
+		out[i].Priority = uint32(renumber[out[i].Priority])
 	}
 	return out
 }

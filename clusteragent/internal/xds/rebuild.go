@@ -313,6 +313,7 @@ func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 	// Every group's load assignments: those of changed targets, or all for a group
 	// not built yet. They are published before the clusters that name them.
 	pushed := 0
+	placers := map[string]*placer{} // by listener name, for every group
 	for _, g := range groups {
 		key := g.key()
 		prev := s.built[key]
@@ -337,7 +338,12 @@ func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 		for _, name := range build {
 			st := s.targets[name]
 			t := st.served
-			r, err := s.build.assemble(t.Hostname, t.Port, place(Table(client, t), t), st.pieces)
+			pl := placers[name]
+			if pl == nil {
+				pl = newPlacer(t)
+				placers[name] = pl
+			}
+			r, err := s.build.assemble(t.Hostname, t.Port, pl.place(Table(client, t)), st.pieces)
 			if err != nil {
 				errs = append(errs, err)
 				continue

@@ -169,6 +169,7 @@ func globalTargetsFrom(in Input, network string, g *model.GlobalService, prev []
 		t := Target{Namespace: g.Namespace, Name: g.Name, Hostname: g.Hostname, Port: uint32(gp.Port), Policy: policy,
 			Accounts: accounts}
 		parts[i] = make(map[string]part, len(in.Clusters))
+		nl, nx := 0, 0
 		for _, c := range in.Clusters {
 			p, ok := part{}, false
 			if redo != nil && !redo[c.Name] && i < len(prev) {
@@ -178,6 +179,11 @@ func globalTargetsFrom(in Input, network string, g *model.GlobalService, prev []
 				p.locs, p.excluded = localitiesOf(in, network, c, g, gp, policy)
 			}
 			parts[i][c.Name] = p
+			nl, nx = nl+len(p.locs), nx+len(p.excluded)
+		}
+		t.Localities, t.Excluded = make([]Locality, 0, nl), make([]Exclusion, 0, nx)
+		for _, c := range in.Clusters {
+			p := parts[i][c.Name]
 			t.Localities = append(t.Localities, p.locs...)
 			t.Excluded = append(t.Excluded, p.excluded...)
 		}

@@ -51,7 +51,7 @@ type Options struct {
 
 // Defaults are the sizes `make bench-fleet` runs with: a few minutes on a 2-core
 // machine.
-var Defaults = Options{AgentMemoryLimit: "180MiB", Clusters: 100, Services: 100, Endpoints: 10, Streams: 1000, Rate: 100, Duration: 30 * time.Second,
+var Defaults = Options{Clusters: 100, Services: 100, Endpoints: 10, Streams: 1000, Rate: 100, Duration: 30 * time.Second,
 	Zones: 4, LightChanges: 50, BurstChanges: 100, FanoutChanges: 5, HeartbeatTTL: 15 * time.Second, HeapSettle: 10 * time.Second}
 
 // Quick is a tiny fleet that runs in seconds: what the unit test runs.
