@@ -48,11 +48,11 @@ func (p *pieces) next() *pieces {
 // of returns the piece of l's endpoints, serializing it if no equal one exists.
 func (p *pieces) of(l LocalityEndpoints) ([]byte, error) {
 	k := pieceKey{l.Cluster, l.Zone}
-	if pc, ok := p.byLocality[k]; ok && slices.Equal(pc.endpoints, l.Endpoints) {
+	if pc, ok := p.byLocality[k]; ok && sameEndpoints(pc.endpoints, l.Endpoints) {
 		return pc.bytes, nil
 	}
 	if p.prev != nil {
-		if pc, ok := p.prev.byLocality[k]; ok && slices.Equal(pc.endpoints, l.Endpoints) {
+		if pc, ok := p.prev.byLocality[k]; ok && sameEndpoints(pc.endpoints, l.Endpoints) {
 			p.byLocality[k] = pc
 			return pc.bytes, nil
 		}
@@ -63,6 +63,18 @@ func (p *pieces) of(l LocalityEndpoints) ([]byte, error) {
 	}
 	p.byLocality[k] = &piece{endpoints: l.Endpoints, bytes: b}
 	return b, nil
+}
+
+// sameEndpoints reports whether a and b list the same endpoints: at once when they
+// are one slice (every group's table of a target shares its localities' slices).
+func sameEndpoints(a, b []Endpoint) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	if len(a) == 0 || &a[0] == &b[0] {
+		return true
+	}
+	return slices.Equal(a, b)
 }
 
 // forget drops the previous set once every group was built from the new one.

@@ -44,6 +44,34 @@ func newResource(version uint64, a *anypb.Any) *resource {
 type resources struct {
 	version uint64 // of the set: the highest version of a change to it
 	byName  map[string]*resource
+	// also holds more of the set, shared with other sets (the gateway's load
+	// assignments, the same in every group's): byName's own names come first.
+	also *resources
+}
+
+// get is the resource named name, if the set holds it.
+func (rs *resources) get(name string) (*resource, bool) {
+	if r, ok := rs.byName[name]; ok {
+		return r, true
+	}
+	if rs.also != nil {
+		return rs.also.get(name)
+	}
+	return nil, false
+}
+
+// all calls fn with every resource of the set.
+func (rs *resources) all(fn func(name string, r *resource)) {
+	for name, r := range rs.byName {
+		fn(name, r)
+	}
+	if rs.also != nil {
+		rs.also.all(func(name string, r *resource) {
+			if _, own := rs.byName[name]; !own {
+				fn(name, r)
+			}
+		})
+	}
 }
 
 // marshal makes a resource of m at version. m must be valid (validate).
@@ -279,21 +307,20 @@ func respond(w *watch, rs *resources) *response {
 	send := len(returned) == 0 && w.req.GetVersionInfo() == ""
 	var names []string
 	if w.sub.IsWildcard() {
-		names = make([]string, 0, len(rs.byName))
-		for name, r := range rs.byName {
+		rs.all(func(name string, r *resource) {
 			names = append(names, name)
 			if v, ok := returned[name]; !ok || v != r.vs {
 				send = true
 			}
-		}
+		})
 		for name := range returned {
-			if _, ok := rs.byName[name]; !ok {
+			if _, ok := rs.get(name); !ok {
 				send = true // gone
 			}
 		}
 	} else {
 		for name := range w.sub.SubscribedResources() {
-			r, ok := rs.byName[name]
+			r, ok := rs.get(name)
 			v, sent := returned[name]
 			switch {
 			case ok:
@@ -312,7 +339,7 @@ func respond(w *watch, rs *resources) *response {
 	resp := &response{req: w.req, version: versionString(rs.version), returned: make(map[string]string, len(names)),
 		resources: make([]*anypb.Any, 0, len(names))}
 	for _, name := range names {
-		r := rs.byName[name]
+		r, _ := rs.get(name)
 		resp.returned[name] = r.vs
 		resp.resources = append(resp.resources, r.any)
 	}
@@ -351,7 +378,7 @@ func (c *cache) decode(key, typ, name string) (proto.Message, error) {
 	if rs == nil {
 		return nil, fmt.Errorf("group %s has no %s resources", key, typ)
 	}
-	r, ok := rs.byName[name]
+	r, ok := rs.get(name)
 	if !ok {
 		return nil, fmt.Errorf("group %s has no %s %s", key, typ, name)
 	}

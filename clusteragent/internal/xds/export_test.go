@@ -90,12 +90,16 @@ func (s *Server) Snapshot(g Group) (*cachev3.Snapshot, error) {
 			return nil, fmt.Errorf("no %s resources", typ)
 		}
 		var items []types.Resource
-		for _, r := range rs.byName {
-			m, err := decoded(r)
-			if err != nil {
-				return nil, err
+		var err error
+		rs.all(func(_ string, r *resource) {
+			m, e := decoded(r)
+			if e != nil {
+				err = e
 			}
 			items = append(items, m)
+		})
+		if err != nil {
+			return nil, err
 		}
 		snap.Resources[rt] = cachev3.NewResources(versionString(rs.version), items)
 	}

@@ -295,7 +295,11 @@ func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 	s.mu.Unlock()
 
 	var errs []error
-	// The east-west gateway's load assignments, shared by every group.
+	// The east-west gateway's load assignments, shared by every group: a new set when
+	// they change, as sets once published are never modified.
+	if len(changedNames) > 0 || len(removed) > 0 {
+		s.gateway = &resources{version: s.build.next(), byName: maps.Clone(s.gateway.byName)}
+	}
 	for _, name := range changedNames {
 		t := s.targets[name].served
 		sni := xdsnames.SNI(t.Hostname, t.Port)
@@ -304,10 +308,10 @@ func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 			errs = append(errs, err)
 			continue
 		}
-		s.gateway[sni] = r
+		s.gateway.byName[sni] = r
 	}
 	for _, t := range removed {
-		delete(s.gateway, xdsnames.SNI(t.Hostname, t.Port))
+		delete(s.gateway.byName, xdsnames.SNI(t.Hostname, t.Port))
 	}
 
 	// Every group's load assignments: those of changed targets, or all for a group
@@ -352,9 +356,7 @@ func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 		}
 		s.assignments.Add(int64(len(build)))
 		builtAssignments.Add(float64(len(build)))
-		rs := &resources{version: s.build.next(), byName: make(map[string]*resource, len(b.cla)+len(s.gateway))}
-		maps.Copy(rs.byName, b.cla)
-		maps.Copy(rs.byName, s.gateway)
+		rs := &resources{version: s.build.next(), byName: b.cla, also: s.gateway}
 		s.built[key] = b
 		var names []string // of what changed; nil for a group built whole
 		if prev != nil {

@@ -116,7 +116,7 @@ type Server struct {
 	perGlobal map[string]globalEntry   // by GlobalService key (namespace/name)
 	implicit  []model.GlobalService    // of MCS ServiceExports; nil: compute
 	targets   map[string]*servedTarget // by listener name
-	gateway   map[string]*resource     // the gateway's load assignments, by SNI
+	gateway   *resources               // the gateway's load assignments, by SNI
 	built     map[string]*groupBuilt   // by group key
 	servers   []serverAddr             // this cluster's server addresses
 	shared    *sharedResources         // listeners, routes, clusters
@@ -227,7 +227,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{opts: opts, log: opts.Logger, since: opts.Clock.Now(), wake: make(chan struct{}, 1), beat: make(chan struct{}, 1),
 		groups: map[string]*groupState{}, streams: map[int64]*stream{}, freed: map[string]bool{}, dirty: newDirty(),
-		perGlobal: map[string]globalEntry{}, targets: map[string]*servedTarget{}, gateway: map[string]*resource{},
+		perGlobal: map[string]globalEntry{}, targets: map[string]*servedTarget{}, gateway: &resources{byName: map[string]*resource{}},
 		built: map[string]*groupBuilt{}, pending: map[string]pendingAck{}, hold: newFailback(), cache: newCache()}
 	if s.log.GetSink() == nil {
 		s.log = logr.Discard()

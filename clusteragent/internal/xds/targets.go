@@ -55,25 +55,41 @@ const DefaultServiceAccount = "default"
 // not included, whatever its records say; names that are not valid service account
 // names are skipped (they could name no Kubernetes workload).
 func AccountsOf(clusters []view.Cluster, g *model.GlobalService) []Account {
+	per := make([][]Account, len(clusters))
+	for i, c := range clusters {
+		per[i] = clusterAccounts(c, g)
+	}
+	return mergeAccounts(per)
+}
+
+// clusterAccounts is cluster c's share of AccountsOf.
+func clusterAccounts(c view.Cluster, g *model.GlobalService) []Account {
+	if c.Info == nil {
+		return nil
+	}
 	var out []Account
-	for _, c := range clusters {
-		if c.Info == nil {
+	for nn, s := range members(c, g) {
+		if !model.Selects(g, c.Name, nn.Namespace, nn.Name, s.Labels) {
 			continue
 		}
-		for nn, s := range members(c, g) {
-			if !model.Selects(g, c.Name, nn.Namespace, nn.Name, s.Labels) {
-				continue
-			}
-			if len(s.ServiceAccounts) == 0 {
-				out = append(out, Account{Cluster: c.Name, Namespace: nn.Namespace, Name: DefaultServiceAccount})
-				continue
-			}
-			for _, sa := range s.ServiceAccounts {
-				if len(validation.IsDNS1123Subdomain(sa)) == 0 {
-					out = append(out, Account{Cluster: c.Name, Namespace: nn.Namespace, Name: sa})
-				}
+		if len(s.ServiceAccounts) == 0 {
+			out = append(out, Account{Cluster: c.Name, Namespace: nn.Namespace, Name: DefaultServiceAccount})
+			continue
+		}
+		for _, sa := range s.ServiceAccounts {
+			if len(validation.IsDNS1123Subdomain(sa)) == 0 {
+				out = append(out, Account{Cluster: c.Name, Namespace: nn.Namespace, Name: sa})
 			}
 		}
+	}
+	return out
+}
+
+// mergeAccounts joins clusters' shares of AccountsOf, sorted and without duplicates.
+func mergeAccounts(per [][]Account) []Account {
+	var out []Account
+	for _, a := range per {
+		out = append(out, a...)
 	}
 	slices.SortFunc(out, func(a, b Account) int {
 		return cmp.Or(strings.Compare(a.Cluster, b.Cluster), strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
@@ -147,10 +163,12 @@ func globalTargets(in Input, network string, g *model.GlobalService) []Target {
 	return ts
 }
 
-// part is one cluster's share of a target: its localities and exclusions.
+// part is one cluster's share of a target: its localities and exclusions, and (in
+// the first port's) its accounts.
 type part struct {
 	locs     []Locality
 	excluded []Exclusion
+	accounts []Account
 }
 
 // globalTargetsFrom is globalTargets reusing, from prev (the parts of an earlier
@@ -162,12 +180,16 @@ func globalTargetsFrom(in Input, network string, g *model.GlobalService, prev []
 	if g.Policy != "" && in.Policy != nil {
 		policy = in.Policy(g.Namespace, g.Policy)
 	}
-	accounts := AccountsOf(in.Clusters, g)
+	// Each cluster's accounts are kept with its part of the first port (a global
+	// service's ports share their accounts).
 	out := make([]Target, 0, len(g.Ports))
 	parts := make([]map[string]part, len(g.Ports))
+	var accounts []Account
+	if len(g.Ports) == 0 {
+		accounts = AccountsOf(in.Clusters, g)
+	}
 	for i, gp := range g.Ports {
-		t := Target{Namespace: g.Namespace, Name: g.Name, Hostname: g.Hostname, Port: uint32(gp.Port), Policy: policy,
-			Accounts: accounts}
+		t := Target{Namespace: g.Namespace, Name: g.Name, Hostname: g.Hostname, Port: uint32(gp.Port), Policy: policy}
 		parts[i] = make(map[string]part, len(in.Clusters))
 		nl, nx := 0, 0
 		for _, c := range in.Clusters {
@@ -177,10 +199,21 @@ func globalTargetsFrom(in Input, network string, g *model.GlobalService, prev []
 			}
 			if !ok {
 				p.locs, p.excluded = localitiesOf(in, network, c, g, gp, policy)
+				if i == 0 {
+					p.accounts = clusterAccounts(c, g)
+				}
 			}
 			parts[i][c.Name] = p
 			nl, nx = nl+len(p.locs), nx+len(p.excluded)
 		}
+		if i == 0 {
+			per := make([][]Account, 0, len(in.Clusters))
+			for _, c := range in.Clusters {
+				per = append(per, parts[0][c.Name].accounts)
+			}
+			accounts = mergeAccounts(per)
+		}
+		t.Accounts = accounts
 		t.Localities, t.Excluded = make([]Locality, 0, nl), make([]Exclusion, 0, nx)
 		for _, c := range in.Clusters {
 			p := parts[i][c.Name]
