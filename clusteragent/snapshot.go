@@ -78,23 +78,28 @@ var (
 
 // encodeSnapshot is the compressed JSON of records, deterministic for equal records.
 func encodeSnapshot(records map[string]model.Record) ([]byte, error) {
-	values := make(map[string]json.RawMessage, len(records))
-	for _, key := range slices.Sorted(maps.Keys(records)) {
+	// One JSON object of the records by key, keys sorted, written record by record
+	// into the compressor: the view's worth of JSON is never held at once.
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+	zw.Write([]byte{'{'}) //nolint:errcheck // a bytes.Buffer does not fail
+	for i, key := range slices.Sorted(maps.Keys(records)) {
 		v, err := model.Encode(records[key])
 		if err != nil {
 			return nil, fmt.Errorf("encode %s: %w", key, err)
 		}
-		values[key] = v
+		k, err := json.Marshal(key)
+		if err != nil {
+			return nil, err
+		}
+		if i > 0 {
+			zw.Write([]byte{','}) //nolint:errcheck
+		}
+		zw.Write(k)           //nolint:errcheck
+		zw.Write([]byte{':'}) //nolint:errcheck
+		zw.Write(v)           //nolint:errcheck
 	}
-	raw, err := json.Marshal(values) // map keys sorted: deterministic
-	if err != nil {
-		return nil, err
-	}
-	var buf bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
-	if _, err := zw.Write(raw); err != nil {
-		return nil, err
-	}
+	zw.Write([]byte{'}'}) //nolint:errcheck
 	if err := zw.Close(); err != nil {
 		return nil, err
 	}

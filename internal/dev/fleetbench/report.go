@@ -80,7 +80,7 @@ func (r *Result) Print(w io.Writer) {
 	if o.AgentMemoryLimit != "" {
 		limit = o.AgentMemoryLimit
 	}
-	fmt.Fprintf(w, "agent's soft memory limit (GOMEMLIMIT): %s\n", limit)
+	fmt.Fprintf(w, "agent's soft memory limit (GOMEMLIMIT): %s; at the steady RSS the Go runtime counted %s\n", limit, r.RSSParts)
 	fmt.Fprintf(w, "burst: %.0f rebuilds for %d changes, the agent's own share %s on average\n", r.BurstRebuilds, o.BurstChanges, ms(r.BurstPushMean))
 	fmt.Fprintf(w, "churn: %.1f changes/s achieved, %.0f rebuilds, %d changes unseen at the end, the benchmark's own process "+
 		"(simulator, etcd, stream clients) %.0f%% of a core; fan-out: agent CPU %s per change, RSS %s and live heap %s with %d streams; "+

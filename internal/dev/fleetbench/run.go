@@ -42,6 +42,8 @@ type Result struct {
 	// RSS at the endpoint count with the latency observers connected: just after
 	// the bootstrap (BootRSS), and in steady state, after the churn (RSS).
 	BootRSS, RSS int64
+	// RSSParts is what the Go runtime says of its memory when RSS is read.
+	RSSParts string
 
 	// Heartbeats only.
 	HeartbeatCPU      float64 // % of a core
@@ -378,6 +380,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if res.RSS, err = rss(pid); err != nil {
 		return nil, err
 	}
+	res.RSSParts = memParts(ctx, metricsURL)
 
 	for _, st := range observers {
 		st.close()
@@ -515,6 +518,26 @@ func (h histogram) since(old histogram) time.Duration {
 		return 0
 	}
 	return time.Duration((h.sum - old.sum) / (h.count - old.count) * float64(time.Second))
+}
+
+// memParts is the Go runtime's account of the agent's memory, for the report.
+func memParts(ctx context.Context, metricsURL string) string {
+	var b strings.Builder
+	for _, m := range []struct{ label, name string }{
+		{"heap in use", "go_memstats_heap_inuse_bytes"}, {"heap idle", "go_memstats_heap_idle_bytes"},
+		{"released", "go_memstats_heap_released_bytes"}, {"stacks", "go_memstats_stack_inuse_bytes"},
+		{"runtime total", "go_memstats_sys_bytes"},
+	} {
+		v, err := metric(ctx, metricsURL, m.name)
+		if err != nil {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(m.label + " " + mib(int64(v)))
+	}
+	return b.String()
 }
 
 // heap is the agent's live heap right after a collection: its /debug/pprof/heap runs
