@@ -401,6 +401,13 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	grpcServer := grpc.NewServer(append(sopts,
 		grpc.MaxConcurrentStreams(1<<20),
+		// Thousands of proxies, each its own connection, mostly idle between pushes:
+		// a connection holds a write buffer only while it writes, and a small read
+		// buffer (requests are acknowledgements).
+		grpc.SharedWriteBuffer(true),
+		// Responses' resources go out without a copy per stream (codec.go).
+		grpc.ForceServerCodecV2(newResponseCodec()),
+		grpc.ReadBufferSize(8<<10),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)...)

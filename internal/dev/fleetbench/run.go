@@ -540,20 +540,23 @@ func memParts(ctx context.Context, metricsURL string) string {
 	return b.String()
 }
 
-// heap is the agent's live heap right after a collection: its /debug/pprof/heap runs
+// heap is the agent's live heap right after collections: its /debug/pprof/heap runs
 // one (gc=1) before go_gc_heap_live_bytes is read, so that the figure does not
 // depend on when the agent last collected.
 func heap(ctx context.Context, agentURL string) (int64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, agentURL+"/debug/pprof/heap?gc=1", nil)
-	if err != nil {
-		return 0, err
+	// Twice: buffers pooled (sync.Pool) survive one collection.
+	for range 2 {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, agentURL+"/debug/pprof/heap?gc=1", nil)
+		if err != nil {
+			return 0, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		io.Copy(io.Discard, resp.Body) //nolint:errcheck
+		resp.Body.Close()
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	io.Copy(io.Discard, resp.Body) //nolint:errcheck
-	resp.Body.Close()
 	v, err := metric(ctx, agentURL+"/metrics", "go_gc_heap_live_bytes")
 	return int64(v), err
 }
