@@ -117,3 +117,39 @@ func BenchmarkRebuildOneChange(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRebuildBurst: the same fleet with mTLS and four groups, one rebuild
+// carrying ten changes, each an endpoint of another service of another cluster (what
+// a burst merges into one rebuild).
+func BenchmarkRebuildBurst(b *testing.B) {
+	v, _ := fleet(100, 100, 10)
+	s, err := xds.New(xds.Options{Cluster: "c000", View: v, Addr: "127.0.0.1:0", MTLS: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	v.OnSynced()
+	groups := []xds.Group{{Region: "region-0", Zone: "c000-a"}, {Region: "region-0", Zone: "c000-b"},
+		{Region: "region-0", Zone: ""}, {Region: "region-1", Zone: "x"}}
+	now := time.Now()
+	if err := s.Rebuild(context.Background(), now, groups...); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		b.StopTimer()
+		for k := range 10 {
+			cluster, svc := fmt.Sprintf("c%03d", 1+(i*10+k)%99), fmt.Sprintf("svc%03d", (i*10+k*7)%100)
+			c, _ := v.Cluster(cluster)
+			rec := *c.Services[view.NamespacedName{Namespace: "ns", Name: svc}]
+			rec.Endpoints = slices.Clone(rec.Endpoints)
+			rec.Endpoints[0].Ready = !rec.Endpoints[0].Ready
+			v.OnUpsert(keyspace.ServiceEndpoints(cluster, "ns", svc), &rec)
+		}
+		i++
+		b.StartTimer()
+		if err := s.Rebuild(context.Background(), now, groups...); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -16,6 +16,13 @@ type Client = locality.Client
 // load assignments from this table and explanations print it, so that what is
 // explained is what is served.
 func Table(c Client, t Target) locality.Table {
+	candidates, withheld := candidatesOf(t)
+	return table(c, t, candidates, withheld)
+}
+
+// candidatesOf are t's localities as the priority function takes them, and whether
+// any was withheld: the same for every client of a target.
+func candidatesOf(t Target) ([]locality.Candidate, bool) {
 	candidates := make([]locality.Candidate, len(t.Localities))
 	withheld := false
 	for i, l := range t.Localities {
@@ -27,6 +34,11 @@ func Table(c Client, t Target) locality.Table {
 		}
 		withheld = withheld || l.Withheld != ""
 	}
+	return candidates, withheld
+}
+
+// table is Table from t's candidates.
+func table(c Client, t Target, candidates []locality.Candidate, withheld bool) locality.Table {
 	table := locality.Prioritize(c, candidates, t.Policy)
 	if !withheld && len(t.Excluded) == 0 {
 		return table
@@ -74,17 +86,20 @@ func place(table locality.Table, t Target) []LocalityEndpoints {
 	return newPlacer(t).place(table)
 }
 
-// placer places the entries of any table of one target: what it looks up is indexed
-// once for every group's table.
+// placer makes the tables of one target and places their entries: what it looks up
+// is indexed once for every group's table.
 type placer struct {
-	endpoints map[placeKey][]Endpoint
-	remote    map[string]bool
+	endpoints  map[placeKey][]Endpoint
+	remote     map[string]bool
+	candidates []locality.Candidate
+	withheld   bool
 }
 
 type placeKey struct{ cluster, zone string }
 
 func newPlacer(t Target) *placer {
 	p := &placer{endpoints: make(map[placeKey][]Endpoint, len(t.Localities))}
+	p.candidates, p.withheld = candidatesOf(t)
 	for _, l := range t.Localities {
 		k := placeKey{l.Cluster, l.Zone}
 		if l.Gateways != nil {
@@ -99,6 +114,9 @@ func newPlacer(t Target) *placer {
 	}
 	return p
 }
+
+// table is Table(c, t) for the target pl was made for.
+func (pl *placer) table(c Client, t Target) locality.Table { return table(c, t, pl.candidates, pl.withheld) }
 
 func (pl *placer) place(table locality.Table) []LocalityEndpoints {
 	n := 0

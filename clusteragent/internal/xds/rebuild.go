@@ -347,7 +347,7 @@ func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 				pl = newPlacer(t)
 				placers[name] = pl
 			}
-			r, err := s.build.assemble(t.Hostname, t.Port, pl.place(Table(client, t)), st.pieces)
+			r, err := s.build.assemble(t.Hostname, t.Port, pl.place(pl.table(client, t)), st.pieces)
 			if err != nil {
 				errs = append(errs, err)
 				continue
