@@ -51,8 +51,9 @@ bench: binaries ## Run the Go benchmarks.
 	MESHFED_ASSETS="$$(bash hack/binaries/build.sh)" go test -run='^$$' -bench=. -benchmem $(PKGS)
 
 .PHONY: bench-fleet
-bench-fleet: build binaries ## Run the fleet benchmark (FLEET_CLUSTERS, FLEET_SERVICES, FLEET_ENDPOINTS, FLEET_STREAMS, FLEET_RATE, FLEET_DURATION) and print each figure beside its budget.
+bench-fleet: build binaries ## Run the fleet benchmark (FLEET_CLUSTERS, FLEET_SERVICES, FLEET_ENDPOINTS, FLEET_STREAMS, FLEET_RATE, FLEET_DURATION, FLEET_ZONES), then the gateway's, and print each figure beside its budget.
 	MESHFED_ASSETS="$$(bash hack/binaries/build.sh)" bin/meshfedctl dev bench-fleet --meshfed bin/meshfed
+	bin/meshfedctl dev bench-gateway --meshfed bin/meshfed
 
 .PHONY: bench-gateway
 bench-gateway: build ## Measure the east-west gateway beside a minimal splice proxy and direct TCP (pinned with taskset) and print the ratios.

@@ -22,7 +22,9 @@ func newResponseCodec() responseCodec { return responseCodec{proto: encoding.Get
 // Name is the proto codec's: on the wire nothing differs.
 func (c responseCodec) Name() string { return proto.Name }
 
-func (c responseCodec) Unmarshal(data mem.BufferSlice, v any) error { return c.proto.Unmarshal(data, v) }
+func (c responseCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	return c.proto.Unmarshal(data, v)
+}
 
 // Field numbers of a DiscoveryResponse and an Any, from the generated descriptors.
 var (

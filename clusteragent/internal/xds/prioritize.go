@@ -116,7 +116,9 @@ func newPlacer(t Target) *placer {
 }
 
 // table is Table(c, t) for the target pl was made for.
-func (pl *placer) table(c Client, t Target) locality.Table { return table(c, t, pl.candidates, pl.withheld) }
+func (pl *placer) table(c Client, t Target) locality.Table {
+	return table(c, t, pl.candidates, pl.withheld)
+}
 
 func (pl *placer) place(table locality.Table) []LocalityEndpoints {
 	n := 0
