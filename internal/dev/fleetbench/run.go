@@ -202,7 +202,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := waitFirst(ctx, observers, agent); err != nil {
 		return nil, err
 	}
-	if res.BootRSS, err = rss(pid); err != nil {
+	if res.BootRSS, err = proc.RSS(pid); err != nil {
 		return nil, err
 	}
 	say("%d observer streams (%d zones × %d services) connected; agent RSS %s", len(observers), o.Zones, o.Services, mib(res.BootRSS))
@@ -377,7 +377,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	})
 	lat, res.ChurnUnseen = tr.take()
 	res.ChurnP50, res.ChurnP99 = quantile(lat, 0.5), quantile(lat, 0.99)
-	if res.RSS, err = rss(pid); err != nil {
+	if res.RSS, err = proc.RSS(pid); err != nil {
 		return nil, err
 	}
 	res.RSSParts = memParts(ctx, metricsURL)
@@ -413,7 +413,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := waitFirst(ctx, fan, agent); err != nil {
 		return nil, err
 	}
-	if res.FanoutRSS, err = rss(pid); err != nil {
+	if res.FanoutRSS, err = proc.RSS(pid); err != nil {
 		return nil, err
 	}
 	if res.HeapFanout, err = heap(ctx, debugURL); err != nil {

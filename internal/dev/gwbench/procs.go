@@ -103,28 +103,6 @@ func spliceAddrs(p *proc.Process, n int, within time.Duration) ([]string, error)
 	}
 }
 
-// clockTicks is USER_HZ, the unit of /proc/<pid>/stat's times: 100 on Linux.
-const clockTicks = 100
-
-// cpuTime is the user and system time pid has used, from /proc/<pid>/stat.
-func cpuTime(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the command name, which is in parentheses and may hold spaces.
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: too few fields", pid)
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: bad utime/stime", pid)
-	}
-	return time.Duration(utime+stime) * time.Second / clockTicks, nil
-}
-
 // loadAverage is the 1-minute load average, or "" where there is none.
 func loadAverage() string {
 	b, err := os.ReadFile("/proc/loadavg")

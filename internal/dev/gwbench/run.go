@@ -149,7 +149,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			f := res.Paths[p.name]
 			var cpu0 time.Duration
 			if p.p != nil {
-				if cpu0, err = cpuTime(p.p.Pid()); err != nil {
+				if cpu0, err = proc.CPUTime(p.p.Pid()); err != nil {
 					return nil, err
 				}
 			}
@@ -158,7 +158,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 				return nil, fmt.Errorf("%s: throughput: %w", p.name, err)
 			}
 			if p.p != nil {
-				cpu1, err := cpuTime(p.p.Pid())
+				cpu1, err := proc.CPUTime(p.p.Pid())
 				if err != nil {
 					return nil, err
 				}
