@@ -65,14 +65,22 @@ func (p *propagation) written(cluster string, rec *model.ServiceEndpoints) {
 	p.pending[cluster] = rec.ChangedAt
 }
 
-// pushed observes, per source cluster, the age at now of its earliest change
-// written since the last push, and forgets them all.
-func (p *propagation) pushed(now time.Time) {
+// take returns, per source cluster, the earliest change written since the last take,
+// and forgets them: what the rebuild starting now carries. A change written while it
+// runs waits for the next one (the rebuild it wakes), so that no figure is observed
+// before its change was pushed.
+func (p *propagation) take() map[string]time.Time {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	pending := p.pending
 	p.pending = nil
-	p.mu.Unlock()
-	for cluster, at := range pending {
+	return pending
+}
+
+// observePropagation observes, per source cluster, the age at now of the changes taken (take),
+// which were pushed at now.
+func observePropagation(taken map[string]time.Time, now time.Time) {
+	for cluster, at := range taken {
 		d := now.Sub(at)
 		if d < 0 || d > maxPropagation {
 			propagationDiscarded.WithLabelValues(cluster).Inc()

@@ -44,7 +44,7 @@ func TestPropagation(t *testing.T) {
 	var p propagation
 
 	// Nothing written: a push observes nothing.
-	p.pushed(now)
+	observePropagation(p.take(), now)
 	if n, _ := histogram(t, east); n != 0 {
 		t.Fatalf("east observed %d figures before any change", n)
 	}
@@ -61,7 +61,7 @@ func TestPropagation(t *testing.T) {
 	// day ago.
 	p.written(skewed, rec(now.Add(time.Second)))
 	p.written(stale, rec(now.Add(-25*time.Hour)))
-	p.pushed(now)
+	observePropagation(p.take(), now)
 
 	for _, c := range []struct {
 		cluster string
@@ -82,12 +82,12 @@ func TestPropagation(t *testing.T) {
 	}
 
 	// A push forgets what it observed: the next one observes only newer changes.
-	p.pushed(now.Add(time.Second))
+	observePropagation(p.take(), now.Add(time.Second))
 	if n, _ := histogram(t, east); n != 1 {
 		t.Errorf("east: %d figures after a push with no new change, want still 1", n)
 	}
 	p.written(east, rec(now.Add(time.Second)))
-	p.pushed(now.Add(time.Second + 5*time.Millisecond))
+	observePropagation(p.take(), now.Add(time.Second + 5*time.Millisecond))
 	if n, sum := histogram(t, east); n != 2 || time.Duration(sum*float64(time.Second)).Round(time.Millisecond) != 85*time.Millisecond {
 		t.Errorf("east: %d figures summing to %vs, want 2 summing to 85ms", n, sum)
 	}

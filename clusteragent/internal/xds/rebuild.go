@@ -147,10 +147,13 @@ type groupBuilt struct {
 // mark records a change of the view (Subscribe's callback) and wakes the loop if it
 // can change what is served.
 func (s *Server) mark(k keyspace.Key, t time.Time) {
+	var rec *model.ServiceEndpoints
 	if k.Kind == keyspace.KindServiceEndpoints && k.Name != "" {
-		s.prop.written(k.Cluster, s.opts.View.Service(k.Cluster, k.Namespace, k.Name))
+		rec = s.opts.View.Service(k.Cluster, k.Namespace, k.Name)
 	}
+	// Under mu with the key, so that the rebuild that takes the key takes the change.
 	s.mu.Lock()
+	s.prop.written(k.Cluster, rec)
 	ok := s.dirty.add(k, s.opts.Cluster)
 	s.mu.Unlock()
 	if ok {
@@ -176,6 +179,7 @@ func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 	s.changed = time.Time{}
 	d := s.dirty
 	s.dirty = newDirty()
+	taken := s.prop.take() // under mu with dirty: the changes this rebuild carries
 	groups := make([]Group, 0, len(s.groups))
 	newGroup := false
 	for _, g := range s.groups {
@@ -200,8 +204,8 @@ func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 	s.fresh = fresh
 	holdsDue := !s.holdEnd.IsZero() && !now.Before(s.holdEnd)
 	if d.empty() && !holdsDue && !newGroup && s.shared != nil {
-		s.prop.pushed(time.Now()) // what changed, if anything, changes nothing served
-		return nil                // nothing a proxy sees can have changed
+		observePropagation(taken, time.Now()) // what changed, if anything, changes nothing served
+		return nil                            // nothing a proxy sees can have changed
 	}
 	in = s.input(now)
 
@@ -398,7 +402,7 @@ func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 	if pushed > 0 && !changed.IsZero() {
 		buildLatency.Observe(time.Since(changed).Seconds())
 	}
-	s.prop.pushed(time.Now())
+	observePropagation(taken, time.Now())
 	rebuildDuration.Observe(time.Since(start).Seconds())
 	s.rebuilds.Add(1)
 	s.recomputed.Add(int64(len(recomputed)))
