@@ -86,4 +86,3 @@ the flag to give. --dir takes everything from a sandbox's sandbox.json.`,
 	f.StringVarP(&output, "output", "o", "text", "output format: text or json")
 	return cmd
 }
-

@@ -133,7 +133,7 @@ func (r *Report) fail(group, name, detail, fix string) {
 // Err is nil unless a check failed.
 func (r *Report) Err() error {
 	if r.Failed > 0 {
-		return fmt.Errorf("%d checks failed", r.Failed)
+		return fmt.Errorf("checks failed: %d", r.Failed)
 	}
 	return nil
 }
@@ -173,7 +173,7 @@ func (r *Report) Print(w io.Writer, format string) error {
 	fmt.Fprintln(w)
 	switch {
 	case r.Failed > 0:
-		fmt.Fprintf(w, "%d checks failed, %d warnings, %d passed\n", r.Failed, r.Warnings, len(r.Checks)-r.Failed-r.Warnings)
+		fmt.Fprintf(w, "failed: %d, warnings: %d, passed: %d\n", r.Failed, r.Warnings, len(r.Checks)-r.Failed-r.Warnings)
 	case r.Warnings > 0:
 		fmt.Fprintf(w, "all checks passed, with %d warnings\n", r.Warnings)
 	default:

@@ -75,7 +75,7 @@ func checkCluster(ctx context.Context, r *Report, mc *v1.MeshCluster, opts Optio
 	case c.Status == metav1.ConditionTrue:
 		add("heartbeat", OK, "connected, "+age, "")
 	default:
-		add("heartbeat", Fail, fmt.Sprintf("%s (%s): %s", age, c.Reason, c.Message), agentDown)
+		add("heartbeat", Fail, c.Reason+": "+age, agentDown)
 	}
 
 	switch c := cond(v1.ConditionSynced); {
@@ -130,24 +130,30 @@ func checkCredentials(ctx context.Context, r *Report, mc *v1.MeshCluster, opts O
 		return
 	}
 	var expiry *time.Time
-	source := "as the hub signed it"
 	if e := mc.Status.CredentialsExpiry; e != nil {
 		t := e.Time
 		expiry = &t
 	}
-	secretNote := ""
-	if m := member(opts.Members, mc.Name); m != nil {
-		if notAfter, err := secretExpiry(ctx, m); err != nil {
-			secretNote = "; the agent's Secret: " + err.Error()
-		} else if expiry == nil || notAfter.Before(*expiry) {
-			expiry, source = &notAfter, "in the agent's Secret "+hubinfo.Namespace+"/"+agentcreds.SecretName
-		}
-	}
 	detail := c.Reason
 	if expiry != nil {
-		detail += ", expires " + expiry.UTC().Format(time.RFC3339) + " (" + left(*expiry, opts.Now) + ", " + source + ")"
+		detail += ", expires " + expiry.UTC().Format(time.RFC3339) + " (" + left(*expiry, opts.Now) + ")"
 	}
-	detail += secretNote
+	// The hub's record is the certificate it signed last; the Secret holds the one
+	// the agent uses. Judge by the earlier.
+	if m := member(opts.Members, mc.Name); m != nil {
+		secret := "the agent's Secret " + hubinfo.Namespace + "/" + agentcreds.SecretName
+		switch notAfter, err := secretExpiry(ctx, m); {
+		case err != nil:
+			detail += "; " + secret + ": " + err.Error()
+		case expiry != nil && notAfter.Equal(*expiry):
+			detail += ", the certificate in " + secret
+		default:
+			detail += "; " + secret + " holds one that expires " + notAfter.UTC().Format(time.RFC3339) + " (" + left(notAfter, opts.Now) + ")"
+			if expiry == nil || notAfter.Before(*expiry) {
+				expiry = &notAfter
+			}
+		}
+	}
 	renew := "the agent renews at two thirds of the certificate's life: check its logs and meshfed_agent_etcd_client_cert_renewals_total{result=\"Failed\"}"
 	switch {
 	case c.Reason == v1.ReasonCredentialsExpired || (expiry != nil && !expiry.After(opts.Now)):

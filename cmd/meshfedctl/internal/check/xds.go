@@ -60,7 +60,7 @@ func checkXDS(ctx context.Context, r *Report, clusters []v1.MeshCluster, opts Op
 		}
 		groups, _ := metrics.sum("meshfed_xds_groups")
 		nacks, _ := metrics.sum("meshfed_xds_nacks_total")
-		detail := fmt.Sprintf("%.0f proxy groups connected, %.0f responses rejected since start", groups, nacks)
+		detail := fmt.Sprintf("proxy groups connected: %.0f; responses rejected since start: %.0f", groups, nacks)
 		if nacks > 0 {
 			add("proxies", Warn, detail, "a proxy rejected what the agent served: its logs name the resource; see meshfed_xds_nacks_total{type}")
 		} else {
