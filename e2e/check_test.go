@@ -6,12 +6,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/meshfed/meshfed/internal/creds/agentcreds"
+	"github.com/meshfed/meshfed/internal/creds/hubinfo"
+	"github.com/meshfed/meshfed/internal/creds/pki"
 	"github.com/meshfed/meshfed/internal/dev/sandbox"
 	"github.com/meshfed/meshfed/internal/dev/testutil"
 )
@@ -178,4 +185,97 @@ func TestCheck(t *testing.T) {
 		}
 		t.Logf("agent stopped, found in %s:\n%s", time.Since(start).Round(time.Millisecond), checkText(t, dir))
 	})
+
+	// beta's agent stays down: the certificate in its Secret is what it would
+	// reconnect with. Replace it with real ones from the hub's etcd client CA, for
+	// the same etcd user: one about to expire, then one expired.
+	t.Run("credentials in the stopped agent's Secret", func(t *testing.T) {
+		start := time.Now()
+		ca := hubEtcdCA(t, s)
+		kube := kubernetes.NewForConfigOrDie(s.Cluster("beta").Config())
+		creds, err := agentcreds.Load(ctx, kube, hubinfo.Namespace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		user := creds.User()
+		for _, tc := range []struct {
+			lifetime time.Duration
+			want     string
+			inFix    string
+		}{
+			{2 * time.Minute, checkWarn, "meshfedctl cluster register beta"},
+			{-30 * time.Second, checkFail, "then restart the agent"}, // issued 5 minutes ago, expired 30 s ago
+		} {
+			certPEM, keyPEM, err := ca.Issue(pki.ClientTemplate(user), tc.lifetime)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := agentcreds.StoreCertificate(ctx, kube, hubinfo.Namespace, certPEM, keyPEM); err != nil {
+				t.Fatal(err)
+			}
+			r, ok := runCheck(t, dir)
+			c := find(r, "beta credentials")
+			if ok || c == nil || c.Status != tc.want || !strings.Contains(c.Detail, "the agent's Secret") || !strings.Contains(c.Fix, tc.inFix) {
+				t.Errorf("certificate of lifetime %s: exit 0: %t, beta credentials: %+v, want %s from the agent's Secret with %q in the fix",
+					tc.lifetime, ok, c, tc.want, tc.inFix)
+			}
+		}
+		t.Logf("the stopped agent's certificate expired, found in %s:\n%s", time.Since(start).Round(time.Millisecond),
+			grepLines(checkText(t, dir), "beta credentials", "fix: the agent cannot"))
+	})
+}
+
+// hubEtcdCA is the CA of the sandbox hub's embedded etcd, which signs agents'
+// client certificates.
+func hubEtcdCA(t *testing.T, s *sandbox.Sandbox) *pki.CA {
+	t.Helper()
+	dir := filepath.Join(s.Dir, "hub", "data", "pki")
+	certPEM, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		t.Fatalf("the hub's etcd CA: %v", err)
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(dir, "ca.key"))
+	if err != nil {
+		t.Fatalf("the hub's etcd CA: %v", err)
+	}
+	ca, err := pki.LoadCA(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+// grepLines are the lines of text that contain any of subs.
+func grepLines(text string, subs ...string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		for _, sub := range subs {
+			if strings.Contains(l, sub) {
+				out = append(out, l)
+				break
+			}
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestCompletion: meshfedctl prints completion scripts for bash, zsh and fish; bash
+// parses its script and it completes meshfedctl's commands.
+func TestCompletion(t *testing.T) {
+	for _, shell := range []string{"bash", "zsh", "fish"} {
+		out, err := exec.Command(meshfedctlBin(), "completion", shell).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "meshfedctl") {
+			t.Fatalf("completion %s: %v\n%.300s", shell, err, out)
+		}
+		if shell == "bash" {
+			if out, err := exec.Command("bash", "-n", "-c", string(out)).CombinedOutput(); err != nil {
+				t.Errorf("bash -n on the bash completion: %v\n%s", err, out)
+			}
+		}
+	}
+	// Cobra's hidden __complete command is what every script calls.
+	out, err := exec.Command(meshfedctlBin(), "__complete", "ch").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "check") {
+		t.Errorf("completing \"meshfedctl ch\": %v\n%s", err, out)
+	}
 }
