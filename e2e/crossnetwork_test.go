@@ -240,6 +240,9 @@ func TestCrossNetwork(t *testing.T) {
 	t.Run("through gamma's gateway with end-to-end mTLS", func(t *testing.T) {
 		lands("gamma")
 	})
+	t.Run("every metric of deploy/monitoring is exported", func(t *testing.T) {
+		checkMonitoringMetrics(ctx, t, s) // gamma's gateway has carried traffic
+	})
 	t.Run("gateway down: next target, no outlier detection", func(t *testing.T) {
 		s.StopGateway("gamma", syscall.SIGKILL)
 		lands("beta")
