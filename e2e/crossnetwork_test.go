@@ -126,7 +126,8 @@ func TestCrossNetwork(t *testing.T) {
 	defer cancel()
 	s, err := sandbox.Up(ctx, sandbox.Options{Dir: t.TempDir(), Clusters: 3, MeshfedBinary: meshfedBin(),
 		SeparateNetwork: true, MTLS: true, MeshCA: true, WorkloadIdentities: []string{"shop/frontend", "shop/inventory"},
-		Progress: testWriter{t}})
+		ViewCheckInterval: 5 * time.Second, // the hub exports view_in_sync after the first check (deploy/monitoring)
+		Progress:          testWriter{t}})
 	if err != nil {
 		t.Fatal(err)
 	}
