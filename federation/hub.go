@@ -272,7 +272,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err := addEtcdMaintenance(mgr, conn, &opts); err != nil {
 		return err
 	}
-	if err := addConsole(mgr, v, &opts); err != nil {
+	if err := addConsole(mgr, conn, v, &opts); err != nil {
 		return err
 	}
 	advertise := &hubConfig{client: mgr.GetClient(), endpoints: opts.EtcdAdvertiseURLs, ca: conn.serverCA}
@@ -310,13 +310,28 @@ func addEtcdMaintenance(mgr manager.Manager, conn *etcdConn, opts *Options) erro
 	return mgr.Add(m)
 }
 
-// addConsole adds the web console, if Options.ConsoleAddr turns it on. It listens
-// now, so that a wrong address fails the start rather than a runnable later.
-func addConsole(mgr manager.Manager, v *view.View, opts *Options) error {
+// addConsole adds the web console, if Options.ConsoleAddr turns it on. The hub's
+// view holds the clusters only; the console also reads the global services as the
+// agents do, from the hub's etcd, into a view of its own. It listens now, so that a
+// wrong address fails the start rather than a runnable later.
+func addConsole(mgr manager.Manager, conn *etcdConn, v *view.View, opts *Options) error {
 	if opts.ConsoleAddr == "" || opts.ConsoleAddr == "0" {
 		return nil
 	}
-	c, err := console.New(console.Options{View: v, Agents: opts.ConsoleAgents, Logger: opts.Logger.WithName("console")})
+	globals := view.New(view.Options{Logger: opts.Logger.WithName("console-view")})
+	reader, err := kvstore.NewReader(kvstore.ReaderOptions[model.Record]{
+		Client: conn.client, Prefix: keyspace.GlobalServicesPrefix(), Decode: globals.Decode, Observer: globals,
+		Logger: opts.Logger.WithName("console-reader"),
+	})
+	if err != nil {
+		return err
+	}
+	globals.SetResync(reader.Resync)
+	if err := mgr.Add(&viewReader{run: reader.Run}); err != nil {
+		return err
+	}
+	c, err := console.New(console.Options{View: consoleView{View: v, globals: globals}, Agents: opts.ConsoleAgents,
+		Logger: opts.Logger.WithName("console")})
 	if err != nil {
 		return err
 	}
@@ -327,6 +342,16 @@ func addConsole(mgr manager.Manager, v *view.View, opts *Options) error {
 	opts.Logger.Info("serving the web console, read-only and unauthenticated", "addr", l.Addr().String(), "explainAgents", len(opts.ConsoleAgents))
 	return mgr.Add(&consoleRunnable{serve: func(ctx context.Context) error { return c.Serve(ctx, l) }})
 }
+
+// consoleView is the hub's view of the clusters with the console's of the global
+// services.
+type consoleView struct {
+	*view.View
+	globals *view.View
+}
+
+func (c consoleView) GlobalServices() []model.GlobalService { return c.globals.GlobalServices() }
+func (c consoleView) HasSynced() bool                       { return c.View.HasSynced() && c.globals.HasSynced() }
 
 // consoleRunnable serves the console on every replica: standbys hold the same view.
 type consoleRunnable struct{ serve func(context.Context) error }

@@ -30,8 +30,8 @@ type Region struct {
 	Clusters []string `json:"clusters"`
 }
 
-// Network is one network, its clusters and the gateways that reach them from other
-// networks.
+// Network is one network, its clusters and the gateways ("<cluster> <address>")
+// that reach them from other networks.
 type Network struct {
 	Name     string   `json:"name"`
 	Clusters []string `json:"clusters"`
@@ -116,7 +116,9 @@ func Snapshot(clusters []view.Cluster, globals []model.GlobalService, explain fu
 			networks[oc.Network] = n
 		}
 		n.Clusters = append(n.Clusters, c.Name)
-		n.Gateways = append(n.Gateways, oc.Gateways...)
+		for _, g := range oc.Gateways {
+			n.Gateways = append(n.Gateways, c.Name+" "+g)
+		}
 	}
 	for _, r := range regions {
 		out.Regions = append(out.Regions, *r)
