@@ -20,5 +20,5 @@
 //
 // The page polls /api/federation every second, so it follows the view live; a
 // cluster whose agent dies shows disconnected as soon as its heartbeat lease expires
-// (at most the agent's heartbeat TTL).
+// (the agent's heartbeat TTL after its last keep-alive), plus up to a second of polling.
 package console
