@@ -17,14 +17,16 @@ type fakeView struct {
 	globals  []model.GlobalService
 }
 
-func (f fakeView) Clusters() []view.Cluster             { return f.clusters }
+func (f fakeView) Clusters() []view.Cluster              { return f.clusters }
 func (f fakeView) GlobalServices() []model.GlobalService { return f.globals }
-func (f fakeView) HasSynced() bool                      { return true }
+func (f fakeView) HasSynced() bool                       { return true }
 
 var now = time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 
 func world() fakeView {
-	ep := func(zone string, ready bool) model.Endpoint { return model.Endpoint{Address: "10.0.0.1", Zone: zone, Ready: ready} }
+	ep := func(zone string, ready bool) model.Endpoint {
+		return model.Endpoint{Address: "10.0.0.1", Zone: zone, Ready: ready}
+	}
 	cart := view.NamespacedName{Namespace: "shop", Name: "cart"}
 	other := view.NamespacedName{Namespace: "shop", Name: "other"}
 	return fakeView{
