@@ -327,7 +327,12 @@ func FreePorts(n int) ([]int, error) {
 			// Below the kernel's ephemeral range: no outgoing connection and no
 			// listener on port 0 ever takes the port while its owner restarts (a
 			// process restarted on the same address must find it free).
-			if l, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(portsFloor+rand.IntN(low-portsFloor))); err == nil {
+			port := portsFloor + rand.IntN(low-portsFloor)
+			if !handOut(port) {
+				err = fmt.Errorf("port %d was handed out already", port)
+				continue // given to another caller of this process, maybe not bound yet
+			}
+			if l, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
 				break
 			}
 		}
@@ -338,6 +343,25 @@ func FreePorts(n int) ([]int, error) {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+// handedOut holds every port FreePorts returned in this process: a port handed out is
+// never handed out again, since its taker may bind it long after (a sandbox picks an
+// agent's address before it starts the hub that must know it).
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
+// handOut claims port for a caller, unless it was claimed before.
+func handOut(port int) bool {
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports[port] {
+		return false
+	}
+	handedOut.ports[port] = true
+	return true
 }
 
 // portsFloor is the lowest port FreePorts hands out.
