@@ -209,7 +209,7 @@ func binaryLayer(bin string) (v1.Layer, error) {
 		return nil, err
 	}
 	var buf bytes.Buffer
-	gz, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	gz, err := gzip.NewWriterLevel(&buf, gzip.DefaultCompression)
 	if err != nil {
 		return nil, err
 	}
