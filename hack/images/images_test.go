@@ -6,6 +6,8 @@ import (
 	"debug/elf"
 	"errors"
 	"io"
+	"log"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,8 +16,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
@@ -153,6 +158,21 @@ func TestHostImage(t *testing.T) {
 	}
 	if want := "meshfed " + ver + " (commit " + commit + ", "; !strings.HasPrefix(string(out), want) {
 		t.Errorf("meshfed --version printed %q, want it to start with %q", out, want)
+	}
+
+	// What `crane push bin/images/meshfed REF` does (the layout's only entry, written as
+	// an index) lands in a registry under the digest file's digest.
+	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer reg.Close()
+	ref, err := name.ParseReference(strings.TrimPrefix(reg.URL, "http://") + "/meshfed:test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.WriteIndex(ref, idx, remote.WithContext(t.Context())); err != nil {
+		t.Fatalf("push to a registry: %v", err)
+	}
+	if d, err := remote.Head(ref, remote.WithContext(t.Context())); err != nil || d.Digest != res.Digest {
+		t.Errorf("registry holds %s:test at %v (%v), want the digest file's %s", ref.Context(), d, err, res.Digest)
 	}
 
 	// The docker-loadable tarball holds the same image: same config (which names the
