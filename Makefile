@@ -14,6 +14,12 @@ export MESHFED_CACHE := $(CACHE)
 CONTROLLER_GEN_VERSION := v0.21.0
 CONTROLLER_GEN := $(CACHE)/tools/controller-gen-$(CONTROLLER_GEN_VERSION)
 
+# The version the binaries and images report (internal/version): git describe when git
+# knows the tree, else "dev".
+VERSION ?= $(or $(shell git describe --always --dirty 2>/dev/null),dev)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -X github.com/meshfed/meshfed/internal/version.Version=$(VERSION) -X github.com/meshfed/meshfed/internal/version.Commit=$(COMMIT)
+
 GO_TEST_FLAGS ?= -count=1 -timeout=25m
 PKGS ?= ./...
 
@@ -36,7 +42,11 @@ demo: build binaries ## Play the failover story (local → other region through 
 
 .PHONY: build
 build: ## Build meshfed and meshfedctl into bin/.
-	go build -o bin/ ./cmd/...
+	go build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/...
+
+.PHONY: images
+images: ## Build the meshfed image for linux/amd64 and linux/arm64 (no Docker) into bin/images/: OCI layout, tarballs, digest.
+	go run ./hack/images --version "$(VERSION)" --commit "$(COMMIT)" --out bin/images
 
 .PHONY: test
 test: binaries ## Run every test, against real kube-apiservers and etcd (builds them on first use).

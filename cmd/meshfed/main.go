@@ -12,6 +12,7 @@ import (
 	"github.com/meshfed/meshfed/clusteragent"
 	"github.com/meshfed/meshfed/cmd/internal/cmdutil"
 	"github.com/meshfed/meshfed/federation"
+	"github.com/meshfed/meshfed/internal/version"
 	"github.com/meshfed/meshfed/trust"
 )
 
@@ -20,7 +21,9 @@ func main() {
 		Use:          "meshfed",
 		Short:        "meshfed federates service meshes across Kubernetes clusters",
 		SilenceUsage: true,
+		Version:      version.String(),
 	}
+	root.SetVersionTemplate("meshfed {{.Version}}\n")
 	root.AddCommand(hubCommand(), agentCommand(), gatewayCommand())
 	if err := root.Execute(); err != nil {
 		os.Exit(1)

@@ -5,6 +5,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/meshfed/meshfed/internal/version"
 )
 
 func main() {
@@ -20,8 +22,10 @@ func main() {
 		Use:          "meshfedctl",
 		Short:        "Operate a meshfed federation",
 		SilenceUsage: true,
+		Version:      version.String(),
 	}
-	root.AddCommand(clusterCommand(), statusCommand(), failoverCommand(), trustCommand(), devCommand(), checkCommand())
+	root.SetVersionTemplate("meshfedctl {{.Version}}\n")
+	root.AddCommand(clusterCommand(), statusCommand(), failoverCommand(), trustCommand(), devCommand(), checkCommand(), versionCommand())
 	if err := root.Execute(); err != nil {
 		os.Exit(1)
 	}
