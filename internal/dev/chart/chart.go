@@ -14,6 +14,7 @@ import (
 	"helm.sh/helm/v3/pkg/engine"
 	"helm.sh/helm/v3/pkg/lint"
 	"helm.sh/helm/v3/pkg/lint/support"
+	"helm.sh/helm/v3/pkg/releaseutil"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/meshfed/meshfed/internal/kube/kubeapply"
@@ -59,13 +60,25 @@ func Render(dir string, values map[string]any) (Rendered, error) {
 	return r, nil
 }
 
-// Objects decodes every rendered object, in the order of the templates' names.
+// Objects decodes every rendered object, in the order Helm installs them (by kind:
+// Namespace first, then ServiceAccounts, RBAC, Services, workloads...).
 func (r Rendered) Objects() ([]*unstructured.Unstructured, error) {
 	var docs [][]byte
 	for _, name := range slices.Sorted(maps.Keys(r)) {
 		docs = append(docs, []byte(r[name]))
 	}
-	return kubeapply.Decode(docs...)
+	objs, err := kubeapply.Decode(docs...)
+	if err != nil {
+		return nil, err
+	}
+	rank := func(o *unstructured.Unstructured) int {
+		if i := slices.Index(releaseutil.InstallOrder, o.GetKind()); i >= 0 {
+			return i
+		}
+		return len(releaseutil.InstallOrder)
+	}
+	slices.SortStableFunc(objs, func(a, b *unstructured.Unstructured) int { return rank(a) - rank(b) })
+	return objs, nil
 }
 
 // CRDs decodes the chart's crds/ (which Helm installs before the templates).
