@@ -92,8 +92,19 @@ func TestAgentRunsFromChart(t *testing.T) {
 	})
 	t.Logf("meshfed %s", strings.Join(args, " "))
 
+	// refused fails the test at once when the API server refused the agent anything:
+	// the chart's RBAC lacks a rule.
+	forbidden := regexp.MustCompile(`(?i)forbidden|cannot (get|list|watch|create|update|patch|delete)`)
+	refused := func() {
+		t.Helper()
+		log, _ := os.ReadFile(p.LogPath)
+		if m := forbidden.FindAll(log, 3); len(m) > 0 {
+			t.Fatalf("the agent was refused by the API server (the chart's RBAC lacks a rule): %q", m)
+		}
+	}
 	readyz := "http://" + addrs["http-addr"] + "/readyz"
 	testutil.Eventually(t, time.Minute, "the agent to be Ready", func() error {
+		refused()
 		if p.Exited() {
 			log, _ := os.ReadFile(p.LogPath)
 			t.Fatalf("agent exited: %v\n%s", p.Failure(), log)
@@ -109,6 +120,7 @@ func TestAgentRunsFromChart(t *testing.T) {
 		return nil
 	})
 	testutil.Eventually(t, 30*time.Second, "the agent to lead under its pod's name and make its xDS serving CA", func() error {
+		refused()
 		lease, err := admin.CoordinationV1().Leases(chart.Namespace).Get(ctx, "meshfed-agent", metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -119,10 +131,7 @@ func TestAgentRunsFromChart(t *testing.T) {
 		_, err = admin.CoreV1().Secrets(chart.Namespace).Get(ctx, "meshfed-xds-ca", metav1.GetOptions{})
 		return err
 	})
-	log, _ := os.ReadFile(p.LogPath)
-	if forbidden := regexp.MustCompile(`(?i)forbidden|cannot (get|list|watch|create|update|patch|delete)`).FindAll(log, 3); len(forbidden) > 0 {
-		t.Errorf("the agent was refused by the API server (the chart's RBAC lacks a rule): %q\n%s", forbidden, log)
-	}
+	refused()
 }
 
 // startEtcd starts an etcd with client certificate authentication and returns client
