@@ -42,8 +42,8 @@ import (
 // chart's RBAC, against a real etcd standing in for the hub's. So a flag the chart
 // passes that the binary lacks, or a permission the chart forgets, fails it: the agent
 // must become Ready, take its leader Lease under the pod's name and make its xDS
-// serving CA. Only the listen addresses move to free loopback ports (the flags stay)
-// and --kubeconfig replaces the in-cluster config a pod would have.
+// serving CA. Only the listen addresses and volume paths move (localArgs; the flags
+// stay) and --kubeconfig replaces the in-cluster config a pod would have.
 func TestAgentRunsFromChart(t *testing.T) {
 	cp := localkube.ForTest(t, "member")[0]
 	objs := render(t, map[string]any{"namespace": map[string]any{"create": true}, "gateway": off()})
@@ -58,67 +58,10 @@ func TestAgentRunsFromChart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	dir := t.TempDir()
-	kubeconfig := filepath.Join(dir, "agent.kubeconfig")
-	tr, err := admin.CoreV1().ServiceAccounts(chart.Namespace).CreateToken(ctx, deploy.Spec.Template.Spec.ServiceAccountName,
-		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sa := &rest.Config{Host: cp.Config.Host, BearerToken: tr.Status.Token, TLSClientConfig: rest.TLSClientConfig{CAData: cp.Config.CAData}}
-	if err := localkube.WriteKubeconfig(kubeconfig, "agent", sa); err != nil {
-		t.Fatal(err)
-	}
-
 	const podName = "meshfed-agent-7d9c5-x2x4q"
-	c := deploy.Spec.Template.Spec.Containers[0]
-	env := containerEnv(t, c, podName)
-	args, addrs := localArgs(t, c.Args[:len(c.Args):len(c.Args)], env)
-	args = append(args, "--kubeconfig", kubeconfig)
-	var envList []string
-	for k, v := range env {
-		envList = append(envList, k+"="+v)
-	}
-	p, err := proc.Start("agent", meshfedBin, args, filepath.Join(dir, "agent.log"), envList...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Stop(5 * time.Second) })
-	t.Cleanup(func() {
-		if t.Failed() {
-			log, _ := os.ReadFile(p.LogPath)
-			t.Logf("agent log:\n%s", log)
-		}
-	})
-	t.Logf("meshfed %s", strings.Join(args, " "))
+	_, addrs, refused := startFromChart(t, cp.Config, deploy, podName)
 
-	// refused fails the test at once when the API server refused the agent anything:
-	// the chart's RBAC lacks a rule.
-	forbidden := regexp.MustCompile(`(?i)forbidden|cannot (get|list|watch|create|update|patch|delete)`)
-	refused := func() {
-		t.Helper()
-		log, _ := os.ReadFile(p.LogPath)
-		if m := forbidden.FindAll(log, 3); len(m) > 0 {
-			t.Fatalf("the agent was refused by the API server (the chart's RBAC lacks a rule): %q", m)
-		}
-	}
-	readyz := "http://" + addrs["http-addr"] + "/readyz"
-	testutil.Eventually(t, time.Minute, "the agent to be Ready", func() error {
-		refused()
-		if p.Exited() {
-			log, _ := os.ReadFile(p.LogPath)
-			t.Fatalf("agent exited: %v\n%s", p.Failure(), log)
-		}
-		resp, err := http.Get(readyz)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("%s: %s", readyz, resp.Status)
-		}
-		return nil
-	})
+	waitReady(t, "http://"+addrs["http-addr"]+"/readyz", refused)
 	testutil.Eventually(t, 30*time.Second, "the agent to lead under its pod's name and make its xDS serving CA", func() error {
 		refused()
 		lease, err := admin.CoordinationV1().Leases(chart.Namespace).Get(ctx, "meshfed-agent", metav1.GetOptions{})
@@ -132,6 +75,80 @@ func TestAgentRunsFromChart(t *testing.T) {
 		return err
 	})
 	refused()
+}
+
+// startFromChart starts the Deployment's first container as a local process named
+// podName (see localArgs), authenticated to the API server at admin's address with a
+// token of the Deployment's ServiceAccount. It returns the process, its listen
+// addresses by flag name, and a check that fails the test at once when the API server
+// refused the process anything (the chart's RBAC lacks a rule).
+func startFromChart(t *testing.T, admin *rest.Config, deploy *appsv1.Deployment, podName string) (*proc.Process, map[string]string, func()) {
+	t.Helper()
+	ctx := context.Background()
+	kube := kubernetes.NewForConfigOrDie(admin)
+	dir := t.TempDir()
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	tr, err := kube.CoreV1().ServiceAccounts(chart.Namespace).CreateToken(ctx, deploy.Spec.Template.Spec.ServiceAccountName,
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa := &rest.Config{Host: admin.Host, BearerToken: tr.Status.Token, TLSClientConfig: rest.TLSClientConfig{CAData: admin.CAData}}
+	if err := localkube.WriteKubeconfig(kubeconfig, deploy.Name, sa); err != nil {
+		t.Fatal(err)
+	}
+	c := deploy.Spec.Template.Spec.Containers[0]
+	env := containerEnv(t, c, podName)
+	args, addrs := localArgs(t, c, env, dir)
+	args = append(args, "--kubeconfig", kubeconfig)
+	var envList []string
+	for k, v := range env {
+		envList = append(envList, k+"="+v)
+	}
+	p, err := proc.Start(deploy.Name, meshfedBin, args, filepath.Join(dir, deploy.Name+".log"), envList...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Stop(5 * time.Second) })
+	t.Cleanup(func() {
+		if t.Failed() {
+			log, _ := os.ReadFile(p.LogPath)
+			t.Logf("%s log:\n%s", deploy.Name, log)
+		}
+	})
+	t.Logf("meshfed %s", strings.Join(args, " "))
+	forbidden := regexp.MustCompile(`(?i)forbidden|cannot (get|list|watch|create|update|patch|delete)`)
+	refused := func() {
+		t.Helper()
+		log, _ := os.ReadFile(p.LogPath)
+		if m := forbidden.FindAll(log, 3); len(m) > 0 {
+			for _, line := range regexp.MustCompile(`.*(is forbidden|cannot (get|list|watch|create|update|patch|delete)).*`).FindAll(log, 5) {
+				t.Logf("refused: %.400s", line)
+			}
+			t.Fatalf("%s was refused by the API server (the chart's RBAC lacks a rule): %q", deploy.Name, m)
+		}
+		if p.Exited() {
+			t.Fatalf("%s exited: %v", deploy.Name, p.Failure())
+		}
+	}
+	return p, addrs, refused
+}
+
+// waitReady waits until url answers 200, failing at once on refused().
+func waitReady(t *testing.T, url string, refused func()) {
+	t.Helper()
+	testutil.Eventually(t, time.Minute, url+" to answer 200", func() error {
+		refused()
+		resp, err := http.Get(url)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: %s", url, resp.Status)
+		}
+		return nil
+	})
 }
 
 // startEtcd starts an etcd with client certificate authentication and returns client
@@ -216,29 +233,55 @@ func containerEnv(t *testing.T, c corev1.Container, podName string) map[string]s
 	return env
 }
 
-// localArgs expands $(VAR) references in args as the kubelet does, and moves each
-// listen address (--*-addr=:PORT) to a free loopback port. It returns the args and the
-// addresses by flag name.
-func localArgs(t *testing.T, args []string, env map[string]string) ([]string, map[string]string) {
+// localArgs turns a container's args into a local process's, as the kubelet and the
+// pod's network would: $(VAR) references are expanded from env; each listen address
+// (--*-addr=:PORT, or a URL on 0.0.0.0) moves to a free loopback port; a path under one
+// of the container's volume mounts moves to a directory of its own under dir. The flags
+// themselves stay as the chart wrote them. It returns the args and the listen addresses
+// by flag name.
+func localArgs(t *testing.T, c corev1.Container, env map[string]string, dir string) ([]string, map[string]string) {
 	t.Helper()
 	ref := regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
+	free := func() string {
+		ports, err := localkube.FreePorts(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
+	}
 	addrs := map[string]string{}
-	out := make([]string, 0, len(args))
-	for _, a := range args {
+	out := make([]string, 0, len(c.Args))
+	for _, a := range c.Args {
 		a = ref.ReplaceAllStringFunc(a, func(m string) string {
 			if v, ok := env[m[2:len(m)-1]]; ok {
 				return v
 			}
 			return m
 		})
-		if flag, value, ok := strings.Cut(a, "="); ok && strings.HasSuffix(flag, "-addr") && strings.HasPrefix(value, ":") {
-			ports, err := localkube.FreePorts(1)
-			if err != nil {
-				t.Fatal(err)
+		flag, value, ok := strings.Cut(a, "=")
+		switch {
+		case !ok:
+		case strings.HasSuffix(flag, "-addr") && strings.HasPrefix(value, ":"):
+			value = free()
+			addrs[strings.TrimPrefix(flag, "--")] = value
+		case strings.Contains(value, "://0.0.0.0:"):
+			scheme, _, _ := strings.Cut(value, "://")
+			value = scheme + "://" + free()
+			addrs[strings.TrimPrefix(flag, "--")] = value
+		default:
+			for _, m := range c.VolumeMounts {
+				if value == m.MountPath || strings.HasPrefix(value, m.MountPath+"/") {
+					local := filepath.Join(dir, "volumes", m.Name)
+					if err := os.MkdirAll(local, 0o700); err != nil {
+						t.Fatal(err)
+					}
+					value = local + strings.TrimPrefix(value, m.MountPath)
+					break
+				}
 			}
-			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
-			addrs[strings.TrimPrefix(flag, "--")] = addr
-			a = flag + "=" + addr
+		}
+		if ok {
+			a = flag + "=" + value
 		}
 		out = append(out, a)
 	}
