@@ -126,7 +126,8 @@ func TestCrossNetwork(t *testing.T) {
 	defer cancel()
 	s, err := sandbox.Up(ctx, sandbox.Options{Dir: t.TempDir(), Clusters: 3, MeshfedBinary: meshfedBin(),
 		SeparateNetwork: true, MTLS: true, MeshCA: true, WorkloadIdentities: []string{"shop/frontend", "shop/inventory"},
-		Progress: testWriter{t}})
+		ViewCheckInterval: 5 * time.Second, // the hub exports view_in_sync after the first check (deploy/monitoring)
+		Progress:          testWriter{t}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,6 +240,9 @@ func TestCrossNetwork(t *testing.T) {
 	})
 	t.Run("through gamma's gateway with end-to-end mTLS", func(t *testing.T) {
 		lands("gamma")
+	})
+	t.Run("every metric of deploy/monitoring is exported", func(t *testing.T) {
+		checkMonitoringMetrics(ctx, t, s) // gamma's gateway has carried traffic
 	})
 	t.Run("gateway down: next target, no outlier detection", func(t *testing.T) {
 		s.StopGateway("gamma", syscall.SIGKILL)

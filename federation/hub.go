@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -28,6 +29,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
+	"github.com/meshfed/meshfed/federation/console"
 	"github.com/meshfed/meshfed/federation/internal/controllers"
 	"github.com/meshfed/meshfed/federation/internal/etcdmaint"
 	"github.com/meshfed/meshfed/federation/internal/etcdsec"
@@ -108,6 +110,14 @@ type Options struct {
 	MetricsAddr string
 	// HealthAddr serves /healthz and /readyz; "0" disables. Default ":9091".
 	HealthAddr string
+	// ConsoleAddr serves the read-only web console (package console) on every
+	// replica, standbys too; "" or "0" is off, the default: the page shows the whole
+	// federation to anyone who reaches it, unauthenticated, so an operator opens it
+	// on purpose (loopback and kubectl port-forward, or behind an authenticating
+	// proxy). ConsoleAgents maps a cluster to the URL of its agent's debug address,
+	// where the console asks for explain tables.
+	ConsoleAddr   string
+	ConsoleAgents map[string]string
 	// LeaderElection runs this hub as one of several replicas (see leader.go): the
 	// holder of the Lease LeaderElectionID in hubinfo.Namespace on the hub's API server
 	// runs everything that writes; the others keep a warm view and take over when it
@@ -262,6 +272,9 @@ func Run(ctx context.Context, opts Options) error {
 	if err := addEtcdMaintenance(mgr, conn, &opts); err != nil {
 		return err
 	}
+	if err := addConsole(mgr, conn, v, &opts); err != nil {
+		return err
+	}
 	advertise := &hubConfig{client: mgr.GetClient(), endpoints: opts.EtcdAdvertiseURLs, ca: conn.serverCA}
 	if err := mgr.Add(advertise); err != nil {
 		return err
@@ -296,6 +309,55 @@ func addEtcdMaintenance(mgr manager.Manager, conn *etcdConn, opts *Options) erro
 	}
 	return mgr.Add(m)
 }
+
+// addConsole adds the web console, if Options.ConsoleAddr turns it on. The hub's
+// view holds the clusters only; the console also reads the global services as the
+// agents do, from the hub's etcd, into a view of its own. It listens now, so that a
+// wrong address fails the start rather than a runnable later.
+func addConsole(mgr manager.Manager, conn *etcdConn, v *view.View, opts *Options) error {
+	if opts.ConsoleAddr == "" || opts.ConsoleAddr == "0" {
+		return nil
+	}
+	globals := view.New(view.Options{Logger: opts.Logger.WithName("console-view")})
+	reader, err := kvstore.NewReader(kvstore.ReaderOptions[model.Record]{
+		Client: conn.client, Prefix: keyspace.GlobalServicesPrefix(), Decode: globals.Decode, Observer: globals,
+		Logger: opts.Logger.WithName("console-reader"),
+	})
+	if err != nil {
+		return err
+	}
+	globals.SetResync(reader.Resync)
+	if err := mgr.Add(&viewReader{run: reader.Run}); err != nil {
+		return err
+	}
+	c, err := console.New(console.Options{View: consoleView{View: v, globals: globals}, Agents: opts.ConsoleAgents,
+		Logger: opts.Logger.WithName("console")})
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", opts.ConsoleAddr)
+	if err != nil {
+		return fmt.Errorf("hub console: %w", err)
+	}
+	opts.Logger.Info("serving the web console, read-only and unauthenticated", "addr", l.Addr().String(), "explainAgents", len(opts.ConsoleAgents))
+	return mgr.Add(&consoleRunnable{serve: func(ctx context.Context) error { return c.Serve(ctx, l) }})
+}
+
+// consoleView is the hub's view of the clusters with the console's of the global
+// services.
+type consoleView struct {
+	*view.View
+	globals *view.View
+}
+
+func (c consoleView) GlobalServices() []model.GlobalService { return c.globals.GlobalServices() }
+func (c consoleView) HasSynced() bool                       { return c.View.HasSynced() && c.globals.HasSynced() }
+
+// consoleRunnable serves the console on every replica: standbys hold the same view.
+type consoleRunnable struct{ serve func(context.Context) error }
+
+func (r *consoleRunnable) Start(ctx context.Context) error { return r.serve(ctx) }
+func (r *consoleRunnable) NeedLeaderElection() bool        { return false }
 
 // etcdConn is the hub's root connection to its etcd.
 type etcdConn struct {

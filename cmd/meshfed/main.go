@@ -90,6 +90,10 @@ func hubCommand() *cobra.Command {
 		"how often the leading hub reads etcd's size and alarms, defragments and recovers from NOSPACE")
 	f.StringVar(&opts.MetricsAddr, "metrics-addr", federation.DefaultMetricsAddr, "Prometheus metrics address; 0 disables")
 	f.StringVar(&opts.HealthAddr, "health-addr", federation.DefaultHealthAddr, "health probe address; 0 disables")
+	f.StringVar(&opts.ConsoleAddr, "console-addr", "", "address of the read-only web console, e.g. 127.0.0.1:9095 (then kubectl port-forward); "+
+		"off by default: it shows the whole federation to anyone who reaches it, unauthenticated")
+	f.StringToStringVar(&opts.ConsoleAgents, "console-agents", nil, "where the console asks each cluster's agent for failover explain tables: "+
+		"<cluster>=<URL of the agent's --debug-addr>, comma-separated")
 	f.BoolVar(&opts.LeaderElection, "leader-elect", false, "run as one of several hub replicas: the holder of the Lease "+
 		federation.LeaderElectionID+" writes, the others stand by; needs --etcd-endpoints (an external etcd cluster of 3 or 5 members)")
 	f.StringVar(&opts.LeaderElectionIdentity, "leader-elect-identity", "", "this replica's name in the Lease (default: host name and a random suffix)")

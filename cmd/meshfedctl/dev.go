@@ -82,6 +82,7 @@ func printSummary(s *sandbox.Sandbox) {
 	if dir, err := localkube.Assets(); err == nil {
 		kubectl = filepath.Join(dir, "kubectl")
 	}
+	fmt.Printf("\nThe hub's web console: http://%s/\n", s.Hub.Replicas[0].ConsoleAddr)
 	fmt.Printf("\nThe sandbox is ready. Try:\n  %s --kubeconfig %s get meshclusters\n  meshfedctl status --hub-kubeconfig %s\n"+
 		"Logs are in %s. Ctrl-C (or meshfedctl dev down) stops everything.\n",
 		kubectl, rel(s.Hub.Kubeconfig), rel(s.Hub.Kubeconfig), rel(filepath.Join(s.Dir, "logs")))

@@ -21,7 +21,7 @@ func main() {
 		Short:        "Operate a meshfed federation",
 		SilenceUsage: true,
 	}
-	root.AddCommand(clusterCommand(), statusCommand(), failoverCommand(), trustCommand(), devCommand())
+	root.AddCommand(clusterCommand(), statusCommand(), failoverCommand(), trustCommand(), devCommand(), checkCommand())
 	if err := root.Execute(); err != nil {
 		os.Exit(1)
 	}

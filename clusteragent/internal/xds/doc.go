@@ -16,8 +16,11 @@
 // (localities that recovered too recently are withheld), then per group of proxies
 // Table (package locality's priority table, with every exclusion explained) and the
 // load assignment made from it. Explain runs the same Table on the targets of the last
-// rebuild, so what it prints is what was served. There is no second assembly path: the
-// golden files pin the snapshot the server sets.
+// rebuild, so what it prints is what was served. The server runs this path
+// incrementally (rebuild.go): a change recomputes the global services its view key can
+// affect, and of those only the changed cluster's share (globalTargetsFrom, the same
+// function Targets uses), and builds the load assignments of the targets whose served
+// form changed. The golden files pin what the server serves.
 //
 // Invariants:
 //   - Proxies are grouped by locality: each group shares one snapshot, so cost grows
@@ -26,20 +29,23 @@
 //     declares it, else the default group (zone ""). So groups are bounded by the
 //     cluster's declared zones plus one, whatever proxies claim. The decision is
 //     written into every request's node before the cache's (pure) node hash reads it.
-//   - A group lives while it has streams: when its last stream closes, its snapshot
-//     is dropped. Only state-of-the-world streams are served (delta streams and unary
+//   - A group lives while it has streams: when its last stream closes, its load
+//     assignments are dropped. Only state-of-the-world streams are served (delta streams and unary
 //     fetches are refused: they would bypass the stream callbacks).
 //   - With Options.TLS the port serves only clients the TLS configuration accepts;
 //     refused handshakes are counted, and a refused client never reaches a callback.
-//   - A snapshot is built whole, checked (our own consistency check, which follows
-//     API listeners' RDS references, and ValidateAll), and only then set: a proxy never gets a resource that fails validation, or a route to a cluster
-//     it cannot resolve.
+//   - Every resource is validated (the generated ValidateAll rules) and serialized
+//     once, when it is built, into bytes every stream's response shares (cache.go,
+//     assignment.go, codec.go): a proxy never gets a resource that fails validation,
+//     and fan-out costs a write per stream, not a serialization. A stream is answered
+//     only when a resource it subscribes to changed; a NACK waits for the next version.
 //   - A heartbeat that changes no cluster's freshness state (fresh, stale, dropped)
 //     rebuilds nothing: freshness transitions are found by the loop (on a heartbeat,
 //     and every Options.Refresh for lapses), not by rebuilding on every heartbeat.
-//   - Versions move per resource type: an endpoint change pushes load assignments, not
-//     listeners, routes or clusters. A change that only alters an explanation (a
-//     reason) pushes nothing.
+//   - Versions move per resource: an endpoint change pushes the load assignments of
+//     its service, not listeners, routes or clusters, and only to the streams that
+//     subscribe to them. A change that only alters an explanation (a reason) pushes
+//     nothing.
 //   - Every member cluster of a global service either has localities in a port's
 //     table or is listed as excluded from it with a reason.
 //   - Building is pure (Targets, Table, Prioritize); only Server does I/O, and which of

@@ -87,7 +87,7 @@ func TestPropagation(t *testing.T) {
 		t.Errorf("east: %d figures after a push with no new change, want still 1", n)
 	}
 	p.written(east, rec(now.Add(time.Second)))
-	observePropagation(p.take(), now.Add(time.Second + 5*time.Millisecond))
+	observePropagation(p.take(), now.Add(time.Second+5*time.Millisecond))
 	if n, sum := histogram(t, east); n != 2 || time.Duration(sum*float64(time.Second)).Round(time.Millisecond) != 85*time.Millisecond {
 		t.Errorf("east: %d figures summing to %vs, want 2 summing to 85ms", n, sum)
 	}

@@ -78,6 +78,7 @@ func (r *MeshClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		clusterConnected.DeleteLabelValues(name)
 		clusterEndpoints.DeleteLabelValues(name)
 		clusterCredentialsExpiry.DeleteLabelValues(name)
+		clusterIntermediateExpiry.DeleteLabelValues(name)
 		if r.views != nil {
 			r.views.forget(name)
 		}
@@ -187,6 +188,9 @@ func (r *MeshClusterReconciler) agentStatus(mc *v1.MeshCluster, status *v1.MeshC
 		status.ExportedServices, status.ExportedEndpoints = int32(len(c.Services)), int32(total)
 		if c.Intermediate != nil {
 			status.IntermediateCAExpiry = &metav1.Time{Time: c.Intermediate.NotAfter}
+			clusterIntermediateExpiry.WithLabelValues(mc.Name).Set(float64(c.Intermediate.NotAfter.Unix()))
+		} else {
+			clusterIntermediateExpiry.DeleteLabelValues(mc.Name)
 		}
 		if cond, ok := intermediateCondition(c, r.Clock.Now(), gen); ok {
 			meta.SetStatusCondition(&status.Conditions, cond)
@@ -194,6 +198,7 @@ func (r *MeshClusterReconciler) agentStatus(mc *v1.MeshCluster, status *v1.MeshC
 		requeue = r.credentialsStatus(mc.Name, c.EtcdCert, status, requeue)
 	} else {
 		status.ExportedServices, status.ExportedEndpoints = 0, 0
+		clusterIntermediateExpiry.DeleteLabelValues(mc.Name)
 		requeue = r.credentialsStatus(mc.Name, nil, status, requeue)
 	}
 	meta.SetStatusCondition(&status.Conditions, connected)

@@ -17,6 +17,10 @@ var (
 		Namespace: "meshfed", Subsystem: "hub", Name: "cluster_etcd_cert_expiry_timestamp_seconds",
 		Help: "When the cluster's agent's etcd client certificate, as the hub last signed it, expires (seconds since the epoch).",
 	}, []string{"cluster"})
+	clusterIntermediateExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "meshfed", Subsystem: "hub", Name: "cluster_intermediate_expiry_timestamp_seconds",
+		Help: "When the cluster's mesh CA intermediate, as the hub last signed it, expires (seconds since the epoch); absent without the mesh CA.",
+	}, []string{"cluster"})
 	orphansDeleted = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "meshfed", Subsystem: "hub", Name: "orphans_deleted_total",
 		Help: "Etcd entries the collector deleted because no object on the hub accounted for them.",
@@ -27,5 +31,5 @@ var (
 // runs this package calls it once on the registry it serves, so that each
 // component exports only its own metrics.
 func RegisterMetrics(reg prometheus.Registerer) {
-	reg.MustRegister(clusterConnected, clusterEndpoints, clusterCredentialsExpiry, orphansDeleted, hubViewInSync, hubViewDesyncs, hubRejected)
+	reg.MustRegister(clusterConnected, clusterEndpoints, clusterCredentialsExpiry, clusterIntermediateExpiry, orphansDeleted, hubViewInSync, hubViewDesyncs, hubRejected)
 }

@@ -149,6 +149,9 @@ type HubReplica struct {
 	Name        string `json:"name"`
 	MetricsAddr string `json:"metricsAddr"`
 	HealthAddr  string `json:"healthAddr"`
+	// ConsoleAddr serves the hub's web console (--console-addr), on loopback, with
+	// every agent's explain (--console-agents).
+	ConsoleAddr string `json:"consoleAddr"`
 	PID         int    `json:"pid"`
 
 	process *proc.Process
@@ -319,11 +322,23 @@ func layout(i int) *Cluster {
 func (s *Sandbox) startHub(ctx context.Context) error {
 	h := s.Hub
 	replicas := max(s.opts.HubReplicas, 1)
-	ports, err := localkube.FreePorts(1 + 2*replicas)
+	ports, err := localkube.FreePorts(1 + 3*replicas)
 	if err != nil {
 		return err
 	}
 	common := []string{"hub", "--kubeconfig", h.Kubeconfig, "--log-format", "text"}
+	// The console asks the agents for explain tables: their addresses are chosen now
+	// (StartAgent keeps them).
+	var agents []string
+	for _, c := range s.Clusters {
+		if c.AgentAddr == "" {
+			if err := agentAddrs(c); err != nil {
+				return err
+			}
+		}
+		agents = append(agents, c.Name+"=http://"+c.AgentAddr)
+	}
+	common = append(common, "--console-agents", strings.Join(agents, ","))
 	if h.etcd == nil {
 		h.Etcd = []string{"https://127.0.0.1:" + strconv.Itoa(ports[0])}
 		common = append(common, "--etcd-listen-url", h.Etcd[0])
@@ -353,13 +368,14 @@ func (s *Sandbox) startHub(ctx context.Context) error {
 	}
 	for i := range replicas {
 		r := &HubReplica{Name: "hub", MetricsAddr: "127.0.0.1:" + strconv.Itoa(ports[1+2*i]),
-			HealthAddr: "127.0.0.1:" + strconv.Itoa(ports[2+2*i])}
+			HealthAddr: "127.0.0.1:" + strconv.Itoa(ports[2+2*i]), ConsoleAddr: "127.0.0.1:" + strconv.Itoa(ports[1+2*replicas+i])}
 		dataDir := filepath.Join(h.dir, "data")
 		if s.opts.ha() {
 			r.Name = "hub-" + strconv.Itoa(i)
 			dataDir = filepath.Join(h.dir, r.Name)
 		}
-		r.args = append(slices.Clone(common), "--data-dir", dataDir, "--metrics-addr", r.MetricsAddr, "--health-addr", r.HealthAddr)
+		r.args = append(slices.Clone(common), "--data-dir", dataDir, "--metrics-addr", r.MetricsAddr, "--health-addr", r.HealthAddr,
+			"--console-addr", r.ConsoleAddr)
 		if s.opts.ha() {
 			r.args = append(r.args, "--leader-elect-identity", r.Name)
 		}
@@ -510,12 +526,9 @@ func (s *Sandbox) StartAgent(ctx context.Context, name string) error {
 		return fmt.Errorf("%s: agent kubeconfig: %w", name, err)
 	}
 	if c.AgentAddr == "" {
-		ports, err := localkube.FreePorts(2)
-		if err != nil {
+		if err := agentAddrs(c); err != nil {
 			return err
 		}
-		c.AgentAddr = "127.0.0.1:" + strconv.Itoa(ports[0])
-		c.XDSAddr = "127.0.0.1:" + strconv.Itoa(ports[1])
 	}
 	// AgentAddr serves the probes, /metrics and /debug on loopback.
 	args := []string{"agent", "--kubeconfig", kubeconfig, "--identity", name + "-agent", "--http-addr", c.AgentAddr,
@@ -563,6 +576,17 @@ func (s *Sandbox) StartAgent(ctx context.Context, name string) error {
 		return fmt.Errorf("%s: agent did not become ready: %w", name, err)
 	}
 	return s.write()
+}
+
+// agentAddrs chooses the loopback addresses of the cluster's agent.
+func agentAddrs(c *Cluster) error {
+	ports, err := localkube.FreePorts(2)
+	if err != nil {
+		return err
+	}
+	c.AgentAddr = "127.0.0.1:" + strconv.Itoa(ports[0])
+	c.XDSAddr = "127.0.0.1:" + strconv.Itoa(ports[1])
+	return nil
 }
 
 // StartGateway starts the cluster's east-west gateway (again), configured over xDS by

@@ -434,7 +434,7 @@ func (r *Reader[T]) watch(ctx context.Context, rev int64) (reason string, health
 		if !ok {
 			break
 		}
-		if why := r.observe(resp.Header); why != "" {
+		if why := r.observe(&resp.Header); why != "" {
 			return why, healthy
 		}
 		if resp.CompactRevision != 0 {
