@@ -1,0 +1,41 @@
+package chart_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/meshfed/meshfed/internal/dev/chart"
+	"github.com/meshfed/meshfed/internal/dev/localkube"
+	"github.com/meshfed/meshfed/internal/dev/testutil"
+)
+
+// TestHubRunsFromChart runs `meshfed hub` with the mesh CA as the chart's Deployment
+// would (see TestAgentRunsFromChart): the rendered args and environment, the embedded
+// etcd's data on the path of the chart's volume, authenticated as the chart's
+// ServiceAccount with only the chart's RBAC (mesh CA rules included). It must become
+// Ready and publish its ConfigMap and the mesh root's ClusterIssuer, and the API server
+// must refuse it nothing.
+func TestHubRunsFromChart(t *testing.T) {
+	cp := localkube.ForTest(t, "hub")[0]
+	objs := render(t, map[string]any{"namespace": map[string]any{"create": true},
+		"hub": map[string]any{"enabled": true, "meshCA": true}, "agent": off(), "gateway": off()})
+	applier(t, cp.Config)(objs)
+	deploy := deployment(t, objs, "meshfed-hub")
+	_, addrs, refused := startFromChart(t, cp.Config, deploy, "meshfed-hub-5f7b9-q8w2z")
+	waitReady(t, "http://"+addrs["health-addr"]+"/readyz", refused)
+
+	admin := kubernetes.NewForConfigOrDie(cp.Config)
+	testutil.Eventually(t, time.Minute, "the hub's ConfigMap and the mesh root's ClusterIssuer", func() error {
+		refused()
+		if _, err := admin.CoreV1().ConfigMaps(chart.Namespace).Get(context.Background(), "meshfed-hub", metav1.GetOptions{}); err != nil {
+			return err
+		}
+		_, err := admin.RESTClient().Get().AbsPath("/apis/cert-manager.io/v1/clusterissuers/meshfed-root").DoRaw(context.Background())
+		return err
+	})
+	refused()
+}
