@@ -49,8 +49,10 @@ images: ## Build the meshfed image for linux/amd64 and linux/arm64 (no Docker) i
 	go run ./hack/images --version "$(VERSION)" --commit "$(COMMIT)" --out bin/images
 
 .PHONY: test
+# Tests build as the images do (static, -trimpath): the image test's binary and every
+# binary the e2e tests build share one compile of the packages instead of two.
 test: binaries ## Run every test, against real kube-apiservers and etcd (builds them on first use).
-	MESHFED_ASSETS="$$(bash hack/binaries/build.sh)" go test $(GO_TEST_FLAGS) $(PKGS)
+	MESHFED_ASSETS="$$(bash hack/binaries/build.sh)" CGO_ENABLED=0 GOFLAGS=-trimpath go test $(GO_TEST_FLAGS) $(PKGS)
 
 .PHONY: soak
 soak: binaries build ## Run the chaos suite again and again for SOAK (default 30m): faults with traffic flowing.
