@@ -145,11 +145,15 @@ const hubIdentity = "system:serviceaccount:" + hubinfo.Namespace + ":meshfed-hub
 // installed hub has, not as an administrator.
 func hubConfig(t *testing.T) *rest.Config {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "..", "..", "deploy", "hub", "rbac.yaml"))
-	if err != nil {
-		t.Fatal(err)
+	var manifests [][]byte
+	for _, f := range []string{"namespace.yaml", "rbac.yaml"} { // as installed: the namespace first
+		data, err := os.ReadFile(filepath.Join("..", "..", "..", "deploy", "hub", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		manifests = append(manifests, data)
 	}
-	objs, err := kubeapply.Decode(data)
+	objs, err := kubeapply.Decode(manifests...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +162,7 @@ func hubConfig(t *testing.T) *rest.Config {
 		t.Fatal(err)
 	}
 	if err := apply.Apply(testContext(t), objs); err != nil {
-		t.Fatalf("apply deploy/hub/rbac.yaml: %v", err)
+		t.Fatalf("apply deploy/hub/{namespace,rbac}.yaml: %v", err)
 	}
 	cfg, err := hub.UserConfig(hubIdentity, "system:serviceaccounts", "system:serviceaccounts:"+hubinfo.Namespace)
 	if err != nil {

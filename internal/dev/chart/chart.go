@@ -5,7 +5,6 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 
@@ -17,16 +16,21 @@ import (
 	"helm.sh/helm/v3/pkg/releaseutil"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/meshfed/meshfed/internal/dev/localkube"
 	"github.com/meshfed/meshfed/internal/kube/kubeapply"
 )
 
 // Namespace is the namespace every release of the chart is installed in.
 const Namespace = "meshfed-system"
 
-// Dir is the chart's directory in this checkout.
+// Dir is the chart's directory in this checkout (found from the working directory:
+// tests and make generate run inside it). It panics outside a checkout.
 func Dir() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "..", "deploy", "charts", "meshfed")
+	root, err := localkube.ModuleRoot()
+	if err != nil {
+		panic("chart: " + err.Error())
+	}
+	return filepath.Join(root, "deploy", "charts", "meshfed")
 }
 
 // Rendered is one rendering of the chart: each template's output, keyed by its path

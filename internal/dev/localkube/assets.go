@@ -32,7 +32,7 @@ func findAssets() (string, error) {
 	if dir := os.Getenv(AssetsEnv); dir != "" {
 		return dir, checkAssets(dir)
 	}
-	root, err := moduleRoot()
+	root, err := ModuleRoot()
 	if err != nil {
 		return "", fmt.Errorf("locate binaries: set %s or run from the meshfed source tree: %w", AssetsEnv, err)
 	}
@@ -56,8 +56,10 @@ func checkAssets(dir string) error {
 	return nil
 }
 
-// moduleRoot walks up from the working directory to meshfed's go.mod.
-func moduleRoot() (string, error) {
+// ModuleRoot walks up from the working directory to meshfed's go.mod: the checkout
+// tests and dev tools read files of (binaries built with -trimpath know no source
+// paths).
+func ModuleRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
