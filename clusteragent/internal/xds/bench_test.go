@@ -60,8 +60,7 @@ func BenchmarkTargets(b *testing.B) {
 func BenchmarkFirstBuild(b *testing.B) {
 	v, _ := fleet(100, 100, 10)
 	v.OnSynced()
-	groups := []xds.Group{{Region: "region-0", Zone: "c000-a"}, {Region: "region-0", Zone: "c000-b"},
-		{Region: "region-0", Zone: ""}, {Region: "region-1", Zone: "x"}}
+	groups := benchGroups
 	b.ReportAllocs()
 	for b.Loop() {
 		s, err := xds.New(xds.Options{Cluster: "c000", View: v, Addr: "127.0.0.1:0", MTLS: true})
@@ -74,6 +73,27 @@ func BenchmarkFirstBuild(b *testing.B) {
 	}
 }
 
+// benchGroups are the four groups of proxies the rebuild benchmarks serve.
+var benchGroups = []xds.Group{{Region: "region-0", Zone: "c000-a"}, {Region: "region-0", Zone: "c000-b"},
+	{Region: "region-0", Zone: ""}, {Region: "region-1", Zone: "x"}}
+
+// builtFleet is the 100 × 100 × 10 fleet with an mTLS server of c000 that has built
+// everything for benchGroups once.
+func builtFleet(b *testing.B) (*view.View, *xds.Server, []xds.Group, time.Time) {
+	b.Helper()
+	v, _ := fleet(100, 100, 10)
+	s, err := xds.New(xds.Options{Cluster: "c000", View: v, Addr: "127.0.0.1:0", MTLS: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	v.OnSynced()
+	now := time.Now()
+	if err := s.Rebuild(context.Background(), now, benchGroups...); err != nil {
+		b.Fatal(err)
+	}
+	return v, s, benchGroups, now
+}
+
 // BenchmarkRebuildOneChange: the same fleet with mTLS and four groups of proxies, a
 // rebuild after one cluster's record of one service changed: its service accounts
 // (that service's cluster with its SAN matchers is rebuilt, every other shared
@@ -82,18 +102,7 @@ func BenchmarkFirstBuild(b *testing.B) {
 func BenchmarkRebuildOneChange(b *testing.B) {
 	for _, change := range []string{"accounts", "endpoint"} {
 		b.Run(change, func(b *testing.B) {
-			v, _ := fleet(100, 100, 10)
-			s, err := xds.New(xds.Options{Cluster: "c000", View: v, Addr: "127.0.0.1:0", MTLS: true})
-			if err != nil {
-				b.Fatal(err)
-			}
-			v.OnSynced()
-			groups := []xds.Group{{Region: "region-0", Zone: "c000-a"}, {Region: "region-0", Zone: "c000-b"},
-				{Region: "region-0", Zone: ""}, {Region: "region-1", Zone: "x"}}
-			now := time.Now()
-			if err := s.Rebuild(context.Background(), now, groups...); err != nil {
-				b.Fatal(err)
-			}
+			v, s, groups, now := builtFleet(b)
 			c, _ := v.Cluster("c042")
 			base := *c.Services[view.NamespacedName{Namespace: "ns", Name: "svc007"}]
 			b.ReportAllocs()
@@ -122,18 +131,7 @@ func BenchmarkRebuildOneChange(b *testing.B) {
 // carrying ten changes, each an endpoint of another service of another cluster (what
 // a burst merges into one rebuild).
 func BenchmarkRebuildBurst(b *testing.B) {
-	v, _ := fleet(100, 100, 10)
-	s, err := xds.New(xds.Options{Cluster: "c000", View: v, Addr: "127.0.0.1:0", MTLS: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	v.OnSynced()
-	groups := []xds.Group{{Region: "region-0", Zone: "c000-a"}, {Region: "region-0", Zone: "c000-b"},
-		{Region: "region-0", Zone: ""}, {Region: "region-1", Zone: "x"}}
-	now := time.Now()
-	if err := s.Rebuild(context.Background(), now, groups...); err != nil {
-		b.Fatal(err)
-	}
+	v, s, groups, now := builtFleet(b)
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {

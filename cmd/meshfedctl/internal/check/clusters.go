@@ -2,7 +2,6 @@ package check
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
+	"github.com/meshfed/meshfed/cmd/meshfedctl/internal/status"
 	"github.com/meshfed/meshfed/cmd/meshfedctl/internal/trustcheck"
 	"github.com/meshfed/meshfed/internal/creds/agentcreds"
 	"github.com/meshfed/meshfed/internal/creds/hubinfo"
@@ -199,18 +199,7 @@ func member(members []trustcheck.Member, name string) *trustcheck.Member {
 func left(t, now time.Time) string {
 	d := t.Sub(now)
 	if d <= 0 {
-		return "expired " + short(-d) + " ago"
+		return "expired " + status.ShortDuration(-d) + " ago"
 	}
-	return short(d) + " left"
-}
-
-func short(d time.Duration) string {
-	switch {
-	case d >= 24*time.Hour:
-		return fmt.Sprintf("%dd%dh", d/(24*time.Hour), d%(24*time.Hour)/time.Hour)
-	case d >= time.Hour:
-		return fmt.Sprintf("%dh%dm", d/time.Hour, d%time.Hour/time.Minute)
-	default:
-		return d.Round(time.Second).String()
-	}
+	return status.ShortDuration(d) + " left"
 }

@@ -146,13 +146,13 @@ func credentials(mc *v1.MeshCluster, now time.Time) (string, *time.Time) {
 	}
 	expiry := e.Time
 	if left := expiry.Sub(now); left > 0 && c.Reason != v1.ReasonCredentialsExpired {
-		return c.Reason + " " + shortDuration(left), &expiry
+		return c.Reason + " " + ShortDuration(left), &expiry
 	}
 	return c.Reason, &expiry
 }
 
-// shortDuration is d in days and hours, hours and minutes, or minutes and seconds.
-func shortDuration(d time.Duration) string {
+// ShortDuration is d in days and hours, hours and minutes, or minutes and seconds.
+func ShortDuration(d time.Duration) string {
 	switch {
 	case d >= 24*time.Hour:
 		return fmt.Sprintf("%dd%dh", d/(24*time.Hour), d%(24*time.Hour)/time.Hour)
