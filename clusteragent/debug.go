@@ -82,8 +82,9 @@ var debugHooks []func(*http.ServeMux, *view.View)
 type explainer func(namespace, name, zone string) ([]xds.Explanation, error)
 
 // surfaces are the agent's HTTP surfaces, each a set of handlers on a mux: health
-// (/healthz, /readyz), metrics (/metrics) and debug (/debug/...). Each is served on
-// the address its option gives; surfaces with the same address share a listener.
+// (/healthz, /readyz), metrics (/metrics) and debug (/debug/..., and /metrics too).
+// Each is served on the address its option gives; surfaces with the same address
+// share a listener.
 type surfaces struct {
 	health, metrics, debug func(*http.ServeMux)
 }
@@ -127,6 +128,11 @@ func listenHTTP(opts Options, s surfaces, log logr.Logger) (map[string]func(cont
 			order = append(order, sf.addr)
 		}
 		sf.add(mux)
+		if sf.name == "debug" && opts.MetricsAddr != sf.addr {
+			// One port-forward to the debug address reads all an operator needs
+			// (meshfedctl check --agent): the view, explain and the metrics.
+			s.metrics(mux)
+		}
 		if sf.name != "health" && !isLoopback(sf.addr) {
 			log.Info("serving an agent surface beyond loopback: anyone who reaches it reads it", "surface", sf.name, "addr", sf.addr)
 		}

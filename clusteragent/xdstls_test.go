@@ -131,11 +131,23 @@ func TestHTTPSurfaces(t *testing.T) {
 		want       int
 	}{
 		{health, "/readyz", 200}, {health, "/metrics", 404}, {health, "/debug/view", 404},
-		{metrics, "/metrics", 200}, {metrics, "/debug/view", 404}, {debug, "/debug/view", 200}, {debug, "/metrics", 404},
+		{metrics, "/metrics", 200}, {metrics, "/debug/view", 404}, {debug, "/debug/view", 200},
+		// The debug address serves /metrics too: one port-forward for meshfedctl check.
+		{debug, "/metrics", 200},
 	} {
 		if got := get(c.addr, c.path); got != c.want {
 			t.Errorf("GET %s%s = %d, want %d", c.addr, c.path, got, c.want)
 		}
+	}
+
+	shared := free()
+	servers, err = listenHTTP(Options{HTTPAddr: free(), MetricsAddr: shared, DebugAddr: shared}, sf, logr.Discard())
+	if err != nil || len(servers) != 2 {
+		t.Fatalf("listenHTTP with metrics and debug on one address = %d servers, %v; want 2", len(servers), err)
+	}
+	run(servers)
+	if get(shared, "/metrics") != 200 || get(shared, "/debug/view") != 200 {
+		t.Errorf("metrics and debug on one listener: /metrics %d, /debug/view %d", get(shared, "/metrics"), get(shared, "/debug/view"))
 	}
 
 	one := free()

@@ -100,7 +100,7 @@ func attackXDSUnauthenticated(t *testing.T, w *attackWorld) {
 	ca := alpha.XDSCAFile() // the agent is verified: the refusals are the agent's
 	foreignCert, foreignKey := agentForeignCert(t)
 	betaDir := filepath.Join(beta.CertDir, "shop", "client")
-	groupsBefore := scrape(t, w.ctx, alpha.AgentAddr, "meshfed_xds_groups")
+	groupsBefore := scrape(t, w.ctx, alpha.MetricsAddr, "meshfed_xds_groups")
 
 	for name, creds := range map[string]string{
 		"plaintext":                   `[{"type": "insecure"}]`,
@@ -108,7 +108,7 @@ func attackXDSUnauthenticated(t *testing.T, w *attackWorld) {
 		"a foreign CA's identity":     agentTLSCreds(ca, foreignCert, foreignKey),
 		"beta's workload certificate": agentTLSCreds(ca, filepath.Join(betaDir, "tls.crt"), filepath.Join(betaDir, "tls.key")),
 	} {
-		refused := scrape(t, w.ctx, alpha.AgentAddr, "meshfed_xds_handshake_failures_total")
+		refused := scrape(t, w.ctx, alpha.MetricsAddr, "meshfed_xds_handshake_failures_total")
 		conn := agentXDSClient(t, alpha, "attacker", creds)
 		failed := 0
 		for range 2 {
@@ -123,14 +123,14 @@ func attackXDSUnauthenticated(t *testing.T, w *attackWorld) {
 		}
 		// The agent refused it at the handshake, not some other failure.
 		testutil.Eventually(t, 30*time.Second, name+": the agent to count its refused handshake", func() error {
-			if after := scrape(t, w.ctx, alpha.AgentAddr, "meshfed_xds_handshake_failures_total"); after <= refused {
+			if after := scrape(t, w.ctx, alpha.MetricsAddr, "meshfed_xds_handshake_failures_total"); after <= refused {
 				return fmt.Errorf("meshfed_xds_handshake_failures_total still %v", after)
 			}
 			return nil
 		})
 		conn.Close()
 	}
-	if g := scrape(t, w.ctx, alpha.AgentAddr, "meshfed_xds_groups"); g > groupsBefore {
+	if g := scrape(t, w.ctx, alpha.MetricsAddr, "meshfed_xds_groups"); g > groupsBefore {
 		t.Errorf("meshfed_xds_groups went from %v to %v: an unauthenticated client joined a group", groupsBefore, g)
 	}
 
@@ -150,8 +150,8 @@ func attackXDSUnauthenticated(t *testing.T, w *attackWorld) {
 // it was and its heap near it.
 func attackFakeZones(t *testing.T, w *attackWorld) {
 	alpha := w.s.Cluster("alpha")
-	groups := func() float64 { return scrape(t, w.ctx, alpha.AgentAddr, "meshfed_xds_groups") }
-	heap := func() float64 { return scrape(t, w.ctx, alpha.AgentAddr, "go_memstats_heap_inuse_bytes") / (1 << 20) }
+	groups := func() float64 { return scrape(t, w.ctx, alpha.MetricsAddr, "meshfed_xds_groups") }
+	heap := func() float64 { return scrape(t, w.ctx, alpha.MetricsAddr, "go_memstats_heap_inuse_bytes") / (1 << 20) }
 	groupsBefore, heapBefore := groups(), heap()
 
 	conn, err := grpc.NewClient(alpha.XDSAddr, grpc.WithTransportCredentials(alpha.XDSCredentials()))

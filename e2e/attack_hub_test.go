@@ -112,7 +112,7 @@ func init() {
 
 		// No agent serves the claimant: the hub never wrote it.
 		for _, c := range w.s.Clusters {
-			v, err := agentView(w.ctx, c.AgentAddr)
+			v, err := agentView(w.ctx, c.DebugAddr)
 			if err != nil {
 				t.Fatal(err)
 			}

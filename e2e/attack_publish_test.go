@@ -201,7 +201,7 @@ func (w *attackWorld) publishAttack(t *testing.T, reason string, attack func(put
 // debugView reads an agent's /debug/view.
 func (w *attackWorld) debugView(t *testing.T, cluster string) clusteragent.DebugView {
 	t.Helper()
-	resp, err := http.Get("http://" + w.s.Cluster(cluster).AgentAddr + "/debug/view")
+	resp, err := http.Get("http://" + w.s.Cluster(cluster).DebugAddr + "/debug/view")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -73,7 +73,7 @@ func init() {
 			w.waitRevokedEvent(t, "beta")
 			// Every reader drops beta: alpha's agent no longer holds its records.
 			testutil.Eventually(t, waitLong, "alpha's agent to drop beta", func() error {
-				v, err := agentView(w.ctx, w.s.Cluster("alpha").AgentAddr)
+				v, err := agentView(w.ctx, w.s.Cluster("alpha").DebugAddr)
 				if err != nil {
 					return err
 				}

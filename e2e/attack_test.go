@@ -83,7 +83,7 @@ func TestAttacks(t *testing.T) {
 	// group, before any attack counts groups or calls.
 	for _, c := range s.Clusters {
 		testutil.Eventually(t, waitLong, c.Name+"'s backends connected to its agent", func() error {
-			if g := scrape(t, ctx, c.AgentAddr, "meshfed_xds_groups"); int(g) < len(c.Zones) {
+			if g := scrape(t, ctx, c.MetricsAddr, "meshfed_xds_groups"); int(g) < len(c.Zones) {
 				return fmt.Errorf("%v groups, want one per zone (%d)", g, len(c.Zones))
 			}
 			return nil

@@ -244,7 +244,7 @@ func TestChaos(t *testing.T) {
 				if err := s.StartAgent(ctx, c.Name); err != nil {
 					t.Fatal(err)
 				}
-				if v, err := agentView(ctx, c.AgentAddr); err != nil || v.Source != "restored" {
+				if v, err := agentView(ctx, c.DebugAddr); err != nil || v.Source != "restored" {
 					t.Fatalf("%s's restarted agent: %+v, %v; want it serving its restored view", c.Name, v, err)
 				}
 			}
@@ -526,7 +526,7 @@ type haRow struct {
 // services a cluster exports.
 func converged(ctx context.Context, s *sandbox.Sandbox, hub client.Client, truth map[string]*service, others map[string]int32) error {
 	for _, o := range s.Clusters {
-		v, err := agentView(ctx, o.AgentAddr)
+		v, err := agentView(ctx, o.DebugAddr)
 		if err != nil {
 			return err
 		}

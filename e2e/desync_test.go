@@ -55,14 +55,14 @@ func TestDesyncDetection(t *testing.T) {
 		return scrape(t, ctx, s.Hub.MetricsAddr, `meshfed_hub_cluster_view_desyncs_total{cluster="alpha"}`)
 	}
 	resyncs := func() float64 {
-		return scrape(t, ctx, alpha.AgentAddr, `meshfed_agent_view_resyncs_total{reason="view_inconsistent"}`)
+		return scrape(t, ctx, alpha.MetricsAddr, `meshfed_agent_view_resyncs_total{reason="view_inconsistent"}`)
 	}
 	desyncsBefore, resyncsBefore := desyncs(), resyncs()
 
 	// The fault: beta's registration record leaves alpha's view.
 	key := keyspace.ClusterInfo("beta")
 	start := time.Now()
-	resp, err := http.Post("http://"+alpha.AgentAddr+"/debug/fault/drop?key="+key, "", nil)
+	resp, err := http.Post("http://"+alpha.DebugAddr+"/debug/fault/drop?key="+key, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +93,7 @@ func TestDesyncDetection(t *testing.T) {
 		if c == nil || c.Status != metav1.ConditionTrue || !c.LastTransitionTime.After(start) {
 			return fmt.Errorf("ViewInSync is %+v", c)
 		}
-		return sameViews(ctx, alpha.AgentAddr, beta.AgentAddr)
+		return sameViews(ctx, alpha.DebugAddr, beta.DebugAddr)
 	})
 	healed = time.Since(start)
 	t.Logf("fault detected by the hub after %s, healed (hub True, view equal) after %s (check interval %s)",

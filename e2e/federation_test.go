@@ -80,7 +80,7 @@ func TestFederation(t *testing.T) {
 		t.Helper()
 		for _, o := range observers {
 			testutil.Eventually(t, waitLong, what+" as seen by "+o.Name, func() error {
-				v, err := agentView(ctx, o.AgentAddr)
+				v, err := agentView(ctx, o.DebugAddr)
 				if err != nil {
 					return err
 				}
@@ -245,7 +245,7 @@ func TestFederation(t *testing.T) {
 		s.StopAgent("gamma", syscall.SIGTERM)
 		testutil.Eventually(t, waitLong, "gamma gone from alpha's and beta's views", func() error {
 			for _, o := range []*sandbox.Cluster{alpha, beta} {
-				v, err := agentView(ctx, o.AgentAddr)
+				v, err := agentView(ctx, o.DebugAddr)
 				if err != nil {
 					return err
 				}
@@ -270,7 +270,7 @@ func TestFederation(t *testing.T) {
 func expectExactly(t *testing.T, ctx context.Context, observers []*sandbox.Cluster, cluster string, keys ...string) {
 	t.Helper()
 	for _, o := range observers {
-		v, err := agentView(ctx, o.AgentAddr)
+		v, err := agentView(ctx, o.DebugAddr)
 		if err != nil {
 			t.Fatal(err)
 		}

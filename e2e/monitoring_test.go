@@ -59,7 +59,7 @@ func checkMonitoringMetrics(ctx context.Context, t *testing.T, s *sandbox.Sandbo
 		targets = append(targets, r.MetricsAddr)
 	}
 	for _, c := range s.Clusters {
-		targets = append(targets, c.AgentAddr)
+		targets = append(targets, c.MetricsAddr)
 		if c.GatewayHealthAddr != "" {
 			targets = append(targets, c.GatewayHealthAddr)
 		}

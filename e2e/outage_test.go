@@ -98,7 +98,7 @@ func TestServeThroughHubOutage(t *testing.T) {
 	s.StopHub(syscall.SIGKILL)
 	for _, c := range s.Clusters {
 		testutil.Eventually(t, waitLong, c.Name+"'s agent to notice the hub is gone", func() error {
-			v, err := agentView(ctx, c.AgentAddr)
+			v, err := agentView(ctx, c.DebugAddr)
 			if err != nil {
 				return err
 			}
@@ -118,7 +118,7 @@ func TestServeThroughHubOutage(t *testing.T) {
 	if err := s.StartAgent(ctx, "alpha"); err != nil {
 		t.Fatal(err)
 	}
-	v, err := agentView(ctx, alpha.AgentAddr)
+	v, err := agentView(ctx, alpha.DebugAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func TestServeThroughHubOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, waitLong, "alpha's agent to serve the hub's view again", func() error {
-		v, err := agentView(ctx, alpha.AgentAddr)
+		v, err := agentView(ctx, alpha.DebugAddr)
 		if err != nil {
 			return err
 		}
@@ -190,7 +190,7 @@ func TestServeThroughHubOutage(t *testing.T) {
 // explain returns the agent's failover explanation of shop/cart for a client in zone.
 func explain(t *testing.T, ctx context.Context, c *sandbox.Cluster, zone string) string {
 	t.Helper()
-	u := "http://" + c.AgentAddr + "/debug/explain?service=shop/cart&zone=" + url.QueryEscape(zone)
+	u := "http://" + c.DebugAddr + "/debug/explain?service=shop/cart&zone=" + url.QueryEscape(zone)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		t.Fatal(err)

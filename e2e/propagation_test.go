@@ -120,7 +120,7 @@ func BenchmarkPropagation(b *testing.B) {
 		}
 	}
 	if !waitFor(20, 60*time.Second) {
-		v, err := agentView(ctx, alpha.AgentAddr)
+		v, err := agentView(ctx, alpha.DebugAddr)
 		b.Fatalf("the proxy never saw the 20 endpoints (last response: %d healthy); alpha's view: %+v %v", last, v, err)
 	}
 	// Each iteration flips one endpoint's readiness with a single EndpointSlice update,
@@ -132,7 +132,7 @@ func BenchmarkPropagation(b *testing.B) {
 	slice := slices0.DeepCopy()
 	healthy := 20
 	iterations := max(b.N, 100)
-	betaBefore, alphaBefore := scrapeMetrics(ctx, b, beta.AgentAddr), scrapeMetrics(ctx, b, alpha.AgentAddr)
+	betaBefore, alphaBefore := scrapeMetrics(ctx, b, beta.MetricsAddr), scrapeMetrics(ctx, b, alpha.MetricsAddr)
 	var samples []time.Duration
 	b.ResetTimer()
 	for i := range iterations {
@@ -156,7 +156,7 @@ func BenchmarkPropagation(b *testing.B) {
 		samples = append(samples, time.Since(start))
 	}
 	b.StopTimer()
-	betaAfter, alphaAfter := scrapeMetrics(ctx, b, beta.AgentAddr), scrapeMetrics(ctx, b, alpha.AgentAddr)
+	betaAfter, alphaAfter := scrapeMetrics(ctx, b, beta.MetricsAddr), scrapeMetrics(ctx, b, alpha.MetricsAddr)
 	slices.Sort(samples)
 	q := func(p float64) time.Duration { return samples[int(p*float64(len(samples)-1))] }
 	b.ReportMetric(float64(q(0.5).Microseconds())/1000, "p50-ms")

@@ -49,7 +49,7 @@ the flag to give. --dir takes everything from a sandbox's sandbox.json.`,
 					return err
 				}
 				for _, c := range s.Clusters {
-					opts.Agents[c.Name] = "http://" + c.AgentAddr
+					opts.Agents[c.Name] = "http://" + c.DebugAddr
 				}
 				for _, r := range s.Hub.Replicas {
 					opts.HubMetrics = append(opts.HubMetrics, "http://"+r.MetricsAddr)

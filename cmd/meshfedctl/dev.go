@@ -75,7 +75,7 @@ func printSummary(s *sandbox.Sandbox) {
 	fmt.Fprintf(w, "hub\t\t\t\t%s\t\t\tetcd %s\n", rel(s.Hub.Kubeconfig), s.Hub.Etcd[0])
 	for _, c := range s.Clusters {
 		fmt.Fprintf(w, "%s\t%s\t%v\t%s\t%s\t%s\t%s\thttp://%s/debug/view\n", c.Name, c.Region, c.Zones, c.Network,
-			rel(c.Kubeconfig), c.XDSAddr, c.GatewayAddr, c.AgentAddr)
+			rel(c.Kubeconfig), c.XDSAddr, c.GatewayAddr, c.DebugAddr)
 	}
 	w.Flush()
 	kubectl := "kubectl"

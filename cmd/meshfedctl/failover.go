@@ -40,7 +40,7 @@ federation exactly as its xDS server does. Give the agent's address with --agent
 				}
 				for _, c := range s.Clusters {
 					if c.Name == cluster {
-						agent = "http://" + c.AgentAddr
+						agent = "http://" + c.DebugAddr
 					}
 				}
 				if agent == "" {

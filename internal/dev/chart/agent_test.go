@@ -3,20 +3,16 @@ package chart_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
 	appsv1 "k8s.io/api/apps/v1"
-	authenticationv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -28,7 +24,6 @@ import (
 	"github.com/meshfed/meshfed/internal/creds/pki"
 	"github.com/meshfed/meshfed/internal/dev/chart"
 	"github.com/meshfed/meshfed/internal/dev/localkube"
-	"github.com/meshfed/meshfed/internal/dev/proc"
 	"github.com/meshfed/meshfed/internal/dev/testutil"
 	"github.com/meshfed/meshfed/internal/etcd/embedetcd"
 	"github.com/meshfed/meshfed/internal/etcd/etcdconn"
@@ -42,7 +37,7 @@ import (
 // chart's RBAC, against a real etcd standing in for the hub's. So a flag the chart
 // passes that the binary lacks, or a permission the chart forgets, fails it: the agent
 // must become Ready, take its leader Lease under the pod's name and make its xDS
-// serving CA. Only the listen addresses and volume paths move (localArgs; the flags
+// serving CA. Only the listen addresses and volume paths move (chart.NewPod; the flags
 // stay) and --kubeconfig replaces the in-cluster config a pod would have.
 func TestAgentRunsFromChart(t *testing.T) {
 	cp := localkube.ForTest(t, "member")[0]
@@ -59,9 +54,9 @@ func TestAgentRunsFromChart(t *testing.T) {
 	}
 
 	const podName = "meshfed-agent-7d9c5-x2x4q"
-	_, addrs, refused := startFromChart(t, cp.Config, deploy, podName)
+	pod, refused := startFromChart(t, cp.Config, deploy, chart.PodOptions{Name: podName})
 
-	waitReady(t, "http://"+addrs["http-addr"]+"/readyz", refused)
+	waitReady(t, "http://"+pod.Addr(9092)+"/readyz", refused)
 	testutil.Eventually(t, 30*time.Second, "the agent to lead under its pod's name and make its xDS serving CA", func() error {
 		refused()
 		lease, err := admin.CoordinationV1().Leases(chart.Namespace).Get(ctx, "meshfed-agent", metav1.GetOptions{})
@@ -77,35 +72,19 @@ func TestAgentRunsFromChart(t *testing.T) {
 	refused()
 }
 
-// startFromChart starts the Deployment's first container as a local process named
-// podName (see localArgs), authenticated to the API server at admin's address with a
-// token of the Deployment's ServiceAccount. It returns the process, its listen
-// addresses by flag name, and a check that fails the test at once when the API server
-// refused the process anything (the chart's RBAC lacks a rule).
-func startFromChart(t *testing.T, admin *rest.Config, deploy *appsv1.Deployment, podName string) (*proc.Process, map[string]string, func()) {
+// startFromChart starts the Deployment's pod as a local process placed by o
+// (chart.NewPod), authenticated as the Deployment's ServiceAccount. It returns the
+// pod and a check that fails the test at once when the API server refused the
+// process anything (the chart's RBAC lacks a rule) or the process exited.
+func startFromChart(t *testing.T, admin *rest.Config, deploy *appsv1.Deployment, o chart.PodOptions) (*chart.Pod, func()) {
 	t.Helper()
-	ctx := context.Background()
-	kube := kubernetes.NewForConfigOrDie(admin)
 	dir := t.TempDir()
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	tr, err := kube.CoreV1().ServiceAccounts(chart.Namespace).CreateToken(ctx, deploy.Spec.Template.Spec.ServiceAccountName,
-		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}}, metav1.CreateOptions{})
+	o.Admin, o.Dir = admin, dir
+	pod, err := chart.NewPod(context.Background(), deploy, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sa := &rest.Config{Host: admin.Host, BearerToken: tr.Status.Token, TLSClientConfig: rest.TLSClientConfig{CAData: admin.CAData}}
-	if err := localkube.WriteKubeconfig(kubeconfig, deploy.Name, sa); err != nil {
-		t.Fatal(err)
-	}
-	c := deploy.Spec.Template.Spec.Containers[0]
-	env := containerEnv(t, c, podName)
-	args, addrs := localArgs(t, c, env, dir)
-	args = append(args, "--kubeconfig", kubeconfig)
-	var envList []string
-	for k, v := range env {
-		envList = append(envList, k+"="+v)
-	}
-	p, err := proc.Start(deploy.Name, meshfedBin, args, filepath.Join(dir, deploy.Name+".log"), envList...)
+	p, err := pod.Start(meshfedBin, filepath.Join(dir, deploy.Name+".log"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +95,7 @@ func startFromChart(t *testing.T, admin *rest.Config, deploy *appsv1.Deployment,
 			t.Logf("%s log:\n%s", deploy.Name, log)
 		}
 	})
-	t.Logf("meshfed %s", strings.Join(args, " "))
+	t.Logf("meshfed %s", strings.Join(pod.Args, " "))
 	forbidden := regexp.MustCompile(`(?i)forbidden|cannot (get|list|watch|create|update|patch|delete)`)
 	refused := func() {
 		t.Helper()
@@ -131,7 +110,7 @@ func startFromChart(t *testing.T, admin *rest.Config, deploy *appsv1.Deployment,
 			t.Fatalf("%s exited: %v", deploy.Name, p.Failure())
 		}
 	}
-	return p, addrs, refused
+	return pod, refused
 }
 
 // waitReady waits until url answers 200, failing at once on refused().
@@ -211,79 +190,4 @@ func deployment(t *testing.T, objs []*unstructured.Unstructured, name string) *a
 	}
 	t.Fatalf("the chart rendered no Deployment %s", name)
 	return nil
-}
-
-// containerEnv resolves the container's environment as the kubelet would for a pod
-// named podName.
-func containerEnv(t *testing.T, c corev1.Container, podName string) map[string]string {
-	t.Helper()
-	env := map[string]string{}
-	for _, e := range c.Env {
-		switch {
-		case e.ValueFrom == nil:
-			env[e.Name] = e.Value
-		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name":
-			env[e.Name] = podName
-		case e.ValueFrom.ResourceFieldRef != nil && e.ValueFrom.ResourceFieldRef.Resource == "limits.memory":
-			env[e.Name] = strconv.FormatInt(c.Resources.Limits.Memory().Value(), 10)
-		default:
-			t.Fatalf("env %s: the test does not resolve %+v", e.Name, e.ValueFrom)
-		}
-	}
-	return env
-}
-
-// localArgs turns a container's args into a local process's, as the kubelet and the
-// pod's network would: $(VAR) references are expanded from env; each listen address
-// (--*-addr=:PORT, or a URL on 0.0.0.0) moves to a free loopback port; a path under one
-// of the container's volume mounts moves to a directory of its own under dir. The flags
-// themselves stay as the chart wrote them. It returns the args and the listen addresses
-// by flag name.
-func localArgs(t *testing.T, c corev1.Container, env map[string]string, dir string) ([]string, map[string]string) {
-	t.Helper()
-	ref := regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
-	free := func() string {
-		ports, err := localkube.FreePorts(1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
-	}
-	addrs := map[string]string{}
-	out := make([]string, 0, len(c.Args))
-	for _, a := range c.Args {
-		a = ref.ReplaceAllStringFunc(a, func(m string) string {
-			if v, ok := env[m[2:len(m)-1]]; ok {
-				return v
-			}
-			return m
-		})
-		flag, value, ok := strings.Cut(a, "=")
-		switch {
-		case !ok:
-		case strings.HasSuffix(flag, "-addr") && strings.HasPrefix(value, ":"):
-			value = free()
-			addrs[strings.TrimPrefix(flag, "--")] = value
-		case strings.Contains(value, "://0.0.0.0:"):
-			scheme, _, _ := strings.Cut(value, "://")
-			value = scheme + "://" + free()
-			addrs[strings.TrimPrefix(flag, "--")] = value
-		default:
-			for _, m := range c.VolumeMounts {
-				if value == m.MountPath || strings.HasPrefix(value, m.MountPath+"/") {
-					local := filepath.Join(dir, "volumes", m.Name)
-					if err := os.MkdirAll(local, 0o700); err != nil {
-						t.Fatal(err)
-					}
-					value = local + strings.TrimPrefix(value, m.MountPath)
-					break
-				}
-			}
-		}
-		if ok {
-			a = flag + "=" + value
-		}
-		out = append(out, a)
-	}
-	return out, addrs
 }

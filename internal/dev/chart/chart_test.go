@@ -52,7 +52,9 @@ var variants = map[string]map[string]any{
 		"agent": off(), "gateway": off()},
 	"hub HA": {"hub": map[string]any{"enabled": true, "replicas": 3, "etcd": map[string]any{"external": map[string]any{
 		"endpoints": []any{"https://etcd-0.example:2379"}, "secretName": "hub-etcd"}}}, "agent": off(), "gateway": off()},
-	"hub mesh CA":       {"hub": map[string]any{"enabled": true, "meshCA": true}, "agent": off(), "gateway": off()},
+	"hub mesh CA": {"hub": map[string]any{"enabled": true, "meshCA": true}, "agent": off(), "gateway": off()},
+	"hub console": {"hub": map[string]any{"enabled": true, "console": map[string]any{"enabled": true,
+		"agents": map[string]any{"beta": "http://127.0.0.1:19094", "alpha": "http://127.0.0.1:29094"}}}, "agent": off(), "gateway": off()},
 	"gateway off":       {"gateway": off()},
 	"gateway only":      {"agent": off()},
 	"plaintext xDS":     {"agent": map[string]any{"mtls": false}},

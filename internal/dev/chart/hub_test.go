@@ -2,6 +2,7 @@ package chart_test
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -25,8 +26,16 @@ func TestHubRunsFromChart(t *testing.T) {
 		"hub": map[string]any{"enabled": true, "meshCA": true}, "agent": off(), "gateway": off()})
 	applier(t, cp.Config)(objs)
 	deploy := deployment(t, objs, "meshfed-hub")
-	_, addrs, refused := startFromChart(t, cp.Config, deploy, "meshfed-hub-5f7b9-q8w2z")
-	waitReady(t, "http://"+addrs["health-addr"]+"/readyz", refused)
+	// The hub advertises its etcd by the meshfed-hub Service's name: here, the pod's
+	// local etcd address.
+	ports, err := localkube.FreePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	etcd := "127.0.0.1:" + strconv.Itoa(ports[0])
+	pod, refused := startFromChart(t, cp.Config, deploy, chart.PodOptions{Name: "meshfed-hub-5f7b9-q8w2z",
+		Ports: map[int32]string{2379: etcd}, Services: map[string]string{"meshfed-hub.meshfed-system:2379": etcd}})
+	waitReady(t, "http://"+pod.Addr(9091)+"/readyz", refused)
 
 	admin := kubernetes.NewForConfigOrDie(cp.Config)
 	testutil.Eventually(t, time.Minute, "the hub's ConfigMap and the mesh root's ClusterIssuer", func() error {

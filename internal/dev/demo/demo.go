@@ -244,7 +244,7 @@ func allIn(landed map[string]int, cluster string) bool {
 // explain is what alpha's agent says of cart for the client's zone: why traffic went
 // where it did.
 func explain(ctx context.Context, c *sandbox.Cluster) string {
-	u := "http://" + c.AgentAddr + "/debug/explain?service=shop/cart&zone=" + url.QueryEscape(c.Zones[0])
+	u := "http://" + c.DebugAddr + "/debug/explain?service=shop/cart&zone=" + url.QueryEscape(c.Zones[0])
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return err.Error()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -16,9 +17,13 @@ import (
 	"syscall"
 	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -29,11 +34,13 @@ import (
 	"github.com/meshfed/meshfed/internal/creds/agentcreds"
 	"github.com/meshfed/meshfed/internal/creds/hubinfo"
 	"github.com/meshfed/meshfed/internal/creds/register"
+	"github.com/meshfed/meshfed/internal/dev/chart"
 	"github.com/meshfed/meshfed/internal/dev/etcdcluster"
 	"github.com/meshfed/meshfed/internal/dev/localkube"
 	"github.com/meshfed/meshfed/internal/dev/netlink"
 	"github.com/meshfed/meshfed/internal/dev/proc"
 	"github.com/meshfed/meshfed/internal/dev/testnet"
+	"github.com/meshfed/meshfed/internal/kube/kubeapply"
 )
 
 // Options configure a sandbox. Dir and MeshfedBinary are required.
@@ -57,13 +64,14 @@ type Options struct {
 	// SeparateNetwork puts the last member cluster on a network of its own, so that
 	// traffic to it goes through its east-west gateway.
 	SeparateNetwork bool
-	// MTLS runs the agents with --mtls: proxies then need the "meshfed" certificate
-	// provider in their bootstrap.
+	// MTLS installs the agents with agent.mtls (--mtls): proxies get mTLS settings and
+	// need the "meshfed" certificate provider in their bootstrap, and the agents serve
+	// xDS with mTLS only. The sandbox issues XDSClientIdentity and GatewayIdentity in
+	// every cluster, for its clients and gateways, and Up waits until each agent
+	// serves xDS over TLS. It needs MeshCA.
 	MTLS bool
-	// MeshCA runs the hub with --mesh-ca: cert-manager's controllers and the mesh root.
-	// The agents then serve xDS with mTLS only (--xds-auth=mtls): the sandbox issues
-	// XDSClientIdentity and GatewayIdentity in every cluster, for its clients and
-	// gateways, and Up waits until each agent serves xDS over TLS.
+	// MeshCA installs the hub with hub.meshCA (--mesh-ca): cert-manager's controllers
+	// and the mesh root.
 	MeshCA bool
 	// WorkloadIdentities ("<ns>/<sa>") get certificates from each cluster's
 	// intermediate, in Cluster.CertDir.
@@ -101,8 +109,12 @@ type Cluster struct {
 	Zones      []string `json:"zones"`
 	Network    string   `json:"network"`
 	Kubeconfig string   `json:"kubeconfig"`
-	// AgentAddr serves the agent's /healthz, /readyz, /metrics and /debug/view.
-	AgentAddr string `json:"agentAddr"`
+	// AgentAddr serves the agent's /healthz and /readyz (the chart's port 9092),
+	// MetricsAddr its /metrics (9093), DebugAddr its /debug/view and /debug/explain
+	// (9094, on the pod's loopback in a real cluster).
+	AgentAddr   string `json:"agentAddr"`
+	MetricsAddr string `json:"metricsAddr"`
+	DebugAddr   string `json:"debugAddr"`
 	// XDSAddr is the agent's xDS server, for the cluster's proxies.
 	XDSAddr  string `json:"xdsAddr"`
 	AgentPID int    `json:"agentPID"`
@@ -111,7 +123,7 @@ type Cluster struct {
 	// CertDir holds workload certificates the agent issues, <ns>/<sa>/{tls.crt,tls.key,ca.crt}.
 	CertDir string `json:"certDir,omitempty"`
 	// XDSCertDir is the workload certificate xDS clients of the sandbox present to the
-	// agent (XDSClientIdentity) when its xDS requires mTLS (Options.MeshCA); empty:
+	// agent (XDSClientIdentity) when its xDS requires mTLS (Options.MTLS); empty:
 	// the agent serves plaintext xDS on loopback. XDSChannelCreds and XDSCredentials
 	// are what bootstraps and raw ADS clients use.
 	XDSCertDir string `json:"xdsCertDir,omitempty"`
@@ -120,6 +132,7 @@ type Cluster struct {
 	GatewayHealthAddr string `json:"gatewayHealthAddr"`
 
 	cp      *localkube.ControlPlane
+	objs    []*unstructured.Unstructured // the chart's member release (agent and gateway)
 	agent   *proc.Process
 	gateway *proc.Process
 	dir     string
@@ -142,6 +155,8 @@ type Hub struct {
 	cp   *localkube.ControlPlane
 	etcd *etcdcluster.Cluster // nil with the embedded etcd
 	dir  string
+	pod  chart.PodOptions // what every replica shares
+	objs []*unstructured.Unstructured
 }
 
 // HubReplica is one hub process. Its Name is its identity in the leader Lease.
@@ -155,7 +170,7 @@ type HubReplica struct {
 	PID         int    `json:"pid"`
 
 	process *proc.Process
-	args    []string
+	pod     *chart.Pod
 }
 
 // Sandbox is a running federation. Its JSON form is sandbox.json.
@@ -180,6 +195,9 @@ func Up(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 	}
 	if opts.Clusters < 1 || opts.Clusters > 20 {
 		return nil, fmt.Errorf("sandbox: --clusters %d: use 1 to 20", opts.Clusters)
+	}
+	if opts.MTLS && !opts.MeshCA {
+		return nil, fmt.Errorf("sandbox: MTLS needs MeshCA (the clusters' intermediates issue the certificates)")
 	}
 	if opts.HubReplicas > 1 && opts.EtcdMembers == 0 {
 		return nil, fmt.Errorf("sandbox: %d hub replicas need an external etcd cluster (EtcdMembers)", opts.HubReplicas)
@@ -269,6 +287,15 @@ func Up(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 		if err != nil {
 			return nil, err
 		}
+		// helm install of the member release: the agent and the east-west gateway.
+		member := map[string]any{"hub": off, "agent": map[string]any{"replicas": 1, "mtls": opts.MTLS},
+			"gateway": map[string]any{"replicas": 1}}
+		if opts.MTLS {
+			member["gateway"].(map[string]any)["xdsCertSecret"] = "meshfed-gateway-xds"
+		}
+		if c.objs, err = s.install(ctx, c.cp.Config, member); err != nil {
+			return nil, fmt.Errorf("%s: %w", c.Name, err)
+		}
 		if opts.Links {
 			if err := s.link(ctx, c); err != nil {
 				return nil, err
@@ -286,7 +313,7 @@ func Up(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 		return nil, err
 	}
 	say("every cluster Connected and Synced, %s after start", time.Since(start).Round(100*time.Millisecond))
-	if opts.MeshCA {
+	if opts.MTLS {
 		for _, c := range s.Clusters {
 			if err := waitXDS(ctx, c, opts.Timeout); err != nil {
 				return nil, err
@@ -319,6 +346,12 @@ func layout(i int) *Cluster {
 	return &Cluster{Name: name, Region: region, Zones: []string{zone(2 * k), zone(2*k + 1)}, Network: v1.DefaultNetwork}
 }
 
+// startHub installs the chart's hub release in the hub cluster (the rendered objects,
+// applied: its namespace, ServiceAccount, RBAC, Services, Deployment) and runs each
+// replica from the rendered Deployment (chart.NewPod): the chart's args and
+// environment, authenticated as the chart's ServiceAccount, so the chart's RBAC is
+// what the hub gets. The sandbox's own knobs (short lifetimes and leases) are the
+// release's hub.extraArgs.
 func (s *Sandbox) startHub(ctx context.Context) error {
 	h := s.Hub
 	replicas := max(s.opts.HubReplicas, 1)
@@ -326,63 +359,140 @@ func (s *Sandbox) startHub(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	common := []string{"hub", "--kubeconfig", h.Kubeconfig, "--log-format", "text"}
 	// The console asks the agents for explain tables: their addresses are chosen now
 	// (StartAgent keeps them).
-	var agents []string
+	agents := map[string]any{}
 	for _, c := range s.Clusters {
 		if c.AgentAddr == "" {
 			if err := agentAddrs(c); err != nil {
 				return err
 			}
 		}
-		agents = append(agents, c.Name+"=http://"+c.AgentAddr)
+		agents[c.Name] = "http://" + c.DebugAddr
 	}
-	common = append(common, "--console-agents", strings.Join(agents, ","))
+	hub := map[string]any{"enabled": true, "replicas": replicas, "meshCA": s.opts.MeshCA,
+		"console": map[string]any{"enabled": true, "agents": agents}}
+	var extra []string
+	if d := s.opts.AgentCertLifetime; d > 0 {
+		extra = append(extra, "--agent-cert-lifetime="+d.String())
+	}
+	if d := s.opts.EtcdCertLifetime; d > 0 {
+		extra = append(extra, "--etcd-cert-lifetime="+d.String())
+	}
+	h.pod = chart.PodOptions{Admin: h.cp.Config, Volumes: map[string]string{}}
 	if h.etcd == nil {
 		h.Etcd = []string{"https://127.0.0.1:" + strconv.Itoa(ports[0])}
-		common = append(common, "--etcd-listen-url", h.Etcd[0])
+		// The agents dial the meshfed-hub Service's etcd port: here, the hub's.
+		h.pod.Ports = map[int32]string{chartEtcdPort: "127.0.0.1:" + strconv.Itoa(ports[0])}
+		h.pod.Services = map[string]string{"meshfed-hub." + hubinfo.Namespace + ":2379": h.pod.Ports[chartEtcdPort]}
 	} else {
 		// The documented HA setup: every member to every replica (and, through the hub
 		// ConfigMap, to every agent); the agents' client CA is the cluster's client CA,
 		// the same for every replica, so any replica signs certificates etcd accepts.
 		h.Etcd = h.etcd.Endpoints()
-		f := h.etcd.Files
-		common = append(common, "--etcd-endpoints", strings.Join(h.Etcd, ","), "--etcd-ca-file", f.CA,
-			"--etcd-cert-file", f.RootCert, "--etcd-key-file", f.RootKey,
-			"--etcd-client-ca-cert-file", f.CA, "--etcd-client-ca-key-file", f.CAKey)
+		hub["etcd"] = map[string]any{"external": map[string]any{"endpoints": h.Etcd, "secretName": hubEtcdSecret}}
+		if s.opts.ha() {
+			lease := s.opts.HubLeaseDuration
+			extra = append(extra, "--leader-elect-lease-duration="+lease.String(),
+				"--leader-elect-renew-deadline="+(lease*2/3).String(), "--leader-elect-retry-period="+(lease/6).String())
+		}
 	}
-	if s.opts.MeshCA {
-		common = append(common, "--mesh-ca")
+	hub["extraArgs"] = extra
+	h.objs, err = s.install(ctx, h.cp.Config, map[string]any{"hub": hub, "agent": off, "gateway": off})
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
 	}
-	if d := s.opts.AgentCertLifetime; d > 0 {
-		common = append(common, "--agent-cert-lifetime", d.String())
-	}
-	if d := s.opts.EtcdCertLifetime; d > 0 {
-		common = append(common, "--etcd-cert-lifetime", d.String())
-	}
-	if s.opts.ha() {
-		lease := s.opts.HubLeaseDuration
-		common = append(common, "--leader-elect", "--leader-elect-lease-duration", lease.String(),
-			"--leader-elect-renew-deadline", (lease * 2 / 3).String(), "--leader-elect-retry-period", (lease / 6).String())
+	if h.etcd != nil {
+		if err := hubEtcdClient(ctx, h.cp.Config, h.etcd.Files); err != nil {
+			return err
+		}
 	}
 	for i := range replicas {
 		r := &HubReplica{Name: "hub", MetricsAddr: "127.0.0.1:" + strconv.Itoa(ports[1+2*i]),
 			HealthAddr: "127.0.0.1:" + strconv.Itoa(ports[2+2*i]), ConsoleAddr: "127.0.0.1:" + strconv.Itoa(ports[1+2*replicas+i])}
-		dataDir := filepath.Join(h.dir, "data")
 		if s.opts.ha() {
 			r.Name = "hub-" + strconv.Itoa(i)
-			dataDir = filepath.Join(h.dir, r.Name)
-		}
-		r.args = append(slices.Clone(common), "--data-dir", dataDir, "--metrics-addr", r.MetricsAddr, "--health-addr", r.HealthAddr,
-			"--console-addr", r.ConsoleAddr)
-		if s.opts.ha() {
-			r.args = append(r.args, "--leader-elect-identity", r.Name)
 		}
 		h.Replicas = append(h.Replicas, r)
 	}
 	h.MetricsAddr = h.Replicas[0].MetricsAddr
 	return s.StartHub(ctx)
+}
+
+// The chart's ports (deploy/charts/meshfed): the sandbox gives each a local address.
+const (
+	chartEtcdPort       = 2379  // hub: embedded etcd
+	chartHubMetricsPort = 9090  // hub: /metrics
+	chartHubHealthPort  = 9091  // hub: /healthz, /readyz
+	chartConsolePort    = 9095  // hub: the console, on the pod's loopback
+	chartAgentHTTPPort  = 9092  // agent: /healthz, /readyz
+	chartAgentMetrics   = 9093  // agent: /metrics
+	chartAgentDebugPort = 9094  // agent: /debug, on the pod's loopback
+	chartXDSPort        = 15010 // agent: xDS
+	chartGatewayPort    = 15443 // gateway: SNI passthrough
+	chartGatewayHTTP    = 15021 // gateway: /healthz, /readyz, /metrics
+)
+
+// hubEtcdSecret is the Secret the hub release names for its external etcd's client
+// certificates (hub.etcd.external.secretName).
+const hubEtcdSecret = "meshfed-hub-etcd"
+
+var off = map[string]any{"enabled": false}
+
+// install renders the chart with values (over the sandbox's common ones: the
+// namespace, text logs) and applies every object to the cluster at admin, as `helm
+// install` would; it returns the objects.
+func (s *Sandbox) install(ctx context.Context, admin *rest.Config, values map[string]any) ([]*unstructured.Unstructured, error) {
+	values["namespace"] = map[string]any{"create": true}
+	values["logFormat"] = "text"
+	r, err := chart.Render(chart.Dir(), values)
+	if err != nil {
+		return nil, fmt.Errorf("render the chart: %w", err)
+	}
+	objs, err := r.Objects()
+	if err != nil {
+		return nil, err
+	}
+	apply, err := kubeapply.New(admin)
+	if err != nil {
+		return nil, err
+	}
+	if err := apply.Apply(ctx, objs); err != nil {
+		return nil, fmt.Errorf("apply the chart's objects: %w", err)
+	}
+	return objs, nil
+}
+
+// hubEtcdClient writes the Secret the hub release mounts for its external etcd: the
+// etcd cluster's CA, its root user's client certificate and the client CA with which
+// the hub signs agents' certificates.
+func hubEtcdClient(ctx context.Context, admin *rest.Config, f etcdcluster.Files) error {
+	data := map[string][]byte{}
+	for key, path := range map[string]string{"ca.crt": f.CA, "tls.crt": f.RootCert, "tls.key": f.RootKey,
+		"client-ca.crt": f.CA, "client-ca.key": f.CAKey} {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		data[key] = b
+	}
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: hubEtcdSecret, Namespace: hubinfo.Namespace}, Data: data}
+	_, err := kubernetes.NewForConfigOrDie(admin).CoreV1().Secrets(hubinfo.Namespace).Create(ctx, sec, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("hub etcd client Secret: %w", err)
+	}
+	return nil
+}
+
+// deployment finds the Deployment name among a release's objects.
+func deployment(objs []*unstructured.Unstructured, name string) (*appsv1.Deployment, error) {
+	for _, o := range objs {
+		if o.GetKind() == "Deployment" && o.GetName() == name {
+			d := &appsv1.Deployment{}
+			return d, runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, d)
+		}
+	}
+	return nil, fmt.Errorf("the chart rendered no Deployment %s", name)
 }
 
 // StartHub starts every hub replica that is not running (again), one after the other
@@ -416,11 +526,33 @@ func (s *Sandbox) StartHub(ctx context.Context) error {
 	return s.write()
 }
 
-// StartHubReplica starts hub replica i (again) and waits until it is ready: its view
-// of etcd synced, leader or not.
+// StartHubReplica starts hub replica i (again) from the chart's hub Deployment and
+// waits until it is ready: its view of etcd synced, leader or not.
 func (s *Sandbox) StartHubReplica(ctx context.Context, i int) error {
 	r := s.Hub.Replicas[i]
-	p, err := proc.Start(r.Name, s.opts.MeshfedBinary, r.args, filepath.Join(s.Dir, "logs", r.Name+".log"))
+	if r.pod == nil {
+		deploy, err := deployment(s.Hub.objs, "meshfed-hub")
+		if err != nil {
+			return err
+		}
+		o := s.Hub.pod
+		o.Name, o.Dir = r.Name, filepath.Join(s.Hub.dir, "pods", r.Name)
+		o.Ports = maps.Clone(o.Ports)
+		if o.Ports == nil {
+			o.Ports = map[int32]string{}
+		}
+		o.Ports[chartHubMetricsPort], o.Ports[chartHubHealthPort], o.Ports[chartConsolePort] = r.MetricsAddr, r.HealthAddr, r.ConsoleAddr
+		// The data volume outlives the process (a PersistentVolumeClaim in the chart).
+		dataDir := filepath.Join(s.Hub.dir, "data")
+		if s.opts.ha() {
+			dataDir = filepath.Join(s.Hub.dir, r.Name)
+		}
+		o.Volumes = map[string]string{"data": dataDir}
+		if r.pod, err = chart.NewPod(ctx, deploy, o); err != nil {
+			return err
+		}
+	}
+	p, err := r.pod.Start(s.opts.MeshfedBinary, filepath.Join(s.Dir, "logs", r.Name+".log"))
 	if err != nil {
 		return err
 	}
@@ -514,37 +646,28 @@ func (s *Sandbox) Cluster(name string) *Cluster {
 	return nil
 }
 
-// StartAgent starts the cluster's agent (again), with a kubeconfig for the agent's own
-// ServiceAccount, and waits until its view is synced.
+// StartAgent starts the cluster's agent (again) from the chart's agent Deployment,
+// authenticated as the chart's meshfed-agent ServiceAccount, and waits until its view
+// is synced.
 func (s *Sandbox) StartAgent(ctx context.Context, name string) error {
 	c := s.Cluster(name)
 	if c == nil {
 		return fmt.Errorf("sandbox: no cluster %q", name)
-	}
-	kubeconfig := filepath.Join(c.dir, "agent.kubeconfig")
-	if err := agentKubeconfig(ctx, c.cp.Config, kubeconfig); err != nil {
-		return fmt.Errorf("%s: agent kubeconfig: %w", name, err)
 	}
 	if c.AgentAddr == "" {
 		if err := agentAddrs(c); err != nil {
 			return err
 		}
 	}
-	// AgentAddr serves the probes, /metrics and /debug on loopback.
-	args := []string{"agent", "--kubeconfig", kubeconfig, "--identity", name + "-agent", "--http-addr", c.AgentAddr,
-		"--metrics-addr", c.AgentAddr, "--debug-addr", c.AgentAddr, "--xds-addr", c.XDSAddr, "--log-format", "text"}
+	var extra []string
 	if s.opts.HeartbeatTTL > 0 {
-		args = append(args, "--heartbeat-ttl", s.opts.HeartbeatTTL.String())
+		extra = append(extra, "--heartbeat-ttl="+s.opts.HeartbeatTTL.String())
 	}
 	if s.opts.ViewCheckInterval > 0 {
-		args = append(args, "--view-check-interval", s.opts.ViewCheckInterval.String())
-	}
-	if s.opts.MTLS {
-		args = append(args, "--mtls")
+		extra = append(extra, "--view-check-interval="+s.opts.ViewCheckInterval.String())
 	}
 	identities := slices.Clone(s.opts.WorkloadIdentities)
-	if s.opts.MeshCA {
-		args = append(args, "--xds-auth", "mtls")
+	if s.opts.MTLS {
 		for _, id := range []string{XDSClientIdentity, GatewayIdentity} {
 			if !slices.Contains(identities, id) {
 				identities = append(identities, id)
@@ -553,15 +676,25 @@ func (s *Sandbox) StartAgent(ctx context.Context, name string) error {
 	}
 	if len(identities) > 0 {
 		c.CertDir = filepath.Join(c.dir, "certs")
-		args = append(args, "--workload-cert-dir", c.CertDir, "--workload-identities", strings.Join(identities, ","))
+		extra = append(extra, "--workload-cert-dir="+c.CertDir, "--workload-identities="+strings.Join(identities, ","))
 	}
-	if s.opts.MeshCA {
+	if s.opts.MTLS {
 		c.XDSCertDir = filepath.Join(c.CertDir, XDSClientIdentity)
 	}
 	if d := s.opts.WorkloadCertLifetime; d > 0 {
-		args = append(args, "--workload-cert-lifetime", d.String())
+		extra = append(extra, "--workload-cert-lifetime="+d.String())
 	}
-	p, err := proc.Start(name+"/agent", s.opts.MeshfedBinary, args, filepath.Join(s.Dir, "logs", name+"-agent.log"))
+	deploy, err := deployment(c.objs, "meshfed-agent")
+	if err != nil {
+		return err
+	}
+	pod, err := chart.NewPod(ctx, deploy, chart.PodOptions{Name: name + "-agent", Admin: c.cp.Config,
+		Dir: filepath.Join(c.dir, "pods", "agent"), ExtraArgs: extra, Ports: map[int32]string{
+			chartAgentHTTPPort: c.AgentAddr, chartAgentMetrics: c.MetricsAddr, chartAgentDebugPort: c.DebugAddr, chartXDSPort: c.XDSAddr}})
+	if err != nil {
+		return err
+	}
+	p, err := pod.Start(s.opts.MeshfedBinary, filepath.Join(s.Dir, "logs", name+"-agent.log"))
 	if err != nil {
 		return err
 	}
@@ -580,42 +713,58 @@ func (s *Sandbox) StartAgent(ctx context.Context, name string) error {
 
 // agentAddrs chooses the loopback addresses of the cluster's agent.
 func agentAddrs(c *Cluster) error {
-	ports, err := localkube.FreePorts(2)
+	ports, err := localkube.FreePorts(4)
 	if err != nil {
 		return err
 	}
-	c.AgentAddr = "127.0.0.1:" + strconv.Itoa(ports[0])
-	c.XDSAddr = "127.0.0.1:" + strconv.Itoa(ports[1])
+	addr := func(i int) string { return "127.0.0.1:" + strconv.Itoa(ports[i]) }
+	c.AgentAddr, c.MetricsAddr, c.DebugAddr, c.XDSAddr = addr(0), addr(1), addr(2), addr(3)
 	return nil
 }
 
-// StartGateway starts the cluster's east-west gateway (again), configured over xDS by
-// the cluster's agent, and waits until it is ready.
+// StartGateway starts the cluster's east-west gateway (again) from the chart's
+// gateway Deployment, configured over xDS by the cluster's agent (the meshfed-agent
+// Service), and waits until it is ready.
 func (s *Sandbox) StartGateway(ctx context.Context, name string) error {
 	c := s.Cluster(name)
 	if c == nil {
 		return fmt.Errorf("sandbox: no cluster %q", name)
 	}
-	ports, err := localkube.FreePorts(1)
+	if c.GatewayHealthAddr == "" {
+		ports, err := localkube.FreePorts(1)
+		if err != nil {
+			return err
+		}
+		c.GatewayHealthAddr = "127.0.0.1:" + strconv.Itoa(ports[0])
+	}
+	deploy, err := deployment(c.objs, "meshfed-gateway")
 	if err != nil {
 		return err
 	}
-	health := "127.0.0.1:" + strconv.Itoa(ports[0])
-	args := []string{"gateway", "--xds-server", c.XDSAddr,
-		"--listen", c.GatewayAddr, "--http-addr", health, "--node-id", "eastwest~" + name, "--drain", "2s", "--log-format", "text"}
+	o := chart.PodOptions{Name: name + "-gateway", Admin: c.cp.Config, Dir: filepath.Join(c.dir, "pods", "gateway"),
+		Ports:    map[int32]string{chartGatewayPort: c.GatewayAddr, chartGatewayHTTP: c.GatewayHealthAddr},
+		Services: map[string]string{"meshfed-agent." + hubinfo.Namespace + ":" + strconv.Itoa(chartXDSPort): c.XDSAddr},
+		// Tunnels get 2 s to finish (the chart gives 30 s): tests stop gateways often.
+		ExtraArgs: []string{"--drain=2s"}}
 	if c.XDSCertDir != "" {
-		args = append(args, "--xds-cert-dir", filepath.Join(c.CertDir, GatewayIdentity))
+		// The gateway's workload certificate, which the agent keeps current (the
+		// release's gateway.xdsCertSecret, which a kubelet would keep current).
+		o.Volumes = map[string]string{"xds-certs": filepath.Join(c.CertDir, GatewayIdentity)}
 	}
-	p, err := proc.Start(name+"/gateway", s.opts.MeshfedBinary, args, filepath.Join(s.Dir, "logs", name+"-gateway.log"))
+	pod, err := chart.NewPod(ctx, deploy, o)
 	if err != nil {
 		return err
 	}
-	c.gateway, c.GatewayPID, c.GatewayHealthAddr = p, p.Pid(), health
+	p, err := pod.Start(s.opts.MeshfedBinary, filepath.Join(s.Dir, "logs", name+"-gateway.log"))
+	if err != nil {
+		return err
+	}
+	c.gateway, c.GatewayPID = p, p.Pid()
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, s.opts.Timeout, true, func(ctx context.Context) (bool, error) {
 		if p.Exited() {
 			return false, p.Failure()
 		}
-		return httpOK(ctx, "http://"+health+"/readyz"), nil
+		return httpOK(ctx, "http://"+c.GatewayHealthAddr+"/readyz"), nil
 	})
 	if err != nil {
 		return fmt.Errorf("%s: east-west gateway did not become ready: %w", name, err)
@@ -740,24 +889,6 @@ func Read(dir string) (*Sandbox, error) {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, File), err)
 	}
 	return s, nil
-}
-
-// agentKubeconfig writes a kubeconfig that authenticates as the agent's
-// ServiceAccount (created by registration) with a token from the TokenRequest API.
-func agentKubeconfig(ctx context.Context, admin *rest.Config, path string) error {
-	kube, err := kubernetes.NewForConfig(admin)
-	if err != nil {
-		return err
-	}
-	tr, err := kube.CoreV1().ServiceAccounts(hubinfo.Namespace).CreateToken(ctx, "meshfed-agent",
-		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](7 * 24 * 3600)}},
-		metav1.CreateOptions{})
-	if err != nil {
-		return err
-	}
-	cfg := &rest.Config{Host: admin.Host, BearerToken: tr.Status.Token,
-		TLSClientConfig: rest.TLSClientConfig{CAData: admin.CAData}}
-	return localkube.WriteKubeconfig(path, "agent", cfg)
 }
 
 // link puts a link in front of each of the hub's etcd endpoints for cluster c's agent,

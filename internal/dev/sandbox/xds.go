@@ -18,7 +18,7 @@ import (
 )
 
 // Workload identities the sandbox issues in every cluster when the agents' xDS
-// requires mTLS (Options.MeshCA): its xDS clients' (tests, meshfedctl dev client) and
+// requires mTLS (Options.MTLS): its xDS clients' (tests, meshfedctl dev client) and
 // its east-west gateways'.
 const (
 	XDSClientIdentity = "meshfed-system/dev-client"
