@@ -2,9 +2,11 @@ package chart_test
 
 import (
 	"encoding/json"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -110,7 +112,36 @@ func TestSchemaMatchesValues(t *testing.T) {
 		}
 	}
 	walk("", map[string]any(defaults), schema)
+
+	// Every value a template reads is in values.yaml (so the schema allows it).
+	err = filepath.WalkDir(filepath.Join(chart.Dir(), "templates"), func(f string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		text, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		for _, ref := range valuesRef.FindAllString(string(text), -1) {
+			var v any = map[string]any(defaults)
+			for _, key := range strings.Split(strings.TrimPrefix(ref, ".Values."), ".") {
+				m, _ := v.(map[string]any)
+				next, ok := m[key]
+				if !ok {
+					t.Errorf("%s reads %s, which values.yaml lacks", f, ref)
+					break
+				}
+				v = next
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
+
+var valuesRef = regexp.MustCompile(`\.Values(\.[A-Za-z0-9_]+)+`)
 
 // TestSchemaRefusesBadValues: a misspelled key at any level, a wrong type, a value
 // outside a closed set or a malformed digest, quantity, duration or name is refused by
