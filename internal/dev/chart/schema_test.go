@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"helm.sh/helm/v3/pkg/chartutil"
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/meshfed/meshfed/internal/dev/chart"
 )
@@ -90,7 +91,7 @@ func TestSchemaMatchesValues(t *testing.T) {
 			p := strings.TrimPrefix(path+"."+key, ".")
 			switch sub, ok := props[key].(map[string]any); {
 			case ok:
-				if description(sub) == "" && !slices.Contains([]string{"requests", "limits"}, key) {
+				if description(sub) == "" {
 					t.Errorf("values.schema.json: %s has no description: take it from values.yaml's comment", p)
 				}
 				walk(p, obj[key], sub)
@@ -193,5 +194,34 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 				t.Errorf("Lint = %v, want an error saying %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestSchemaQuantityIsKubernetes: the schema's quantity pattern accepts what the API
+// server parses as a quantity and refuses what it does not; it is stricter only on
+// negative quantities (no size, request or limit may be one) and on a bare suffix.
+func TestSchemaQuantityIsKubernetes(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(chart.Dir(), "values.schema.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var schema struct {
+		Definitions map[string]struct{ Pattern string } `json:"definitions"`
+	}
+	if err := json.Unmarshal(raw, &schema); err != nil {
+		t.Fatal(err)
+	}
+	pattern := regexp.MustCompile(schema.Definitions["quantity"].Pattern)
+	for _, q := range []string{"0", "1", "+1", "100m", "0.5", ".5", "1.", "250Mi", "1Gi", "8Gi", "2Ti", "1Ei", "1k", "1M", "1G", "1E",
+		"1e3", "1E3", "1e-3", "1n", "1u", "1Gb", "1gi", "8 GiB", "1.5.2", "", "1KiB", "1mi", "0x10", "1e", "1i"} {
+		_, err := resource.ParseQuantity(q)
+		if got, want := pattern.MatchString(q), err == nil; got != want {
+			t.Errorf("quantity %q: schema accepts it: %v, Kubernetes parses it: %v", q, got, want)
+		}
+	}
+	for _, q := range []string{"-1", "-100m", "Gi", "m"} {
+		if pattern.MatchString(q) {
+			t.Errorf("quantity %q: the schema accepts it", q)
+		}
 	}
 }
