@@ -62,6 +62,22 @@ var variants = map[string]map[string]any{
 	"gateway xDS certs": {"gateway": map[string]any{"xdsCertSecret": "meshfed-gateway-xds"}},
 	"no networkpolicy":  {"networkPolicy": off()},
 	"servicemonitor":    {"serviceMonitor": on(), "hub": on()},
+	// The Kubernetes objects values.yaml passes through, which the schema leaves open.
+	"pod settings": {
+		"image":                    map[string]any{"tag": "v1.2.3", "pullPolicy": "Always"},
+		"imagePullSecrets":         []any{map[string]any{"name": "regcred"}},
+		"podSecurityContext":       map[string]any{"supplementalGroups": []any{1000}},
+		"containerSecurityContext": map[string]any{"runAsNonRoot": true},
+		"hub": map[string]any{"enabled": true, "service": map[string]any{"type": "LoadBalancer",
+			"annotations": map[string]any{"service.beta.kubernetes.io/aws-load-balancer-internal": "true"}}},
+		"agent": map[string]any{"nodeSelector": map[string]any{"kubernetes.io/os": "linux"},
+			"tolerations": []any{map[string]any{"key": "dedicated", "operator": "Equal", "value": "mesh", "effect": "NoSchedule"}},
+			"resources":   map[string]any{"requests": map[string]any{"cpu": 0.25, "ephemeral-storage": "1Gi"}}},
+		"gateway": map[string]any{"affinity": map[string]any{"podAntiAffinity": map[string]any{
+			"preferredDuringSchedulingIgnoredDuringExecution": []any{map[string]any{"weight": 100, "podAffinityTerm": map[string]any{
+				"topologyKey": "kubernetes.io/hostname", "labelSelector": map[string]any{"matchLabels": map[string]any{"app.kubernetes.io/name": "meshfed-gateway"}}}}}}},
+			"service": map[string]any{"type": "NodePort"}},
+	},
 }
 
 func on() map[string]any  { return map[string]any{"enabled": true} }
