@@ -23,6 +23,7 @@ import (
 var freeForm = []string{
 	"global", "podSecurityContext", "containerSecurityContext", "resources", "requests", "limits",
 	"nodeSelector", "tolerations", "affinity", "annotations", "labels", "imagePullSecrets",
+	"agents", // hub.console.agents: cluster → URL, checked per entry
 }
 
 // TestSchemaMatchesValues keeps values.schema.json and values.yaml one description of
@@ -158,6 +159,8 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 		"typo in agent":        {map[string]any{"agent": map[string]any{"replica": 3}}, "at '/agent': additional properties 'replica'"},
 		"typo in a service":    {map[string]any{"gateway": map[string]any{"service": map[string]any{"typ": "NodePort"}}}, "at '/gateway/service': additional properties 'typ'"},
 		"annotations on agent": {map[string]any{"agent": map[string]any{"service": map[string]any{"annotations": map[string]any{"a": "b"}}}}, "at '/agent/service': additional properties 'annotations'"},
+		"console agent without a URL": {map[string]any{"hub": map[string]any{"console": map[string]any{"agents": map[string]any{"alpha": "127.0.0.1:9094"}}}},
+			"/hub/console/agents/alpha"},
 		"typo deep in etcd": {map[string]any{"hub": map[string]any{"etcd": map[string]any{"persistence": map[string]any{"sise": "10Gi"}}}},
 			"at '/hub/etcd/persistence': additional properties 'sise'"},
 		"typo in external etcd": {map[string]any{"hub": map[string]any{"etcd": map[string]any{"external": map[string]any{"endpoint": []any{"https://e:2379"}}}}},
