@@ -1,6 +1,7 @@
 package chart
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"os"
@@ -43,6 +44,16 @@ func Render(dir string, values map[string]any) (Rendered, error) {
 	ch, err := loader.Load(dir)
 	if err != nil {
 		return nil, fmt.Errorf("load chart %s: %w", dir, err)
+	}
+	// Values as `helm install -f values.yaml` reads them: JSON types only (a Go
+	// []string or map[string]string would fail the schema's type checks).
+	data, err := json.Marshal(values)
+	if err != nil {
+		return nil, err
+	}
+	values = map[string]any{}
+	if err := json.Unmarshal(data, &values); err != nil {
+		return nil, err
 	}
 	vals, err := chartutil.ToRenderValues(ch, values,
 		chartutil.ReleaseOptions{Name: "meshfed", Namespace: Namespace, Revision: 1, IsInstall: true}, nil)
