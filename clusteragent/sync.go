@@ -15,6 +15,7 @@ import (
 	"github.com/meshfed/meshfed/internal/etcd/kvstore"
 	"github.com/meshfed/meshfed/internal/etcd/model"
 	"github.com/meshfed/meshfed/internal/etcd/view"
+	"github.com/meshfed/meshfed/internal/version"
 )
 
 // syncRetry is the pause before the sync side starts again after failing.
@@ -94,7 +95,7 @@ func beat(ctx context.Context, w *kvstore.Writer, cluster string, opts Options, 
 	key := keyspace.ClusterHeartbeat(cluster)
 	for {
 		value, err := model.Encode(&model.Heartbeat{Time: time.Now().UTC(), TTL: int64(opts.HeartbeatTTL / time.Second), Agent: opts.Identity,
-			View: opts.viewCheck.Report()})
+			View: opts.viewCheck.Report(), Version: version.String()})
 		if err != nil {
 			return err
 		}

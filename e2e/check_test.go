@@ -133,7 +133,34 @@ func TestCheck(t *testing.T) {
 				t.Errorf("no check %q", name)
 			}
 		}
+		for _, cluster := range []string{"alpha", "beta"} {
+			if c := find(r, cluster+" agent version"); c == nil || c.Status != checkOK {
+				t.Errorf("%s agent version: %+v, want passed", cluster, c)
+			}
+		}
 		t.Logf("healthy in %s:\n%s", time.Since(start).Round(time.Millisecond), checkText(t, dir))
+
+		// meshfedctl version prints the hub's version and each agent's: the sandbox
+		// runs one meshfed binary, so they are all the same build.
+		out, err := exec.Command(meshfedctlBin(), "version", "--dir", dir).Output()
+		if err != nil {
+			t.Fatalf("meshfedctl version --dir: %v\n%s", err, out)
+		}
+		lines := map[string]string{}
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			k, v, _ := strings.Cut(l, ": ")
+			lines[k] = v
+		}
+		hub := lines["hub"]
+		if hub == "" || strings.HasPrefix(hub, "unknown") || lines["client"] == "" {
+			t.Errorf("meshfedctl version: no client or hub version:\n%s", out)
+		}
+		for _, cluster := range []string{"alpha", "beta"} {
+			if got := lines["agent "+cluster]; got != hub {
+				t.Errorf("meshfedctl version: agent %s: %q, want the hub's %q:\n%s", cluster, got, hub, out)
+			}
+		}
+		t.Logf("meshfedctl version:\n%s", out)
 	})
 
 	t.Run("credentials about to expire", func(t *testing.T) {

@@ -42,6 +42,7 @@ import (
 	"github.com/meshfed/meshfed/internal/etcd/kvstore"
 	"github.com/meshfed/meshfed/internal/etcd/model"
 	"github.com/meshfed/meshfed/internal/etcd/view"
+	"github.com/meshfed/meshfed/internal/version"
 	"github.com/meshfed/meshfed/trust/meshca"
 )
 
@@ -521,7 +522,8 @@ func (h *hubConfig) Start(ctx context.Context) error {
 	}
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: hubinfo.Namespace, Name: hubinfo.ConfigMapName}}
 	_, err := ctrl.CreateOrUpdate(ctx, h.client, cm, func() error {
-		cm.Data = map[string]string{hubinfo.KeyEtcdEndpoints: strings.Join(h.endpoints, ","), hubinfo.KeyEtcdCA: string(h.ca)}
+		cm.Data = map[string]string{hubinfo.KeyEtcdEndpoints: strings.Join(h.endpoints, ","), hubinfo.KeyEtcdCA: string(h.ca),
+			hubinfo.KeyVersion: version.String()}
 		return nil
 	})
 	if err != nil {

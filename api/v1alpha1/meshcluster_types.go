@@ -158,6 +158,12 @@ type MeshClusterStatus struct {
 	// hub last signed it (the agent renews it at two thirds of its life).
 	// +optional
 	CredentialsExpiry *metav1.Time `json:"credentialsExpiry,omitempty"`
+
+	// AgentVersion is the build of the cluster's agent, as its last heartbeat said
+	// (e.g. "v0.3.0 (commit …, go1.26.8, linux/amd64)"); empty until an agent that
+	// reports it has written a heartbeat.
+	// +optional
+	AgentVersion string `json:"agentVersion,omitempty"`
 }
 
 // AddressRangesAnyRoutable is MeshClusterStatus.AddressRanges of a cluster without
@@ -179,6 +185,7 @@ const AddressRangesAnyRoutable = "any routable"
 // +kubebuilder:printcolumn:name="Heartbeat",type=date,JSONPath=`.status.lastHeartbeatTime`
 // +kubebuilder:printcolumn:name="Credentials",type=string,JSONPath=`.status.conditions[?(@.type=="CredentialsValid")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Addresses",type=string,JSONPath=`.status.addressRanges`,priority=1
+// +kubebuilder:printcolumn:name="Agent",type=string,JSONPath=`.status.agentVersion`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS-1123 label: lower-case letters, digits and '-', at most 63 characters"
 type MeshCluster struct {

@@ -27,10 +27,12 @@ func checkCommand() *cobra.Command {
 with the fix under every one that did not pass. It exits non-zero when a check failed.
 
   hub       the hub's API server answers; the hub has published its ConfigMap
+            (with its version)
   CRDs      each CRD this meshfedctl ships is installed, served and has its schema
   hub etcd  members, database size against the quota, alarms (from the hub's
             /metrics, --hub-metrics); the hub's recent etcd Warning Events
-  clusters  for every MeshCluster: registration, heartbeat, initial publish,
+  clusters  for every MeshCluster: registration, heartbeat, the agent's version
+            (failure when unknown, warning when another release than the hub's), initial publish,
             published data, the agent's etcd credentials (warning within
             --warn-before of expiry, failure once expired) and intermediate
   trust     each cluster serves the hub's roots and its intermediate chains to one

@@ -1,6 +1,9 @@
 package version
 
-import "runtime"
+import (
+	"runtime"
+	"strings"
+)
 
 // Package is this package's import path, for -ldflags "-X Package.Version=…".
 const Package = "github.com/meshfed/meshfed/internal/version"
@@ -22,6 +25,13 @@ func String() string {
 		s += "commit " + Commit + ", "
 	}
 	return s + runtime.Version() + ", " + runtime.GOOS + "/" + runtime.GOARCH + ")"
+}
+
+// Release is the version part of a String (the text before " ("): what two builds
+// must share to count as the same release, whatever their platform or Go version.
+func Release(s string) string {
+	r, _, _ := strings.Cut(s, " (")
+	return strings.TrimSpace(r)
 }
 
 // LDFlags returns the go build -ldflags arguments that set Version and Commit.

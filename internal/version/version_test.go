@@ -24,3 +24,16 @@ func TestString(t *testing.T) {
 		})
 	}
 }
+
+func TestRelease(t *testing.T) {
+	for in, want := range map[string]string{
+		String(): Version,
+		"v1.2.3 (commit abc, go1.26.8, linux/arm64)": "v1.2.3",
+		"v1.2.3": "v1.2.3",
+		"":       "",
+	} {
+		if got := Release(in); got != want {
+			t.Errorf("Release(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

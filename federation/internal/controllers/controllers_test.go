@@ -561,6 +561,22 @@ func TestReconcilers(t *testing.T) {
 			e.waitEvent(t, east, corev1.EventTypeNormal, v1.ReasonHeartbeatLive)
 		})
 
+		// An agent that predates versions reports none (above); status.agentVersion
+		// follows each heartbeat that says one, as the agent is upgraded.
+		agentVersion := "v0.4.0 (commit abc, go1.26.8, linux/arm64)"
+		t.Run("agent reports its version", func(t *testing.T) {
+			if got := (&v1.MeshCluster{}); e.kube.Get(e.ctx, client.ObjectKeyFromObject(east), got) != nil || got.Status.AgentVersion != "" {
+				t.Errorf("agentVersion %q from a heartbeat without a version, want none", got.Status.AgentVersion)
+			}
+			for _, v := range []string{"v0.3.0 (commit 123, go1.26.8, linux/amd64)", agentVersion} {
+				e.put(t, keyspace.ClusterHeartbeat("east-1"), &model.Heartbeat{Time: beat, TTL: 60, Agent: "agent-east", Version: v},
+					clientv3.WithLease(lease.ID))
+				waitObject(t, e, east, "agentVersion "+v, func(mc *v1.MeshCluster) (bool, string) {
+					return mc.Status.AgentVersion == v, fmt.Sprintf("agentVersion %q, want %q", mc.Status.AgentVersion, v)
+				})
+			}
+		})
+
 		t.Run("agent synced", func(t *testing.T) {
 			e.put(t, keyspace.ClusterSynced("east-1"), &model.Synced{SyncedAt: time.Now()})
 			waitObject(t, e, east, "Synced", func(mc *v1.MeshCluster) (bool, string) {
@@ -586,6 +602,9 @@ func TestReconcilers(t *testing.T) {
 					counts(s, 2, 4))
 			})
 			e.waitEvent(t, east, corev1.EventTypeWarning, v1.ReasonHeartbeatLapsed)
+			if err := e.kube.Get(e.ctx, client.ObjectKeyFromObject(east), east); err != nil || east.Status.AgentVersion != agentVersion {
+				t.Errorf("after the heartbeat lapsed, agentVersion %q (%v), want the last one reported, %q", east.Status.AgentVersion, err, agentVersion)
+			}
 		})
 	})
 

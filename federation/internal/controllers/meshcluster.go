@@ -176,6 +176,10 @@ func (r *MeshClusterReconciler) agentStatus(mc *v1.MeshCluster, status *v1.MeshC
 				status.LastHeartbeatTime = &metav1.Time{Time: c.LastHeartbeat.Truncate(time.Second)}
 			}
 			requeue = heartbeatStatusPeriod
+			if c.Heartbeat.Version != "" {
+				// Kept once the heartbeat lapses: the last build the agent ran.
+				status.AgentVersion = c.Heartbeat.Version
+			}
 		} else if !c.LastHeartbeat.IsZero() {
 			connected.Reason = v1.ReasonHeartbeatLapsed
 			connected.Message = fmt.Sprintf("the agent's heartbeat lease expired; last heartbeat seen %s ago",

@@ -30,6 +30,7 @@ const ConfigMapName = "meshfed-hub"
 const (
 	KeyEtcdEndpoints = "etcdEndpoints" // comma-separated URLs for agents
 	KeyEtcdCA        = "etcdCA.crt"    // PEM CA of etcd's serving certificate
+	KeyVersion       = "version"       // the hub's build (version.String()); absent from older hubs
 )
 
 // SignerName is the Kubernetes CSR signer of agents' etcd client certificates.
@@ -39,6 +40,8 @@ const SignerName = "meshfed.io/etcd-client"
 type Info struct {
 	EtcdEndpoints []string
 	EtcdCA        []byte
+	// Version is the hub's build; "" from a hub that predates it.
+	Version string
 }
 
 // Read reads the hub's ConfigMap.
@@ -50,7 +53,7 @@ func Read(ctx context.Context, hub kubernetes.Interface) (Info, error) {
 	if err != nil {
 		return Info{}, fmt.Errorf("read hub info: %w", err)
 	}
-	info := Info{EtcdCA: []byte(cm.Data[KeyEtcdCA])}
+	info := Info{EtcdCA: []byte(cm.Data[KeyEtcdCA]), Version: cm.Data[KeyVersion]}
 	for _, e := range strings.Split(cm.Data[KeyEtcdEndpoints], ",") {
 		if e = strings.TrimSpace(e); e != "" {
 			info.EtcdEndpoints = append(info.EtcdEndpoints, e)

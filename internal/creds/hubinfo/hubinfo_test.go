@@ -19,17 +19,27 @@ func configMap(data map[string]string) *corev1.ConfigMap {
 	return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: ConfigMapName}, Data: data}
 }
 
+// TestRead: the hub's ConfigMap, with its version and as a hub that predates the
+// version key wrote it.
 func TestRead(t *testing.T) {
-	got, err := Read(context.Background(), fake.NewClientset(configMap(map[string]string{
-		KeyEtcdEndpoints: " https://10.0.0.1:2379, ,https://hub.example:2379 ,",
-		KeyEtcdCA:        "PEM",
-	})))
-	if err != nil {
-		t.Fatalf("Read: %v", err)
-	}
-	want := Info{EtcdEndpoints: []string{"https://10.0.0.1:2379", "https://hub.example:2379"}, EtcdCA: []byte("PEM")}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("Read (-want +got):\n%s", diff)
+	for name, ver := range map[string]string{"with version": "v0.3.0 (go1.26.8, linux/amd64)", "older hub": ""} {
+		t.Run(name, func(t *testing.T) {
+			data := map[string]string{
+				KeyEtcdEndpoints: " https://10.0.0.1:2379, ,https://hub.example:2379 ,",
+				KeyEtcdCA:        "PEM",
+			}
+			if ver != "" {
+				data[KeyVersion] = ver
+			}
+			got, err := Read(context.Background(), fake.NewClientset(configMap(data)))
+			if err != nil {
+				t.Fatalf("Read: %v", err)
+			}
+			want := Info{EtcdEndpoints: []string{"https://10.0.0.1:2379", "https://hub.example:2379"}, EtcdCA: []byte("PEM"), Version: ver}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("Read (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
 

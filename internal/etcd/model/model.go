@@ -80,6 +80,9 @@ type Heartbeat struct {
 	// with its own store; absent until the agent's first check, and from agents that
 	// predate it.
 	View *ViewDigest `json:"view,omitempty"`
+	// Version is the agent's build (version.String()); absent from agents that
+	// predate it.
+	Version string `json:"version,omitempty"`
 }
 
 // ViewDigest is what an agent imported from the hub's store, as of one revision:

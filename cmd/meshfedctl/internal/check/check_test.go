@@ -21,11 +21,15 @@ import (
 
 var now = time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 
+// hubVersion is the hub's and the healthy agents' build in these tests.
+const hubVersion = "v0.4.0 (commit abc, go1.26.8, linux/amd64)"
+
 func cluster(conds []metav1.Condition, credExpiry, interExpiry time.Duration) *v1.MeshCluster {
 	mc := &v1.MeshCluster{ObjectMeta: metav1.ObjectMeta{Name: "alpha"}, Spec: v1.MeshClusterSpec{Region: "us-east"}}
 	mc.Status.Conditions = conds
 	hb := metav1.NewTime(now.Add(-3 * time.Second))
 	mc.Status.LastHeartbeatTime = &hb
+	mc.Status.AgentVersion = hubVersion
 	if credExpiry != 0 {
 		t := metav1.NewTime(now.Add(credExpiry))
 		mc.Status.CredentialsExpiry = &t
@@ -86,11 +90,16 @@ func TestClusterJudgments(t *testing.T) {
 		{"heartbeat lapsed", cluster(with(cond(v1.ConditionConnected, false, v1.ReasonHeartbeatLapsed)), 29*day, 300*day), "alpha heartbeat", Fail, "agent of alpha is not heartbeating"},
 		{"revoked", cluster(with(cond(v1.ConditionRegistered, false, v1.ReasonRevoked)), 29*day, 300*day), "alpha registration", Fail, "meshfedctl cluster register alpha"},
 		{"not synced", cluster(with(cond(v1.ConditionSynced, false, v1.ReasonNotSynced)), 29*day, 300*day), "alpha synced", Fail, "initial publish"},
+		{"agent never reported its version", func() *v1.MeshCluster {
+			mc := cluster(healthy(), 29*day, 300*day)
+			mc.Status.AgentVersion = ""
+			return mc
+		}(), "alpha agent version", Fail, "upgrade the agent"},
 		{"refused data", cluster(with(cond(v1.ConditionPublishedDataValid, false, "AddressOutOfRange")), 29*day, 300*day), "alpha published data", Fail, "--address-ranges"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := &Report{}
-			checkCluster(context.Background(), r, tc.mc, Options{Now: now, WarnBefore: DefaultWarnBefore})
+			checkCluster(context.Background(), r, tc.mc, hubVersion, Options{Now: now, WarnBefore: DefaultWarnBefore})
 			var got *Result
 			for i := range r.Checks {
 				if r.Checks[i].Fix == "" && r.Checks[i].Status != OK {
@@ -110,11 +119,40 @@ func TestClusterJudgments(t *testing.T) {
 	}
 }
 
+// TestAgentVersion: an agent that never reported its version fails, another release
+// than the hub's warns of skew (not another platform or Go version), each with its
+// fix; the same release passes.
+func TestAgentVersion(t *testing.T) {
+	for _, tc := range []struct {
+		name, agent, hub string
+		want             Status
+		inDetail, inFix  string
+	}{
+		{"same build", hubVersion, hubVersion, OK, "as the hub", ""},
+		{"same release on another platform", "v0.4.0 (commit abc, go1.26.8, linux/arm64)", hubVersion, OK, "as the hub", ""},
+		{"dev builds", "dev (go1.26.8, linux/amd64)", "dev (go1.26.8, linux/amd64)", OK, "as the hub", ""},
+		{"never reported", "", hubVersion, Fail, "unknown", "check the agent of alpha is running"},
+		{"never reported, hub unknown too", "", "", Fail, "unknown", "upgrade the agent"},
+		{"older agent", "v0.3.1 (commit 123, go1.26.8, linux/amd64)", hubVersion, Warn, "version skew",
+			"upgrade meshfed-agent in alpha to v0.4.0 (helm upgrade"},
+		{"newer agent", "v0.5.0", hubVersion, Warn, "the hub runs " + hubVersion, "to v0.4.0"},
+		{"hub predates versions", hubVersion, "", Warn, "does not publish its version", "upgrade the hub"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, detail, fix := agentVersion("alpha", tc.agent, tc.hub)
+			if got != tc.want || !strings.Contains(detail, tc.inDetail) || !strings.Contains(fix, tc.inFix) || (got != OK) != (fix != "") {
+				t.Errorf("agentVersion(%q, %q) = %s %q (fix %q), want %s with %q in the detail and %q in the fix",
+					tc.agent, tc.hub, got, detail, fix, tc.want, tc.inDetail, tc.inFix)
+			}
+		})
+	}
+}
+
 // TestClusterWithoutMeshCA: no IntermediateCA condition, no intermediate check.
 func TestClusterWithoutMeshCA(t *testing.T) {
 	conds := healthy()[:5]
 	r := &Report{}
-	checkCluster(context.Background(), r, cluster(conds, 29*day, 0), Options{Now: now, WarnBefore: DefaultWarnBefore})
+	checkCluster(context.Background(), r, cluster(conds, 29*day, 0), hubVersion, Options{Now: now, WarnBefore: DefaultWarnBefore})
 	for _, c := range r.Checks {
 		if c.Name == "alpha intermediate" {
 			t.Errorf("an intermediate check without the mesh CA: %+v", c)

@@ -2,6 +2,7 @@ package check
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/meshfed/meshfed/cmd/meshfedctl/internal/trustcheck"
 	"github.com/meshfed/meshfed/internal/creds/agentcreds"
 	"github.com/meshfed/meshfed/internal/creds/hubinfo"
+	"github.com/meshfed/meshfed/internal/version"
 )
 
 // checkClusters judges every MeshCluster from its status: registration, heartbeat,
@@ -39,12 +41,12 @@ func checkClusters(ctx context.Context, r *Report, h *hub, opts Options) []v1.Me
 	}
 	r.ok(GroupClusters, "registered clusters", strings.Join(names, ", "))
 	for i := range clusters {
-		checkCluster(ctx, r, &clusters[i], opts)
+		checkCluster(ctx, r, &clusters[i], h.version, opts)
 	}
 	return clusters
 }
 
-func checkCluster(ctx context.Context, r *Report, mc *v1.MeshCluster, opts Options) {
+func checkCluster(ctx context.Context, r *Report, mc *v1.MeshCluster, hubVersion string, opts Options) {
 	name := mc.Name
 	add := func(what string, s Status, detail, fix string) {
 		r.add(Result{Group: GroupClusters, Cluster: name, Name: name + " " + what, Status: s, Detail: detail, Fix: fix})
@@ -77,6 +79,9 @@ func checkCluster(ctx context.Context, r *Report, mc *v1.MeshCluster, opts Optio
 	default:
 		add("heartbeat", Fail, c.Reason+": "+age, agentDown)
 	}
+
+	status, detail, fix := agentVersion(name, mc.Status.AgentVersion, hubVersion)
+	add("agent version", status, detail, fix)
 
 	switch c := cond(v1.ConditionSynced); {
 	case c != nil && c.Status == metav1.ConditionTrue:
@@ -117,6 +122,28 @@ func checkCluster(ctx context.Context, r *Report, mc *v1.MeshCluster, opts Optio
 		default:
 			add("intermediate", OK, "valid, "+expiry, "")
 		}
+	}
+}
+
+// agentVersion judges the build an agent reported (status.agentVersion) against the
+// hub's: unknown fails (the agent never reported one), another release than the
+// hub's is version skew, a warning. A hub that publishes no version cannot be
+// compared with.
+func agentVersion(cluster, agent, hub string) (Status, string, string) {
+	switch {
+	case agent == "":
+		return Fail, "unknown: the agent has not reported its version",
+			"check the agent of " + cluster + " is running (kubectl -n " + hubinfo.Namespace + " get pods in " + cluster +
+				"); if it is, it predates version reports: upgrade the agent (helm upgrade meshfed deploy/charts/meshfed in " + cluster + ")"
+	case hub == "":
+		return Warn, agent + "; the hub does not publish its version",
+			"upgrade the hub: it predates version reports (helm upgrade meshfed deploy/charts/meshfed on the hub)"
+	case version.Release(agent) != version.Release(hub):
+		return Warn, fmt.Sprintf("%s, the hub runs %s: version skew", agent, hub),
+			fmt.Sprintf("upgrade meshfed-agent in %s to %s (helm upgrade meshfed deploy/charts/meshfed --kube-context %s --reuse-values --set image.tag=%s)",
+				cluster, version.Release(hub), cluster, version.Release(hub))
+	default:
+		return OK, agent + ", as the hub", ""
 	}
 }
 

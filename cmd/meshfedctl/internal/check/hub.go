@@ -26,6 +26,8 @@ type hub struct {
 	kube   kubernetes.Interface
 	client client.Client
 	ext    apiextensions.Interface
+	// version is the hub's build, from its ConfigMap; "" when unknown.
+	version string
 }
 
 const fixCRDs = "kubectl apply --server-side -f deploy/crds/ (of this meshfedctl's release) on the hub"
@@ -55,7 +57,12 @@ func checkHub(ctx context.Context, r *Report, opts Options) (*hub, bool) {
 		r.fail(GroupHub, "hub running", fmt.Sprintf("no hub ConfigMap %s/%s: %v", hubinfo.Namespace, hubinfo.ConfigMapName, err),
 			"start meshfed hub against this API server (it publishes the ConfigMap at start); see its logs")
 	} else {
-		r.ok(GroupHub, "hub running", "it publishes etcd endpoints "+strings.Join(info.EtcdEndpoints, ","))
+		h.version = info.Version
+		running := "it publishes etcd endpoints " + strings.Join(info.EtcdEndpoints, ",")
+		if info.Version != "" {
+			running += "; version " + info.Version
+		}
+		r.ok(GroupHub, "hub running", running)
 	}
 	return h, true
 }
