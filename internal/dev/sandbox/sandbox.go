@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -182,6 +183,8 @@ type Sandbox struct {
 
 	opts     Options
 	stopOnce sync.Once
+	logMu    sync.Mutex
+	logFrom  map[string]int64 // log path → its size when its process last started
 }
 
 // File is the name of the sandbox description in Options.Dir.
@@ -225,6 +228,28 @@ func Up(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 	defer func() {
 		if err != nil {
 			s.Down()
+		}
+	}()
+	// Every wait below (registration's too) ends at once when the API server refuses
+	// one of the processes a request: the chart's RBAC lacks a rule.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+			if err := s.refused(); err != nil {
+				cancel(err)
+				return
+			}
+		}
+	}()
+	defer func() {
+		if cause := context.Cause(ctx); err != nil && cause != nil && !errors.Is(cause, context.Canceled) {
+			err = cause
 		}
 	}()
 	say := func(format string, args ...any) { fmt.Fprintf(opts.Progress, format+"\n", args...) }
@@ -552,7 +577,7 @@ func (s *Sandbox) StartHubReplica(ctx context.Context, i int) error {
 			return err
 		}
 	}
-	p, err := r.pod.Start(s.opts.MeshfedBinary, filepath.Join(s.Dir, "logs", r.Name+".log"))
+	p, err := s.start(r.pod, filepath.Join(s.Dir, "logs", r.Name+".log"))
 	if err != nil {
 		return err
 	}
@@ -563,6 +588,9 @@ func (s *Sandbox) StartHubReplica(ctx context.Context, i int) error {
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, s.opts.Timeout, true, func(ctx context.Context) (bool, error) {
 		if p.Exited() {
 			return false, p.Failure()
+		}
+		if err := s.refused(); err != nil {
+			return false, err
 		}
 		return httpOK(ctx, "http://"+r.HealthAddr+"/readyz"), nil
 	})
@@ -694,7 +722,7 @@ func (s *Sandbox) StartAgent(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	p, err := pod.Start(s.opts.MeshfedBinary, filepath.Join(s.Dir, "logs", name+"-agent.log"))
+	p, err := s.start(pod, filepath.Join(s.Dir, "logs", name+"-agent.log"))
 	if err != nil {
 		return err
 	}
@@ -703,12 +731,55 @@ func (s *Sandbox) StartAgent(ctx context.Context, name string) error {
 		if p.Exited() {
 			return false, p.Failure()
 		}
+		if err := s.refused(); err != nil {
+			return false, err
+		}
 		return httpOK(ctx, "http://"+c.AgentAddr+"/readyz"), nil
 	})
 	if err != nil {
 		return fmt.Errorf("%s: agent did not become ready: %w", name, err)
 	}
 	return s.write()
+}
+
+// start starts pod with the sandbox's meshfed binary, its output appended to logPath.
+func (s *Sandbox) start(pod *chart.Pod, logPath string) (*proc.Process, error) {
+	var size int64
+	if fi, err := os.Stat(logPath); err == nil {
+		size = fi.Size()
+	}
+	s.logMu.Lock()
+	if s.logFrom == nil {
+		s.logFrom = map[string]int64{}
+	}
+	s.logFrom[logPath] = size
+	s.logMu.Unlock()
+	return pod.Start(s.opts.MeshfedBinary, logPath)
+}
+
+// forbidden is how a component logs a request the API server refused it: its
+// ServiceAccount (the chart's) lacks a permission.
+var forbidden = regexp.MustCompile(`[^\n]*is forbidden: User \\?"system:serviceaccount:[^\n]*`)
+
+// refused returns an error naming the first request the API server refused any of
+// the sandbox's processes since it last started: the chart's RBAC lacks a rule.
+// Waiting for readiness would only time out, later and saying less.
+func (s *Sandbox) refused() error {
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	for _, path := range slices.Sorted(maps.Keys(s.logFrom)) {
+		f, err := os.Open(path)
+		if err != nil {
+			continue
+		}
+		data, _ := io.ReadAll(io.NewSectionReader(f, s.logFrom[path], 1<<40))
+		f.Close()
+		if m := forbidden.Find(data); m != nil {
+			return fmt.Errorf("the API server refused %s a request: the chart's RBAC lacks a rule (deploy/charts/meshfed/templates/*/rbac.yaml):\n%.600s",
+				strings.TrimSuffix(filepath.Base(path), ".log"), m)
+		}
+	}
+	return nil
 }
 
 // agentAddrs chooses the loopback addresses of the cluster's agent.
@@ -755,7 +826,7 @@ func (s *Sandbox) StartGateway(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	p, err := pod.Start(s.opts.MeshfedBinary, filepath.Join(s.Dir, "logs", name+"-gateway.log"))
+	p, err := s.start(pod, filepath.Join(s.Dir, "logs", name+"-gateway.log"))
 	if err != nil {
 		return err
 	}
@@ -794,6 +865,9 @@ func (s *Sandbox) WaitConnected(ctx context.Context, timeout time.Duration) erro
 	}
 	var waiting string
 	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		if err := s.refused(); err != nil {
+			return false, err
+		}
 		for _, c := range s.Clusters {
 			mc := &v1.MeshCluster{}
 			if err := hub.Get(ctx, client.ObjectKey{Name: c.Name}, mc); err != nil {
