@@ -66,7 +66,7 @@ func TestAttacks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(s.Down)
+	downAfter(t, s)
 	w := &attackWorld{ctx: ctx, s: s, hub: hubClient(t, s)}
 	w.cart = startZonalCartWith(t, ctx, s, 1, true)
 	if err := w.hub.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}); err != nil {

@@ -103,7 +103,7 @@ func TestCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(s.Down)
+	downAfter(t, s)
 
 	t.Run("healthy", func(t *testing.T) {
 		start := time.Now()

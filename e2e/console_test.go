@@ -46,7 +46,7 @@ func TestConsole(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(s.Down)
+	downAfter(t, s)
 
 	// shop/cart in every cluster, with endpoints ready in some zones only: nothing
 	// listens on them, the console only counts them.

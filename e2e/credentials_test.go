@@ -108,7 +108,7 @@ func TestCredentialRenewal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(s.Down)
+	downAfter(t, s)
 	alpha, beta := s.Cluster("alpha"), s.Cluster("beta")
 	serverDir := filepath.Join(beta.CertDir, "shop", "inventory")
 	clientDir := filepath.Join(alpha.CertDir, "shop", "frontend")

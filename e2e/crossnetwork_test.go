@@ -131,7 +131,7 @@ func TestCrossNetwork(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(s.Down)
+	downAfter(t, s)
 	alpha, beta, gamma := s.Cluster("alpha"), s.Cluster("beta"), s.Cluster("gamma")
 	if gamma.Network == alpha.Network {
 		t.Fatal("gamma is not on a network of its own")

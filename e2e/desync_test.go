@@ -45,7 +45,7 @@ func TestDesyncDetection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(s.Down)
+	downAfter(t, s)
 	hub := hubClient(t, s)
 	alpha, beta := s.Cluster("alpha"), s.Cluster("beta")
 	for _, c := range []string{"alpha", "beta"} {

@@ -68,7 +68,7 @@ func TestFederation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(s.Down)
+	downAfter(t, s)
 	hub := hubClient(t, s)
 	alpha, beta, gamma := s.Cluster("alpha"), s.Cluster("beta"), s.Cluster("gamma")
 	betaKube := kubernetes.NewForConfigOrDie(beta.Config())

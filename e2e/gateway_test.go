@@ -76,7 +76,7 @@ func TestGatewayPassthrough(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(s.Down)
+	downAfter(t, s)
 
 	ca, err := pki.NewCA("e2e test CA", time.Hour)
 	if err != nil {

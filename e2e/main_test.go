@@ -17,6 +17,7 @@ import (
 
 	"github.com/meshfed/meshfed/clusteragent"
 	meshecho "github.com/meshfed/meshfed/internal/dev/echo"
+	"github.com/meshfed/meshfed/internal/dev/sandbox"
 )
 
 // bin holds the meshfed and meshfedctl binaries built for this run.
@@ -149,6 +150,19 @@ func echo(addrs []string) {
 
 func meshfedBin() string    { return filepath.Join(bin, "meshfed") }
 func meshfedctlBin() string { return filepath.Join(bin, "meshfedctl") }
+
+// downAfter stops s when the test ends, after checking that the API server refused
+// none of its processes anything during the test: every sandbox runs from the
+// chart, so a rule its RBAC lacks that only one step needs (a renewal, a rotation)
+// fails the test that took that step.
+func downAfter(t *testing.T, s *sandbox.Sandbox) {
+	t.Cleanup(func() {
+		if err := s.Refused(); err != nil {
+			t.Error(err)
+		}
+		s.Down()
+	})
+}
 
 // agentView fetches an agent's /debug/view.
 func agentView(ctx context.Context, addr string) (*clusteragent.DebugView, error) {

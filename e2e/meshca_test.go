@@ -44,7 +44,7 @@ func TestMeshCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(s.Down)
+	downAfter(t, s)
 	hub := hubClient(t, s)
 
 	for _, c := range s.Clusters {

@@ -37,7 +37,7 @@ func TestServeThroughHubOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(s.Down)
+	downAfter(t, s)
 	hub := hubClient(t, s)
 	alpha, beta := s.Cluster("alpha"), s.Cluster("beta")
 

@@ -164,7 +164,7 @@ func TestRootRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(s.Down)
+	downAfter(t, s)
 	alpha, beta, gamma := s.Cluster("alpha"), s.Cluster("beta"), s.Cluster("gamma")
 	pids := map[string]int{"hub": s.Hub.PID}
 	for _, c := range s.Clusters {

@@ -90,7 +90,7 @@ func TestLocalityRouting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(s.Down)
+	downAfter(t, s)
 	hub := hubClient(t, s)
 
 	// Two echo backends per zone, each answering with "cluster/zone".

@@ -764,7 +764,14 @@ var forbidden = regexp.MustCompile(`[^\n]*is forbidden: User \\?"system:servicea
 // refused returns an error naming the first request the API server refused any of
 // the sandbox's processes since it last started: the chart's RBAC lacks a rule.
 // Waiting for readiness would only time out, later and saying less.
-func (s *Sandbox) refused() error {
+func (s *Sandbox) refused() error { return s.refusedSince(true) }
+
+// Refused returns an error naming the first request the API server refused any of
+// the sandbox's processes since the sandbox started (a rule the chart's RBAC lacks
+// that only some step of a test needed, like a renewal), nil if none was.
+func (s *Sandbox) Refused() error { return s.refusedSince(false) }
+
+func (s *Sandbox) refusedSince(lastStart bool) error {
 	s.logMu.Lock()
 	defer s.logMu.Unlock()
 	for _, path := range slices.Sorted(maps.Keys(s.logFrom)) {
@@ -772,7 +779,11 @@ func (s *Sandbox) refused() error {
 		if err != nil {
 			continue
 		}
-		data, _ := io.ReadAll(io.NewSectionReader(f, s.logFrom[path], 1<<40))
+		var from int64
+		if lastStart {
+			from = s.logFrom[path]
+		}
+		data, _ := io.ReadAll(io.NewSectionReader(f, from, 1<<40))
 		f.Close()
 		if m := forbidden.Find(data); m != nil {
 			return fmt.Errorf("the API server refused %s a request: the chart's RBAC lacks a rule (deploy/charts/meshfed/templates/*/rbac.yaml):\n%.600s",
