@@ -4,12 +4,16 @@ package v1alpha1
 // Conditions are []metav1.Condition, stamped with the object's generation; the hub
 // writes them and meshfedctl reads them, both through these names.
 const (
-	// ConditionAccepted (GlobalService, FailoverPolicy): the object is valid and the
-	// hub has written it to etcd.
+	// ConditionAccepted (GlobalService, FailoverPolicy, TrafficPolicy,
+	// AuthorizationPolicy): the object is valid and the hub has written it to etcd.
 	ConditionAccepted = "Accepted"
-	// ConditionResolvedRefs (GlobalService, FailoverPolicy): every object and
-	// locality this one names exists.
+	// ConditionResolvedRefs (GlobalService, FailoverPolicy, TrafficPolicy,
+	// AuthorizationPolicy): every object, cluster and locality this one names exists.
 	ConditionResolvedRefs = "ResolvedRefs"
+	// ConditionProgrammed (TrafficPolicy, AuthorizationPolicy): every cluster's
+	// proxies took the policy's current generation (status.clusters says which did
+	// not, and why). Unknown (NotReported) until agents report it.
+	ConditionProgrammed = "Programmed"
 
 	// ConditionRegistered (MeshCluster): the hub has written the cluster's
 	// registration and credentials.
@@ -61,6 +65,19 @@ const (
 	// (MeshCluster spec.revoked): its etcd user and records are deleted until it is
 	// registered again. Also the reason of the Warning Event when it happens.
 	ReasonRevoked = "Revoked"
+	// ReasonInvalid: Accepted is False because the object holds what the hub cannot
+	// serve though the schema allows it (a regular expression RE2 does not parse);
+	// the message names the field.
+	ReasonInvalid = "Invalid"
+	// ReasonConflicted: Accepted is False because another TrafficPolicy of the same
+	// global service comes first by name: only that one is served.
+	ReasonConflicted = "Conflicted"
+)
+
+// Reasons of Programmed.
+const (
+	// ReasonNotReported: Programmed is Unknown, no agent reports on policies yet.
+	ReasonNotReported = "NotReported"
 )
 
 // Reasons of PublishedDataValid, besides the rejection reasons of the readers.
@@ -84,8 +101,12 @@ const (
 	ReasonResolvedRefs = "ResolvedRefs"
 	// ReasonPolicyNotFound: a GlobalService names a FailoverPolicy that does not exist.
 	ReasonPolicyNotFound = "PolicyNotFound"
-	// ReasonUnknownCluster: a FailoverPolicy's failover rules name clusters that are
-	// not registered.
+	// ReasonGlobalServiceNotFound: a TrafficPolicy or AuthorizationPolicy names a
+	// GlobalService that does not exist.
+	ReasonGlobalServiceNotFound = "GlobalServiceNotFound"
+	// ReasonUnknownCluster: a FailoverPolicy's failover rules, a TrafficPolicy's
+	// subsets or an AuthorizationPolicy's sources name clusters that are not
+	// registered.
 	ReasonUnknownCluster = "UnknownCluster"
 	// ReasonUnmatchedLocality: a FailoverPolicy rule names a region or locality
 	// pattern that no registered cluster is in, so the rule applies to no client or

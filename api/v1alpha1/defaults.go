@@ -38,6 +38,27 @@ const (
 	// value a member cluster may write (5,000 endpoints encode to about 0.8 MiB).
 	DefaultMaxValueBytes = 1 << 20
 
+	// DefaultLoadBalancerPolicy is LoadBalancer.Policy's default.
+	DefaultLoadBalancerPolicy = LoadBalancerRoundRobin
+	// DefaultOutlierConsecutiveErrors is OutlierDetection.ConsecutiveErrors's default.
+	DefaultOutlierConsecutiveErrors = 5
+	// DefaultOutlierInterval is OutlierDetection.Interval's default.
+	DefaultOutlierInterval = 10 * time.Second
+	// DefaultOutlierBaseEjectionTime is OutlierDetection.BaseEjectionTime's default.
+	DefaultOutlierBaseEjectionTime = 30 * time.Second
+	// DefaultOutlierMaxEjectionPercent is OutlierDetection.MaxEjectionPercent's default.
+	DefaultOutlierMaxEjectionPercent = 10
+	// DefaultRetryOn is RetryPolicy.On's default: the one code that says the server
+	// did not get the call.
+	DefaultRetryOn = RetryOnUnavailable
+	// DefaultRetryBackoffBase is RetryBackoff.Base's default.
+	DefaultRetryBackoffBase = 25 * time.Millisecond
+	// RetryBackoffMaxFactor makes RetryBackoff.Max's default: this times Base.
+	RetryBackoffMaxFactor = 10
+	// DefaultNamespaceAction is the authorization posture of a namespace no
+	// AuthorizationPolicy gives a defaultAction.
+	DefaultNamespaceAction = AuthorizationAllow
+
 	// DefaultTrustDomain is the mesh's SPIFFE trust domain unless the hub and agents
 	// are given another (--trust-domain).
 	DefaultTrustDomain = "meshfed.local"

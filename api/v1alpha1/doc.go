@@ -8,6 +8,10 @@
 //     global hostname.
 //   - FailoverPolicy (namespaced): how clients choose between localities and when they
 //     fail over.
+//   - TrafficPolicy (namespaced): load balancing, timeouts, retries, fault injection
+//     and weighted splits for one global service.
+//   - AuthorizationPolicy (namespaced): who may call a global service, or a
+//     namespace's, by SPIFFE identity and method.
 //
 // Invariants: every field is validated by the API server (OpenAPI schema and CEL rules
 // generated from the kubebuilder markers here), so a controller never sees an object the

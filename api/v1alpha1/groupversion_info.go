@@ -21,6 +21,8 @@ func addKnownTypes(scheme *runtime.Scheme) error {
 		&MeshCluster{}, &MeshClusterList{},
 		&GlobalService{}, &GlobalServiceList{},
 		&FailoverPolicy{}, &FailoverPolicyList{},
+		&TrafficPolicy{}, &TrafficPolicyList{},
+		&AuthorizationPolicy{}, &AuthorizationPolicyList{},
 	)
 	metav1.AddToGroupVersion(scheme, GroupVersion)
 	return nil

@@ -2,6 +2,7 @@ package v1alpha1_test
 
 import (
 	"context"
+	"maps"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -98,7 +99,10 @@ func TestValidation(t *testing.T) {
 		if n := len(xdsnames.SNI(longest.Spec.Hostname, 65535)); n != 255 {
 			t.Fatalf("the CRD's hostname limit disagrees with xdsnames.SNI: its longest server name has %d bytes, want 255", n)
 		}
-		for _, obj := range []client.Object{validCluster("a"), validService("echo"), validPolicy("prefer-eu"), longest} {
+		nsDefault := &v1.AuthorizationPolicy{ObjectMeta: metav1.ObjectMeta{Name: "default-deny", Namespace: "default"},
+			Spec: v1.AuthorizationPolicySpec{DefaultAction: v1.AuthorizationDeny}}
+		for _, obj := range []client.Object{validCluster("a"), validService("echo"), validPolicy("prefer-eu"), longest,
+			validTrafficPolicy("cart"), validAuthorizationPolicy("frontend-only"), nsDefault} {
 			if err := c.Create(ctx, obj); err != nil {
 				t.Fatalf("%s: create valid %T: %v", cp.Name, obj, err)
 			}
@@ -136,9 +140,14 @@ func TestValidation(t *testing.T) {
 			s.StaleCluster.DropAfter.Duration != 10*time.Minute {
 			t.Errorf("FailoverPolicy defaults: %+v", s)
 		}
+		tp := &v1.TrafficPolicy{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: "default", Name: "cart"}, tp); err != nil {
+			t.Fatal(err)
+		}
+		checkPolicyDefaults(t, tp)
 	})
 
-	for name, tc := range map[string]struct {
+	cases := map[string]struct {
 		obj  client.Object
 		want []string // substrings of the API server's error
 	}{
@@ -373,7 +382,9 @@ func TestValidation(t *testing.T) {
 			obj:  func() client.Object { o := validPolicy("pct"); o.Spec.MinHealthyPercent = ptr.To[int32](150); return o }(),
 			want: []string{"spec.minHealthyPercent", "less than or equal to 100"},
 		},
-	} {
+	}
+	maps.Copy(cases, policyCases())
+	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			err := c.Create(ctx, tc.obj)
 			if err == nil {
@@ -406,9 +417,11 @@ func TestValidation(t *testing.T) {
 			t.Fatal(err)
 		}
 		for resource, columns := range map[string]string{
-			"meshclusters":     "NAME REGION NETWORK CONNECTED SYNCED PUBLISHED SERVICES ENDPOINTS HEARTBEAT AGE",
-			"globalservices":   "NAME HOSTNAME PORTS PROVIDERS POLICY READY ACCEPTED AGE",
-			"failoverpolicies": "NAME PREFERENCE FAILBACK DEMOTE DROP ACCEPTED AGE",
+			"meshclusters":          "NAME REGION NETWORK CONNECTED SYNCED PUBLISHED SERVICES ENDPOINTS HEARTBEAT AGE",
+			"globalservices":        "NAME HOSTNAME PORTS PROVIDERS POLICY READY ACCEPTED AGE",
+			"failoverpolicies":      "NAME PREFERENCE FAILBACK DEMOTE DROP ACCEPTED AGE",
+			"trafficpolicies":       "NAME SERVICE LB ROUTES ACCEPTED PROGRAMMED AGE",
+			"authorizationpolicies": "NAME SERVICE ACTION DEFAULT ACCEPTED PROGRAMMED AGE",
 		} {
 			out, err := exec.CommandContext(ctx, filepath.Join(dir, "kubectl"), "--kubeconfig", cps[0].Kubeconfig,
 				"get", resource, "-A").CombinedOutput()

@@ -18,7 +18,7 @@ import (
 const collectPeriod = time.Minute
 
 // Collector deletes what the hub's etcd holds that no object on the hub accounts for:
-// global services and policies without their CRD, and clusters (keys, user, role)
+// global services and policies (failover, traffic, authorization) without their CRD, and clusters (keys, user, role)
 // without a MeshCluster. It runs once the caches are synced and then periodically.
 type Collector struct {
 	Client client.Client
@@ -51,7 +51,8 @@ func (c *Collector) Start(ctx context.Context) error {
 // the objects, so an object created during the pass is never mistaken for missing.
 func (c *Collector) Collect(ctx context.Context) (int, error) {
 	var keys []keyspace.Key
-	for _, prefix := range []string{keyspace.GlobalServicesPrefix(), keyspace.PoliciesPrefix(), keyspace.ClustersPrefix()} {
+	for _, prefix := range []string{keyspace.GlobalServicesPrefix(), keyspace.PoliciesPrefix(), keyspace.ClustersPrefix(),
+		keyspace.TrafficPoliciesPrefix(), keyspace.AuthorizationPoliciesPrefix()} {
 		resp, err := c.KV.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 		if err != nil {
 			return 0, fmt.Errorf("list %s: %w", prefix, err)
@@ -63,7 +64,8 @@ func (c *Collector) Collect(ctx context.Context) (int, error) {
 		}
 	}
 	services, policies, clusters := &v1.GlobalServiceList{}, &v1.FailoverPolicyList{}, &v1.MeshClusterList{}
-	for _, list := range []client.ObjectList{services, policies, clusters} {
+	traffic, authz := &v1.TrafficPolicyList{}, &v1.AuthorizationPolicyList{}
+	for _, list := range []client.ObjectList{services, policies, clusters, traffic, authz} {
 		if err := c.Client.List(ctx, list); err != nil {
 			return 0, err
 		}
@@ -74,6 +76,12 @@ func (c *Collector) Collect(ctx context.Context) (int, error) {
 	}
 	for _, o := range policies.Items {
 		live[keyspace.Policy(o.Namespace, o.Name)] = true
+	}
+	for _, o := range traffic.Items {
+		live[keyspace.TrafficPolicy(o.Namespace, o.Name)] = true
+	}
+	for _, o := range authz.Items {
+		live[keyspace.AuthorizationPolicy(o.Namespace, o.Name)] = true
 	}
 	registered := map[string]bool{}
 	for _, o := range clusters.Items {

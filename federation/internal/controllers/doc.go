@@ -1,5 +1,5 @@
 // Package controllers holds the hub's reconcilers: they write MeshClusters,
-// GlobalServices and FailoverPolicies from the hub's API server into the hub's etcd, and
+// GlobalServices, FailoverPolicies, TrafficPolicies and AuthorizationPolicies from the hub's API server into the hub's etcd, and
 // write status back from what the agents publish.
 //
 // Every reconciler is level-based: one pass reads the object and the current etcd and

@@ -31,5 +31,6 @@ var (
 // runs this package calls it once on the registry it serves, so that each
 // component exports only its own metrics.
 func RegisterMetrics(reg prometheus.Registerer) {
-	reg.MustRegister(clusterConnected, clusterEndpoints, clusterCredentialsExpiry, clusterIntermediateExpiry, orphansDeleted, hubViewInSync, hubViewDesyncs, hubRejected)
+	reg.MustRegister(clusterConnected, clusterEndpoints, clusterCredentialsExpiry, clusterIntermediateExpiry, orphansDeleted, hubViewInSync, hubViewDesyncs, hubRejected,
+		policyAccepted, policyResolved)
 }

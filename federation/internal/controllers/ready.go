@@ -22,7 +22,7 @@ const readyCheck = 10 * time.Second
 
 // Ready writes the hub's ready marker (keyspace.HubReady) once the store holds every
 // record the hub publishes: it writes every MeshCluster's registration (and etcd
-// user), GlobalService and FailoverPolicy itself, then the marker. Agents take a
+// user), GlobalService, FailoverPolicy, TrafficPolicy and AuthorizationPolicy itself, then the marker. Agents take a
 // store without the marker for one being rebuilt and keep serving what they hold
 // rather than prune against it (kvstore.ReaderOptions.RequireKey): a hub store lost
 // and recreated never empties the federation, not even for the moment between the
@@ -106,6 +106,9 @@ func (r *Ready) ensure(ctx context.Context, since time.Time) (bool, error) {
 				return false, err
 			}
 		}
+	}
+	if err := writePolicies(ctx, r.Client, r.KV); err != nil {
+		return false, err
 	}
 	return true, putRecord(ctx, r.KV, keyspace.HubReady(), &model.HubReady{Since: since.UTC()})
 }

@@ -123,6 +123,9 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	if err != nil {
 		return err
 	}
+	if err := setupPolicies(mgr, opts); err != nil {
+		return err
+	}
 	if err := mgr.Add(&Ready{Client: c, KV: opts.KV, Auth: opts.Auth, Clock: opts.Clock}); err != nil {
 		return err
 	}

@@ -14,6 +14,8 @@
 //	/meshfed/v1/clusters/<cluster>/intermediate            signed intermediate (hub)
 //	/meshfed/v1/global/services/<ns>/<name>                GlobalService (hub)
 //	/meshfed/v1/global/policies/<ns>/<name>                FailoverPolicy (hub)
+//	/meshfed/v1/global/traffic/<ns>/<name>                 TrafficPolicy (hub)
+//	/meshfed/v1/global/authz/<ns>/<name>                   AuthorizationPolicy (hub)
 //	/meshfed/v1/trust/bundle                               trust bundle (hub)
 //	/meshfed/v1/hub/ready                                  every hub record written (hub)
 //

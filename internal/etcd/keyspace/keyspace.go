@@ -25,6 +25,8 @@ const (
 	segEtcdCert  = "etcd-cert"
 	segGlobal    = "global"
 	segPolicies  = "policies"
+	segTraffic   = "traffic"
+	segAuthz     = "authz"
 	segTrust     = "trust"
 	segBundle    = "bundle"
 	segHub       = "hub"
@@ -72,22 +74,28 @@ const (
 	// KindHubReady is the hub's marker that the store holds everything it
 	// publishes: readers take a store without it for one being rebuilt.
 	KindHubReady
+	// KindTrafficPolicy is the hub's record of a TrafficPolicy.
+	KindTrafficPolicy
+	// KindAuthorizationPolicy is the hub's record of an AuthorizationPolicy.
+	KindAuthorizationPolicy
 )
 
 var kindNames = [...]string{
-	KindUnknown:          "Unknown",
-	KindClusterInfo:      "ClusterInfo",
-	KindClusterHeartbeat: "ClusterHeartbeat",
-	KindServiceEndpoints: "ServiceEndpoints",
-	KindClusterSynced:    "ClusterSynced",
-	KindGlobalService:    "GlobalService",
-	KindPolicy:           "Policy",
-	KindTrustBundle:      "TrustBundle",
-	KindIntermediateCSR:  "IntermediateCSR",
-	KindIntermediate:     "Intermediate",
-	KindEtcdCSR:          "EtcdCSR",
-	KindEtcdCert:         "EtcdCert",
-	KindHubReady:         "HubReady",
+	KindUnknown:             "Unknown",
+	KindClusterInfo:         "ClusterInfo",
+	KindClusterHeartbeat:    "ClusterHeartbeat",
+	KindServiceEndpoints:    "ServiceEndpoints",
+	KindClusterSynced:       "ClusterSynced",
+	KindGlobalService:       "GlobalService",
+	KindPolicy:              "Policy",
+	KindTrustBundle:         "TrustBundle",
+	KindIntermediateCSR:     "IntermediateCSR",
+	KindIntermediate:        "Intermediate",
+	KindEtcdCSR:             "EtcdCSR",
+	KindEtcdCert:            "EtcdCert",
+	KindHubReady:            "HubReady",
+	KindTrafficPolicy:       "TrafficPolicy",
+	KindAuthorizationPolicy: "AuthorizationPolicy",
 }
 
 func (k Kind) String() string {
@@ -122,6 +130,10 @@ func (k Key) String() string {
 		return GlobalService(k.Namespace, k.Name)
 	case KindPolicy:
 		return Policy(k.Namespace, k.Name)
+	case KindTrafficPolicy:
+		return TrafficPolicy(k.Namespace, k.Name)
+	case KindAuthorizationPolicy:
+		return AuthorizationPolicy(k.Namespace, k.Name)
 	case KindTrustBundle:
 		return TrustBundle()
 	case KindHubReady:
@@ -260,6 +272,26 @@ func Policy(namespace, name string) string {
 	return PoliciesPrefix() + nsName(namespace, name)
 }
 
+// TrafficPoliciesPrefix is the prefix of every TrafficPolicy key.
+func TrafficPoliciesPrefix() string {
+	return Root + segGlobal + "/" + segTraffic + "/"
+}
+
+// TrafficPolicy is the key of one TrafficPolicy, written by the hub.
+func TrafficPolicy(namespace, name string) string {
+	return TrafficPoliciesPrefix() + nsName(namespace, name)
+}
+
+// AuthorizationPoliciesPrefix is the prefix of every AuthorizationPolicy key.
+func AuthorizationPoliciesPrefix() string {
+	return Root + segGlobal + "/" + segAuthz + "/"
+}
+
+// AuthorizationPolicy is the key of one AuthorizationPolicy, written by the hub.
+func AuthorizationPolicy(namespace, name string) string {
+	return AuthorizationPoliciesPrefix() + nsName(namespace, name)
+}
+
 // TrustBundle is the key of the mesh's active trust roots, written by the hub.
 func TrustBundle() string {
 	return Root + segTrust + "/" + segBundle
@@ -310,6 +342,10 @@ func Parse(key string) (Key, error) {
 		k = Key{Kind: KindGlobalService, Namespace: p[2], Name: p[3]}
 	case len(p) == 4 && p[0] == segGlobal && p[1] == segPolicies:
 		k = Key{Kind: KindPolicy, Namespace: p[2], Name: p[3]}
+	case len(p) == 4 && p[0] == segGlobal && p[1] == segTraffic:
+		k = Key{Kind: KindTrafficPolicy, Namespace: p[2], Name: p[3]}
+	case len(p) == 4 && p[0] == segGlobal && p[1] == segAuthz:
+		k = Key{Kind: KindAuthorizationPolicy, Namespace: p[2], Name: p[3]}
 	case len(p) == 2 && p[0] == segTrust && p[1] == segBundle:
 		k = Key{Kind: KindTrustBundle}
 	case len(p) == 2 && p[0] == segHub && p[1] == segReady:
@@ -330,7 +366,7 @@ func (k Key) validate() error {
 		return ValidateCluster(k.Cluster)
 	case KindServiceEndpoints:
 		return firstErr(ValidateCluster(k.Cluster), ValidateNamespace(k.Namespace), ValidateName(k.Name))
-	case KindGlobalService, KindPolicy:
+	case KindGlobalService, KindPolicy, KindTrafficPolicy, KindAuthorizationPolicy:
 		return firstErr(ValidateNamespace(k.Namespace), ValidateName(k.Name))
 	}
 	return nil

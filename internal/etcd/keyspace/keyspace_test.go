@@ -16,6 +16,8 @@ func TestParseRoundTrip(t *testing.T) {
 		"service named like a kind": {Kind: KindServiceEndpoints, Cluster: "info", Namespace: "services", Name: "synced"},
 		"global service":            {Kind: KindGlobalService, Namespace: "shop", Name: "cart"},
 		"policy":                    {Kind: KindPolicy, Namespace: "shop", Name: "cart-failover"},
+		"traffic policy":            {Kind: KindTrafficPolicy, Namespace: "shop", Name: "cart"},
+		"authorization policy":      {Kind: KindAuthorizationPolicy, Namespace: "shop", Name: "frontend-only"},
 		"trust bundle":              {Kind: KindTrustBundle},
 		"longest label":             {Kind: KindClusterInfo, Cluster: strings.Repeat("a", 63)},
 		"longest subdomain name":    {Kind: KindGlobalService, Namespace: "ns", Name: strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + "." + strings.Repeat("c", 63) + "." + strings.Repeat("d", 61)},
@@ -149,6 +151,8 @@ func TestPrefixes(t *testing.T) {
 		ServiceEndpoints("a", "ns", "n"): {ClustersPrefix(), ClusterPrefix("a"), ClusterServices("a")},
 		GlobalService("ns", "n"):         {Root, GlobalServicesPrefix()},
 		Policy("ns", "n"):                {Root, PoliciesPrefix()},
+		TrafficPolicy("ns", "n"):         {Root, TrafficPoliciesPrefix()},
+		AuthorizationPolicy("ns", "n"):   {Root, AuthorizationPoliciesPrefix()},
 		TrustBundle():                    {Root},
 	}
 	for key, prefixes := range under {
@@ -164,7 +168,7 @@ func TestPrefixes(t *testing.T) {
 	if strings.HasPrefix(GlobalService("ns", "n"), PoliciesPrefix()) || strings.HasPrefix(Policy("ns", "n"), GlobalServicesPrefix()) {
 		t.Error("global services and policies prefixes overlap")
 	}
-	for _, p := range []string{Root, ClustersPrefix(), ClusterPrefix("a"), ClusterServices("a"), GlobalServicesPrefix(), PoliciesPrefix()} {
+	for _, p := range []string{Root, ClustersPrefix(), ClusterPrefix("a"), ClusterServices("a"), GlobalServicesPrefix(), PoliciesPrefix(), TrafficPoliciesPrefix(), AuthorizationPoliciesPrefix()} {
 		if !strings.HasSuffix(p, "/") {
 			t.Errorf("prefix %q does not end in '/'", p)
 		}

@@ -22,7 +22,7 @@ import (
 var ErrInvalid = errors.New("model: invalid value")
 
 // Record is a decoded etcd value: one of *ClusterInfo, *Heartbeat, *Synced,
-// *ServiceEndpoints, *GlobalService, *Policy, *IntermediateCSR, *Intermediate,
+// *ServiceEndpoints, *GlobalService, *Policy, *TrafficPolicy, *AuthorizationPolicy, *IntermediateCSR, *Intermediate,
 // *EtcdCSR, *EtcdCert, *TrustBundle, *HubReady.
 type Record interface {
 	// Validate reports whether the value is well-formed.
@@ -353,6 +353,10 @@ func Decode(key string, value []byte) (Record, error) {
 		rec = &GlobalService{}
 	case keyspace.KindPolicy:
 		rec = &Policy{}
+	case keyspace.KindTrafficPolicy:
+		rec = &TrafficPolicy{}
+	case keyspace.KindAuthorizationPolicy:
+		rec = &AuthorizationPolicy{}
 	case keyspace.KindIntermediateCSR:
 		rec = &IntermediateCSR{}
 	case keyspace.KindIntermediate:
@@ -401,6 +405,10 @@ func agrees(k keyspace.Key, rec Record) error {
 	case *GlobalService:
 		ns, name = r.Namespace, r.Name
 	case *Policy:
+		ns, name = r.Namespace, r.Name
+	case *TrafficPolicy:
+		ns, name = r.Namespace, r.Name
+	case *AuthorizationPolicy:
 		ns, name = r.Namespace, r.Name
 	default:
 		return nil

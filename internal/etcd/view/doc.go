@@ -1,6 +1,8 @@
 // Package view holds a process's in-memory copy of the federation as stored in the hub's
 // etcd: registered clusters with their heartbeats, synced markers and published
-// services, and the global services and policies.
+// services, and the global services and policies (failover, traffic and
+// authorization: hub-written, so admission does not apply to them; etcd roles keep
+// agents from writing them, and model.Decode refuses what the CRDs refuse).
 //
 // A View is a kvstore.Observer of model.Record: a kvstore.Reader feeds it, so it holds
 // exactly what etcd holds (as of the reader's last event), minus malformed values,

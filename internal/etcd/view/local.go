@@ -136,6 +136,12 @@ func (v *View) eachRecord(fn func(key string, rec model.Record)) {
 	for nn, p := range v.policies {
 		fn(keyspace.Policy(nn.Namespace, nn.Name), p)
 	}
+	for nn, p := range v.traffic {
+		fn(keyspace.TrafficPolicy(nn.Namespace, nn.Name), p)
+	}
+	for nn, p := range v.authz {
+		fn(keyspace.AuthorizationPolicy(nn.Namespace, nn.Name), p)
+	}
 	if v.bundle != nil {
 		fn(keyspace.TrustBundle(), v.bundle)
 	}

@@ -90,6 +90,8 @@ type View struct {
 	clusters map[string]*Cluster
 	globals  map[NamespacedName]*model.GlobalService
 	policies map[NamespacedName]*model.Policy
+	traffic  map[NamespacedName]*model.TrafficPolicy
+	authz    map[NamespacedName]*model.AuthorizationPolicy
 	bundle   *model.TrustBundle
 	hubReady *model.HubReady
 	synced   chan struct{} // closed after the first complete list, or a restore
@@ -147,6 +149,8 @@ func New(opts Options) *View {
 		cloned:       map[string]uint64{},
 		globals:      map[NamespacedName]*model.GlobalService{},
 		policies:     map[NamespacedName]*model.Policy{},
+		traffic:      map[NamespacedName]*model.TrafficPolicy{},
+		authz:        map[NamespacedName]*model.AuthorizationPolicy{},
 		synced:       make(chan struct{}),
 		live:         make(chan struct{}),
 		subs:         map[int]func(keyspace.Key){},
@@ -286,6 +290,10 @@ func (v *View) apply(k keyspace.Key, rec model.Record, seen bool) {
 		} else {
 			v.policies[nn] = rec.(*model.Policy)
 		}
+	case keyspace.KindTrafficPolicy:
+		setOrDelete(v.traffic, nn, rec)
+	case keyspace.KindAuthorizationPolicy:
+		setOrDelete(v.authz, nn, rec)
 	case keyspace.KindClusterInfo, keyspace.KindClusterHeartbeat, keyspace.KindClusterSynced, keyspace.KindServiceEndpoints,
 		keyspace.KindIntermediateCSR, keyspace.KindIntermediate, keyspace.KindEtcdCSR, keyspace.KindEtcdCert:
 		v.applyCluster(k, nn, rec, seen)
