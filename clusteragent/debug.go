@@ -35,6 +35,10 @@ type DebugView struct {
 	Clusters       []DebugCluster        `json:"clusters"`
 	GlobalServices []model.GlobalService `json:"globalServices"`
 	Policies       []*model.Policy       `json:"policies"`
+	// TrafficPolicies and AuthorizationPolicies are the hub's records the xDS
+	// builder serves from (`meshfedctl policy explain` reads them here).
+	TrafficPolicies       []*model.TrafficPolicy       `json:"trafficPolicies"`
+	AuthorizationPolicies []*model.AuthorizationPolicy `json:"authorizationPolicies"`
 	// Rejections is what the agent refuses of other clusters' records (package
 	// admit), by cluster and reason.
 	Rejections []view.Rejection `json:"rejections"`
@@ -54,7 +58,8 @@ type DebugCluster struct {
 // Debug returns the view as DebugView.
 func Debug(cluster string, v *view.View, now time.Time) DebugView {
 	out := DebugView{Cluster: cluster, Synced: v.HasSynced(), Source: "none", HubReachable: v.HubReachable(),
-		GlobalServices: v.GlobalServices(), Policies: v.Policies(), Rejections: v.Rejections()}
+		GlobalServices: v.GlobalServices(), Policies: v.Policies(), Rejections: v.Rejections(),
+		TrafficPolicies: v.TrafficPolicies(), AuthorizationPolicies: v.AllAuthorizationPolicies()}
 	if restored, serving := v.RestoredFrom(); serving {
 		out.Source, out.Restored = "restored", &restored
 	} else if v.HasLive() {
