@@ -25,7 +25,7 @@ func main() {
 		Version:      version.String(),
 	}
 	root.SetVersionTemplate("meshfedctl {{.Version}}\n")
-	root.AddCommand(clusterCommand(), statusCommand(), failoverCommand(), trustCommand(), devCommand(), checkCommand(), versionCommand())
+	root.AddCommand(clusterCommand(), statusCommand(), failoverCommand(), policyCommand(), trustCommand(), devCommand(), checkCommand(), versionCommand())
 	if err := root.Execute(); err != nil {
 		os.Exit(1)
 	}
