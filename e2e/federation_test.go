@@ -132,6 +132,8 @@ func TestFederation(t *testing.T) {
 
 	})
 
+	t.Run("policy explain", func(t *testing.T) { testPolicyExplain(ctx, t, s, hub) })
+
 	t.Run("updates propagate", func(t *testing.T) {
 		cart.endpoints = append(cart.endpoints, ready(addr(3), b1))     // scale up
 		cart.endpoints[2].ready, cart.endpoints[2].serving = true, true // becomes ready
