@@ -430,8 +430,11 @@ func sourcePrincipal(s model.AuthorizationSource, trustDomain string) *rbacv3.Pr
 		return orIDs(ids)
 	}
 	one := func(values []string, anyValue string) string {
-		if len(values) == 0 {
+		switch len(values) {
+		case 0:
 			return anyValue
+		case 1:
+			return regexp.QuoteMeta(values[0])
 		}
 		quoted := make([]string, len(values))
 		for i, v := range values {
