@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -320,6 +321,13 @@ func TestAuthorizationGolden(t *testing.T) {
 	}
 	add(types.Listener, xds.ServerListenerName("10.0.0.1", 8080))
 	add(types.Route, xds.InboundRouteName("10.0.0.1", 8080))
+	shapedBy := func(want ...string) {
+		t.Helper()
+		if got := s.AuthorizationShapedBy(xds.InboundRouteName("10.0.0.1", 8080)); !slices.Equal(got, want) {
+			t.Errorf("the route configuration is shaped by %v, want %v", got, want)
+		}
+	}
+	shapedBy("shop/frontend-only", "shop/no-staging", "shop/posture")
 	shared := global("cart-reads")
 	shared.Service = &model.ServiceRef{Namespace: "shop", Name: "cart"}
 	v.OnUpsert(keyspace.GlobalService("shop", "cart-reads"), shared)
@@ -327,6 +335,7 @@ func TestAuthorizationGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	add(types.Route, xds.InboundRouteName("10.0.0.1", 8080))
+	shapedBy("shop/frontend-only", "shop/no-staging", "shop/posture", "shop/reads")
 
 	path := filepath.Join("testdata", "authz.golden.json")
 	if *update {
