@@ -63,6 +63,8 @@ type sharedResources struct {
 	byTarget                    map[string]*targetResources
 	byServer                    map[string]*resource
 	listeners, routes, clusters *resources
+	// authz are the server route configurations and what each was built from.
+	authz *inboundResources
 }
 
 // buildShared makes the resources every group gets: per target a client listener,
@@ -70,9 +72,10 @@ type sharedResources struct {
 // listeners of this cluster's endpoints (servers). It reuses from prev (nil for none)
 // every resource whose inputs did not change, so that a change of one service's
 // accounts serializes that service's cluster only, once for every group. changed are
-// the targets whose SAN matchers changed. A resource that fails validation is left
-// out, with the error.
-func (b *builder) buildShared(prev *sharedResources, targets []Target, servers []serverAddr, trustDomain string) (sh *sharedResources, changed []Target, errs []error) {
+// the targets whose SAN matchers changed. Each server address gets its route
+// configuration (InboundRouteName), with the authorization of the global services it
+// serves (authz). A resource that fails validation is left out, with the error.
+func (b *builder) buildShared(prev *sharedResources, targets []Target, servers []serverAddr, authz map[serverAddr]inbound, trustDomain string) (sh *sharedResources, changed []Target, errs []error) {
 	sh = &sharedResources{targets: targets, servers: servers,
 		byTarget: make(map[string]*targetResources, len(targets)), byServer: make(map[string]*resource, len(servers)),
 		listeners: &resources{byName: map[string]*resource{}}, routes: &resources{byName: map[string]*resource{}},
@@ -96,6 +99,9 @@ func (b *builder) buildShared(prev *sharedResources, targets []Target, servers [
 			sh.byServer[name] = r
 		}
 	}
+	var e []error
+	sh.authz, e = b.serverRoutes(prev, servers, authz, trustDomain, sh.routes)
+	errs = append(errs, e...)
 	for _, t := range targets {
 		name, cluster, sni := ListenerName(t.Hostname, t.Port), ClusterName(t.Hostname, t.Port), xdsnames.SNI(t.Hostname, t.Port)
 		r := prev.target(name)

@@ -8,8 +8,11 @@
 // named outbound|<port>||<hostname>, whose localities carry the priorities and weights
 // that package locality computes for the proxy's own locality. For every endpoint of
 // this cluster it also serves the Listener a proxyless gRPC server on that address asks
-// for, and this cluster's east-west gateway gets its SNI listener, clusters and load
-// assignments.
+// for, with its RouteConfiguration inbound|<port>||<ip> carrying the
+// AuthorizationPolicies of the global services served there as RBAC overrides
+// (authz.go: a policy change updates the route configuration, never the Listener, so
+// no connection drains), and this cluster's east-west gateway gets its SNI listener,
+// clusters and load assignments.
 //
 // The path from view to proxy is: Targets (the view's global service ports with their
 // localities and the member clusters that serve them nothing, pure), the failback hold

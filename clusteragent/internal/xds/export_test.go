@@ -105,3 +105,8 @@ func (s *Server) Snapshot(g Group) (*cachev3.Snapshot, error) {
 	}
 	return snap, nil
 }
+
+// AuthorizationShapedBy returns the policies ("namespace/name") that shaped the
+// server route configuration name as last built. Call it only while Run is not
+// running.
+func (s *Server) AuthorizationShapedBy(name string) []string { return s.shared.authzPolicies(name) }

@@ -35,6 +35,8 @@ type dirty struct {
 	// globals and policies changed, by key.
 	globals  map[string]bool
 	policies map[view.NamespacedName]bool
+	// authz are the namespaces whose AuthorizationPolicies changed.
+	authz map[string]bool
 	// namespaces of the changed global services, before and after, that name the
 	// clusters allowed to provide them: such a change changes which records of its
 	// namespaces the view admits (the view's reauthorization).
@@ -49,11 +51,11 @@ type record struct {
 
 func newDirty() dirty {
 	return dirty{clusters: map[string]bool{}, services: map[view.NamespacedName]bool{}, records: map[record]bool{}, globals: map[string]bool{},
-		policies: map[view.NamespacedName]bool{}, namespaces: map[string]bool{}}
+		policies: map[view.NamespacedName]bool{}, namespaces: map[string]bool{}, authz: map[string]bool{}}
 }
 
 func (d *dirty) empty() bool {
-	return !d.all && !d.self && len(d.clusters) == 0 && len(d.services) == 0 && len(d.globals) == 0 && len(d.policies) == 0
+	return !d.all && !d.self && len(d.clusters) == 0 && len(d.services) == 0 && len(d.globals) == 0 && len(d.policies) == 0 && len(d.authz) == 0
 }
 
 // add records a change of key k; self is this agent's cluster. It reports whether k
@@ -78,6 +80,10 @@ func (d *dirty) add(k keyspace.Key, self string) bool {
 		d.globals[nn.String()] = true
 	case keyspace.KindPolicy:
 		d.policies[nn] = true
+	case keyspace.KindAuthorizationPolicy:
+		// It may change any global service of its namespace (the one a deleted or
+		// retargeted policy applied to too): their servers' route configurations.
+		d.authz[k.Namespace] = true
 	default:
 		return false
 	}
@@ -390,8 +396,11 @@ func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 	if d.self || d.all || s.shared == nil {
 		s.servers = s.serverAddrs()
 	}
-	if !sameShared(s.shared, served, s.servers, s.opts.MTLS) {
-		sh, accounts, e := s.build.buildShared(s.shared, served, s.servers, s.trustDomain())
+	if d.self || d.all || s.shared == nil || len(d.globals) > 0 || len(d.authz) > 0 {
+		s.inbound = s.inboundAuthz(globals, s.servers)
+	}
+	if !sameShared(s.shared, served, s.servers, s.opts.MTLS) || !s.shared.sameInbound(s.servers, s.inbound) {
+		sh, accounts, e := s.build.buildShared(s.shared, served, s.servers, s.inbound, s.trustDomain())
 		errs = append(errs, e...)
 		s.reportIdentities(served, accounts)
 		s.shared = sh

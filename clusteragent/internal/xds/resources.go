@@ -229,28 +229,23 @@ func lbEndpoints(endpoints []Endpoint) []*endpointv3.LbEndpoint {
 }
 
 // serverListener is what a proxyless gRPC server listening on addr:port gets: accept
-// everything and hand it to the server's own handlers (a route with the non-forwarding
-// action, which grpc-go requires on the server side). With mTLS (mtls), its filter
-// chain's DownstreamTlsContext requires a client certificate that chains to the mesh's
-// roots, and the server presents its own: both from the server's certificate provider
-// instance CertificateProvider, as clients take theirs. Which mesh identities may call
-// is the server's own decision; grpc-go accepts no SAN matcher on the server side.
+// everything, authorize each call with the RBAC filters DenyFilter and AllowFilter
+// (no-op here: the route configuration InboundRouteName, served over ADS, overrides
+// them with the authorization policies, so that a policy change never drains the
+// server's connections; see authz.go), and hand it to the server's own handlers. With
+// mTLS (mtls), its filter chain's DownstreamTlsContext requires a client certificate
+// that chains to the mesh's roots, and the server presents its own: both from the
+// server's certificate provider instance CertificateProvider, as clients take
+// theirs. grpc-go accepts no SAN matcher on the server side: which mesh identities
+// may call is the RBAC filters' decision.
 func serverListener(addr string, port uint32, mtls bool) *listenerv3.Listener {
 	name := ServerListenerName(addr, port)
 	manager := &hcmv3.HttpConnectionManager{
 		StatPrefix: name,
-		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
-			Name: "inbound|" + strconv.FormatUint(uint64(port), 10),
-			VirtualHosts: []*routev3.VirtualHost{{
-				Name:    "inbound",
-				Domains: []string{"*"},
-				Routes: []*routev3.Route{{
-					Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-					Action: &routev3.Route_NonForwardingAction{NonForwardingAction: &routev3.NonForwardingAction{}},
-				}},
-			}},
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource: ads(), RouteConfigName: InboundRouteName(addr, port),
 		}},
-		HttpFilters: []*hcmv3.HttpFilter{routerFilter()},
+		HttpFilters: append(rbacFilters(), routerFilter()),
 	}
 	chain := &listenerv3.FilterChain{
 		Name: "inbound",

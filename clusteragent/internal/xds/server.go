@@ -119,6 +119,7 @@ type Server struct {
 	gateway   *resources               // the gateway's load assignments, by SNI
 	built     map[string]*groupBuilt   // by group key
 	servers   []serverAddr             // this cluster's server addresses
+	inbound   map[serverAddr]inbound   // what authorizes the calls to each of servers
 	shared    *sharedResources         // listeners, routes, clusters
 	hold      *failback
 	holdEnd   time.Time         // when the earliest failback hold ends; zero if none
