@@ -80,3 +80,32 @@ func sortedValues[R any](m map[NamespacedName]*R) []*R {
 	}
 	return out
 }
+
+// ProgrammedPolicies is cluster's report on what its proxies did with each policy
+// generation, admitted: entries naming a policy the view does not hold are dropped
+// (a member cannot make the hub show results for policies that do not exist), and
+// nil without a report. The report's record itself was checked on decode (its
+// size against the cluster's limits, its bounds, and that it is the cluster's own).
+func (v *View) ProgrammedPolicies(cluster string) []model.PolicyProgrammed {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	c := v.clusters[cluster]
+	if c == nil || c.Programmed == nil {
+		return nil
+	}
+	out := make([]model.PolicyProgrammed, 0, len(c.Programmed.Policies))
+	for _, e := range c.Programmed.Policies {
+		nn := NamespacedName{e.Ref.Namespace, e.Ref.Name}
+		known := false
+		switch e.Ref.Kind {
+		case model.PolicyKindTraffic:
+			_, known = v.traffic[nn]
+		case model.PolicyKindAuthorization:
+			_, known = v.authz[nn]
+		}
+		if known {
+			out = append(out, e)
+		}
+	}
+	return out
+}
