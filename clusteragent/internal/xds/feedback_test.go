@@ -58,7 +58,9 @@ func (r *rawStream) recv() *discoverygrpc.DiscoveryResponse {
 	return resp
 }
 
-func (r *rawStream) ack(resp *discoverygrpc.DiscoveryResponse) { r.send(resp.GetVersionInfo(), resp.GetNonce(), nil) }
+func (r *rawStream) ack(resp *discoverygrpc.DiscoveryResponse) {
+	r.send(resp.GetVersionInfo(), resp.GetNonce(), nil)
+}
 
 // eventuallyState waits until the server reports ref in state and returns the entry.
 func eventuallyState(t *testing.T, s *xds.Server, ref model.PolicyRef, state string) model.PolicyProgrammed {
