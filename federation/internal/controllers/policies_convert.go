@@ -162,9 +162,3 @@ func authorizationPolicy(ap *v1.AuthorizationPolicy) *model.AuthorizationPolicy 
 	}
 	return rec
 }
-
-// programmedNotReported is the Programmed condition until agents report on policies.
-func programmedNotReported() metav1.Condition {
-	return metav1.Condition{Type: v1.ConditionProgrammed, Status: metav1.ConditionUnknown, Reason: v1.ReasonNotReported,
-		Message: "agents do not report yet whether their proxies took the policy (a later release adds it); status.clusters stays empty until then"}
-}

@@ -17,10 +17,10 @@ import (
 	"github.com/meshfed/meshfed/internal/etcd/model"
 )
 
-// Clusters' programmed reports from a real store are admitted on read: refs to
-// policies the view does not hold are dropped, a report written under another
-// cluster's key or beyond the bounds is refused whole, and one over the cluster's
-// value limit is never decoded.
+// Clusters' programmed reports from a real store are admitted on read: a report
+// written under another cluster's key is refused whole, one over the cluster's value
+// limit is never decoded, reports are read per policy (so refs to other policies are
+// never read), and only registered clusters are heard.
 func TestProgrammedReportsAreAdmitted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -83,24 +83,31 @@ func TestProgrammedReportsAreAdmitted(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	got := v.ProgrammedPolicies("alpha")
-	if len(got) != 2 || got[0].Ref.Name != "no-staging" || got[1].Ref.Name != "cart" || got[1].State != model.StateRefused {
-		t.Errorf("alpha's admitted report = %+v, want no-staging Programmed and cart Refused (the unknown policy dropped)", got)
+	cart := v.Programmed(model.PolicyKindTraffic, "shop", "cart")
+	if len(cart) != 1 || cart[0].Cluster != "alpha" || cart[0].State != model.StateRefused || cart[0].Ref.Generation != 3 || cart[0].Connected {
+		t.Errorf("reports of the cart policy = %+v, want alpha's alone (Refused, generation 3, no heartbeat): beta's forged and gamma's over-size refused", cart)
 	}
-	if got := v.ProgrammedPolicies("beta"); got != nil {
-		t.Errorf("beta's report for alpha was admitted: %+v", got)
+	if got := v.Programmed(model.PolicyKindAuthorization, "shop", "no-staging"); len(got) != 1 || got[0].State != model.StateProgrammed {
+		t.Errorf("reports of no-staging = %+v", got)
 	}
-	if got := v.ProgrammedPolicies("gamma"); got != nil {
-		t.Errorf("gamma's over-size report was admitted: %+v", got)
+	if got := v.Programmed(model.PolicyKindTraffic, "shop", "no-staging"); len(got) != 0 {
+		t.Errorf("a report of another kind's policy was read as a traffic policy's: %+v", got)
 	}
 
-	// The policy going drops its entries.
-	if _, err := cli.Delete(ctx, keyspace.TrafficPolicy("shop", "cart")); err != nil {
+	// A heartbeat makes the report current; unregistering the cluster silences it.
+	put(keyspace.ClusterHeartbeat("alpha"), &model.Heartbeat{Time: time.Now(), TTL: 10, Agent: "a"})
+	testutil.Eventually(t, 10*time.Second, "alpha connected", func() error {
+		if got := v.Programmed(model.PolicyKindTraffic, "shop", "cart"); len(got) != 1 || !got[0].Connected {
+			return fmt.Errorf("reports %+v", got)
+		}
+		return nil
+	})
+	if _, err := cli.Delete(ctx, keyspace.ClusterInfo("alpha")); err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, 10*time.Second, "the deleted policy's entry to go", func() error {
-		if got := v.ProgrammedPolicies("alpha"); len(got) != 1 {
-			return fmt.Errorf("alpha's admitted report = %+v", got)
+	testutil.Eventually(t, 10*time.Second, "the unregistered cluster's report to go", func() error {
+		if got := v.Programmed(model.PolicyKindTraffic, "shop", "cart"); len(got) != 0 {
+			return fmt.Errorf("reports %+v", got)
 		}
 		return nil
 	})
