@@ -128,9 +128,8 @@ func (r *TrafficPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 
 	status := tp.Status.DeepCopy()
 	status.ObservedGeneration = tp.Generation
-	var programmed metav1.Condition
-	status.Clusters, programmed = programmedStatus(r.View, model.PolicyKindTraffic, tp.Namespace, tp.Name, tp.Generation)
-	setConditions(&status.Conditions, tp.Generation, accepted, refs, programmed)
+	setConditions(&status.Conditions, tp.Generation, accepted, refs)
+	again := setProgrammed(r.View, model.PolicyKindTraffic, tp.Namespace, tp.Name, tp.Generation, status)
 	news := transitions(tp.Status.Conditions, status.Conditions, policyEvents)
 	if wrote, uerr := writeStatus(ctx, r.Client, tp, &tp.Status, status); uerr != nil {
 		return ctrl.Result{}, uerr
@@ -141,7 +140,7 @@ func (r *TrafficPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("write traffic policy %s/%s: %w", tp.Namespace, tp.Name, err)
 	}
-	return ctrl.Result{}, nil
+	return ctrl.Result{RequeueAfter: again}, nil
 }
 
 // firstTrafficPolicy is the name of the TrafficPolicy of policies (one namespace's)
@@ -254,9 +253,8 @@ func (r *AuthorizationPolicyReconciler) Reconcile(ctx context.Context, req ctrl.
 
 	status := ap.Status.DeepCopy()
 	status.ObservedGeneration = ap.Generation
-	var programmed metav1.Condition
-	status.Clusters, programmed = programmedStatus(r.View, model.PolicyKindAuthorization, ap.Namespace, ap.Name, ap.Generation)
-	setConditions(&status.Conditions, ap.Generation, accepted, refs, programmed)
+	setConditions(&status.Conditions, ap.Generation, accepted, refs)
+	again := setProgrammed(r.View, model.PolicyKindAuthorization, ap.Namespace, ap.Name, ap.Generation, status)
 	news := transitions(ap.Status.Conditions, status.Conditions, policyEvents)
 	if wrote, uerr := writeStatus(ctx, r.Client, ap, &ap.Status, status); uerr != nil {
 		return ctrl.Result{}, uerr
@@ -267,7 +265,7 @@ func (r *AuthorizationPolicyReconciler) Reconcile(ctx context.Context, req ctrl.
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("write authorization policy %s/%s: %w", ap.Namespace, ap.Name, err)
 	}
-	return ctrl.Result{}, nil
+	return ctrl.Result{RequeueAfter: again}, nil
 }
 
 // existenceOnly passes creates and deletes: what changes whether a name resolves.

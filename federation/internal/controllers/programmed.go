@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -36,9 +38,26 @@ var policyProgrammedClusters = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 	Help: "Connected clusters reporting on the traffic or authorization policy, by state: Programmed (their proxies took the current generation), Refused (a proxy NACKed it), Pending.",
 }, []string{"kind", "namespace", "name", "state"})
 
+// setProgrammed sets the policy's status.clusters and Programmed condition at
+// generation gen from the reports v holds. Until v holds the first list of the
+// clusters' records it keeps what status says (the hub knows nothing of the reports
+// yet) and asks to look again after viewSyncWait.
+func setProgrammed(v *view.View, kind, namespace, name string, gen int64, status *v1.PolicyStatus) time.Duration {
+	if v != nil && !v.HasSynced() {
+		if meta.FindStatusCondition(status.Conditions, v1.ConditionProgrammed) == nil {
+			_, cond := programmedStatus(nil, kind, namespace, name, gen)
+			setConditions(&status.Conditions, gen, cond)
+		}
+		return viewSyncWait
+	}
+	var cond metav1.Condition
+	status.Clusters, cond = programmedStatus(v, kind, namespace, name, gen)
+	setConditions(&status.Conditions, gen, cond)
+	return 0
+}
+
 // programmedStatus is the policy's status.clusters and Programmed condition at
-// generation gen, from the reports v holds, and sets its gauge. v nil or not synced:
-// NotReported.
+// generation gen, from the reports v holds, and sets its gauge. v nil: NotReported.
 func programmedStatus(v *view.View, kind, namespace, name string, gen int64) ([]v1.ClusterProgrammed, metav1.Condition) {
 	cond := metav1.Condition{Type: v1.ConditionProgrammed, Status: metav1.ConditionUnknown, Reason: v1.ReasonNotReported,
 		Message: "no connected cluster reports on this policy: no proxy uses a resource it shapes yet"}
@@ -48,7 +67,7 @@ func programmedStatus(v *view.View, kind, namespace, name string, gen int64) ([]
 			policyProgrammedClusters.WithLabelValues(kind, namespace, name, state).Set(float64(counts[state]))
 		}
 	}()
-	if v == nil || !v.HasSynced() {
+	if v == nil {
 		return nil, cond
 	}
 	var clusters []v1.ClusterProgrammed
