@@ -299,30 +299,44 @@ func (f *feedback) judge() []model.PolicyProgrammed {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	byRef := map[model.PolicyRef]*model.PolicyProgrammed{}
-	for k, t := range f.tags {
-		for _, st := range f.streams {
-			tf := st.types[k.typ]
-			if tf == nil || !(tf.wildcard || tf.names[k.name]) {
+	judgeOne := func(st *streamFeedback, tf *typeFeedback, name string, t tagged) {
+		state, msg := model.StatePending, ""
+		switch {
+		case tf.nack != nil && tf.nack.version >= t.version && (tf.nack.names == nil || tf.nack.names[name]):
+			state, msg = model.StateRefused, tf.nack.message
+		case tf.acked >= t.version:
+			state = model.StateProgrammed
+		}
+		for _, ref := range t.refs {
+			p := byRef[ref]
+			if p == nil {
+				p = &model.PolicyProgrammed{Ref: ref, State: model.StateProgrammed}
+				byRef[ref] = p
+			}
+			switch {
+			case state == model.StateRefused && (p.State != model.StateRefused || st.node < p.Node):
+				p.State, p.Message, p.Node = state, msg, st.node
+			case state == model.StatePending && p.State == model.StateProgrammed:
+				p.State = state
+			}
+		}
+	}
+	// Per stream, the tagged resources it subscribes to: proportional to the
+	// subscriptions (a proxyless client subscribes to a few names), not to tags ×
+	// streams.
+	for _, st := range f.streams {
+		for typ, tf := range st.types {
+			if tf.wildcard {
+				for k, t := range f.tags {
+					if k.typ == typ {
+						judgeOne(st, tf, k.name, t)
+					}
+				}
 				continue
 			}
-			state, msg := model.StatePending, ""
-			switch {
-			case tf.nack != nil && tf.nack.version >= t.version && (tf.nack.names == nil || tf.nack.names[k.name]):
-				state, msg = model.StateRefused, tf.nack.message
-			case tf.acked >= t.version:
-				state = model.StateProgrammed
-			}
-			for _, ref := range t.refs {
-				p := byRef[ref]
-				if p == nil {
-					p = &model.PolicyProgrammed{Ref: ref, State: model.StateProgrammed}
-					byRef[ref] = p
-				}
-				switch {
-				case state == model.StateRefused && (p.State != model.StateRefused || st.node < p.Node):
-					p.State, p.Message, p.Node = state, msg, st.node
-				case state == model.StatePending && p.State == model.StateProgrammed:
-					p.State = state
+			for name := range tf.names {
+				if t, ok := f.tags[typedName{typ, name}]; ok {
+					judgeOne(st, tf, name, t)
 				}
 			}
 		}
