@@ -261,8 +261,12 @@ func Run(ctx context.Context, opts Options) error {
 		"local": func(ctx context.Context) error {
 			return publishLocal(ctx, opts, cluster, deps, v, log.WithName("local"))
 		},
-		"xds":         xdsServer.Run,
-		"sync":        func(ctx context.Context) error { return lead(ctx, kube, deps, opts, cluster, etcd, v, cr, log) },
+		"xds": xdsServer.Run,
+		"sync": func(ctx context.Context) error {
+			return lead(ctx, kube, deps, opts, cluster, etcd, v, cr, log, func(ctx context.Context) {
+				reportProgrammed(ctx, etcd, v, cluster, xdsServer, programmedInterval, log.WithName("programmed"))
+			})
+		},
 		"credentials": cr.reload,
 	})
 	return runAll(ctx, components)
@@ -322,10 +326,10 @@ func serveHTTP(ctx context.Context, server *http.Server, l net.Listener) error {
 	}
 }
 
-// lead runs the sync side and the renewal of the etcd credentials whenever this
-// replica holds the Lease.
+// lead runs the sync side, the renewal of the etcd credentials and report (the
+// programmed report) whenever this replica holds the Lease.
 func lead(ctx context.Context, kube kubernetes.Interface, deps publishDeps, opts Options, cluster string, etcd *clientv3.Client,
-	v *view.View, cr *credentials, log logr.Logger) error {
+	v *view.View, cr *credentials, log logr.Logger, report func(context.Context)) error {
 	lock := &resourcelock.LeaseLock{
 		LeaseMeta:  metav1.ObjectMeta{Namespace: opts.Namespace, Name: "meshfed-agent"},
 		Client:     kube.CoordinationV1(),
@@ -344,8 +348,11 @@ func lead(ctx context.Context, kube kubernetes.Interface, deps publishDeps, opts
 					log.Info("leading: publishing this cluster")
 					renewed := make(chan struct{})
 					go func() { defer close(renewed); cr.renew(ctx) }()
+					reported := make(chan struct{})
+					go func() { defer close(reported); report(ctx) }()
 					syncCluster(ctx, deps, opts, cluster, etcd, v, log)
 					<-renewed
+					<-reported
 				},
 				OnStoppedLeading: func() { log.Info("stopped leading") },
 			},

@@ -331,5 +331,5 @@ func restoreSnapshot(ctx context.Context, kube kubernetes.Interface, namespace s
 
 // registerAgentMetrics registers the collectors of this package.
 func registerAgentMetrics(reg prometheus.Registerer) {
-	reg.MustRegister(hubReachable, snapshotSaves, snapshotBytes, viewRestored)
+	reg.MustRegister(hubReachable, snapshotSaves, snapshotBytes, viewRestored, programmedWrites)
 }

@@ -76,8 +76,18 @@ const (
 
 // Reasons of Programmed.
 const (
-	// ReasonNotReported: Programmed is Unknown, no agent reports on policies yet.
+	// ReasonNotReported: Programmed is Unknown, no connected cluster reports on the
+	// policy (no proxy there uses the resources it shapes, or the policy is not
+	// written to etcd).
 	ReasonNotReported = "NotReported"
+	// ReasonProgrammed: every connected cluster that reports on the policy says its
+	// proxies took the current generation.
+	ReasonProgrammed = "Programmed"
+	// ReasonRefused: a proxy of some cluster NACKed a resource the current generation
+	// shaped; the message names the clusters and the proxies' errors.
+	ReasonRefused = "Refused"
+	// ReasonPending: some cluster's proxies have not ACKed the current generation yet.
+	ReasonPending = "Pending"
 )
 
 // Reasons of PublishedDataValid, besides the rejection reasons of the readers.

@@ -34,8 +34,9 @@ type PolicyStatus struct {
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
-	// Clusters says, per member cluster, which generation of the policy its proxies
-	// were programmed with. Empty until agents report it (a later release).
+	// Clusters says, per connected member cluster whose proxies use the resources
+	// the policy shapes, which generation of the policy they were programmed with,
+	// or why not. Sorted by cluster.
 	// +listType=map
 	// +listMapKey=cluster
 	// +kubebuilder:validation:MaxItems=1024

@@ -70,6 +70,10 @@ var (
 		Namespace: "meshfed", Subsystem: "xds", Name: "dropped_responses_total",
 		Help: "Responses a stream's full channel refused (never expected: a stream holds one watch per type).",
 	})
+	policiesGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "meshfed", Subsystem: "xds", Name: "policies",
+		Help: "Policy generations whose resources connected proxies subscribe to, by state: Programmed (every subscriber ACKed them), Refused (a proxy NACKed them), Pending.",
+	}, []string{"state"})
 	nacks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "meshfed", Subsystem: "xds", Name: "nacks_total",
 		Help: "Responses proxies rejected, by resource type.",
@@ -80,5 +84,5 @@ var (
 // registry: registering twice panics.
 func RegisterMetrics(reg prometheus.Registerer) {
 	reg.MustRegister(buildLatency, ackLatency, rebuildDuration, pushBytes, gatewayDown, nacks, groupsGauge, claimsIgnored, handshakeFailures,
-		allowedIdentities, unservable, recomputedGlobals, builtAssignments, droppedResponses, propagationSeconds, propagationDiscarded)
+		allowedIdentities, unservable, recomputedGlobals, builtAssignments, droppedResponses, propagationSeconds, propagationDiscarded, policiesGauge)
 }

@@ -41,6 +41,9 @@ type dirty struct {
 	// clusters allowed to provide them: such a change changes which records of its
 	// namespaces the view admits (the view's reauthorization).
 	namespaces map[string]bool
+	// tags: a traffic or authorization policy changed, so the policy tags of what is
+	// served (feedback.go) are computed again.
+	tags bool
 }
 
 // record is one cluster's record of a Service.
@@ -55,7 +58,7 @@ func newDirty() dirty {
 }
 
 func (d *dirty) empty() bool {
-	return !d.all && !d.self && len(d.clusters) == 0 && len(d.services) == 0 && len(d.globals) == 0 && len(d.policies) == 0 && len(d.authz) == 0
+	return !d.all && !d.self && !d.tags && len(d.clusters) == 0 && len(d.services) == 0 && len(d.globals) == 0 && len(d.policies) == 0 && len(d.authz) == 0
 }
 
 // add records a change of key k; self is this agent's cluster. It reports whether k
@@ -84,6 +87,9 @@ func (d *dirty) add(k keyspace.Key, self string) bool {
 		// It may change any global service of its namespace (the one a deleted or
 		// retargeted policy applied to too): their servers' route configurations.
 		d.authz[k.Namespace] = true
+		d.tags = true
+	case keyspace.KindTrafficPolicy:
+		d.tags = true
 	default:
 		return false
 	}
@@ -407,6 +413,8 @@ func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 		sh.publish(s.cache)
 		pushed++
 	}
+
+	s.fb.setTags(s.tagPolicies(served, s.servers), s.shared)
 
 	if pushed > 0 && !changed.IsZero() {
 		buildLatency.Observe(time.Since(changed).Seconds())

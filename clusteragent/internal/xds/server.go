@@ -110,6 +110,7 @@ type Server struct {
 	rebuilds atomic.Int64
 	probe    *prober
 	prop     propagation // per source cluster, for the pair metric; its own lock
+	fb       *feedback   // policy generations ACKed and NACKed (feedback.go); its own lock
 
 	// Owned by Run's loop.
 	build     builder
@@ -229,7 +230,7 @@ func New(opts Options) (*Server, error) {
 	s := &Server{opts: opts, log: opts.Logger, since: opts.Clock.Now(), wake: make(chan struct{}, 1), beat: make(chan struct{}, 1),
 		groups: map[string]*groupState{}, streams: map[int64]*stream{}, freed: map[string]bool{}, dirty: newDirty(),
 		perGlobal: map[string]globalEntry{}, targets: map[string]*servedTarget{}, gateway: &resources{byName: map[string]*resource{}},
-		built: map[string]*groupBuilt{}, pending: map[string]pendingAck{}, hold: newFailback(), cache: newCache()}
+		built: map[string]*groupBuilt{}, pending: map[string]pendingAck{}, hold: newFailback(), cache: newCache(), fb: newFeedback()}
 	if s.log.GetSink() == nil {
 		s.log = logr.Discard()
 	}
@@ -568,6 +569,7 @@ func (s *Server) callbacks() serverv3.Callbacks {
 		},
 		StreamRequestFunc: func(id int64, req *discoverygrpc.DiscoveryRequest) error {
 			s.join(id, req)
+			s.fb.request(id, req)
 			// An ACK of load assignments closes the change-to-proxy measurement.
 			if req.GetTypeUrl() != resourcev3.EndpointType || req.GetResponseNonce() == "" || req.GetErrorDetail() != nil {
 				if req.GetErrorDetail() != nil {
@@ -589,8 +591,9 @@ func (s *Server) callbacks() serverv3.Callbacks {
 			}
 			return nil
 		},
-		StreamClosedFunc: func(id int64, _ *corev3.Node) { s.leave(id) },
-		StreamResponseFunc: func(_ context.Context, _ int64, _ *discoverygrpc.DiscoveryRequest, resp *discoverygrpc.DiscoveryResponse) {
+		StreamClosedFunc: func(id int64, _ *corev3.Node) { s.leave(id); s.fb.closed(id) },
+		StreamResponseFunc: func(_ context.Context, id int64, _ *discoverygrpc.DiscoveryRequest, resp *discoverygrpc.DiscoveryResponse) {
+			s.fb.response(id, resp)
 			pushBytes.WithLabelValues(resp.GetTypeUrl()).Observe(float64(proto.Size(resp)))
 		},
 	}

@@ -32,5 +32,5 @@ var (
 // component exports only its own metrics.
 func RegisterMetrics(reg prometheus.Registerer) {
 	reg.MustRegister(clusterConnected, clusterEndpoints, clusterCredentialsExpiry, clusterIntermediateExpiry, orphansDeleted, hubViewInSync, hubViewDesyncs, hubRejected,
-		policyAccepted, policyResolved)
+		policyAccepted, policyResolved, policyProgrammedClusters)
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -20,6 +21,8 @@ import (
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/internal/etcd/keyspace"
+	"github.com/meshfed/meshfed/internal/etcd/model"
+	"github.com/meshfed/meshfed/internal/etcd/view"
 )
 
 // policyEvents are the TrafficPolicy and AuthorizationPolicy transitions an operator
@@ -28,6 +31,7 @@ import (
 var policyEvents = map[string]func(*metav1.Condition, metav1.Condition) bool{
 	v1.ConditionAccepted:     problemOrRecovery,
 	v1.ConditionResolvedRefs: problemOrRecovery,
+	v1.ConditionProgrammed:   programmedFlipped,
 }
 
 var (
@@ -67,6 +71,8 @@ type TrafficPolicyReconciler struct {
 	Client client.Client
 	KV     KV
 	Events events.EventRecorder
+	// View holds the clusters' programmed reports (Programmed); nil: NotReported.
+	View *view.View
 }
 
 // Reconcile converges one TrafficPolicy.
@@ -75,6 +81,7 @@ func (r *TrafficPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	if err := r.Client.Get(ctx, req.NamespacedName, tp); err != nil {
 		if apierrors.IsNotFound(err) {
 			recordPolicyMetrics("TrafficPolicy", &metav1.ObjectMeta{Namespace: req.Namespace, Name: req.Name}, nil, true)
+			forgetProgrammed(model.PolicyKindTraffic, req.Namespace, req.Name)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -121,7 +128,8 @@ func (r *TrafficPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 
 	status := tp.Status.DeepCopy()
 	status.ObservedGeneration = tp.Generation
-	setConditions(&status.Conditions, tp.Generation, accepted, refs, programmedNotReported())
+	setConditions(&status.Conditions, tp.Generation, accepted, refs)
+	again := setProgrammed(r.View, model.PolicyKindTraffic, tp.Namespace, tp.Name, tp.Generation, status)
 	news := transitions(tp.Status.Conditions, status.Conditions, policyEvents)
 	if wrote, uerr := writeStatus(ctx, r.Client, tp, &tp.Status, status); uerr != nil {
 		return ctrl.Result{}, uerr
@@ -132,7 +140,7 @@ func (r *TrafficPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("write traffic policy %s/%s: %w", tp.Namespace, tp.Name, err)
 	}
-	return ctrl.Result{}, nil
+	return ctrl.Result{RequeueAfter: again}, nil
 }
 
 // firstTrafficPolicy is the name of the TrafficPolicy of policies (one namespace's)
@@ -202,6 +210,8 @@ type AuthorizationPolicyReconciler struct {
 	Client client.Client
 	KV     KV
 	Events events.EventRecorder
+	// View holds the clusters' programmed reports (Programmed); nil: NotReported.
+	View *view.View
 }
 
 // Reconcile converges one AuthorizationPolicy.
@@ -210,6 +220,7 @@ func (r *AuthorizationPolicyReconciler) Reconcile(ctx context.Context, req ctrl.
 	if err := r.Client.Get(ctx, req.NamespacedName, ap); err != nil {
 		if apierrors.IsNotFound(err) {
 			recordPolicyMetrics("AuthorizationPolicy", &metav1.ObjectMeta{Namespace: req.Namespace, Name: req.Name}, nil, true)
+			forgetProgrammed(model.PolicyKindAuthorization, req.Namespace, req.Name)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -242,7 +253,8 @@ func (r *AuthorizationPolicyReconciler) Reconcile(ctx context.Context, req ctrl.
 
 	status := ap.Status.DeepCopy()
 	status.ObservedGeneration = ap.Generation
-	setConditions(&status.Conditions, ap.Generation, accepted, refs, programmedNotReported())
+	setConditions(&status.Conditions, ap.Generation, accepted, refs)
+	again := setProgrammed(r.View, model.PolicyKindAuthorization, ap.Namespace, ap.Name, ap.Generation, status)
 	news := transitions(ap.Status.Conditions, status.Conditions, policyEvents)
 	if wrote, uerr := writeStatus(ctx, r.Client, ap, &ap.Status, status); uerr != nil {
 		return ctrl.Result{}, uerr
@@ -253,7 +265,7 @@ func (r *AuthorizationPolicyReconciler) Reconcile(ctx context.Context, req ctrl.
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("write authorization policy %s/%s: %w", ap.Namespace, ap.Name, err)
 	}
-	return ctrl.Result{}, nil
+	return ctrl.Result{RequeueAfter: again}, nil
 }
 
 // existenceOnly passes creates and deletes: what changes whether a name resolves.
@@ -281,7 +293,9 @@ func setupPolicies(mgr ctrl.Manager, opts Options) error {
 		}
 		return out
 	}
-	traffic := &TrafficPolicyReconciler{Client: c, KV: opts.KV, Events: opts.Events}
+	traffic := &TrafficPolicyReconciler{Client: c, KV: opts.KV, Events: opts.Events, View: opts.View}
+	trafficReports := &programmedRequests{v: opts.View, kind: model.PolicyKindTraffic, last: map[string][]types.NamespacedName{}}
+	authzReports := &programmedRequests{v: opts.View, kind: model.PolicyKindAuthorization, last: map[string][]types.NamespacedName{}}
 	err := ctrl.NewControllerManagedBy(mgr).For(&v1.TrafficPolicy{}).Named("trafficpolicy").
 		// Another policy of the namespace appearing, changing or going decides which
 		// policy of a global service comes first (Conflicted).
@@ -294,11 +308,13 @@ func setupPolicies(mgr ctrl.Manager, opts Options) error {
 		Watches(&v1.GlobalService{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			return requests(ctx, &v1.TrafficPolicyList{}, o.GetNamespace())
 		}), existenceOnly).
+		// A cluster's report, heartbeat or registration changes the policies it reports on.
+		WatchesRawSource(viewSource(opts.View, trafficReports.requests)).
 		Complete(traffic)
 	if err != nil {
 		return err
 	}
-	authz := &AuthorizationPolicyReconciler{Client: c, KV: opts.KV, Events: opts.Events}
+	authz := &AuthorizationPolicyReconciler{Client: c, KV: opts.KV, Events: opts.Events, View: opts.View}
 	return ctrl.NewControllerManagedBy(mgr).For(&v1.AuthorizationPolicy{}).Named("authorizationpolicy").
 		Watches(&v1.MeshCluster{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
 			return requests(ctx, &v1.AuthorizationPolicyList{}, "")
@@ -306,6 +322,7 @@ func setupPolicies(mgr ctrl.Manager, opts Options) error {
 		Watches(&v1.GlobalService{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			return requests(ctx, &v1.AuthorizationPolicyList{}, o.GetNamespace())
 		}), existenceOnly).
+		WatchesRawSource(viewSource(opts.View, authzReports.requests)).
 		Complete(authz)
 }
 

@@ -22,6 +22,7 @@ func trafficPolicy(tp *v1.TrafficPolicy) (*model.TrafficPolicy, error) {
 	rec := &model.TrafficPolicy{
 		Namespace:     tp.Namespace,
 		Name:          tp.Name,
+		Generation:    tp.Generation,
 		GlobalService: string(s.GlobalService),
 		LoadBalancer:  model.LoadBalancer{Policy: string(s.LoadBalancer.Policy)},
 	}
@@ -140,6 +141,7 @@ func authorizationPolicy(ap *v1.AuthorizationPolicy) *model.AuthorizationPolicy 
 	rec := &model.AuthorizationPolicy{
 		Namespace:     ap.Namespace,
 		Name:          ap.Name,
+		Generation:    ap.Generation,
 		GlobalService: string(s.GlobalService),
 		Action:        string(s.Action),
 		DefaultAction: string(s.DefaultAction),
@@ -159,10 +161,4 @@ func authorizationPolicy(ap *v1.AuthorizationPolicy) *model.AuthorizationPolicy 
 		rec.Rules = append(rec.Rules, rule)
 	}
 	return rec
-}
-
-// programmedNotReported is the Programmed condition until agents report on policies.
-func programmedNotReported() metav1.Condition {
-	return metav1.Condition{Type: v1.ConditionProgrammed, Status: metav1.ConditionUnknown, Reason: v1.ReasonNotReported,
-		Message: "agents do not report yet whether their proxies took the policy (a later release adds it); status.clusters stays empty until then"}
 }

@@ -90,7 +90,7 @@ func TestPolicyReconcilers(t *testing.T) {
 	tp := canary("cart", "beta", "gamma")
 	step("traffic policy naming an unregistered cluster", func(t *testing.T) {
 		e.create(t, tp)
-		e.waitRecord(t, keyspace.TrafficPolicy(ns, "cart"), canaryRecord("cart", "beta", "gamma"))
+		e.waitPolicyRecord(t, keyspace.TrafficPolicy(ns, "cart"), canaryRecord("cart", "beta", "gamma"))
 		waitObject(t, e, tp, "Accepted, ResolvedRefs False naming gamma", func(o *v1.TrafficPolicy) (bool, string) {
 			return policyConds(o.Status, o.Generation, metav1.ConditionTrue, metav1.ConditionFalse, v1.ReasonAccepted, v1.ReasonUnknownCluster,
 				"subsets name clusters that are not registered: gamma")
@@ -116,7 +116,7 @@ func TestPolicyReconcilers(t *testing.T) {
 	step("a second policy of the service comes first by name", func(t *testing.T) {
 		first := canary("a-cart", "beta")
 		e.create(t, first)
-		e.waitRecord(t, keyspace.TrafficPolicy(ns, "a-cart"), canaryRecord("a-cart", "beta"))
+		e.waitPolicyRecord(t, keyspace.TrafficPolicy(ns, "a-cart"), canaryRecord("a-cart", "beta"))
 		e.waitGone(t, keyspace.TrafficPolicy(ns, "cart"))
 		waitObject(t, e, tp, "Conflicted", func(o *v1.TrafficPolicy) (bool, string) {
 			return policyConds(o.Status, o.Generation, metav1.ConditionFalse, metav1.ConditionTrue, v1.ReasonConflicted, v1.ReasonResolvedRefs, "")
@@ -124,7 +124,7 @@ func TestPolicyReconcilers(t *testing.T) {
 		e.waitEvent(t, tp, corev1.EventTypeWarning, v1.ReasonConflicted)
 		e.deleteAndWait(t, first)
 		e.waitGone(t, keyspace.TrafficPolicy(ns, "a-cart"))
-		e.waitRecord(t, keyspace.TrafficPolicy(ns, "cart"), canaryRecord("cart", "beta", "gamma"))
+		e.waitPolicyRecord(t, keyspace.TrafficPolicy(ns, "cart"), canaryRecord("cart", "beta", "gamma"))
 		waitObject(t, e, tp, "Accepted again", func(o *v1.TrafficPolicy) (bool, string) {
 			return policyConds(o.Status, o.Generation, metav1.ConditionTrue, metav1.ConditionTrue, v1.ReasonAccepted, v1.ReasonResolvedRefs, "")
 		})
@@ -142,7 +142,7 @@ func TestPolicyReconcilers(t *testing.T) {
 			return policyConds(o.Status, o.Generation, metav1.ConditionFalse, metav1.ConditionTrue, v1.ReasonInvalid, v1.ReasonResolvedRefs, "")
 		})
 		update(t, e, tp, func(o *v1.TrafficPolicy) { o.Spec.Routes[0].Match.Headers = nil })
-		e.waitRecord(t, keyspace.TrafficPolicy(ns, "cart"), canaryRecord("cart", "beta", "gamma"))
+		e.waitPolicyRecord(t, keyspace.TrafficPolicy(ns, "cart"), canaryRecord("cart", "beta", "gamma"))
 	})
 
 	// "Nobody from cluster staging may call payments", and the namespace denies by default.
@@ -155,9 +155,9 @@ func TestPolicyReconcilers(t *testing.T) {
 	step("authorization policy of a missing global service", func(t *testing.T) {
 		e.create(t, noStaging)
 		e.create(t, posture)
-		e.waitRecord(t, keyspace.AuthorizationPolicy(ns, "no-staging"), &model.AuthorizationPolicy{Namespace: ns, Name: "no-staging",
+		e.waitPolicyRecord(t, keyspace.AuthorizationPolicy(ns, "no-staging"), &model.AuthorizationPolicy{Namespace: ns, Name: "no-staging",
 			GlobalService: "payments", Action: "Deny", Rules: []model.AuthorizationRule{{From: []model.AuthorizationSource{{Clusters: []string{"beta"}}}}}})
-		e.waitRecord(t, keyspace.AuthorizationPolicy(ns, "posture"), &model.AuthorizationPolicy{Namespace: ns, Name: "posture", DefaultAction: "Deny"})
+		e.waitPolicyRecord(t, keyspace.AuthorizationPolicy(ns, "posture"), &model.AuthorizationPolicy{Namespace: ns, Name: "posture", DefaultAction: "Deny"})
 		waitObject(t, e, noStaging, "GlobalServiceNotFound", func(o *v1.AuthorizationPolicy) (bool, string) {
 			return policyConds(o.Status, o.Generation, metav1.ConditionTrue, metav1.ConditionFalse, v1.ReasonAccepted, v1.ReasonGlobalServiceNotFound,
 				"GlobalService shop/payments does not exist")
@@ -189,8 +189,8 @@ func TestPolicyReconcilers(t *testing.T) {
 		if wrote, err := r.ensure(e.ctx, time.Now()); err != nil || !wrote {
 			t.Fatalf("Ready.ensure = %v, %v", wrote, err)
 		}
-		e.waitRecord(t, keyspace.TrafficPolicy(ns, "cart"), canaryRecord("cart", "beta", "gamma"))
-		e.waitRecord(t, keyspace.AuthorizationPolicy(ns, "posture"), &model.AuthorizationPolicy{Namespace: ns, Name: "posture", DefaultAction: "Deny"})
+		e.waitPolicyRecord(t, keyspace.TrafficPolicy(ns, "cart"), canaryRecord("cart", "beta", "gamma"))
+		e.waitPolicyRecord(t, keyspace.AuthorizationPolicy(ns, "posture"), &model.AuthorizationPolicy{Namespace: ns, Name: "posture", DefaultAction: "Deny"})
 	})
 	step("delete", func(t *testing.T) {
 		e.deleteAndWait(t, tp)

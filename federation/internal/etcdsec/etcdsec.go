@@ -84,6 +84,8 @@ func EnsureCluster(ctx context.Context, a Auth, cluster, registration string) er
 		// The renewal CSR of its own etcd certificate; the answer (ClusterEtcdCert) is
 		// the hub's, or an agent could pick its own certificate.
 		{keyspace.ClusterEtcdCSR(cluster), "", rw},
+		// Its report on the policies its proxies took or refused.
+		{keyspace.ClusterProgrammed(cluster), "", rw},
 		{keyspace.ClusterServices(cluster), clientv3.GetPrefixRangeEnd(keyspace.ClusterServices(cluster)), rw},
 		{keyspace.Root, clientv3.GetPrefixRangeEnd(keyspace.Root), read},
 	}

@@ -220,6 +220,7 @@ func TestClusterACredentialsCannotWriteUnderClusterBPrefix(t *testing.T) {
 		"own info (the hub's)":             keyspace.ClusterInfo("alpha"),
 		"own etcd cert (the hub's)":        keyspace.ClusterEtcdCert("alpha"),
 		"cluster B's etcd CSR":             keyspace.ClusterEtcdCSR("beta"),
+		"cluster B's programmed report":    keyspace.ClusterProgrammed("beta"),
 		"own prefix, outside the layout":   keyspace.ClusterPrefix("alpha") + "other",
 		"own heartbeat key plus a suffix":  keyspace.ClusterHeartbeat("alpha") + "-x",
 		"prefix-sharing cluster's service": keyspace.ServiceEndpoints("alpha-2", "shop", "cart"),
@@ -302,6 +303,11 @@ func TestClusterWritesOwnKeysAndReadsEveryone(t *testing.T) {
 	mustPut(t, alpha, keyspace.ClusterEtcdCSR("alpha"), "csr")
 	if _, err := alpha.Delete(ctx, keyspace.ClusterEtcdCSR("alpha")); err != nil {
 		t.Errorf("Delete own etcd CSR: %v", err)
+	}
+	// Its report on the policies its proxies took.
+	mustPut(t, alpha, keyspace.ClusterProgrammed("alpha"), "report")
+	if _, err := alpha.Delete(ctx, keyspace.ClusterProgrammed("alpha")); err != nil {
+		t.Errorf("Delete own programmed report: %v", err)
 	}
 
 	// Reads: other clusters, the hub's records, global keys.
@@ -393,8 +399,8 @@ func TestEnsureClusterIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatalf("RoleGet: %v", err)
 	}
-	if len(first.Perm) != 6 || len(second.Perm) != len(first.Perm) {
-		t.Errorf("role has %d then %d permissions, want 6 both times", len(first.Perm), len(second.Perm))
+	if len(first.Perm) != 7 || len(second.Perm) != len(first.Perm) {
+		t.Errorf("role has %d then %d permissions, want 7 both times", len(first.Perm), len(second.Perm))
 	}
 	perms := map[string]authpb.Permission_Type{}
 	for _, p := range second.Perm {
@@ -405,6 +411,7 @@ func TestEnsureClusterIsIdempotent(t *testing.T) {
 		keyspace.ClusterSynced("alpha") + " ":          authpb.READWRITE,
 		keyspace.ClusterIntermediateCSR("alpha") + " ": authpb.READWRITE,
 		keyspace.ClusterEtcdCSR("alpha") + " ":         authpb.READWRITE,
+		keyspace.ClusterProgrammed("alpha") + " ":      authpb.READWRITE,
 		keyspace.ClusterServices("alpha") + " " + clientv3.GetPrefixRangeEnd(keyspace.ClusterServices("alpha")): authpb.READWRITE,
 		keyspace.Root + " " + clientv3.GetPrefixRangeEnd(keyspace.Root):                                         authpb.READ,
 	} {

@@ -85,7 +85,7 @@ func LimitsOf(info *model.ClusterInfo) Limits {
 func MemberWritten(kind keyspace.Kind) bool {
 	switch kind {
 	case keyspace.KindServiceEndpoints, keyspace.KindClusterHeartbeat, keyspace.KindClusterSynced,
-		keyspace.KindIntermediateCSR, keyspace.KindEtcdCSR:
+		keyspace.KindIntermediateCSR, keyspace.KindEtcdCSR, keyspace.KindProgrammed:
 		return true
 	}
 	return false

@@ -29,6 +29,7 @@ func TestGoldenKeys(t *testing.T) {
 		"intermediate csr":       "/meshfed/v1/clusters/east-1/intermediate-csr",
 		"intermediate":           "/meshfed/v1/clusters/east-1/intermediate",
 		"etcd csr":               "/meshfed/v1/clusters/east-1/etcd-csr",
+		"programmed":             "/meshfed/v1/clusters/east-1/programmed",
 		"etcd cert":              "/meshfed/v1/clusters/east-1/etcd-cert",
 	}
 	built := map[string]string{
@@ -53,6 +54,7 @@ func TestGoldenKeys(t *testing.T) {
 		"intermediate csr":       ClusterIntermediateCSR("east-1"),
 		"intermediate":           ClusterIntermediate("east-1"),
 		"etcd csr":               ClusterEtcdCSR("east-1"),
+		"programmed":             ClusterProgrammed("east-1"),
 		"etcd cert":              ClusterEtcdCert("east-1"),
 	}
 	if len(built) != len(golden) {
@@ -79,6 +81,7 @@ func TestGoldenKeys(t *testing.T) {
 		"/meshfed/v1/clusters/east-1/intermediate-csr":   {Kind: KindIntermediateCSR, Cluster: "east-1"},
 		"/meshfed/v1/clusters/east-1/intermediate":       {Kind: KindIntermediate, Cluster: "east-1"},
 		"/meshfed/v1/clusters/east-1/etcd-csr":           {Kind: KindEtcdCSR, Cluster: "east-1"},
+		"/meshfed/v1/clusters/east-1/programmed":         {Kind: KindProgrammed, Cluster: "east-1"},
 		"/meshfed/v1/clusters/east-1/etcd-cert":          {Kind: KindEtcdCert, Cluster: "east-1"},
 	}
 	for key, want := range parsed {

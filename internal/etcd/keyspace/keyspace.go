@@ -23,6 +23,7 @@ const (
 	segInterm    = "intermediate"
 	segEtcdCSR   = "etcd-csr"
 	segEtcdCert  = "etcd-cert"
+	segProgram   = "programmed"
 	segGlobal    = "global"
 	segPolicies  = "policies"
 	segTraffic   = "traffic"
@@ -78,6 +79,9 @@ const (
 	KindTrafficPolicy
 	// KindAuthorizationPolicy is the hub's record of an AuthorizationPolicy.
 	KindAuthorizationPolicy
+	// KindProgrammed is an agent's report of which policy generations its proxies
+	// took (ACKed) or refused (NACKed).
+	KindProgrammed
 )
 
 var kindNames = [...]string{
@@ -96,6 +100,7 @@ var kindNames = [...]string{
 	KindHubReady:            "HubReady",
 	KindTrafficPolicy:       "TrafficPolicy",
 	KindAuthorizationPolicy: "AuthorizationPolicy",
+	KindProgrammed:          "Programmed",
 }
 
 func (k Kind) String() string {
@@ -146,6 +151,8 @@ func (k Key) String() string {
 		return ClusterEtcdCSR(k.Cluster)
 	case KindEtcdCert:
 		return ClusterEtcdCert(k.Cluster)
+	case KindProgrammed:
+		return ClusterProgrammed(k.Cluster)
 	default:
 		panic(fmt.Sprintf("keyspace: String of key with kind %v", k.Kind))
 	}
@@ -242,6 +249,12 @@ func ClusterEtcdCert(cluster string) string {
 	return ClusterPrefix(cluster) + segEtcdCert
 }
 
+// ClusterProgrammed is the key of a cluster's report on the policies its proxies
+// were programmed with (ACKed) or refused (NACKed), written by its agent's leader.
+func ClusterProgrammed(cluster string) string {
+	return ClusterPrefix(cluster) + segProgram
+}
+
 // ClusterServices is the prefix of every ServiceEndpoints key of a cluster.
 func ClusterServices(cluster string) string {
 	return ClusterPrefix(cluster) + segServices + "/"
@@ -336,6 +349,8 @@ func Parse(key string) (Key, error) {
 		k = Key{Kind: KindEtcdCSR, Cluster: p[1]}
 	case len(p) == 3 && p[0] == segClusters && p[2] == segEtcdCert:
 		k = Key{Kind: KindEtcdCert, Cluster: p[1]}
+	case len(p) == 3 && p[0] == segClusters && p[2] == segProgram:
+		k = Key{Kind: KindProgrammed, Cluster: p[1]}
 	case len(p) == 5 && p[0] == segClusters && p[2] == segServices:
 		k = Key{Kind: KindServiceEndpoints, Cluster: p[1], Namespace: p[3], Name: p[4]}
 	case len(p) == 4 && p[0] == segGlobal && p[1] == segServices:
@@ -362,7 +377,8 @@ func Parse(key string) (Key, error) {
 // validate checks the segments k's kind uses.
 func (k Key) validate() error {
 	switch k.Kind {
-	case KindClusterInfo, KindClusterHeartbeat, KindClusterSynced, KindIntermediateCSR, KindIntermediate, KindEtcdCSR, KindEtcdCert:
+	case KindClusterInfo, KindClusterHeartbeat, KindClusterSynced, KindIntermediateCSR, KindIntermediate, KindEtcdCSR, KindEtcdCert,
+		KindProgrammed:
 		return ValidateCluster(k.Cluster)
 	case KindServiceEndpoints:
 		return firstErr(ValidateCluster(k.Cluster), ValidateNamespace(k.Namespace), ValidateName(k.Name))

@@ -23,7 +23,7 @@ var ErrInvalid = errors.New("model: invalid value")
 
 // Record is a decoded etcd value: one of *ClusterInfo, *Heartbeat, *Synced,
 // *ServiceEndpoints, *GlobalService, *Policy, *TrafficPolicy, *AuthorizationPolicy, *IntermediateCSR, *Intermediate,
-// *EtcdCSR, *EtcdCert, *TrustBundle, *HubReady.
+// *EtcdCSR, *EtcdCert, *TrustBundle, *HubReady, *Programmed.
 type Record interface {
 	// Validate reports whether the value is well-formed.
 	Validate() error
@@ -369,6 +369,8 @@ func Decode(key string, value []byte) (Record, error) {
 		rec = &TrustBundle{}
 	case keyspace.KindHubReady:
 		rec = &HubReady{}
+	case keyspace.KindProgrammed:
+		rec = &Programmed{}
 	default:
 		return nil, fmt.Errorf("%w: %s has no decoder here", ErrInvalid, k.Kind)
 	}
@@ -398,6 +400,11 @@ func agrees(k keyspace.Key, rec Record) error {
 	case *ClusterInfo:
 		if r.Name != k.Cluster {
 			return fmt.Errorf("cluster name %q does not match the key", r.Name)
+		}
+		return nil
+	case *Programmed:
+		if r.Cluster != k.Cluster {
+			return fmt.Errorf("a cluster reports only for itself: report of %q under cluster %q's key", r.Cluster, k.Cluster)
 		}
 		return nil
 	case *ServiceEndpoints:

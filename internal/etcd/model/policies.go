@@ -64,6 +64,9 @@ var headerName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$`)
 type TrafficPolicy struct {
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
+	// Generation is the object's metadata.generation: agents report per generation
+	// whether their proxies took it (Programmed).
+	Generation int64 `json:"generation,omitempty"`
 	// GlobalService names the GlobalService in Namespace the policy applies to.
 	GlobalService    string            `json:"globalService"`
 	LoadBalancer     LoadBalancer      `json:"loadBalancer"`
@@ -166,6 +169,8 @@ type WeightedSubset struct {
 type AuthorizationPolicy struct {
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
+	// Generation is the object's metadata.generation (see TrafficPolicy.Generation).
+	Generation int64 `json:"generation,omitempty"`
 	// GlobalService names the GlobalService in Namespace the policy applies to; "":
 	// every global service of Namespace.
 	GlobalService string `json:"globalService,omitempty"`

@@ -170,6 +170,9 @@ func (v *View) eachRecord(fn func(key string, rec model.Record)) {
 		if c.EtcdCert != nil {
 			fn(keyspace.ClusterEtcdCert(name), c.EtcdCert)
 		}
+		if c.Programmed != nil {
+			fn(keyspace.ClusterProgrammed(name), c.Programmed)
+		}
 	}
 	for name, p := range v.published {
 		for nn, e := range p.raw {

@@ -80,3 +80,49 @@ func sortedValues[R any](m map[NamespacedName]*R) []*R {
 	}
 	return out
 }
+
+// ClusterProgrammed is one registered cluster's report on one policy.
+type ClusterProgrammed struct {
+	Cluster string
+	// Connected: the cluster holds a live heartbeat (its report is current).
+	Connected bool
+	model.PolicyProgrammed
+}
+
+// Programmed returns what each registered cluster reports of the policy of kind
+// (model.PolicyKindTraffic or PolicyKindAuthorization) namespace/name, sorted by
+// cluster. Readers look reports up by policy, so a ref to a policy that does not
+// exist is never read, and a cluster that is not registered (no info) is not heard.
+// Each report was checked on decode: its size against the cluster's limits, its
+// bounds, and that it is the cluster's own.
+func (v *View) Programmed(kind, namespace, name string) []ClusterProgrammed {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	var out []ClusterProgrammed
+	for cname, c := range v.clusters {
+		if c.Info == nil || c.Programmed == nil {
+			continue
+		}
+		ps := c.Programmed.Policies
+		i, found := slices.BinarySearchFunc(ps, model.PolicyRef{Kind: kind, Namespace: namespace, Name: name}, func(p model.PolicyProgrammed, r model.PolicyRef) int {
+			r.Generation = p.Ref.Generation // any generation: a report lists a policy once
+			return model.ComparePolicyRefs(p.Ref, r)
+		})
+		if found {
+			out = append(out, ClusterProgrammed{Cluster: cname, Connected: c.Connected(), PolicyProgrammed: ps[i]})
+		}
+	}
+	slices.SortFunc(out, func(a, b ClusterProgrammed) int { return strings.Compare(a.Cluster, b.Cluster) })
+	return out
+}
+
+// ProgrammedReport is cluster's programmed report as written (nil if none): which
+// policies it lists, without copying the cluster.
+func (v *View) ProgrammedReport(cluster string) *model.Programmed {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if c := v.clusters[cluster]; c != nil {
+		return c.Programmed
+	}
+	return nil
+}

@@ -50,6 +50,9 @@ type Cluster struct {
 	// certificate and the hub's signed answer.
 	EtcdCSR  *model.EtcdCSR
 	EtcdCert *model.EtcdCert
+	// Programmed is the agent's report on the policy generations its proxies took
+	// or refused, as written; ProgrammedPolicies admits it.
+	Programmed *model.Programmed
 }
 
 // Connected reports whether the cluster holds a live heartbeat.
@@ -295,7 +298,7 @@ func (v *View) apply(k keyspace.Key, rec model.Record, seen bool) {
 	case keyspace.KindAuthorizationPolicy:
 		setOrDelete(v.authz, nn, rec)
 	case keyspace.KindClusterInfo, keyspace.KindClusterHeartbeat, keyspace.KindClusterSynced, keyspace.KindServiceEndpoints,
-		keyspace.KindIntermediateCSR, keyspace.KindIntermediate, keyspace.KindEtcdCSR, keyspace.KindEtcdCert:
+		keyspace.KindIntermediateCSR, keyspace.KindIntermediate, keyspace.KindEtcdCSR, keyspace.KindEtcdCert, keyspace.KindProgrammed:
 		v.applyCluster(k, nn, rec, seen)
 	case keyspace.KindTrustBundle:
 		v.bundle, _ = rec.(*model.TrustBundle)
@@ -357,6 +360,8 @@ func (v *View) applyCluster(k keyspace.Key, nn NamespacedName, rec model.Record,
 		c.EtcdCSR, _ = rec.(*model.EtcdCSR)
 	case keyspace.KindEtcdCert:
 		c.EtcdCert, _ = rec.(*model.EtcdCert)
+	case keyspace.KindProgrammed:
+		c.Programmed, _ = rec.(*model.Programmed)
 	case keyspace.KindServiceEndpoints:
 		s, _ := rec.(*model.ServiceEndpoints)
 		v.upsertService(c, nn, s)
@@ -365,7 +370,7 @@ func (v *View) applyCluster(k keyspace.Key, nn NamespacedName, rec model.Record,
 		return
 	}
 	if c.Info == nil && c.Heartbeat == nil && c.Synced == nil && len(c.Services) == 0 &&
-		c.IntermediateCSR == nil && c.Intermediate == nil && c.EtcdCSR == nil && c.EtcdCert == nil {
+		c.IntermediateCSR == nil && c.Intermediate == nil && c.EtcdCSR == nil && c.EtcdCert == nil && c.Programmed == nil {
 		delete(v.clusters, k.Cluster)
 		delete(v.cloned, k.Cluster)
 	}

@@ -21,6 +21,23 @@ import (
 type Report struct {
 	Clusters       []ClusterRow `json:"clusters"`
 	GlobalServices []ServiceRow `json:"globalServices,omitempty"`
+	Policies       []PolicyRow  `json:"policies,omitempty"`
+}
+
+// PolicyRow is one TrafficPolicy or AuthorizationPolicy and what each cluster's
+// proxies did with it.
+type PolicyRow struct {
+	Kind          string `json:"kind"`
+	Namespace     string `json:"namespace"`
+	Name          string `json:"name"`
+	GlobalService string `json:"globalService,omitempty"`
+	Generation    int64  `json:"generation"`
+	// Accepted and Programmed are the conditions' reasons (Unknown without one).
+	Accepted   string `json:"accepted"`
+	Programmed string `json:"programmed"`
+	// Clusters is status.clusters: per cluster, the generation its proxies took or
+	// why not.
+	Clusters []v1.ClusterProgrammed `json:"clusters,omitempty"`
 }
 
 // ClusterRow is one member cluster.
@@ -129,8 +146,68 @@ func Collect(ctx context.Context, hub client.Client, now time.Time, withServices
 			}
 			r.GlobalServices = append(r.GlobalServices, row)
 		}
+		policies, err := collectPolicies(ctx, hub)
+		if err != nil {
+			return nil, err
+		}
+		r.Policies = policies
 	}
 	return r, nil
+}
+
+// collectPolicies reads the traffic and authorization policies; none from a hub
+// whose API server does not know the kinds (an older release).
+func collectPolicies(ctx context.Context, hub client.Client) ([]PolicyRow, error) {
+	var out []PolicyRow
+	row := func(kind string, o metav1.Object, gs string, st v1.PolicyStatus) PolicyRow {
+		reason := func(t string) string {
+			if c := meta.FindStatusCondition(st.Conditions, t); c != nil && c.ObservedGeneration == o.GetGeneration() {
+				return c.Reason
+			}
+			return "Unknown"
+		}
+		return PolicyRow{Kind: kind, Namespace: o.GetNamespace(), Name: o.GetName(), GlobalService: gs, Generation: o.GetGeneration(),
+			Accepted: reason(v1.ConditionAccepted), Programmed: reason(v1.ConditionProgrammed), Clusters: st.Clusters}
+	}
+	traffic := &v1.TrafficPolicyList{}
+	if err := hub.List(ctx, traffic); err != nil && !meta.IsNoMatchError(err) {
+		return nil, fmt.Errorf("list TrafficPolicies: %w", err)
+	}
+	for i := range traffic.Items {
+		p := &traffic.Items[i]
+		out = append(out, row("TrafficPolicy", p, string(p.Spec.GlobalService), p.Status))
+	}
+	authz := &v1.AuthorizationPolicyList{}
+	if err := hub.List(ctx, authz); err != nil && !meta.IsNoMatchError(err) {
+		return nil, fmt.Errorf("list AuthorizationPolicies: %w", err)
+	}
+	for i := range authz.Items {
+		p := &authz.Items[i]
+		out = append(out, row("AuthorizationPolicy", p, string(p.Spec.GlobalService), p.Status))
+	}
+	return out, nil
+}
+
+// perCluster is the PROGRAMMED column's detail: each reporting cluster and whether
+// its proxies took the policy's generation ("alpha ok, beta refused, gamma g3").
+func perCluster(p PolicyRow) string {
+	if len(p.Clusters) == 0 {
+		return "-"
+	}
+	parts := make([]string, 0, len(p.Clusters))
+	for _, c := range p.Clusters {
+		state := "ok"
+		switch {
+		case c.Generation != p.Generation:
+			state = fmt.Sprintf("g%d", c.Generation)
+		case !c.Programmed && strings.HasPrefix(c.Message, "refused"):
+			state = "refused"
+		case !c.Programmed:
+			state = "pending"
+		}
+		parts = append(parts, c.Cluster+" "+state)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // credentials is the CREDENTIALS column: CredentialsValid's reason, with the time
@@ -204,7 +281,38 @@ func (r *Report) Print(w io.Writer, format string) error {
 		printExcluded(tw, r.GlobalServices)
 		printConflicts(tw, r.GlobalServices)
 	}
+	if len(r.Policies) > 0 {
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, "POLICY\tKIND\tSERVICE\tGEN\tACCEPTED\tPROGRAMMED\tCLUSTERS")
+		for _, p := range r.Policies {
+			gs := p.GlobalService
+			if gs == "" {
+				gs = "(namespace)"
+			}
+			fmt.Fprintf(tw, "%s/%s\t%s\t%s\t%d\t%s\t%s\t%s\n", p.Namespace, p.Name, p.Kind, gs, p.Generation, p.Accepted, p.Programmed, perCluster(p))
+		}
+		printNotProgrammed(tw, r.Policies)
+	}
 	return tw.Flush()
+}
+
+// printNotProgrammed lists, under the policies, each cluster whose proxies refused a
+// policy's generation or have not taken it, with the message.
+func printNotProgrammed(w io.Writer, policies []PolicyRow) {
+	header := false
+	for _, p := range policies {
+		for _, c := range p.Clusters {
+			if c.Programmed && c.Generation == p.Generation {
+				continue
+			}
+			if !header {
+				fmt.Fprintln(w)
+				fmt.Fprintln(w, "NOT PROGRAMMED\tCLUSTER\tGEN\tMESSAGE")
+				header = true
+			}
+			fmt.Fprintf(w, "%s/%s\t%s\t%d\t%s\n", p.Namespace, p.Name, c.Cluster, c.Generation, c.Message)
+		}
+	}
 }
 
 // printRefused lists, under the clusters, what the hub refuses of each cluster's

@@ -361,3 +361,42 @@ func TestPrintRefusedAndConflicts(t *testing.T) {
 }
 
 func ptrTime(t time.Time) *time.Time { return &t }
+
+// Policies are listed with what each cluster's proxies did with their current
+// generation; the clusters that did not take it are listed with the message.
+func TestCollectAndPrintPolicies(t *testing.T) {
+	now := metav1.NewTime(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	tp := &v1.TrafficPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "cart", Generation: 2},
+		Spec: v1.TrafficPolicySpec{GlobalService: "cart"},
+		Status: v1.PolicyStatus{ObservedGeneration: 2, Conditions: []metav1.Condition{
+			{Type: v1.ConditionAccepted, Status: metav1.ConditionTrue, Reason: v1.ReasonAccepted, ObservedGeneration: 2, LastTransitionTime: now},
+			{Type: v1.ConditionProgrammed, Status: metav1.ConditionFalse, Reason: v1.ReasonRefused, ObservedGeneration: 2, LastTransitionTime: now},
+		}, Clusters: []v1.ClusterProgrammed{
+			{Cluster: "alpha", Generation: 2, Programmed: true},
+			{Cluster: "beta", Generation: 2, Message: "refused by proxy web-1 (us-east/us-east-1c): max_ejection_percent = 101"},
+			{Cluster: "gamma", Generation: 1, Message: "the cluster's proxies use generation 1"},
+		}}}
+	ap := &v1.AuthorizationPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "posture", Generation: 1}}
+	r, err := Collect(context.Background(), newFakeHub(t, nil, tp, ap), now.Time, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Policies) != 2 || r.Policies[0].Programmed != "Refused" || r.Policies[1].Programmed != "Unknown" {
+		t.Fatalf("policies = %+v", r.Policies)
+	}
+	var buf bytes.Buffer
+	if err := r.Print(&buf, "table"); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"POLICY        KIND                 SERVICE      GEN  ACCEPTED  PROGRAMMED  CLUSTERS",
+		"shop/posture  AuthorizationPolicy  (namespace)  1    Unknown   Unknown     -",
+		"shop/cart     TrafficPolicy        cart         2    Accepted  Refused     alpha ok, beta refused, gamma g1",
+		"shop/cart       beta     2    refused by proxy web-1 (us-east/us-east-1c): max_ejection_percent = 101",
+		"shop/cart       gamma    1    the cluster's proxies use generation 1",
+	} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, buf.String())
+		}
+	}
+}
