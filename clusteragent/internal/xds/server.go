@@ -493,7 +493,8 @@ func (s *Server) input(now time.Time) Input {
 			p, _ := v.Policy(ns, name)
 			return p
 		},
-		Since: s.since, Now: now, GatewayUp: s.probe.up, Offline: v.Offline,
+		TrafficPolicy: v.TrafficPolicy,
+		Since:         s.since, Now: now, GatewayUp: s.probe.up, Offline: v.Offline,
 	}
 }
 
@@ -547,10 +548,10 @@ func (s *Server) trustDomain() string {
 // Withheld), so a change of reason alone pushes nothing.
 func sameServed(a, b Target) bool {
 	return a.Namespace == b.Namespace && a.Name == b.Name && a.Hostname == b.Hostname && a.Port == b.Port &&
-		reflect.DeepEqual(a.Policy, b.Policy) &&
+		reflect.DeepEqual(a.Policy, b.Policy) && reflect.DeepEqual(a.Traffic, b.Traffic) &&
 		slices.EqualFunc(a.Localities, b.Localities, func(x, y Locality) bool {
 			return x.Cluster == y.Cluster && x.Region == y.Region && x.Zone == y.Zone && x.Network == y.Network &&
-				x.State == y.State && x.Total == y.Total &&
+				x.State == y.State && x.Total == y.Total && maps.Equal(x.Totals, y.Totals) &&
 				slices.Equal(x.Healthy, y.Healthy) && slices.Equal(x.Gateways, y.Gateways)
 		})
 }
