@@ -179,7 +179,8 @@ func retries(attempts int32, on ...string) *model.Retries {
 // TestPolicyRetries: a backend failing 30% of calls with UNAVAILABLE is invisible
 // when the route retries it enough (failures ≈ n·0.3^(attempts+1): 10 retries give
 // 2,000·0.3^11 ≈ 0.0004 expected failures), and visible with the default route's 2
-// retries (≈ 2,000·0.3^3 = 54).
+// retries (≈ 400·0.3^3 ≈ 11 of 400 calls; none at all has odds of 2·10⁻⁵; 400, not
+// 2,000, as the default backoff of 25 ms would make the test slow).
 func TestPolicyRetries(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)
@@ -189,7 +190,7 @@ func TestPolicyRetries(t *testing.T) {
 	conn := client(t, s.Addr(), "us-east", "us-east-1a")
 	eventuallyAll(t, ctx, conn, "flaky") // (echo.Call retries nothing itself: a failure fails it)
 
-	without := calls(ctx, conn, 2000)
+	without := calls(ctx, conn, 400)
 	if without.failed[codes.Unavailable] == 0 {
 		t.Errorf("without the policy: %v, want failures", without)
 	}
@@ -316,16 +317,28 @@ func TestPolicySplitEmptySubset(t *testing.T) {
 	eventuallyAll(t, ctx, conn, "alpha/us-east-1a")
 	w.setTraffic(&model.TrafficPolicy{Subsets: []model.Subset{{Name: "canary", Clusters: []string{"beta"}}},
 		Routes: []model.Route{{Name: "canary", Split: []model.WeightedSubset{{Subset: "", Weight: 50}, {Subset: "canary", Weight: 50}}}}})
-	w.setReady("beta", "", false)
-	waitPolicy(t, "every call to land in alpha while beta is down", func() error {
-		if o := calls(ctx, conn, 200); o.landed["alpha/us-east-1a"] != 200 {
+	canary := func(o outcome) int { return o.landed["beta/us-east-1c"] + o.landed["beta/us-east-1d"] }
+	waitPolicy(t, "the canary to get calls", func() error {
+		if o := calls(ctx, conn, 100); canary(o) == 0 || len(o.failed) > 0 {
 			return fmt.Errorf("%v", o)
 		}
 		return nil
 	})
+	// Without the rule, half the calls would fail: grpc-go has no fallback between
+	// the clusters of a split.
+	w.setReady("beta", "", false)
+	waitPolicy(t, "every call to land in alpha while beta is down", func() error {
+		if o := calls(ctx, conn, 100); o.landed["alpha/us-east-1a"] != 100 {
+			return fmt.Errorf("%v", o)
+		}
+		return nil
+	})
+	if o := calls(ctx, conn, 1000); o.landed["alpha/us-east-1a"] != 1000 {
+		t.Errorf("with the canary empty: %v, want every call in alpha/us-east-1a", o)
+	}
 	w.setReady("beta", "", true)
 	waitPolicy(t, "the canary to get calls again", func() error {
-		if o := calls(ctx, conn, 200); o.landed["beta/us-east-1c"]+o.landed["beta/us-east-1d"] == 0 || len(o.failed) > 0 {
+		if o := calls(ctx, conn, 100); canary(o) == 0 || len(o.failed) > 0 {
 			return fmt.Errorf("%v", o)
 		}
 		return nil
