@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/meshfed/meshfed/clusteragent/internal/xds"
 	"github.com/meshfed/meshfed/internal/dev/testutil"
 	"github.com/meshfed/meshfed/internal/etcd/keyspace"
 	"github.com/meshfed/meshfed/internal/etcd/model"
@@ -336,6 +337,7 @@ func TestPolicySplitEmptySubset(t *testing.T) {
 	if o := calls(ctx, conn, 1000); o.landed["alpha/us-east-1a"] != 1000 {
 		t.Errorf("with the canary empty: %v, want every call in alpha/us-east-1a", o)
 	}
+	explainCanary(t, s, false)
 	w.setReady("beta", "", true)
 	waitPolicy(t, "the canary to get calls again", func() error {
 		if o := calls(ctx, conn, 100); canary(o) == 0 || len(o.failed) > 0 {
@@ -343,6 +345,28 @@ func TestPolicySplitEmptySubset(t *testing.T) {
 		}
 		return nil
 	})
+	explainCanary(t, s, true)
+}
+
+// explainCanary checks what Explain says of the canary subset: its cluster, whether
+// it is live, and its table (beta's zones).
+func explainCanary(t *testing.T, s *xds.Server, live bool) {
+	t.Helper()
+	ex, err := s.Explain("shop", "cart", "us-east-1a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range ex[0].Subsets {
+		if sub.Subset != "canary" {
+			continue
+		}
+		if sub.Cluster != xds.SubsetClusterName("cart.shop.svc.clusterset.local", 8080, "canary") || sub.Live != live ||
+			(live && !strings.Contains(sub.Text, "us-east-1c")) {
+			t.Errorf("explained canary %+v, want live %v and beta's zones", sub, live)
+		}
+		return
+	}
+	t.Errorf("explanation %+v has no canary subset", ex[0])
 }
 
 // TestPolicyRingHash: calls with the same hash key land on one backend; when it

@@ -607,6 +607,22 @@ type Explanation struct {
 	Excluded []Excluded `json:"excluded"`
 	// Text is Table rendered for humans.
 	Text string `json:"text"`
+	// Subsets are the TrafficPolicy subsets the port's routes split to, each with
+	// its own table (SubsetTarget); none without a split.
+	Subsets []SubsetExplanation `json:"subsets,omitempty"`
+}
+
+// SubsetExplanation is the table of one subset of a split: what its cluster's load
+// assignment holds for the client.
+type SubsetExplanation struct {
+	// Subset is the subset's name, "" for the endpoints in no subset.
+	Subset string `json:"subset"`
+	// Cluster is its cluster's name (SubsetClusterName).
+	Cluster string `json:"cluster"`
+	// Live is false when it has no healthy endpoint anywhere: the splits leave it
+	// out, the others sharing its weight.
+	Live bool   `json:"live"`
+	Text string `json:"text"`
 }
 
 // Excluded is one exclusion of an Explanation. Zone is "" when the whole cluster is.
@@ -643,6 +659,7 @@ func (s *Server) Explain(namespace, name, zone string) ([]Explanation, error) {
 		for _, x := range table.Excluded {
 			e.Excluded = append(e.Excluded, Excluded{Cluster: x.Cluster, Region: x.Region, Zone: x.Zone, Reason: x.Reason})
 		}
+		e.Subsets = explainSubsets(client, t)
 		out = append(out, e)
 	}
 	if len(out) == 0 {

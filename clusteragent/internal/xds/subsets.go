@@ -217,3 +217,14 @@ func (g *groupBuilt) setSubsets(listener string, subs map[string]*resource) []st
 	g.subsets[listener] = kept
 	return names
 }
+
+// explainSubsets are the tables of t's split subsets for client.
+func explainSubsets(client Client, t Target) []SubsetExplanation {
+	live := liveSubsets(t)
+	var out []SubsetExplanation
+	for _, s := range splitSubsets(t.Traffic) {
+		out = append(out, SubsetExplanation{Subset: s, Cluster: SubsetClusterName(t.Hostname, t.Port, s),
+			Live: slices.Contains(live, s), Text: Table(client, SubsetTarget(t, s)).String()})
+	}
+	return out
+}
