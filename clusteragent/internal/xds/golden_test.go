@@ -13,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -110,6 +113,7 @@ func golden(t *testing.T, name string, v *view.View, mtls bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	consistent(t, snap)
 	var out bytes.Buffer
 	for _, typ := range []types.ResponseType{types.Listener, types.Route, types.Cluster, types.Endpoint} {
 		items := snap.Resources[typ].Items
@@ -152,4 +156,36 @@ func render(t *testing.T, r types.Resource) string {
 		t.Fatal(err)
 	}
 	return indented.String() + "\n"
+}
+
+// consistent checks that every cluster a route names is served, and every EDS
+// cluster's load assignment.
+func consistent(t *testing.T, snap *cachev3.Snapshot) {
+	t.Helper()
+	clusters, assignments := snap.Resources[types.Cluster].Items, snap.Resources[types.Endpoint].Items
+	for name, r := range snap.Resources[types.Route].Items {
+		for _, vh := range r.Resource.(*routev3.RouteConfiguration).GetVirtualHosts() {
+			for _, rt := range vh.GetRoutes() {
+				a := rt.GetRoute()
+				names := []string{a.GetCluster()}
+				for _, w := range a.GetWeightedClusters().GetClusters() {
+					names = append(names, w.GetName())
+				}
+				for _, n := range names {
+					if _, ok := clusters[n]; n != "" && !ok {
+						t.Errorf("route %s names cluster %s, not served", name, n)
+					}
+				}
+			}
+		}
+	}
+	for name, r := range clusters {
+		c := r.Resource.(*clusterv3.Cluster)
+		if c.GetType() != clusterv3.Cluster_EDS {
+			continue
+		}
+		if _, ok := assignments[c.GetEdsClusterConfig().GetServiceName()]; !ok {
+			t.Errorf("cluster %s has no load assignment %s", name, c.GetEdsClusterConfig().GetServiceName())
+		}
+	}
 }
