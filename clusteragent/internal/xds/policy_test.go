@@ -245,29 +245,41 @@ func TestPolicyTimeoutAndFault(t *testing.T) {
 	t.Logf("10%% fault: %v", o)
 }
 
-// TestPolicySplit: a 5% split to a subset (by cluster: beta; by label: version=v2 on
-// beta's endpoints) gets 5% ± 1.5% of 4,000 calls from a client in alpha, and keeps
-// its share when the rest's copies in the client's zone, then in its cluster, die:
-// the rest fails over (to alpha's other zone, then to gamma), the subset keeps its 5%.
+// TestPolicySplit: a 5% split to a subset (by cluster: beta's two zones; by label:
+// version=v2, which only beta's us-east-1c carries) gets 5% ± 1.5% of 4,000 calls
+// from a client in alpha, and keeps its share when the rest's copies in the client's
+// zone, then in its cluster, die: the rest fails over (to alpha's other zone, then to
+// the next cluster's endpoints of the rest), the subset keeps its 5%.
 func TestPolicySplit(t *testing.T) {
-	for name, subset := range map[string]model.Subset{
-		"cluster": {Name: "canary", Clusters: []string{"beta"}},
-		"label":   {Name: "canary", Labels: map[string]string{"version": "v2"}},
+	for name, tc := range map[string]struct {
+		subset model.Subset
+		canary []string // where the subset's calls land
+		last   []string // where the rest lands once alpha is down
+	}{
+		"cluster": {model.Subset{Name: "canary", Clusters: []string{"beta"}},
+			[]string{"beta/us-east-1c", "beta/us-east-1d"}, []string{"gamma/eu-west-1a", "gamma/eu-west-1b"}},
+		"label": {model.Subset{Name: "canary", Labels: map[string]string{"version": "v2"}},
+			[]string{"beta/us-east-1c"}, []string{"beta/us-east-1d"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
 			w := newWorld(t)
 			w.setLabels("beta", "us-east-1c", map[string]string{"version": "v2"})
-			w.setLabels("beta", "us-east-1d", map[string]string{"version": "v2"})
 			s := startServer(t, w, "alpha")
 			conn := client(t, s.Addr(), "us-east", "us-east-1a")
 			eventuallyAll(t, ctx, conn, "alpha/us-east-1a")
 
-			w.setTraffic(&model.TrafficPolicy{Subsets: []model.Subset{subset}, Routes: []model.Route{{Name: "canary",
+			w.setTraffic(&model.TrafficPolicy{Subsets: []model.Subset{tc.subset}, Routes: []model.Route{{Name: "canary",
 				Split: []model.WeightedSubset{{Subset: "", Weight: 95}, {Subset: "canary", Weight: 5}}}}})
-			canary := func(o outcome) int { return o.landed["beta/us-east-1c"] + o.landed["beta/us-east-1d"] }
-			waitPolicy(t, "the split to send calls to beta", func() error {
-				if o := calls(ctx, conn, 200); canary(o) == 0 || len(o.failed) > 0 {
+			count := func(o outcome, ids []string) int {
+				n := 0
+				for _, id := range ids {
+					n += o.landed[id]
+				}
+				return n
+			}
+			waitPolicy(t, "the split to send calls to the canary", func() error {
+				if o := calls(ctx, conn, 200); count(o, tc.canary) == 0 || len(o.failed) > 0 {
 					return fmt.Errorf("%v", o)
 				}
 				return nil
@@ -278,31 +290,22 @@ func TestPolicySplit(t *testing.T) {
 			}{
 				{"", "", []string{"alpha/us-east-1a"}},
 				{"alpha", "us-east-1a", []string{"alpha/us-east-1b"}},
-				{"alpha", "", []string{"gamma/eu-west-1a", "gamma/eu-west-1b"}},
+				{"alpha", "", tc.last},
 			} {
 				if step.kill != "" {
 					w.setReady(step.kill, step.zone, false)
 					waitPolicy(t, "the rest to fail over to "+strings.Join(step.rest, ", "), func() error {
-						o := calls(ctx, conn, 100)
-						n := canary(o)
-						for _, r := range step.rest {
-							n += o.landed[r]
-						}
-						if n != 100 {
+						if o := calls(ctx, conn, 100); count(o, tc.canary)+count(o, step.rest) != 100 {
 							return fmt.Errorf("%v", o)
 						}
 						return nil
 					})
 				}
 				o := calls(ctx, conn, 4000)
-				rest := 0
-				for _, r := range step.rest {
-					rest += o.landed[r]
+				if len(o.failed) > 0 || count(o, tc.canary)+count(o, step.rest) != 4000 {
+					t.Errorf("after %s/%s died: %v, want only %v and %v", step.kill, step.zone, o, tc.canary, step.rest)
 				}
-				if len(o.failed) > 0 || canary(o)+rest != 4000 {
-					t.Errorf("after %s/%s died: %v, want only canary and %v", step.kill, step.zone, o, step.rest)
-				}
-				within(t, "canary's share after "+step.kill+"/"+step.zone+" died", float64(canary(o))/4000, 0.05, 0.015)
+				within(t, "canary's share after "+step.kill+"/"+step.zone+" died", float64(count(o, tc.canary))/4000, 0.05, 0.015)
 			}
 		})
 	}
