@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
@@ -460,4 +461,68 @@ func TestPolicyRingHash(t *testing.T) {
 		t.Logf("ring rebuilt without %s: %d of %d keys of survivors moved between survivors", victim, moved, len(before))
 		return nil
 	})
+}
+
+// TestPolicyNothingRefused: a real client takes every resource a TrafficPolicy shapes
+// (least request in wrr_locality, outlier detection, routes by method and header,
+// retries, timeout, fault, a split; then ring hash): the server counts no NACK.
+func TestPolicyNothingRefused(t *testing.T) {
+	ctx := context.Background()
+	reg := prometheus.NewRegistry()
+	xds.RegisterMetrics(reg)
+	nacks := func() float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0.0
+		for _, mf := range mfs {
+			if mf.GetName() == "meshfed_xds_nacks_total" {
+				for _, m := range mf.GetMetric() {
+					n += m.GetCounter().GetValue()
+				}
+			}
+		}
+		return n
+	}
+	before := nacks()
+	w := newWorld(t)
+	s := startServer(t, w, "alpha")
+	conn := client(t, s.Addr(), "us-east", "us-east-1a")
+	eventuallyAll(t, ctx, conn, "alpha/us-east-1a")
+	yes := "yes"
+	w.setTraffic(&model.TrafficPolicy{LoadBalancer: model.LoadBalancer{Policy: model.LoadBalancerLeastRequest},
+		OutlierDetection: &model.OutlierDetection{ConsecutiveErrors: 5, Interval: metav1.Duration{Duration: time.Second},
+			BaseEjectionTime: metav1.Duration{Duration: 30 * time.Second}, MaxEjectionPercent: 50},
+		Subsets: []model.Subset{{Name: "canary", Clusters: []string{"beta"}}},
+		Routes: []model.Route{
+			{Name: "aborted", Methods: []string{"/grpc.testing.TestService/UnaryCall"}, Headers: []model.HeaderMatch{{Name: "x-abort", Exact: &yes}},
+				Fault: &model.Fault{Abort: &model.FaultAbort{PerMillion: 1_000_000, Code: "PermissionDenied"}}},
+			{Name: "split", Timeout: metav1.Duration{Duration: 5 * time.Second}, Retries: retries(3, "Unavailable", "ResourceExhausted"),
+				Split: []model.WeightedSubset{{Subset: "", Weight: 50}, {Subset: "canary", Weight: 50}}},
+		}})
+	waitPolicy(t, "the routes and the split to apply", func() error {
+		if o := calls(ctx, conn, 1, "x-abort", "yes"); o.failed[codes.PermissionDenied] != 1 {
+			return fmt.Errorf("header route: %v", o)
+		}
+		if o := calls(ctx, conn, 100); o.landed["beta/us-east-1c"]+o.landed["beta/us-east-1d"] == 0 || len(o.failed) > 0 {
+			return fmt.Errorf("split: %v", o)
+		}
+		return nil
+	})
+	w.setTraffic(&model.TrafficPolicy{LoadBalancer: model.LoadBalancer{Policy: model.LoadBalancerRingHash, HashHeader: "x-user"},
+		Routes: []model.Route{{Name: "aborted", Headers: []model.HeaderMatch{{Name: "x-abort", Exact: &yes}},
+			Fault: &model.Fault{Abort: &model.FaultAbort{PerMillion: 1_000_000, Code: "Aborted"}}}}})
+	waitPolicy(t, "the ring hash policy to apply", func() error {
+		if o := calls(ctx, conn, 1, "x-abort", "yes"); o.failed[codes.Aborted] != 1 {
+			return fmt.Errorf("header route: %v", o)
+		}
+		return nil
+	})
+	if o := calls(ctx, conn, 50); len(o.failed) > 0 {
+		t.Errorf("under ring hash: %v", o)
+	}
+	if n := nacks() - before; n != 0 {
+		t.Errorf("%v responses refused", n)
+	}
 }
