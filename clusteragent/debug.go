@@ -181,6 +181,13 @@ func debugHandlers(mux *http.ServeMux, cluster string, v *view.View, explain exp
 		}
 		for _, e := range out {
 			fmt.Fprintf(w, "%s:%d\n%s\n", e.Hostname, e.Port, e.Text)
+			for _, sub := range e.Subsets {
+				state := ""
+				if !sub.Live {
+					state = " (no healthy endpoint: left out of splits)"
+				}
+				fmt.Fprintf(w, "subset %q, cluster %s%s\n%s\n", sub.Subset, sub.Cluster, state, sub.Text)
+			}
 		}
 	})
 	// Profiles, as istiod and cilium-agent serve them on their debug ports.

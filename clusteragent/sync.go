@@ -124,11 +124,13 @@ func (p publishView) WaitSynced(ctx context.Context) error { return p.View.WaitL
 
 var _ publish.View = publishView{}
 
-// followGlobalServices tells pub of every change to the global services in v, until
+// followGlobalServices tells pub of every change to the global services (and traffic
+// policies, which name the labels records carry) in v, until
 // the returned function is called.
 func followGlobalServices(v *view.View, pub *publish.Publisher) (unsubscribe func()) {
 	return v.Subscribe(func(k keyspace.Key) {
-		if k.Kind == keyspace.KindGlobalService {
+		// A traffic policy may name label keys endpoint records must carry.
+		if k.Kind == keyspace.KindGlobalService || k.Kind == keyspace.KindTrafficPolicy {
 			pub.GlobalServicesChanged()
 		}
 	})

@@ -2,6 +2,7 @@ package publish
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -97,11 +98,13 @@ func newPodInformer(c kubernetes.Interface, resync time.Duration) cache.SharedIn
 		})
 }
 
-// slimPod is what the Publisher keeps of a pod.
+// slimPod is what the Publisher keeps of a pod: its service account, and its labels
+// (endpoint records carry some, see EndpointLabels).
 func slimPod(pod *corev1.Pod) *corev1.Pod {
 	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID, ResourceVersion: pod.ResourceVersion},
-		Spec:       corev1.PodSpec{ServiceAccountName: pod.Spec.ServiceAccountName},
+		ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID, ResourceVersion: pod.ResourceVersion,
+			Labels: pod.Labels},
+		Spec: corev1.PodSpec{ServiceAccountName: pod.Spec.ServiceAccountName},
 	}
 }
 
@@ -122,8 +125,9 @@ func (p *Publisher) podAccount(ns string) func(string) (string, bool) {
 }
 
 // podHandler re-evaluates the Services with an endpoint on a pod that appeared or
-// went away: an EndpointSlice may name a pod before the pod cache holds it. A pod's
-// service account never changes, so updates are ignored.
+// went away, or whose labels changed: an EndpointSlice may name a pod before the pod
+// cache holds it, and endpoint records carry some of the labels. A pod's service
+// account never changes.
 func (p *Publisher) podHandler() cache.ResourceEventHandler {
 	enqueue := func(obj any) {
 		nn, ok := objectName(obj)
@@ -139,6 +143,13 @@ func (p *Publisher) podHandler() cache.ResourceEventHandler {
 		AddFunc: func(obj any, initial bool) {
 			if !initial {
 				enqueue(obj)
+			}
+		},
+		UpdateFunc: func(old, obj any) {
+			if o, ok := old.(*corev1.Pod); ok {
+				if n, ok := obj.(*corev1.Pod); ok && !maps.Equal(o.Labels, n.Labels) {
+					enqueue(obj)
+				}
 			}
 		},
 		DeleteFunc: enqueue,

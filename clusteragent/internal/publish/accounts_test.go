@@ -1,6 +1,8 @@
 package publish
 
 import (
+	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -109,7 +111,7 @@ func TestPublishedServiceAccounts(t *testing.T) {
 	view := newFakeView(globals, nil)
 	view.open()
 	sink := newRecordingSink(view)
-	startPublisher(t, Options{Cluster: accountsCluster, Kube: m.kube, Sink: sink, View: view, Logger: testLogger(t), ResyncPeriod: -1})
+	p := startPublisher(t, Options{Cluster: accountsCluster, Kube: m.kube, Sink: sink, View: view, Logger: testLogger(t), ResyncPeriod: -1})
 	accounts := func(name string, want ...string) {
 		t.Helper()
 		key := keyspace.ServiceEndpoints(accountsCluster, ns, name)
@@ -139,6 +141,34 @@ func TestPublishedServiceAccounts(t *testing.T) {
 	accounts("cart", "cart", "default")
 	createPod("cart-3", "cart-canary")
 	accounts("cart", "cart", "cart-canary", "default")
+
+	// A change of a pod's labels is published, only the keys that can matter: the
+	// default ones, then those a traffic policy's subsets name once it arrives.
+	labels := func(want map[string]string) {
+		t.Helper()
+		testutil.Eventually(t, waitFor, "cart-1's labels", testutil.Check(func() (bool, string) {
+			rec := sink.get(t, keyspace.ServiceEndpoints(accountsCluster, ns, "cart"))
+			for _, e := range rec.Endpoints {
+				if e.Address == "192.0.2.1" {
+					return maps.Equal(e.Labels, want), fmt.Sprintf("labels %v", e.Labels)
+				}
+			}
+			return false, "no endpoint 192.0.2.1"
+		}))
+	}
+	pod, err := m.kube.CoreV1().Pods(ns).Get(ctx, "cart-1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod.Labels = map[string]string{"version": "v2", "track": "canary", "pod-template-hash": "abc"}
+	if _, err := m.kube.CoreV1().Pods(ns).Update(ctx, pod, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	labels(map[string]string{"version": "v2"})
+	view.setTraffic(&model.TrafficPolicy{Namespace: ns, Name: "cart", GlobalService: "cart",
+		Subsets: []model.Subset{{Name: "canary", Labels: map[string]string{"track": "canary"}}}})
+	p.GlobalServicesChanged() // as the agent does on a traffic policy's change
+	labels(map[string]string{"version": "v2", "track": "canary"})
 }
 
 func describeAccounts(a []string) string {

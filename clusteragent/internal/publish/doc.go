@@ -12,7 +12,7 @@
 //
 // Run starts informers for Services, EndpointSlices (only those labelled
 // kubernetes.io/service-name), Nodes (only name and zone are kept), Pods that have not
-// finished (only name and service account are kept) and, when the cluster serves
+// finished (only name, service account and labels are kept) and, when the cluster serves
 // multicluster.x-k8s.io/v1alpha1, ServiceExports. Once every cache is
 // synced and View.WaitSynced has returned, it makes a first pass: every exported
 // Service is upserted, and every key of View.PublishedServices that is not exported
@@ -20,7 +20,10 @@
 // was down). Then it calls Sink.MarkSynced. After that, events enqueue the affected
 // Service, and one worker recomputes it: upsert if exported, delete if it was
 // published and is not any more. A Node whose zone label changes re-evaluates only the
-// Services with an endpoint that takes its zone from that node. GlobalServicesChanged,
+// Services with an endpoint that takes its zone from that node; a Pod whose labels
+// change, the Services with an endpoint on it (records carry the labels LabelKeys
+// names: DefaultEndpointLabels and the keys the view's TrafficPolicies' subsets select
+// by, when the View has TrafficPolicies). GlobalServicesChanged,
 // and a timer every Options.ResyncPeriod, enqueue a full pass like the first.
 //
 // # Invariants

@@ -152,6 +152,7 @@ type fakeView struct {
 	mu        sync.Mutex
 	globals   []model.GlobalService
 	published []string
+	traffic   []*model.TrafficPolicy
 
 	waitOnce sync.Once
 	waiting  chan struct{} // closed when WaitSynced is first called
@@ -183,6 +184,19 @@ func (v *fakeView) WaitSynced(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// TrafficPolicies makes fakeView a policyView.
+func (v *fakeView) TrafficPolicies() []*model.TrafficPolicy {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return slices.Clone(v.traffic)
+}
+
+func (v *fakeView) setTraffic(tps ...*model.TrafficPolicy) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.traffic = tps
 }
 
 func (v *fakeView) setGlobals(globals []model.GlobalService) {

@@ -542,6 +542,7 @@ func (p *Publisher) publish(key string, svc *corev1.Service, exportedBy []string
 		epSlices = append(epSlices, o.(*discoveryv1.EndpointSlice))
 	}
 	rec := Build(svc, epSlices, p.nodeZones(epSlices), exportedBy)
+	p.labelEndpoints(&rec)
 	var invalid []string
 	rec.ServiceAccounts, invalid = ServiceAccounts(svc, epSlices, p.podAccount(svc.Namespace))
 	if len(invalid) > 0 {

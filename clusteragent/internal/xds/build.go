@@ -3,12 +3,14 @@ package xds
 import (
 	"cmp"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/meshfed/meshfed/internal/etcd/model"
 	"github.com/meshfed/meshfed/internal/etcd/view"
 	"github.com/meshfed/meshfed/internal/xdsnames"
 )
@@ -53,6 +55,11 @@ type targetResources struct {
 	accounts                 []Account
 	listener, route, cluster *resource
 	gatewayCluster           *resource
+	// traffic and live are the TrafficPolicy and live subsets (liveSubsets) the
+	// listener, route and clusters were built with; subsets its subsets' clusters.
+	traffic *model.TrafficPolicy
+	live    []string
+	subsets map[string]*resource
 }
 
 // sharedResources are the listeners, routes and clusters every group gets, and what
@@ -105,29 +112,38 @@ func (b *builder) buildShared(prev *sharedResources, targets []Target, servers [
 	for _, t := range targets {
 		name, cluster, sni := ListenerName(t.Hostname, t.Port), ClusterName(t.Hostname, t.Port), xdsnames.SNI(t.Hostname, t.Port)
 		r := prev.target(name)
-		if r == nil || (trustDomain != "" && !slices.Equal(r.accounts, t.Accounts)) {
-			next := &targetResources{accounts: t.Accounts}
+		live := liveSubsets(t)
+		sameTraffic := r != nil && reflect.DeepEqual(r.traffic, t.Traffic) && slices.Equal(r.live, live)
+		accountsChanged := r != nil && trustDomain != "" && !slices.Equal(r.accounts, t.Accounts)
+		if !sameTraffic || accountsChanged {
+			next := &targetResources{accounts: t.Accounts, traffic: t.Traffic, live: live}
 			var err error
-			if r != nil {
+			if accountsChanged {
 				changed = append(changed, t)
+			}
+			if sameTraffic {
 				next.listener, next.route, next.gatewayCluster = r.listener, r.route, r.gatewayCluster
 			} else {
-				if next.listener, err = b.make(clientListener(t.Hostname, t.Port)); err != nil {
+				if next.listener, err = b.make(targetListener(t)); err != nil {
 					errs = append(errs, err)
 				}
-				if next.route, err = b.make(routeConfig(t.Hostname, t.Port)); err != nil {
+				if next.route, err = b.make(targetRoute(t, live)); err != nil {
 					errs = append(errs, err)
 				}
 				if next.gatewayCluster, err = b.make(gatewayCluster(t)); err != nil {
 					errs = append(errs, err)
 				}
 			}
-			if next.cluster, err = b.make(edsCluster(t.Hostname, t.Port, trustDomain, t.Accounts)); err != nil {
+			if next.cluster, err = b.make(targetCluster(t, trustDomain, cluster)); err != nil {
 				errs = append(errs, err)
 			}
+			next.subsets, errs = b.subsetClusters(t, trustDomain, errs)
 			r = next
 		}
 		sh.byTarget[name] = r
+		for n, c := range r.subsets {
+			sh.clusters.byName[n] = c
+		}
 		for _, x := range []struct {
 			rs   *resources
 			name string
@@ -168,7 +184,8 @@ func (sh *sharedResources) server(name string) (*resource, bool) {
 func sameShared(prev *sharedResources, targets []Target, servers []serverAddr, mtls bool) bool {
 	return prev != nil && slices.Equal(prev.servers, servers) &&
 		slices.EqualFunc(prev.targets, targets, func(x, y Target) bool {
-			return x.Hostname == y.Hostname && x.Port == y.Port && (!mtls || slices.Equal(x.Accounts, y.Accounts))
+			return x.Hostname == y.Hostname && x.Port == y.Port && (!mtls || slices.Equal(x.Accounts, y.Accounts)) &&
+				reflect.DeepEqual(x.Traffic, y.Traffic) && slices.Equal(liveSubsets(x), liveSubsets(y))
 		})
 }
 

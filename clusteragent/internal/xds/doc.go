@@ -14,6 +14,12 @@
 // no connection drains), and this cluster's east-west gateway gets its SNI listener,
 // clusters and load assignments.
 //
+// A global service with a TrafficPolicy gets its routes, retries, timeouts, faults,
+// load balancing and outlier detection in those resources (policyroutes.go), and a
+// Cluster and load assignment outbound|<port>|<subset>|<hostname> per subset its
+// splits name, each prioritized like the main one over the subset's endpoints alone
+// (subsets.go; policy.SubsetOf decides an endpoint's subset).
+//
 // The path from view to proxy is: Targets (the view's global service ports with their
 // localities and the member clusters that serve them nothing, pure), the failback hold
 // (localities that recovered too recently are withheld), then per group of proxies

@@ -61,6 +61,9 @@ func (s *Server) tagPolicies(served []Target, servers []serverAddr) policyTags {
 		tags.tag(resourcev3.ListenerType, name, tp.Ref())
 		tags.tag(resourcev3.RouteType, name, tp.Ref())
 		tags.tag(resourcev3.ClusterType, ClusterName(t.Hostname, t.Port), tp.Ref())
+		for _, sub := range splitSubsets(tp) {
+			tags.tag(resourcev3.ClusterType, SubsetClusterName(t.Hostname, t.Port, sub), tp.Ref())
+		}
 	}
 
 	// Server listeners: the AuthorizationPolicies of the global services each of this

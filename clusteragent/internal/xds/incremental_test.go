@@ -82,6 +82,13 @@ func TestOneChangeRebuildsOnlyItsService(t *testing.T) {
 		v.OnUpsert(keyspace.Policy("ns", "quick"), &model.Policy{Namespace: "ns", Name: "quick",
 			FailbackHold: metav1.Duration{Duration: time.Minute}})
 	}, 2, 6)
+	// A traffic policy may change any global service of its namespace (it may have
+	// named another before): every one of them is recomputed, and only the one it
+	// names gets new load assignments.
+	step("a traffic policy", func() {
+		v.OnUpsert(keyspace.TrafficPolicy("ns", "tp"), &model.TrafficPolicy{Namespace: "ns", Name: "tp", GlobalService: "svc007",
+			LoadBalancer: model.LoadBalancer{Policy: model.LoadBalancerLeastRequest}})
+	}, 30, 3)
 	step("a new global service", func() {
 		v.OnUpsert(keyspace.GlobalService("ns", "extra"), &model.GlobalService{Namespace: "ns", Name: "extra",
 			Hostname: "extra.ns.global", Service: &model.ServiceRef{Namespace: "ns", Name: "svc001"},

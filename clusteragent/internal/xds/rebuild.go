@@ -58,7 +58,8 @@ func newDirty() dirty {
 }
 
 func (d *dirty) empty() bool {
-	return !d.all && !d.self && !d.tags && len(d.clusters) == 0 && len(d.services) == 0 && len(d.globals) == 0 && len(d.policies) == 0 && len(d.authz) == 0
+	return !d.all && !d.self && !d.tags && len(d.clusters) == 0 && len(d.services) == 0 && len(d.globals) == 0 && len(d.policies) == 0 &&
+		len(d.authz) == 0 && len(d.namespaces) == 0
 }
 
 // add records a change of key k; self is this agent's cluster. It reports whether k
@@ -89,6 +90,8 @@ func (d *dirty) add(k keyspace.Key, self string) bool {
 		d.authz[k.Namespace] = true
 		d.tags = true
 	case keyspace.KindTrafficPolicy:
+		// It may change any global service of its namespace (see view.TrafficPolicy).
+		d.namespaces[k.Namespace] = true
 		d.tags = true
 	default:
 		return false
@@ -154,6 +157,9 @@ type servedTarget struct {
 // cluster name, and the set published (with the gateway's).
 type groupBuilt struct {
 	cla map[string]*resource
+	// subsets are the names of the subsets' load assignments in cla, by target
+	// listener name (setSubsets).
+	subsets map[string][]string
 }
 
 // mark records a change of the view (Subscribe's callback) and wakes the loop if it
@@ -342,6 +348,7 @@ func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 		}
 		client := Client{Cluster: s.opts.Cluster, Region: g.Region, Zone: g.Zone}
 		b := &groupBuilt{}
+		var subsetNames []string // of subsets' load assignments set or removed
 		build := changedNames
 		if prev == nil {
 			b.cla = make(map[string]*resource, len(served))
@@ -350,9 +357,10 @@ func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 				build = append(build, ListenerName(t.Hostname, t.Port))
 			}
 		} else {
-			b.cla = maps.Clone(prev.cla)
+			b.cla, b.subsets = maps.Clone(prev.cla), maps.Clone(prev.subsets)
 			for _, t := range removed {
 				delete(b.cla, ClusterName(t.Hostname, t.Port))
+				subsetNames = append(subsetNames, b.setSubsets(ListenerName(t.Hostname, t.Port), nil)...)
 			}
 		}
 		for _, name := range build {
@@ -369,6 +377,9 @@ func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 				continue
 			}
 			b.cla[ClusterName(t.Hostname, t.Port)] = r
+			subs, e := s.build.subsetAssignments(client, t)
+			errs = append(errs, e...)
+			subsetNames = append(subsetNames, b.setSubsets(name, subs)...)
 		}
 		s.assignments.Add(int64(len(build)))
 		builtAssignments.Add(float64(len(build)))
@@ -384,6 +395,7 @@ func (s *Server) rebuild(ctx context.Context, start time.Time) error {
 			for _, t := range removed {
 				names = append(names, ClusterName(t.Hostname, t.Port), xdsnames.SNI(t.Hostname, t.Port))
 			}
+			names = append(names, subsetNames...)
 		}
 		s.cache.setEndpoints(key, rs, names)
 		pushed++

@@ -78,15 +78,16 @@ func socketAddress(ip string, port uint32) *corev3.Address {
 	}}}
 }
 
-// clientListener is the API listener of a global service port, routing through RDS.
-func clientListener(hostname string, port uint32) *listenerv3.Listener {
+// clientListener is the API listener of a global service port, routing through RDS;
+// filters go before the router.
+func clientListener(hostname string, port uint32, filters ...*hcmv3.HttpFilter) *listenerv3.Listener {
 	name := ListenerName(hostname, port)
 	manager := &hcmv3.HttpConnectionManager{
 		StatPrefix: name,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			ConfigSource: ads(), RouteConfigName: name,
 		}},
-		HttpFilters: []*hcmv3.HttpFilter{routerFilter()},
+		HttpFilters: append(filters, routerFilter()),
 	}
 	return &listenerv3.Listener{Name: name, ApiListener: &listenerv3.ApiListener{ApiListener: mustAny(manager)}}
 }
@@ -190,6 +191,9 @@ type LocalityEndpoints struct {
 type Endpoint struct {
 	Address string
 	Port    uint32
+	// Subset is the TrafficPolicy subset the endpoint is in ("": none, or the service
+	// has no subsets): only subsets' load assignments read it (SubsetTarget).
+	Subset string
 }
 
 // loadAssignment lists the endpoints of a global service port by locality and

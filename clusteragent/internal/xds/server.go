@@ -495,7 +495,8 @@ func (s *Server) input(now time.Time) Input {
 			p, _ := v.Policy(ns, name)
 			return p
 		},
-		Since: s.since, Now: now, GatewayUp: s.probe.up, Offline: v.Offline,
+		TrafficPolicy: v.TrafficPolicy,
+		Since:         s.since, Now: now, GatewayUp: s.probe.up, Offline: v.Offline,
 	}
 }
 
@@ -549,10 +550,10 @@ func (s *Server) trustDomain() string {
 // Withheld), so a change of reason alone pushes nothing.
 func sameServed(a, b Target) bool {
 	return a.Namespace == b.Namespace && a.Name == b.Name && a.Hostname == b.Hostname && a.Port == b.Port &&
-		reflect.DeepEqual(a.Policy, b.Policy) &&
+		reflect.DeepEqual(a.Policy, b.Policy) && reflect.DeepEqual(a.Traffic, b.Traffic) &&
 		slices.EqualFunc(a.Localities, b.Localities, func(x, y Locality) bool {
 			return x.Cluster == y.Cluster && x.Region == y.Region && x.Zone == y.Zone && x.Network == y.Network &&
-				x.State == y.State && x.Total == y.Total &&
+				x.State == y.State && x.Total == y.Total && maps.Equal(x.Totals, y.Totals) &&
 				slices.Equal(x.Healthy, y.Healthy) && slices.Equal(x.Gateways, y.Gateways)
 		})
 }
@@ -610,6 +611,22 @@ type Explanation struct {
 	Excluded []Excluded `json:"excluded"`
 	// Text is Table rendered for humans.
 	Text string `json:"text"`
+	// Subsets are the TrafficPolicy subsets the port's routes split to, each with
+	// its own table (SubsetTarget); none without a split.
+	Subsets []SubsetExplanation `json:"subsets,omitempty"`
+}
+
+// SubsetExplanation is the table of one subset of a split: what its cluster's load
+// assignment holds for the client.
+type SubsetExplanation struct {
+	// Subset is the subset's name, "" for the endpoints in no subset.
+	Subset string `json:"subset"`
+	// Cluster is its cluster's name (SubsetClusterName).
+	Cluster string `json:"cluster"`
+	// Live is false when it has no healthy endpoint anywhere: the splits leave it
+	// out, the others sharing its weight.
+	Live bool   `json:"live"`
+	Text string `json:"text"`
 }
 
 // Excluded is one exclusion of an Explanation. Zone is "" when the whole cluster is.
@@ -646,6 +663,7 @@ func (s *Server) Explain(namespace, name, zone string) ([]Explanation, error) {
 		for _, x := range table.Excluded {
 			e.Excluded = append(e.Excluded, Excluded{Cluster: x.Cluster, Region: x.Region, Zone: x.Zone, Reason: x.Reason})
 		}
+		e.Subsets = explainSubsets(client, t)
 		out = append(out, e)
 	}
 	if len(out) == 0 {

@@ -35,6 +35,9 @@ type Target struct {
 	// with mTLS, a client accepts only a server holding one of their identities (see
 	// AccountsOf). Every port of a global service shares one slice; never modify it.
 	Accounts []Account
+	// Traffic is the global service's TrafficPolicy, nil if none: its routes, load
+	// balancing and subsets (SubsetTarget) shape the route and clusters served.
+	Traffic *model.TrafficPolicy
 }
 
 // Account is a service account of a member cluster: with the mesh's trust domain it
@@ -111,6 +114,9 @@ type Locality struct {
 	// Healthy are the endpoints traffic may go to; Total counts every endpoint.
 	Healthy []Endpoint
 	Total   int
+	// Totals count every endpoint by subset (Endpoint.Subset), when the service's
+	// TrafficPolicy has subsets; nil otherwise.
+	Totals map[string]int
 	// Gateways, for a cluster on another network, are its east-west gateways: the
 	// addresses a client sends the locality's traffic to, weighted by Healthy.
 	Gateways []Endpoint
@@ -127,6 +133,9 @@ type Input struct {
 	Clusters []view.Cluster
 	Globals  []model.GlobalService
 	Policy   func(namespace, name string) *model.Policy
+	// TrafficPolicy returns the TrafficPolicy of a global service, nil if none; nil:
+	// none has one.
+	TrafficPolicy func(namespace, globalService string) *model.TrafficPolicy
 	// Since is when this process started watching: a cluster never seen alive is
 	// treated as having lapsed then.
 	Since time.Time
@@ -180,6 +189,10 @@ func globalTargetsFrom(in Input, network string, g *model.GlobalService, prev []
 	if g.Policy != "" && in.Policy != nil {
 		policy = in.Policy(g.Namespace, g.Policy)
 	}
+	var tp *model.TrafficPolicy
+	if in.TrafficPolicy != nil {
+		tp = in.TrafficPolicy(g.Namespace, g.Name)
+	}
 	// Each cluster's accounts are kept with its part of the first port (a global
 	// service's ports share their accounts).
 	out := make([]Target, 0, len(g.Ports))
@@ -189,7 +202,7 @@ func globalTargetsFrom(in Input, network string, g *model.GlobalService, prev []
 		accounts = AccountsOf(in.Clusters, g)
 	}
 	for i, gp := range g.Ports {
-		t := Target{Namespace: g.Namespace, Name: g.Name, Hostname: g.Hostname, Port: uint32(gp.Port), Policy: policy}
+		t := Target{Namespace: g.Namespace, Name: g.Name, Hostname: g.Hostname, Port: uint32(gp.Port), Policy: policy, Traffic: tp}
 		parts[i] = make(map[string]part, len(in.Clusters))
 		nl, nx := 0, 0
 		for _, c := range in.Clusters {
@@ -198,7 +211,7 @@ func globalTargetsFrom(in Input, network string, g *model.GlobalService, prev []
 				p, ok = prev[i][c.Name]
 			}
 			if !ok {
-				p.locs, p.excluded = localitiesOf(in, network, c, g, gp, policy)
+				p.locs, p.excluded = localitiesOf(in, network, c, g, gp, policy, tp)
 				if i == 0 {
 					p.accounts = clusterAccounts(c, g)
 				}
@@ -293,7 +306,7 @@ func implicitExports(in Input, globals []model.GlobalService) []model.GlobalServ
 
 // localitiesOf returns cluster c's localities serving global port gp of g, and the
 // member Services of c that serve it nothing, with the reason.
-func localitiesOf(in Input, network string, c view.Cluster, g *model.GlobalService, gp model.GlobalPort, policy *model.Policy) ([]Locality, []Exclusion) {
+func localitiesOf(in Input, network string, c view.Cluster, g *model.GlobalService, gp model.GlobalPort, policy *model.Policy, tp *model.TrafficPolicy) ([]Locality, []Exclusion) {
 	var excluded []Exclusion
 	exclude := func(zone, reason string) {
 		region := ""
@@ -353,8 +366,15 @@ func localitiesOf(in Input, network string, c view.Cluster, g *model.GlobalServi
 				zones[e.Zone] = l
 			}
 			l.Total++
+			subset := subsetOf(tp, c.Name, e.Labels)
+			if hasSubsets(tp) {
+				if l.Totals == nil {
+					l.Totals = map[string]int{}
+				}
+				l.Totals[subset]++
+			}
 			if e.Ready {
-				l.Healthy = append(l.Healthy, Endpoint{Address: e.Address, Port: port})
+				l.Healthy = append(l.Healthy, Endpoint{Address: e.Address, Port: port, Subset: subset})
 			}
 		}
 		if n == 0 {

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/util/validation"
+
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/internal/etcd/keyspace"
 	"github.com/meshfed/meshfed/internal/etcd/model"
@@ -23,6 +25,9 @@ const (
 	AddressOutOfRange = "AddressOutOfRange"
 	// DuplicateAddress: an address already in the record (the first is kept).
 	DuplicateAddress = "DuplicateAddress"
+	// InvalidLabels: an endpoint with more than model.MaxEndpointLabels labels, or
+	// a key or value Kubernetes would refuse.
+	InvalidLabels = "InvalidLabels"
 	// TooManyEndpoints: endpoints beyond MaxEndpointsPerService.
 	TooManyEndpoints = "TooManyEndpoints"
 	// TooManyServices: a whole record beyond MaxServices, in key order.
@@ -139,6 +144,8 @@ func Record(info *model.ClusterInfo, rec *model.ServiceEndpoints) (*model.Servic
 			refuse(AddressOutOfRange, "", fmt.Sprintf("%s is outside %s", addr, strings.Join(info.AddressRanges, ", ")))
 		case e.Zone != "" && !slices.Contains(info.Zones, e.Zone):
 			refuse(ZoneNotDeclared, e.Zone, fmt.Sprintf("%s claims zone %s it does not declare", info.Name, e.Zone))
+		case labelsInvalid(e.Labels) != "":
+			refuse(InvalidLabels, "", fmt.Sprintf("%s: %s", addr, labelsInvalid(e.Labels)))
 		case seen[endpointKey(addr, e.Ports)]:
 			refuse(DuplicateAddress, "", fmt.Sprintf("%s appears more than once", addr))
 		default:
@@ -229,4 +236,20 @@ func Summary(rs []Rejection) string {
 		b.WriteString(r.Reason + " " + strconv.Itoa(r.Count) + " (" + r.Detail + ")")
 	}
 	return b.String()
+}
+
+// labelsInvalid says what is wrong with an endpoint's labels, "" if nothing.
+func labelsInvalid(labels map[string]string) string {
+	if len(labels) > model.MaxEndpointLabels {
+		return fmt.Sprintf("%d labels, more than %d", len(labels), model.MaxEndpointLabels)
+	}
+	for k, v := range labels {
+		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
+			return fmt.Sprintf("label key %q: %s", k, errs[0])
+		}
+		if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
+			return fmt.Sprintf("label %s value %q: %s", k, v, errs[0])
+		}
+	}
+	return ""
 }

@@ -172,3 +172,30 @@ func TestRecordKeepsChangedAt(t *testing.T) {
 		}
 	}
 }
+
+// TestRecordRefusesInvalidLabels: an endpoint with more labels than
+// model.MaxEndpointLabels, or one Kubernetes would refuse, is refused with the reason;
+// bounded valid labels pass.
+func TestRecordRefusesInvalidLabels(t *testing.T) {
+	info := &model.ClusterInfo{Name: "beta", Region: "us-east", Zones: []string{"us-east-1b"}, Network: "default"}
+	labelled := func(addr string, labels map[string]string) model.Endpoint {
+		e := ep(addr, "us-east-1b")
+		e.Labels = labels
+		return e
+	}
+	many := map[string]string{}
+	for i := range model.MaxEndpointLabels + 1 {
+		many[fmt.Sprintf("k%d", i)] = "v"
+	}
+	got, rejected := admit.Record(info, record(
+		labelled("10.0.0.1", map[string]string{"version": "v2"}),
+		labelled("10.0.0.2", many),
+		labelled("10.0.0.3", map[string]string{"version": "not a value"}),
+	))
+	if want := []string{"10.0.0.1"}; !reflect.DeepEqual(addrs(got), want) {
+		t.Errorf("admitted %v, want %v", addrs(got), want)
+	}
+	if len(rejected) != 1 || rejected[0].Reason != admit.InvalidLabels || rejected[0].Count != 2 {
+		t.Errorf("rejected %+v, want 2 endpoints for %s", rejected, admit.InvalidLabels)
+	}
+}

@@ -15,6 +15,8 @@
 // does not declare (ZoneNotDeclared; "" for an unknown zone stays allowed: such
 // endpoints never match any client's zone, so they cannot pose as another cluster's
 // zone); a second endpoint with an address already in the record (DuplicateAddress);
+// more labels than model.MaxEndpointLabels, or a label Kubernetes would refuse
+// (InvalidLabels);
 // the endpoints beyond MaxEndpointsPerService, the highest addresses first
 // (TooManyEndpoints). Per cluster, the readers refuse the records beyond MaxServices
 // in key order (TooManyServices) and, before decoding, values larger than

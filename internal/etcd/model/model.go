@@ -153,7 +153,14 @@ type Endpoint struct {
 	Terminating bool   `json:"terminating,omitempty"`
 	// Ports are the endpoint's ports by the Service port name they serve.
 	Ports []EndpointPort `json:"ports"`
+	// Labels are the labels of the endpoint's Pod that traffic policies' subsets may
+	// select by: at most MaxEndpointLabels, keys and values as Kubernetes allows
+	// (package admit refuses an endpoint beyond that). The publisher chooses which.
+	Labels map[string]string `json:"labels,omitempty"`
 }
+
+// MaxEndpointLabels bounds Endpoint.Labels.
+const MaxEndpointLabels = 8
 
 // EndpointPort is the port an endpoint serves a named Service port on.
 type EndpointPort struct {

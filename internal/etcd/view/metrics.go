@@ -11,7 +11,7 @@ var (
 		Namespace: "meshfed",
 		Subsystem: "view",
 		Name:      "rejected_endpoints",
-		Help:      "Endpoints of member clusters' records this reader refuses now, by the cluster that published them and the reason (ZoneNotDeclared, AddressReserved, AddressOutOfRange, DuplicateAddress, TooManyEndpoints).",
+		Help:      "Endpoints of member clusters' records this reader refuses now, by the cluster that published them and the reason (ZoneNotDeclared, AddressReserved, AddressOutOfRange, DuplicateAddress, InvalidLabels, TooManyEndpoints).",
 	}, []string{"cluster", "reason"})
 
 	rejectedRecords = prometheus.NewGaugeVec(prometheus.GaugeOpts{
