@@ -113,7 +113,7 @@ func (b *builder) buildShared(prev *sharedResources, targets []Target, servers [
 		name, cluster, sni := ListenerName(t.Hostname, t.Port), ClusterName(t.Hostname, t.Port), xdsnames.SNI(t.Hostname, t.Port)
 		r := prev.target(name)
 		live := liveSubsets(t)
-		sameTraffic := r != nil && reflect.DeepEqual(r.traffic, t.Traffic) && slices.Equal(r.live, live)
+		sameTraffic := r != nil && sameTrafficPolicy(r.traffic, t.Traffic) && slices.Equal(r.live, live)
 		accountsChanged := r != nil && trustDomain != "" && !slices.Equal(r.accounts, t.Accounts)
 		if !sameTraffic || accountsChanged {
 			next := &targetResources{accounts: t.Accounts, traffic: t.Traffic, live: live}
@@ -185,8 +185,20 @@ func sameShared(prev *sharedResources, targets []Target, servers []serverAddr, m
 	return prev != nil && slices.Equal(prev.servers, servers) &&
 		slices.EqualFunc(prev.targets, targets, func(x, y Target) bool {
 			return x.Hostname == y.Hostname && x.Port == y.Port && (!mtls || slices.Equal(x.Accounts, y.Accounts)) &&
-				reflect.DeepEqual(x.Traffic, y.Traffic) && slices.Equal(liveSubsets(x), liveSubsets(y))
+				sameTrafficPolicy(x.Traffic, y.Traffic) && slices.Equal(liveSubsets(x), liveSubsets(y))
 		})
+}
+
+// sameTrafficPolicy reports whether a and b make the same resources: equal but for
+// their generation (a new generation of the same content serves the same bytes at the
+// same version, which proxies that ACKed it have).
+func sameTrafficPolicy(a, b *model.TrafficPolicy) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	x, y := *a, *b
+	x.Generation, y.Generation = 0, 0
+	return reflect.DeepEqual(x, y)
 }
 
 // publish hands the shared resources to the cache.
