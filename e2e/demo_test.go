@@ -10,12 +10,15 @@ import (
 )
 
 // TestDemo plays make demo's story: its steady phases must have zero failed requests
-// and every request where the policy sends it (demo.Run fails otherwise).
+// and every request where the policy sends it; in act two, the canary's share within
+// its tolerance, every call of the caller the AuthorizationPolicy leaves out refused
+// with PERMISSION_DENIED (counted apart from failures), none of the allowed one's,
+// and policy explain's verdicts agreeing (demo.Run fails otherwise).
 func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	err := demo.Run(ctx, demo.Options{Dir: t.TempDir(), MeshfedBinary: meshfedBin(), EchoCommand: []string{meshfedctlBin(), "dev", "echo"}, Out: &out, Requests: 100})
+	err := demo.Run(ctx, demo.Options{Dir: t.TempDir(), MeshfedBinary: meshfedBin(), Meshfedctl: meshfedctlBin(), EchoCommand: []string{meshfedctlBin(), "dev", "echo"}, Out: &out, Requests: 100})
 	t.Logf("demo output:\n%s", out.String())
 	if err != nil {
 		t.Fatal(err)

@@ -19,16 +19,22 @@ import (
 
 func devEchoCommand() *cobra.Command {
 	var (
-		servers []string
-		certDir string
+		servers   []string
+		certDir   string
+		xdsServer string
+		locality  string
 	)
 	cmd := &cobra.Command{
-		Use:    "echo --serve ADDR=ID [--serve …] [--cert-dir DIR]",
+		Use:    "echo --serve ADDR=ID [--serve …] [--cert-dir DIR] [--xds-server ADDR --locality REGION/ZONE]",
 		Short:  "Run gRPC echo backends that answer with their identity (for the sandbox and the demo)",
 		Hidden: true,
 		RunE: func(*cobra.Command, []string) error {
+			region, zone, _ := strings.Cut(locality, "/")
+			if xdsServer != "" && (region == "" || zone == "") {
+				return fmt.Errorf("--locality %q: use REGION/ZONE, the backends' locality (with --xds-server)", locality)
+			}
 			opts := []grpc.ServerOption{}
-			if certDir != "" {
+			if certDir != "" && xdsServer == "" {
 				creds, err := mtlsCreds(certDir)
 				if err != nil {
 					return err
@@ -44,6 +50,13 @@ func devEchoCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
+				if xdsServer != "" {
+					if _, err := echo.ServeXDS(l, id, echo.Proxy{XDSServer: xdsServer, NodeID: "echo-" + addr,
+						Region: region, Zone: zone, CertDir: certDir}); err != nil {
+						return err
+					}
+					continue
+				}
 				s := grpc.NewServer(opts...)
 				echo.Register(s, id)
 				go s.Serve(l) //nolint:errcheck // runs until the process ends
@@ -56,6 +69,8 @@ func devEchoCommand() *cobra.Command {
 	}
 	cmd.Flags().StringArrayVar(&servers, "serve", nil, "ADDR=ID: serve on ADDR, answering with ID (repeatable)")
 	cmd.Flags().StringVar(&certDir, "cert-dir", "", "serve mTLS with DIR/{tls.crt,tls.key,ca.crt}, requiring client certificates")
+	cmd.Flags().StringVar(&xdsServer, "xds-server", "", "serve as proxyless gRPC xDS servers of the agent at ADDR: its Listener decides the mTLS (with --cert-dir's certificate) and the authorization")
+	cmd.Flags().StringVar(&locality, "locality", "", "REGION/ZONE of the backends, for the agent (with --xds-server)")
 	return cmd
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -24,12 +25,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	xdscreds "google.golang.org/grpc/credentials/xds"
+	"google.golang.org/grpc/status"
 	grpcxds "google.golang.org/grpc/xds"
 
 	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/internal/dev/echo"
+	"github.com/meshfed/meshfed/internal/dev/netlink"
 	"github.com/meshfed/meshfed/internal/dev/proc"
 	"github.com/meshfed/meshfed/internal/dev/sandbox"
 	"github.com/meshfed/meshfed/internal/dev/testnet"
@@ -39,9 +43,12 @@ import (
 type Options struct {
 	Dir           string
 	MeshfedBinary string
-	// EchoCommand runs the demo's gRPC echo backends; `--serve ADDR=ID` and
-	// `--cert-dir DIR` are appended. Default: this executable's `dev echo`
-	// (meshfedctl's).
+	// Meshfedctl is the meshfedctl binary the demo runs `policy explain` with.
+	// Default: this executable.
+	Meshfedctl string
+	// EchoCommand runs the demo's gRPC echo backends; `--serve ADDR=ID`,
+	// `--cert-dir DIR`, `--xds-server ADDR` and `--locality REGION/ZONE` are
+	// appended. Default: Meshfedctl's `dev echo`.
 	EchoCommand []string
 	Out         io.Writer
 	// Requests per phase. Default 200.
@@ -53,12 +60,15 @@ const target = "cart.shop.svc.clusterset.local:8080"
 // Run plays the demo and returns an error if a steady phase had failures or traffic
 // went somewhere it should not.
 func Run(ctx context.Context, opts Options) error {
-	if len(opts.EchoCommand) == 0 {
+	if opts.Meshfedctl == "" {
 		self, err := os.Executable()
 		if err != nil {
 			return err
 		}
-		opts.EchoCommand = []string{self, "dev", "echo"}
+		opts.Meshfedctl = self
+	}
+	if len(opts.EchoCommand) == 0 {
+		opts.EchoCommand = []string{opts.Meshfedctl, "dev", "echo"}
 	}
 	if os.Getenv("GRPC_EXPERIMENTAL_XDS_SNI") != "true" {
 		return errors.New("run with GRPC_EXPERIMENTAL_XDS_SNI=true in the environment (make demo does): grpc-go sends the SNI east-west gateways route on only then")
@@ -91,6 +101,21 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer host.Close()
+	// The backends are proxyless gRPC xDS servers of their cluster's agent: its
+	// Listener gives them their mTLS and the authorization rules of act two. They
+	// reach the agent from their network namespace through a relay on the host's side
+	// of its link.
+	gw := host.Addr(0).As4()
+	gw[3] = 1
+	relays := map[string]string{}
+	for _, c := range s.Clusters {
+		l, err := netlink.Listen(net.JoinHostPort(netip.AddrFrom4(gw).String(), "0"), c.XDSAddr)
+		if err != nil {
+			return err
+		}
+		defer l.Close()
+		relays[c.Name] = l.Addr()
+	}
 	backends := map[string]*proc.Process{}
 	slices_ := map[string]*discoveryv1.EndpointSlice{}
 	start := func(c *sandbox.Cluster, i int) error {
@@ -100,7 +125,7 @@ func Run(ctx context.Context, opts Options) error {
 			serve = append(serve, "--serve", net.JoinHostPort(addr, "8080")+"="+c.Name+"/"+c.Zones[0])
 		}
 		p, err := host.Run(c.Name+"-cart", slices.Concat(opts.EchoCommand, []string{"--cert-dir",
-			filepath.Join(c.CertDir, "shop", "cart")}, serve))
+			filepath.Join(c.CertDir, "shop", "cart"), "--xds-server", relays[c.Name], "--locality", c.Region + "/" + c.Zones[0]}, serve))
 		backends[c.Name] = p
 		return err
 	}
@@ -140,7 +165,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer conn.Close()
-	if err := until(ctx, func() bool { l, f := send(ctx, conn, 10); return f == 0 && l["alpha/"+alpha.Zones[0]] == 10 }); err != nil {
+	if err := until(ctx, func() bool { t := send(ctx, conn, 10); return t.failed == 0 && t.landed["alpha/"+alpha.Zones[0]] == 10 }); err != nil {
 		return fmt.Errorf("traffic never settled on alpha: %w", err)
 	}
 	// Converged: alpha's agent has every cluster's copies healthy, none held back or
@@ -153,16 +178,11 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("alpha's agent never had every cluster's copies healthy: %w\n%s", err, explain(ctx, alpha))
 	}
 
-	type phase struct {
-		name   string
-		steady bool
-		want   string // cluster every request of a steady phase lands in
-		landed map[string]int
-		failed int
-	}
 	var phases []*phase
-	run := func(name string, steady bool, want string, during func()) {
-		p := &phase{name: name, steady: steady, want: want}
+	// run sends n calls over conn while during runs; check says what is wrong with
+	// the phase ("" if nothing; nil for a phase in which failures are expected).
+	run := func(name string, conn *grpc.ClientConn, n int, check func(*phase) string, during func()) {
+		p := &phase{name: name, calls: n}
 		done := make(chan struct{})
 		go func() {
 			if during != nil {
@@ -170,12 +190,26 @@ func Run(ctx context.Context, opts Options) error {
 			}
 			close(done)
 		}()
-		p.landed, p.failed = send(ctx, conn, opts.Requests)
+		p.tally = send(ctx, conn, n)
 		<-done
 		phases = append(phases, p)
-		say("   %-34s %v, %d failed", name, p.landed, p.failed)
-		if steady && !allIn(p.landed, want) {
-			say("%s", explain(ctx, alpha))
+		denied := ""
+		if p.denied > 0 {
+			denied = fmt.Sprintf(", %d denied", p.denied)
+		}
+		say("   %-34s %v, %d failed%s", name, p.landed, p.failed, denied)
+		if check != nil {
+			p.problem = check(p)
+		}
+	}
+	// steadyIn: every call lands in cluster, none fails.
+	steadyIn := func(cluster string) func(*phase) string {
+		return func(p *phase) string {
+			if p.failed > 0 || p.denied > 0 || p.byCluster()[cluster] != p.calls {
+				say("%s", explain(ctx, alpha))
+				return "calls failed or landed outside " + cluster
+			}
+			return ""
 		}
 	}
 	setReady := func(c string, ready bool) {
@@ -190,55 +224,71 @@ func Run(ctx context.Context, opts Options) error {
 	}
 
 	say("== 1. steady: the client in alpha stays in its zone")
-	run("steady, local", true, "alpha", nil)
+	run("steady, local", conn, opts.Requests, steadyIn("alpha"), nil)
 	say("== 2. alpha's copies fail (readiness off, then the processes die)")
-	run("failover", false, "", func() {
+	run("failover", conn, opts.Requests, nil, func() {
 		setReady("alpha", false)
 		time.Sleep(500 * time.Millisecond) // the kubelet marks pods unready before they are gone
 		backends["alpha"].Stop(5 * time.Second)
 	})
-	run("steady, through gamma's gateway", true, "gamma", nil)
+	run("steady, through gamma's gateway", conn, opts.Requests, steadyIn("gamma"), nil)
 	say("== 3. alpha's copies come back")
-	run("failback", false, "", func() {
+	run("failback", conn, opts.Requests, nil, func() {
 		if err := start(alpha, 0); err == nil {
 			time.Sleep(time.Second)
 			setReady("alpha", true)
 		}
 	})
-	_ = until(ctx, func() bool { l, _ := send(ctx, conn, 10); return l["alpha/"+alpha.Zones[0]] == 10 })
-	run("steady, back home", true, "alpha", nil)
+	_ = until(ctx, func() bool { t := send(ctx, conn, 10); return t.landed["alpha/"+alpha.Zones[0]] == 10 })
+	run("steady, back home", conn, opts.Requests, steadyIn("alpha"), nil)
+
+	if err := policyAct(ctx, opts, s, hub, conn, run, steadyIn, say); err != nil {
+		return err
+	}
 
 	w := tabwriter.NewWriter(opts.Out, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(w, "\nPHASE\tREQUESTS\tALPHA\tBETA\tGAMMA\tFAILED\n")
+	fmt.Fprintf(w, "\nPHASE\tCALLS\tALPHA\tBETA\tGAMMA\tFAILED\tDENIED\n")
 	var bad []string
 	for _, p := range phases {
-		by := map[string]int{}
-		for id, n := range p.landed {
-			cluster, _, _ := strings.Cut(id, "/")
-			by[cluster] += n
-		}
-		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\n", p.name, opts.Requests, by["alpha"], by["beta"], by[gamma.Name], p.failed)
-		if p.steady && (p.failed > 0 || by[p.want] != opts.Requests) {
-			bad = append(bad, p.name)
+		by := p.byCluster()
+		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\n", p.name, p.calls, by["alpha"], by["beta"], by[gamma.Name], p.failed, p.denied)
+		if p.problem != "" {
+			bad = append(bad, p.name+": "+p.problem)
 		}
 	}
 	w.Flush()
 	if len(bad) > 0 {
-		return fmt.Errorf("steady phases with failures or stray traffic: %s", strings.Join(bad, ", "))
+		return fmt.Errorf("phases not as the policies say: %s", strings.Join(bad, "; "))
 	}
-	say("\nEvery steady phase: zero failed requests, all traffic where the policy says.")
+	say("\nEvery phase as the policies say: no failed call in a steady phase, about %d%% of the calls in the canary,\n"+
+		"every call of beta's frontend refused while the rule held and none of alpha's.", canaryWeight)
 	return nil
 }
 
-// allIn reports whether every request in landed ("cluster/zone" → count) landed in
-// cluster.
-func allIn(landed map[string]int, cluster string) bool {
-	for id := range landed {
-		if c, _, _ := strings.Cut(id, "/"); c != cluster {
-			return false
-		}
+// phase is one row of the demo's table.
+type phase struct {
+	name  string
+	calls int
+	tally
+	// problem is why the phase is not what the policies say; "" if it is.
+	problem string
+}
+
+// tally counts calls: where they landed ("cluster/zone" → count), how many servers
+// refused with PERMISSION_DENIED, and how many failed otherwise.
+type tally struct {
+	landed         map[string]int
+	denied, failed int
+}
+
+// byCluster is landed per cluster.
+func (t tally) byCluster() map[string]int {
+	by := map[string]int{}
+	for id, n := range t.landed {
+		cluster, _, _ := strings.Cut(id, "/")
+		by[cluster] += n
 	}
-	return true
+	return by
 }
 
 // explain is what alpha's agent says of cart for the client's zone: why traffic went
@@ -293,10 +343,10 @@ func publish(ctx context.Context, c *sandbox.Cluster, addrs []string) (*discover
 func meshClient(c *sandbox.Cluster, dir string) (*grpc.ClientConn, error) {
 	bootstrap := fmt.Sprintf(`{
   "xds_servers": [{"server_uri": %q, "channel_creds": %s, "server_features": ["xds_v3"]}],
-  "node": {"id": "demo-client", "locality": {"region": %q, "zone": %q}},
+  "node": {"id": "demo-client-%s", "locality": {"region": %q, "zone": %q}},
   "certificate_providers": {"meshfed": {"plugin_name": "file_watcher", "config": {
     "certificate_file": %q, "private_key_file": %q, "ca_certificate_file": %q, "refresh_interval": "10s"}}}
-}`, c.XDSAddr, c.XDSChannelCreds(), c.Region, c.Zones[0], filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "ca.crt"))
+}`, c.XDSAddr, c.XDSChannelCreds(), c.Name, c.Region, c.Zones[0], filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "ca.crt"))
 	resolver, err := grpcxds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
 	if err != nil {
 		return nil, err
@@ -309,20 +359,23 @@ func meshClient(c *sandbox.Cluster, dir string) (*grpc.ClientConn, error) {
 }
 
 // send makes n calls, one after the other, and counts where they landed.
-func send(ctx context.Context, conn *grpc.ClientConn, n int) (map[string]int, int) {
-	landed, failed := map[string]int{}, 0
+func send(ctx context.Context, conn *grpc.ClientConn, n int) tally {
+	t := tally{landed: map[string]int{}}
 	for range n {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		id, err := echo.Call(cctx, conn)
 		cancel()
-		if err != nil {
-			failed++
-			continue
+		switch {
+		case status.Code(err) == codes.PermissionDenied:
+			t.denied++
+		case err != nil:
+			t.failed++
+		default:
+			t.landed[id]++
 		}
-		landed[id]++
 		time.Sleep(5 * time.Millisecond) // a steady trickle, so phases span the changes
 	}
-	return landed, failed
+	return t
 }
 
 func until(ctx context.Context, ok func() bool) error {
