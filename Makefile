@@ -36,7 +36,7 @@ run: build binaries ## Run a local sandbox federation: a hub and 3 member cluste
 	bin/meshfedctl dev up --dir .meshfed
 
 .PHONY: demo
-demo: build binaries ## Play the failover story (local → other region through a gateway with mTLS → back) and print a table.
+demo: build binaries ## Play the failover story (local → other region through a gateway with mTLS → back), then a canary and an authorization rule, and print a table.
 	rm -rf .meshfed-demo
 	bin/meshfedctl dev demo --dir .meshfed-demo
 

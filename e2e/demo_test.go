@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,5 +23,10 @@ func TestDemo(t *testing.T) {
 	t.Logf("demo output:\n%s", out.String())
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, row := range []string{"canary, 10% to beta", "alpha's frontend, allowed", "beta's frontend, denied", "steady, policies deleted"} {
+		if !strings.Contains(out.String(), "\n"+row+" ") {
+			t.Errorf("the demo's table has no row %q", row)
+		}
 	}
 }

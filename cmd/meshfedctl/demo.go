@@ -14,7 +14,7 @@ func devDemoCommand() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "demo [--dir DIR]",
-		Short: "Play the failover story on a fresh sandbox and print where requests landed in each phase",
+		Short: "Play the failover story, then a canary split and an authorization rule, on a fresh sandbox and print where requests landed in each phase",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			bin, err := meshfedBinary(meshfed)

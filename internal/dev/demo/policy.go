@@ -23,7 +23,7 @@ import (
 const (
 	// canaryWeight is the percentage of cart's calls act two's TrafficPolicy sends
 	// to beta, and canaryTolerance how far the share seen may stray from it
-	// (percentage points): over canaryCalls calls, about four standard deviations.
+	// (percentage points): over canaryCalls calls, almost four standard deviations.
 	canaryWeight, canaryTolerance = 10, 5
 	canaryCalls                   = 500
 	// method is what the demo's clients call (the echo service's).
