@@ -25,13 +25,23 @@ import (
 const Namespace = "meshfed-system"
 
 // Dir is the chart's directory in this checkout (found from the working directory:
-// tests and make generate run inside it). It panics outside a checkout.
+// tests and make generate run inside it). It panics outside a checkout; FindDir says
+// why instead.
 func Dir() string {
+	dir, err := FindDir()
+	if err != nil {
+		panic(err)
+	}
+	return dir
+}
+
+// FindDir is the chart's directory in the checkout the working directory is in.
+func FindDir() (string, error) {
 	root, err := localkube.ModuleRoot()
 	if err != nil {
-		panic("chart: " + err.Error())
+		return "", fmt.Errorf("the meshfed chart: %w (run from the meshfed checkout, e.g. make run)", err)
 	}
-	return filepath.Join(root, "deploy", "charts", "meshfed")
+	return filepath.Join(root, "deploy", "charts", "meshfed"), nil
 }
 
 // Rendered is one rendering of the chart: each template's output, keyed by its path

@@ -470,7 +470,11 @@ var off = map[string]any{"enabled": false}
 func (s *Sandbox) install(ctx context.Context, admin *rest.Config, values map[string]any) ([]*unstructured.Unstructured, error) {
 	values["namespace"] = map[string]any{"create": true}
 	values["logFormat"] = "text"
-	r, err := chart.Render(chart.Dir(), values)
+	dir, err := chart.FindDir()
+	if err != nil {
+		return nil, err
+	}
+	r, err := chart.Render(dir, values)
 	if err != nil {
 		return nil, fmt.Errorf("render the chart: %w", err)
 	}
