@@ -239,12 +239,15 @@ func TestFederation(t *testing.T) {
 	})
 
 	t.Run("unregister removes exactly the cluster's data", func(t *testing.T) {
+		// Unregistering deletes the agent's namespace, RBAC included, and in a real
+		// cluster the agent's pod with it: the sandbox's process stops first, so that
+		// it is not left running without its RBAC (which downAfter would report).
+		s.StopAgent("gamma", syscall.SIGTERM)
 		err := register.Unregister(ctx, register.UnregisterOptions{Cluster: "gamma", Hub: s.HubConfig(),
 			Member: gamma.Config(), Progress: testWriter{t}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.StopAgent("gamma", syscall.SIGTERM)
 		testutil.Eventually(t, waitLong, "gamma gone from alpha's and beta's views", func() error {
 			for _, o := range []*sandbox.Cluster{alpha, beta} {
 				v, err := agentView(ctx, o.DebugAddr)
