@@ -75,9 +75,10 @@ func TestMain(m *testing.M) {
 }
 
 // grpcEchoEnv makes the test binary gRPC echo servers: "addr=id,addr=id". A server
-// given as "addr=id;<xDS server>;<region>;<zone>;<cert dir>" is a proxyless gRPC xDS
-// server of that agent instead (see xdsEchoSpec): its mTLS comes from the agent's
-// Listener and its workload certificate from the cert dir.
+// given as "addr=id;<xDS server>;<region>;<zone>;<cert dir>[;<behaviour>]" is a
+// proxyless gRPC xDS server of that agent instead (see xdsEchoSpec): its mTLS comes
+// from the agent's Listener and its workload certificate from the cert dir; it
+// misbehaves as the echo.Behaviour written last says (e.g. "fail=30").
 const grpcEchoEnv = "MESHFED_E2E_GRPC_ECHO"
 
 // grpcEcho serves the echo service on each address, answering with its id.
@@ -92,12 +93,16 @@ func grpcEcho(servers []string) {
 		}
 		if isXDS {
 			p := strings.Split(proxy, ";")
-			if len(p) != 4 {
-				fmt.Fprintln(os.Stderr, "bad xDS echo spec:", proxy)
+			if len(p) == 4 {
+				p = append(p, "")
+			}
+			b, err := meshecho.ParseBehaviour(p[len(p)-1])
+			if len(p) != 5 || err != nil {
+				fmt.Fprintln(os.Stderr, "bad xDS echo spec:", proxy, err)
 				os.Exit(2)
 			}
-			if _, err := meshecho.ServeXDS(l, id, meshecho.Proxy{XDSServer: p[0], NodeID: "echo-" + addr,
-				Region: p[1], Zone: p[2], CertDir: p[3]}); err != nil {
+			if _, err := meshecho.ServeXDSWith(l, id, meshecho.Proxy{XDSServer: p[0], NodeID: "echo-" + addr,
+				Region: p[1], Zone: p[2], CertDir: p[3]}, b); err != nil {
 				fmt.Fprintln(os.Stderr, err)
 				os.Exit(2)
 			}

@@ -28,6 +28,9 @@ type endpoint struct {
 	addr                        string
 	zone                        string
 	ready, serving, terminating bool
+	// pod, if set, is the Pod the endpoint's targetRef names (its labels are the
+	// endpoint's, see publish.EndpointLabels): an API object only, no kubelet runs it.
+	pod string
 }
 
 // service is a member Service and its endpoints, as the test wants them: the ground
@@ -85,13 +88,17 @@ func (s *service) apply(ctx context.Context, kube kubernetes.Interface) error {
 			Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("grpc"), Port: ptr.To(s.port), Protocol: ptr.To(corev1.ProtocolTCP)}},
 		}
 		for _, e := range eps {
-			slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{
+			ep := discoveryv1.Endpoint{
 				Addresses: []string{e.addr},
 				Zone:      ptr.To(e.zone),
 				Conditions: discoveryv1.EndpointConditions{
 					Ready: ptr.To(e.ready), Serving: ptr.To(e.serving), Terminating: ptr.To(e.terminating),
 				},
-			})
+			}
+			if e.pod != "" {
+				ep.TargetRef = &corev1.ObjectReference{Kind: "Pod", Namespace: s.namespace, Name: e.pod}
+			}
+			slice.Endpoints = append(slice.Endpoints, ep)
 		}
 		slices := kube.DiscoveryV1().EndpointSlices(s.namespace)
 		if cur, err := slices.Get(ctx, slice.Name, metav1.GetOptions{}); err == nil {

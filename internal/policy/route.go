@@ -7,17 +7,21 @@ import (
 	"strings"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1 "github.com/meshfed/meshfed/api/v1alpha1"
 	"github.com/meshfed/meshfed/internal/etcd/model"
 )
 
 // Match is what applies to one call of a global service.
 type Match struct {
 	// Route is the name of the route that matched; "" when none did (or the service
-	// has no TrafficPolicy): the service's defaults, every field below empty.
+	// has no TrafficPolicy): the service's defaults, every field below empty but
+	// Retries.
 	Route string
 	// Timeout bounds the call, retries included; 0: none.
 	Timeout time.Duration
-	// Retries, nil: no retries beyond gRPC's own.
+	// Retries are the route's, else FailoverRetries: never nil.
 	Retries *model.Retries
 	// Fault, nil: none.
 	Fault *model.Fault
@@ -30,14 +34,29 @@ type Match struct {
 // may be nil: the first route whose match the call satisfies, or the defaults.
 func Route(tp *model.TrafficPolicy, method string, headers map[string][]string) Match {
 	if tp == nil {
-		return Match{}
+		return Match{Retries: FailoverRetries()}
 	}
 	for _, r := range tp.Routes {
 		if (len(r.Methods) == 0 || MatchMethod(r.Methods, method)) && headersMatch(r.Headers, headers) {
-			return Match{Route: r.Name, Timeout: r.Timeout.Duration, Retries: r.Retries, Fault: r.Fault, Split: r.Split}
+			m := Match{Route: r.Name, Timeout: r.Timeout.Duration, Retries: r.Retries, Fault: r.Fault, Split: r.Split}
+			if m.Retries == nil {
+				m.Retries = FailoverRetries()
+			}
+			return m
 		}
 	}
-	return Match{}
+	return Match{Retries: FailoverRetries()}
+}
+
+// FailoverRetries are the retries of every call whose route sets none (no route
+// matches, or the service has no TrafficPolicy): a call that failed to reach a copy
+// that just died is retried on another, so that together with priorities clients see
+// no failure. Two retries of Unavailable and Cancelled, in that order, with gRPC's
+// default backoff (what the API defaults a route's backoff to).
+func FailoverRetries() *model.Retries {
+	base := v1.DefaultRetryBackoffBase
+	return &model.Retries{Attempts: 2, On: []string{string(v1.RetryOnUnavailable), string(v1.RetryOnCancelled)},
+		BackoffBase: metav1.Duration{Duration: base}, BackoffMax: metav1.Duration{Duration: v1.RetryBackoffMaxFactor * base}}
 }
 
 func headersMatch(matches []model.HeaderMatch, headers map[string][]string) bool {

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshfed/meshfed/internal/etcd/model"
+	"github.com/meshfed/meshfed/internal/policy"
 )
 
 // What a global service's TrafficPolicy adds to its client resources, in what
@@ -39,11 +40,16 @@ const (
 	ringMax = 4096
 )
 
-// defaultRetry is the retry of every route without retries of its own: a call that
-// failed to reach a copy that just died is retried on another, so that together with
-// priorities clients see no failure.
+// defaultRetry is the retry of every route without retries of its own,
+// policy.FailoverRetries: its codes in its order, its backoff grpc-go's default (left
+// unset).
 func defaultRetry() *routev3.RetryPolicy {
-	return &routev3.RetryPolicy{RetryOn: "unavailable,cancelled", NumRetries: wrapperspb.UInt32(2)}
+	r := policy.FailoverRetries()
+	tokens := make([]string, 0, len(r.On))
+	for _, c := range r.On {
+		tokens = append(tokens, retryOn([]string{c}))
+	}
+	return &routev3.RetryPolicy{RetryOn: strings.Join(tokens, ","), NumRetries: wrapperspb.UInt32(uint32(r.Attempts))}
 }
 
 // faultFilter is the fault filter of a client listener with a TrafficPolicy: empty,

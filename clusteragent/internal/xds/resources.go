@@ -106,7 +106,7 @@ func routeConfig(hostname string, port uint32) *routev3.RouteConfiguration {
 					ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterName(hostname, port)},
 					// A request that failed to reach a copy that just died is retried on
 					// another: together with priorities, clients see no failure.
-					RetryPolicy: &routev3.RetryPolicy{RetryOn: "unavailable,cancelled", NumRetries: wrapperspb.UInt32(2)},
+					RetryPolicy: defaultRetry(),
 				}},
 			}},
 		}},

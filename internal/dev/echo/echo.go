@@ -2,6 +2,7 @@ package echo
 
 import (
 	"context"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -11,12 +12,18 @@ import (
 
 type server struct {
 	testgrpc.UnimplementedTestServiceServer
-	id string
+	id    string
+	b     Behaviour
+	calls *atomic.Uint64 // UnaryCalls so far
 }
 
 // UnaryCall answers with the server's identity in ServerId and, over TLS with a client
 // certificate, the client's SPIFFE ID (its first URI SAN) in Hostname.
+// It first misbehaves as its Behaviour says (DelayHeader, FailPercent).
 func (s server) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	if err := misbehave(ctx, s.b, s.calls); err != nil {
+		return nil, err
+	}
 	resp := &testgrpc.SimpleResponse{ServerId: s.id}
 	if p, ok := peer.FromContext(ctx); ok {
 		if info, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(info.State.PeerCertificates) > 0 {
@@ -34,7 +41,12 @@ func (s server) EmptyCall(context.Context, *testgrpc.Empty) (*testgrpc.Empty, er
 
 // Register adds the echo service, answering with id, to s.
 func Register(s grpc.ServiceRegistrar, id string) {
-	testgrpc.RegisterTestServiceServer(s, server{id: id})
+	RegisterWith(s, id, Behaviour{})
+}
+
+// RegisterWith adds the echo service, answering with id and misbehaving as b says, to s.
+func RegisterWith(s grpc.ServiceRegistrar, id string, b Behaviour) {
+	testgrpc.RegisterTestServiceServer(s, server{id: id, b: b, calls: &atomic.Uint64{}})
 }
 
 // Call sends one request and returns the identity of the server that answered.

@@ -79,6 +79,11 @@ func (p Proxy) Bootstrap() []byte {
 // dials it through a relay of its own on the namespace's loopback, so that the name
 // the certificate is checked for is one it carries.
 func ServeXDS(lis net.Listener, id string, p Proxy) (*xds.GRPCServer, error) {
+	return ServeXDSWith(lis, id, p, Behaviour{})
+}
+
+// ServeXDSWith is ServeXDS with a server that misbehaves as b says.
+func ServeXDSWith(lis net.Listener, id string, p Proxy, b Behaviour) (*xds.GRPCServer, error) {
 	if p.channelCreds()[0].(map[string]any)["type"] == "tls" && !isLoopback(p.XDSServer) {
 		l, err := netlink.New(p.XDSServer) // for the life of the process
 		if err != nil {
@@ -94,7 +99,7 @@ func ServeXDS(lis net.Listener, id string, p Proxy) (*xds.GRPCServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("echo: xDS server: %w", err)
 	}
-	Register(s, id)
+	RegisterWith(s, id, b)
 	go s.Serve(lis) //nolint:errcheck // returns when stopped
 	return s, nil
 }

@@ -225,10 +225,6 @@ func Explain(view *clusteragent.DebugView, hub *Hub, req Request) (*Result, erro
 	r.Routing.Endpoints = merge(bySubset)
 	for _, w := range m.Split {
 		r.Routing.Split = append(r.Routing.Split, SubsetShare{Subset: w.Subset, Weight: w.Weight, Endpoints: orEmpty(bySubset[w.Subset])})
-		if s := subset(tp, w.Subset); s != nil && len(s.Labels) > 0 && labelsPublished == nil {
-			r.Warnings = append(r.Warnings, fmt.Sprintf("subset %q selects endpoints by labels, which published endpoint records do not carry yet: "+
-				"it holds none of them here", w.Subset))
-		}
 	}
 
 	if view.Source != "live" || !view.HubReachable {
@@ -245,11 +241,6 @@ func Explain(view *clusteragent.DebugView, hub *Hub, req Request) (*Result, erro
 	r.statuses(hub, gs, tp, authz)
 	return r, nil
 }
-
-// labelsPublished is nil while model.Endpoint carries no Pod labels (docs/policy.md,
-// Open points): every endpoint has no labels. When the records carry them, it
-// returns an endpoint's.
-var labelsPublished func(model.Endpoint) map[string]string
 
 func findService(all []model.GlobalService, namespace, name string) *model.GlobalService {
 	for i := range all {
@@ -285,18 +276,6 @@ func authorizationPolicies(all []*model.AuthorizationPolicy, gs *model.GlobalSer
 	return out
 }
 
-func subset(tp *model.TrafficPolicy, name string) *model.Subset {
-	if tp == nil {
-		return nil
-	}
-	for i := range tp.Subsets {
-		if tp.Subsets[i].Name == name {
-			return &tp.Subsets[i]
-		}
-	}
-	return nil
-}
-
 // endpoints counts gs's endpoints in the view by subset (policy.SubsetOf) and
 // cluster, clusters sorted by name.
 func endpoints(view *clusteragent.DebugView, gs *model.GlobalService, tp *model.TrafficPolicy) map[string][]ClusterEndpoints {
@@ -308,11 +287,7 @@ func endpoints(view *clusteragent.DebugView, gs *model.GlobalService, tp *model.
 				continue
 			}
 			for _, e := range s.Endpoints {
-				var labels map[string]string
-				if labelsPublished != nil {
-					labels = labelsPublished(e)
-				}
-				name := policy.SubsetOf(tp, c.Name, labels)
+				name := policy.SubsetOf(tp, c.Name, e.Labels)
 				if counts[name] == nil {
 					counts[name] = &ClusterEndpoints{Cluster: c.Name}
 				}

@@ -155,6 +155,9 @@ func TestExplainRouting(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if tc.want.Retries == nil { // what every route is served without retries of its own
+				tc.want.Retries = policy.FailoverRetries()
+			}
 			if diff := cmp.Diff(tc.want, r.Routing); diff != "" {
 				t.Errorf("routing (-want +got):\n%s", diff)
 			}
@@ -166,9 +169,41 @@ func TestExplainRouting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Routing{LoadBalancer: model.LoadBalancer{Policy: string(v1.DefaultLoadBalancerPolicy)}, Endpoints: []ClusterEndpoints{}}
+	want := Routing{Retries: policy.FailoverRetries(), LoadBalancer: model.LoadBalancer{Policy: string(v1.DefaultLoadBalancerPolicy)}, Endpoints: []ClusterEndpoints{}}
 	if diff := cmp.Diff(want, r.Routing); diff != "" {
 		t.Errorf("routing without a policy (-want +got):\n%s", diff)
+	}
+}
+
+// TestExplainSplitByLabels: a subset by labels holds the endpoints whose records carry
+// them (the publisher copies them from the endpoints' Pods), as the xDS server's
+// subset clusters do.
+func TestExplainSplitByLabels(t *testing.T) {
+	view := testView()
+	tp := *cartTP
+	tp.Subsets = []model.Subset{{Name: "canary", Labels: map[string]string{"version": "v2"}}}
+	view.TrafficPolicies = []*model.TrafficPolicy{&tp}
+	labelled := eps(true, false, true)
+	labelled[0].Labels = map[string]string{"version": "v2"}
+	labelled[1].Labels = map[string]string{"version": "v2", "track": "stable"}
+	labelled[2].Labels = map[string]string{"version": "v1"}
+	view.Clusters[2].Services[0].Endpoints = labelled // staging's cart
+	r, err := Explain(view, nil, Request{From: policy.Identity{Cluster: "alpha", Namespace: "shop", ServiceAccount: "frontend"},
+		Namespace: "shop", Service: "cart", Method: "/shop.Cart/Add"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []SubsetShare{
+		{Subset: "", Weight: 95, Endpoints: []ClusterEndpoints{{"alpha", 1, 2}, {"beta", 1, 1}, {"staging", 1, 1}}},
+		{Subset: "canary", Weight: 5, Endpoints: []ClusterEndpoints{{"staging", 1, 2}}},
+	}
+	if diff := cmp.Diff(want, r.Routing.Split); diff != "" {
+		t.Errorf("split (-want +got):\n%s", diff)
+	}
+	for _, w := range r.Warnings {
+		if strings.Contains(w, "label") {
+			t.Errorf("warning %q: the records carry labels", w)
+		}
 	}
 }
 

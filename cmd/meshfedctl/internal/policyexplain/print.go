@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/meshfed/meshfed/internal/etcd/model"
+	"github.com/meshfed/meshfed/internal/policy"
 )
 
 // Print writes r as text or json.
@@ -110,10 +112,14 @@ func (r *Result) Print(w io.Writer, format string) error {
 
 func retries(r *model.Retries) string {
 	if r == nil {
-		return "none beyond gRPC's own"
+		return "none"
 	}
-	return fmt.Sprintf("%d after the first try, on %s, backoff %s to %s", r.Attempts, strings.Join(r.On, ", "),
+	out := fmt.Sprintf("%d after the first try, on %s, backoff %s to %s", r.Attempts, strings.Join(r.On, ", "),
 		r.BackoffBase.Duration, r.BackoffMax.Duration)
+	if reflect.DeepEqual(r, policy.FailoverRetries()) {
+		out += " (meshfed's failover retry)"
+	}
+	return out
 }
 
 func fault(f *model.Fault) string {
