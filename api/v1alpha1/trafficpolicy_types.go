@@ -67,8 +67,8 @@ type TrafficPolicySpec struct {
 	Subsets []Subset `json:"subsets,omitempty"`
 
 	// Routes are matched in order; the first whose match a call satisfies applies.
-	// Calls no route matches get the service's defaults: no timeout, no retries
-	// beyond gRPC's own, no fault, every endpoint.
+	// Calls no route matches get the service's defaults: no timeout, meshfed's
+	// failover retry (2 retries of UNAVAILABLE and CANCELLED), no fault, every endpoint.
 	// +kubebuilder:validation:MaxItems=32
 	// +kubebuilder:validation:XValidation:rule="self.all(r, self.exists_one(t, t.name == r.name))",message="route names must be unique"
 	// +listType=atomic
