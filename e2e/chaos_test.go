@@ -586,6 +586,10 @@ type churn struct {
 const churnPeriod = 250 * time.Millisecond
 
 func startChurn(t *testing.T, ctx context.Context, s *sandbox.Sandbox, truth map[string]*service) *churn {
+	// stop ends the loop between flips, never during one: a write cancelled in flight
+	// may still have been committed, and the truth would then differ from what the
+	// cluster holds (the final check once waited 3 minutes for such a flip).
+	applyCtx := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	ch := &churn{cancel: cancel, done: make(chan struct{})}
 	clusters := slices.Sorted(func(yield func(string) bool) {
@@ -614,14 +618,14 @@ func startChurn(t *testing.T, ctx context.Context, s *sandbox.Sandbox, truth map
 			svc := truth[name]
 			e := &svc.endpoints[1+(k/len(clusters))%(len(svc.endpoints)-1)] // never the first
 			e.ready, e.serving = !e.ready, !e.ready
-			err := svc.apply(ctx, kubes[name])
+			err := svc.apply(applyCtx, kubes[name])
 			if err != nil {
 				// Not written: the truth stays what the cluster holds.
 				e.ready, e.serving = !e.ready, !e.ready
 			}
 			ch.mu.Unlock()
 			if err != nil {
-				if ctx.Err() == nil {
+				if applyCtx.Err() == nil {
 					t.Errorf("churn in %s: %v", name, err)
 				}
 				return
